@@ -1,0 +1,139 @@
+package kpush
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// Outcome categories. Every error returned for a record is a *ProduceError
+// that matches exactly one of them with errors.Is.
+var (
+	// ErrNotWritten matches errors for records that were definitely not
+	// written: invalid input, buffer full in fail-fast mode, ctx done before
+	// the record was sent, the broker rejected it, or the producer closed
+	// before sending it. Retrying such a record cannot create a duplicate.
+	ErrNotWritten = errors.New("kpush: record not written")
+	// ErrOutcomeUnknown matches errors for records that may or may not
+	// have been written: the request reached (or may have reached) the
+	// broker, but no acknowledgement arrived (timeout, connection cut, ctx
+	// done while in flight). Retrying such a record may create a duplicate.
+	ErrOutcomeUnknown = errors.New("kpush: record outcome unknown")
+)
+
+// Causes for Send and SendAsync; found with errors.Is on the returned error.
+var (
+	// ErrNilRecord: Send or SendAsync was given a nil record.
+	ErrNilRecord = errors.New("kpush: nil record")
+	// ErrNoTopic: the record has no topic and the producer no default topic.
+	ErrNoTopic = errors.New("kpush: record has no topic and no default topic is set")
+	// ErrRecordTooLarge: the encoded record does not fit in a batch of
+	// WithMaxBatchBytes.
+	ErrRecordTooLarge = errors.New("kpush: record larger than the maximum batch size")
+	// ErrUnknownTopic: the cluster does not have the topic (and does not
+	// create it automatically).
+	ErrUnknownTopic = errors.New("kpush: unknown topic")
+	// ErrInvalidPartition: with ManualPartitioner, the record's partition is
+	// negative or not less than the topic's partition count.
+	ErrInvalidPartition = errors.New("kpush: invalid partition")
+	// ErrBufferFull: the buffer is full and the producer fails fast
+	// (WithFailFastWhenFull).
+	ErrBufferFull = errors.New("kpush: buffer full")
+	// ErrClosed: the producer is closed (or closing) and takes no more
+	// records; records still buffered when Close gives up fail with it.
+	ErrClosed = errors.New("kpush: producer closed")
+	// ErrDeliveryTimeout: the record could not be acknowledged within the
+	// delivery timeout (WithDeliveryTimeout), retries included.
+	ErrDeliveryTimeout = errors.New("kpush: delivery timeout expired")
+	// ErrSequenceReset: the producer had to start a new epoch (KIP-360)
+	// while this record's earlier attempt had an unknown outcome; resending
+	// could have duplicated it, so it fails with an unknown outcome.
+	ErrSequenceReset = errors.New("kpush: producer epoch reset while the record's outcome was unknown")
+	// ErrNoBroker: no broker could be reached for metadata.
+	ErrNoBroker = errors.New("kpush: no broker reachable")
+)
+
+// Broker errors that users commonly check, re-exported from franz-go's kerr
+// package (errors.Is matches them in a *ProduceError's chain). Any other
+// broker error code is also in the chain as a *kerr.Error.
+var (
+	ErrMessageTooLarge          = kerr.MessageTooLarge
+	ErrInvalidRecord            = kerr.InvalidRecord
+	ErrTopicAuthorizationFailed = kerr.TopicAuthorizationFailed
+	ErrNotEnoughReplicas        = kerr.NotEnoughReplicas
+)
+
+// ErrInvalidConfig matches every error New returns for an invalid option.
+var ErrInvalidConfig = errors.New("kpush: invalid configuration")
+
+// ConfigError reports an invalid option passed to New.
+type ConfigError struct {
+	Option string // the option's name, e.g. "WithMaxInflight"
+	Reason string
+}
+
+// Error implements error.
+func (e *ConfigError) Error() string {
+	return "kpush: invalid option " + e.Option + ": " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalidConfig) true.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// ProduceError is the error for one record. Use errors.Is with
+// ErrNotWritten or ErrOutcomeUnknown to learn whether the record may have
+// been written, and with the causes above (or a context error, or a kerr
+// broker error) to learn why.
+type ProduceError struct {
+	Topic     string
+	Partition int32 // -1 when no partition was chosen yet
+	// Unknown is true when the record may have been written.
+	Unknown bool
+	// Err is the cause.
+	Err error
+}
+
+// Error implements error.
+func (e *ProduceError) Error() string {
+	what := "not written"
+	if e.Unknown {
+		what = "outcome unknown"
+	}
+	where := e.Topic
+	if e.Partition >= 0 {
+		where += "[" + strconv.Itoa(int(e.Partition)) + "]"
+	}
+	if where == "" {
+		return fmt.Sprintf("kpush: produce: %v (%s)", trimPrefix(e.Err), what)
+	}
+	return fmt.Sprintf("kpush: produce to %s: %v (%s)", where, trimPrefix(e.Err), what)
+}
+
+// Unwrap returns the cause.
+func (e *ProduceError) Unwrap() error { return e.Err }
+
+// Is matches the outcome category.
+func (e *ProduceError) Is(target error) bool {
+	switch target {
+	case ErrOutcomeUnknown:
+		return e.Unknown
+	case ErrNotWritten:
+		return !e.Unknown
+	}
+	return false
+}
+
+// trimPrefix avoids "kpush: produce to t: kpush: buffer full".
+func trimPrefix(err error) string {
+	s := err.Error()
+	if len(s) > 7 && s[:7] == "kpush: " {
+		return s[7:]
+	}
+	return s
+}
+
+func notWritten(topic string, partition int32, cause error) error {
+	return &ProduceError{Topic: topic, Partition: partition, Err: cause}
+}

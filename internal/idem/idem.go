@@ -1,0 +1,139 @@
+// Package idem holds the idempotent producer's identity: the producer id and
+// epoch from InitProducerID. Per-partition sequence numbers live with each
+// partition's accumulator (internal/sink), which assigns them when a batch is
+// first sent.
+//
+// Goroutines and ownership: Manager.mu guards every field. The metadata
+// goroutine calls Load; sink goroutines call Wait and Current. Nothing here
+// starts a goroutine.
+package idem
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kpush/kpush/internal/wire"
+)
+
+// ID is a producer id and epoch. ID{-1, -1} means "not idempotent".
+type ID struct {
+	Producer int64
+	Epoch    int16
+}
+
+// None is the ID used by non-idempotent producers.
+var None = ID{Producer: -1, Epoch: -1}
+
+// Manager obtains and holds the producer ID.
+type Manager struct {
+	mu      sync.Mutex
+	id      ID
+	loaded  bool
+	err     error         // last load error, nil once loaded
+	ready   chan struct{} // closed when loaded is first set
+	enabled bool
+}
+
+// NewManager returns a manager; when enabled is false, Wait returns None at once.
+func NewManager(enabled bool) *Manager {
+	m := &Manager{ready: make(chan struct{}), enabled: enabled, id: None}
+	if !enabled {
+		m.loaded = true
+		close(m.ready)
+	}
+	return m
+}
+
+// Enabled reports whether the producer is idempotent.
+func (m *Manager) Enabled() bool { return m.enabled }
+
+// NeedsLoad reports whether Load should be called.
+func (m *Manager) NeedsLoad() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.enabled && !m.loaded
+}
+
+// Load issues InitProducerID on conn. Fatal errors (authorization, cluster
+// does not support idempotence) are kept and returned by Err; retriable ones
+// are returned so the caller tries again later.
+func (m *Manager) Load(ctx context.Context, conn *wire.Conn) error {
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.ProducerID = -1
+	req.ProducerEpoch = -1
+	req.TransactionTimeoutMillis = 60000
+	r, err := conn.Request(ctx, req)
+	if err != nil {
+		return err
+	}
+	resp := r.(*kmsg.InitProducerIDResponse)
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		m.mu.Lock()
+		m.err = fmt.Errorf("init producer id: %w", err)
+		m.mu.Unlock()
+		return m.err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.id = ID{Producer: resp.ProducerID, Epoch: resp.ProducerEpoch}
+	m.err = nil
+	if !m.loaded {
+		m.loaded = true
+		close(m.ready)
+	}
+	return nil
+}
+
+// Bump replaces the producer epoch after the broker lost track of our
+// sequences (KIP-360): InitProducerID with the current id and epoch (v3+),
+// or a fresh producer id from older brokers. It does nothing when the ID has
+// already moved on from old.
+func (m *Manager) Bump(ctx context.Context, conn *wire.Conn, old ID) error {
+	if m.Current() != old {
+		return nil
+	}
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.ProducerID, req.ProducerEpoch = -1, -1
+	if conn.Version(req.Key()) >= 3 {
+		req.ProducerID, req.ProducerEpoch = old.Producer, old.Epoch
+	}
+	req.TransactionTimeoutMillis = 60000
+	r, err := conn.Request(ctx, req)
+	if err != nil {
+		return err
+	}
+	resp := r.(*kmsg.InitProducerIDResponse)
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return fmt.Errorf("bump producer epoch: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.id == old {
+		m.id = ID{Producer: resp.ProducerID, Epoch: resp.ProducerEpoch}
+	}
+	return nil
+}
+
+// Err returns the last InitProducerID error while no ID is loaded.
+func (m *Manager) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.loaded {
+		return nil
+	}
+	return m.err
+}
+
+// Ready is closed once an ID is loaded (at once when not idempotent).
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
+
+// Current returns the loaded ID (None before loading or when disabled).
+func (m *Manager) Current() ID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.id
+}

@@ -1,0 +1,252 @@
+// Package meta fetches cluster metadata (brokers, topics, partition leaders)
+// and runs the refresh loop.
+//
+// Goroutines and ownership:
+//   - Refresher.Run is the only goroutine that fetches. It owns the Fetcher
+//     (and so its connection), so at most one metadata request is in flight.
+//     It exits when its stop channel is closed.
+//   - Trigger may be called from any goroutine; triggers coalesce in a
+//     one-slot channel, and refreshes are spaced by the minimum interval.
+//   - Snapshots are immutable once published; readers load them through an
+//     atomic pointer (copy-on-write).
+package meta
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kpush/kpush/internal/wire"
+)
+
+// Broker is one broker of the cluster.
+type Broker struct {
+	ID   int32
+	Addr string // host:port
+}
+
+// Partition is one partition's metadata.
+type Partition struct {
+	ID          int32
+	Leader      int32 // -1 when the partition has no leader
+	LeaderEpoch int32
+	Err         error // partition-level error (e.g. LEADER_NOT_AVAILABLE), nil when fine
+}
+
+// Topic is one topic's metadata.
+type Topic struct {
+	Name       string
+	Partitions []Partition // indexed by partition id
+	Err        error       // topic-level error (e.g. UNKNOWN_TOPIC_OR_PARTITION)
+}
+
+// Snapshot is the result of one metadata fetch. Immutable.
+type Snapshot struct {
+	Brokers map[int32]Broker
+	Topics  map[string]Topic
+	Fetched time.Time
+}
+
+// Fetcher issues Metadata requests over one connection it keeps, moving to
+// another known broker when that connection fails. Not safe for concurrent
+// use: one goroutine (the Refresher) owns it.
+type Fetcher struct {
+	cfg   *wire.Config
+	seeds []string
+	addrs []string // seeds plus every broker seen, tried in turn
+	next  int
+	conn  *wire.Conn
+}
+
+// NewFetcher returns a Fetcher that starts from the seed addresses.
+func NewFetcher(cfg *wire.Config, seeds []string) *Fetcher {
+	return &Fetcher{cfg: cfg, seeds: seeds, addrs: slices.Clone(seeds)}
+}
+
+// Conn returns a live connection to some broker, dialing if needed. Other
+// control requests (InitProducerID) reuse it.
+func (f *Fetcher) Conn(ctx context.Context) (*wire.Conn, error) {
+	if f.conn != nil && f.conn.Err() == nil {
+		return f.conn, nil
+	}
+	if f.conn != nil {
+		f.conn.Close()
+		f.conn = nil
+	}
+	var errs []error
+	for range len(f.addrs) {
+		addr := f.addrs[f.next%len(f.addrs)]
+		f.next++
+		c, err := wire.Dial(ctx, addr, f.cfg)
+		if err == nil {
+			f.conn = c
+			return c, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("no broker reachable: %w", errors.Join(errs...))
+}
+
+// Close closes the fetcher's connection.
+func (f *Fetcher) Close() {
+	if f.conn != nil {
+		f.conn.Close()
+		f.conn = nil
+	}
+}
+
+// Fetch asks for metadata of the given topics (never "all topics").
+func (f *Fetcher) Fetch(ctx context.Context, topics []string) (*Snapshot, error) {
+	conn, err := f.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req := kmsg.NewPtrMetadataRequest()
+	req.AllowAutoTopicCreation = false
+	req.Topics = make([]kmsg.MetadataRequestTopic, 0, len(topics))
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	r, err := conn.Request(ctx, req)
+	if err != nil {
+		conn.Close() // a timed-out request leaves the connection in an unknown state
+		return nil, err
+	}
+	resp := r.(*kmsg.MetadataResponse)
+	s := &Snapshot{
+		Brokers: make(map[int32]Broker, len(resp.Brokers)),
+		Topics:  make(map[string]Topic, len(resp.Topics)),
+		Fetched: time.Now(),
+	}
+	for _, b := range resp.Brokers {
+		addr := net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
+		s.Brokers[b.NodeID] = Broker{ID: b.NodeID, Addr: addr}
+		if !slices.Contains(f.addrs, addr) {
+			f.addrs = append(f.addrs, addr)
+		}
+	}
+	for _, t := range resp.Topics {
+		if t.Topic == nil {
+			continue
+		}
+		mt := Topic{Name: *t.Topic, Err: kerr.ErrorForCode(t.ErrorCode)}
+		if mt.Err == nil {
+			n := int32(0)
+			for _, p := range t.Partitions {
+				n = max(n, p.Partition+1)
+			}
+			mt.Partitions = make([]Partition, n)
+			for i := range mt.Partitions {
+				mt.Partitions[i] = Partition{ID: int32(i), Leader: -1, Err: kerr.LeaderNotAvailable}
+			}
+			for _, p := range t.Partitions {
+				if p.Partition < 0 {
+					continue
+				}
+				mp := Partition{ID: p.Partition, Leader: p.Leader, LeaderEpoch: p.LeaderEpoch, Err: kerr.ErrorForCode(p.ErrorCode)}
+				if _, ok := s.Brokers[mp.Leader]; !ok {
+					mp.Leader = -1
+				}
+				mt.Partitions[p.Partition] = mp
+			}
+		}
+		s.Topics[mt.Name] = mt
+	}
+	return s, nil
+}
+
+// Refresher runs periodic and triggered metadata refreshes.
+type Refresher struct {
+	Fetcher     *Fetcher
+	Interval    time.Duration // periodic refresh; default 5m
+	MinInterval time.Duration // spacing between triggered refreshes; default 100ms
+	Timeout     time.Duration // bound on one refresh; default 10s
+	// Topics returns the topics to ask about.
+	Topics func() []string
+	// Apply receives every fetch result, on the Run goroutine.
+	Apply func(s *Snapshot, err error)
+	// OnIdle, when set, runs on the Run goroutine after each refresh and is
+	// a place for other control requests that need the Fetcher's connection.
+	OnIdle func(ctx context.Context)
+
+	trigger chan struct{}
+	latest  atomic.Pointer[Snapshot]
+}
+
+// Init must be called before Run or Trigger.
+func (r *Refresher) Init() {
+	r.trigger = make(chan struct{}, 1)
+	if r.Interval <= 0 {
+		r.Interval = 5 * time.Minute
+	}
+	if r.MinInterval <= 0 {
+		r.MinInterval = 100 * time.Millisecond
+	}
+	if r.Timeout <= 0 {
+		r.Timeout = 10 * time.Second
+	}
+}
+
+// Trigger asks for a refresh soon. Non-blocking; triggers coalesce.
+func (r *Refresher) Trigger() {
+	select {
+	case r.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Latest returns the most recent successful snapshot, or nil.
+func (r *Refresher) Latest() *Snapshot { return r.latest.Load() }
+
+// Run refreshes until stop is closed.
+func (r *Refresher) Run(stop <-chan struct{}) {
+	defer r.Fetcher.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-stop
+		cancel()
+	}()
+	tick := time.NewTicker(r.Interval)
+	defer tick.Stop()
+	pace := time.NewTimer(0)
+	defer pace.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-r.trigger:
+		case <-tick.C:
+		}
+		// Space refreshes so an error storm cannot turn into a request storm.
+		select {
+		case <-stop:
+			return
+		case <-pace.C:
+		}
+		fctx, fcancel := context.WithTimeout(ctx, r.Timeout)
+		s, err := r.Fetcher.Fetch(fctx, r.Topics())
+		fcancel()
+		if err == nil {
+			r.latest.Store(s)
+		}
+		r.Apply(s, err)
+		if r.OnIdle != nil {
+			r.OnIdle(ctx)
+		}
+		pace.Reset(r.MinInterval)
+	}
+}

@@ -1,0 +1,268 @@
+// Package sink sends records to brokers: per-partition accumulators, one
+// sender loop per broker, response handling and retries.
+//
+// Goroutines and ownership (this file and sink.go):
+//   - Engine holds configuration (read-only after NewEngine), atomic
+//     counters, and the goroutine group (Go/Wait) that every engine
+//     goroutine is started from.
+//   - One sink goroutine per broker (Sink.loop) owns that broker's
+//     connection: it dials, drains ready partitions into ProduceRequests and
+//     writes them, keeping at most MaxInflight requests outstanding.
+//   - The connection's reader goroutine (internal/wire) runs Sink.handle for
+//     each response, in order: it updates partitions and wakes synchronous
+//     waiters directly (one wake per record, no herd).
+//   - One callback goroutine per sink (callbacks.run) runs asynchronous
+//     callbacks, in order per partition, so a slow callback never delays
+//     reading responses.
+package sink
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kpush/kpush/internal/batch"
+	"github.com/kpush/kpush/internal/idem"
+	"github.com/kpush/kpush/internal/wire"
+)
+
+// Engine errors; the root package maps them to its public errors.
+var (
+	// ErrDeliveryTimeout: the record's delivery timeout passed.
+	ErrDeliveryTimeout = errors.New("delivery timeout expired")
+	// ErrSequenceReset: the producer epoch was bumped while this batch's
+	// outcome was unknown; resending it could duplicate it (KIP-360).
+	ErrSequenceReset = errors.New("producer epoch reset while the batch's outcome was unknown")
+	// ErrClosing: the producer closed before the record had an outcome.
+	ErrClosing = errors.New("producer closed")
+)
+
+// Config is the engine's configuration.
+type Config struct {
+	Acks           int16 // -1 all, 1 leader, 0 none
+	MaxInflight    int   // requests per broker
+	MaxBatchBytes  int
+	Codec          batch.Codec
+	Linger         time.Duration
+	RequestTimeout time.Duration
+	RetryBackoff   time.Duration
+	Wire           *wire.Config
+	Logger         *slog.Logger
+	// TriggerMetadata asks for a metadata refresh (leader moved, unknown
+	// partition).
+	TriggerMetadata func()
+	// RequestBump asks for a new producer epoch (KIP-360), given the ID
+	// whose sequences went wrong.
+	RequestBump func(old idem.ID)
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	Batches        atomic.Int64
+	BatchedRecords atomic.Int64
+	Requests       atomic.Int64
+	Inflight       atomic.Int64
+	Retries        atomic.Int64
+	Throttles      atomic.Int64
+}
+
+// Engine is shared by every sink and partition of one producer.
+type Engine struct {
+	cfg   Config
+	idem  *idem.Manager
+	Stats Stats
+
+	wg       sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+	ctx      context.Context // canceled by Stop; bounds dials
+	cancel   context.CancelFunc
+
+	recSlices sync.Pool // []*Pending for batches
+}
+
+// NewEngine returns an engine; nothing starts until sinks are created.
+func NewEngine(cfg Config, m *idem.Manager) *Engine {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TriggerMetadata == nil {
+		cfg.TriggerMetadata = func() {}
+	}
+	if cfg.RequestBump == nil {
+		cfg.RequestBump = func(idem.ID) {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Engine{cfg: cfg, idem: m, stop: make(chan struct{}), ctx: ctx, cancel: cancel}
+}
+
+// Go runs fn on a new goroutine tracked by Wait.
+func (e *Engine) Go(fn func()) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		fn()
+	}()
+}
+
+// Stop tells every engine goroutine to exit; Wait waits for them.
+func (e *Engine) Stop() {
+	e.stopOnce.Do(func() {
+		close(e.stop)
+		e.cancel()
+	})
+}
+
+// Context is canceled by Stop.
+func (e *Engine) Context() context.Context { return e.ctx }
+
+// Stopping is closed by Stop.
+func (e *Engine) Stopping() <-chan struct{} { return e.stop }
+
+// Wait waits for every goroutine started with Go.
+func (e *Engine) Wait() { e.wg.Wait() }
+
+func (e *Engine) requestBump(old idem.ID) { e.cfg.RequestBump(old) }
+
+// backoff returns the wait before the n-th consecutive retry round:
+// exponential from RetryBackoff, capped at 1s (or RetryBackoff when larger),
+// with ±20% jitter so partitions do not retry in lockstep.
+func (e *Engine) backoff(n int) time.Duration {
+	base := e.cfg.RetryBackoff
+	d := base << min(n-1, 10)
+	limit := max(time.Second, base)
+	if d > limit || d <= 0 {
+		d = limit
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (e *Engine) getRecSlice() []*Pending {
+	if s, ok := e.recSlices.Get().(*[]*Pending); ok {
+		return (*s)[:0]
+	}
+	return make([]*Pending, 0, 16)
+}
+
+func (e *Engine) putRecSlice(s []*Pending) {
+	if cap(s) > 4096 {
+		return
+	}
+	clear(s)
+	s = s[:0]
+	e.recSlices.Put(&s)
+}
+
+// notifyAll delivers outcomes outside any lock. Async records go to cb
+// when given (a sink's callback goroutine), else run here. Every record's
+// Async flag is read before anything is delivered: a woken waiter or a
+// finished callback may reuse its Pending at once.
+func notifyAll(recs []*Pending, cb *callbacks) {
+	if cb == nil {
+		for _, r := range recs {
+			r.Done.Notify(r)
+		}
+		return
+	}
+	nAsync := 0
+	for _, r := range recs {
+		if r.Async {
+			nAsync++
+		}
+	}
+	switch nAsync {
+	case 0:
+		for _, r := range recs {
+			r.Done.Notify(r)
+		}
+	case len(recs):
+		cb.push(recs)
+	default: // sync and async records in one response: split them
+		async := make([]*Pending, 0, nAsync)
+		sync := make([]*Pending, 0, len(recs)-nAsync)
+		for _, r := range recs {
+			if r.Async {
+				async = append(async, r)
+			} else {
+				sync = append(sync, r)
+			}
+		}
+		cb.push(async)
+		for _, r := range sync {
+			r.Done.Notify(r)
+		}
+	}
+}
+
+// FailAll fails buffered records of the given partitions (Close).
+func FailAll(parts []*Partition, err error) {
+	for _, p := range parts {
+		notifyAll(p.failBuffered(err), nil)
+	}
+}
+
+// ExpireAll fails records of the given partitions whose delivery timeout
+// passed while they could not be sent.
+func ExpireAll(parts []*Partition, now time.Time) {
+	ns := now.UnixNano()
+	for _, p := range parts {
+		if out := p.expireBuffered(ns); len(out) > 0 {
+			notifyAll(out, nil)
+		}
+	}
+}
+
+// callbacks runs asynchronous records' notifications on one goroutine.
+type callbacks struct {
+	mu    sync.Mutex
+	queue []*Pending
+	spare []*Pending
+	wake  chan struct{}
+}
+
+func (c *callbacks) push(recs []*Pending) {
+	c.mu.Lock()
+	c.queue = append(c.queue, recs...)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run delivers queued notifications until stop is closed, then delivers
+// what is left.
+func (c *callbacks) run(stop <-chan struct{}) {
+	for {
+		select {
+		case <-c.wake:
+		case <-stop:
+			c.drain()
+			return
+		}
+		c.drain()
+	}
+}
+
+func (c *callbacks) drain() {
+	for {
+		c.mu.Lock()
+		q := c.queue
+		c.queue, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
+		if len(q) == 0 {
+			return
+		}
+		for _, r := range q {
+			r.Done.Notify(r)
+		}
+		clear(q)
+		c.mu.Lock()
+		c.spare = q
+		c.mu.Unlock()
+	}
+}

@@ -1,0 +1,405 @@
+package sink
+
+// Partition accumulator.
+//
+// Ownership: every field below mu is guarded by mu, a lock per partition
+// (never one lock for the producer). Send goroutines append records; the
+// leader's sink goroutine drains batches; connection reader goroutines
+// complete batches. Lock order: Partition.mu before Sink.mu; no other kpush
+// lock is taken while holding it, and no Notifier runs under it.
+//
+// Ordering invariants:
+//   - Sequence numbers are assigned when a batch is first drained and stay
+//     with the batch across retries.
+//   - Batches of one partition are in flight on one sink (connection) at a
+//     time, at most maxPartitionInflight of them, so the broker sees them in
+//     sequence order.
+//   - When a batch fails (retriable or not), the partition "rewinds": it
+//     sends nothing until every in-flight batch has come back; the failed
+//     retriable batches then go to the head of the queue in sequence order.
+
+import (
+	"sync"
+	"time"
+
+	"github.com/kpush/kpush/internal/batch"
+	"github.com/kpush/kpush/internal/idem"
+)
+
+// maxPartitionInflight is the broker's idempotence window: brokers remember
+// the last five batches per producer and partition (KAFKA-5494).
+const maxPartitionInflight = 5
+
+// Batch is one RecordBatch of one partition, kept until its outcome is known.
+type Batch struct {
+	p        *Partition
+	recs     []*Pending
+	bytes    []byte  // encoded RecordBatch, nil until first send
+	id       idem.ID // producer id/epoch the sequence belongs to
+	seq      int32
+	deadline int64 // earliest record deadline, unix nanoseconds
+	attempts int
+	unknown  bool // some attempt may have reached the broker
+}
+
+// Partition is one topic partition's queue of records and batches.
+type Partition struct {
+	Topic string
+	ID    int32
+	eng   *Engine
+
+	mu       sync.Mutex
+	recs     []*Pending // buffered, not yet in a batch
+	recBytes int
+	retry    []*Batch // batches to send again, head first, in sequence order
+	rewound  []*Batch // failed batches collected while others are in flight
+	inflight int
+	inSink   *Sink // the sink whose connection carries the in-flight batches
+	rewind   bool  // a batch failed; hold sending until inflight is zero
+	reseq    bool  // a batch was dropped: renumber retries from reseqFrom
+	reseqAt  int32
+	backoff  bool // waiting for a retry backoff timer
+	fails    int  // consecutive failed rounds, for backoff
+	seq      int32
+	id       idem.ID
+	leader   *Sink // current leader's sink, nil when unknown
+	queued   bool  // on leader's ready list
+}
+
+// NewPartition returns an empty partition accumulator.
+func (e *Engine) NewPartition(topic string, id int32) *Partition {
+	return &Partition{Topic: topic, ID: id, eng: e, id: idem.None}
+}
+
+// Add appends a buffered record and nudges the leader's sink when the
+// partition becomes ready.
+func (p *Partition) Add(r *Pending) {
+	p.mu.Lock()
+	p.recs = append(p.recs, r)
+	p.recBytes += int(r.Size)
+	s := p.queueLocked()
+	p.mu.Unlock()
+	if s != nil {
+		s.nudge()
+	}
+}
+
+// SetLeader points the partition at a new leader's sink (nil when the
+// partition has no leader).
+func (p *Partition) SetLeader(s *Sink) {
+	p.mu.Lock()
+	if p.leader == s {
+		p.mu.Unlock()
+		return
+	}
+	p.leader = s
+	p.queued = false // a stale entry on the old sink's list is skipped there
+	q := p.queueLocked()
+	p.mu.Unlock()
+	if q != nil {
+		q.nudge()
+	}
+}
+
+// Leader returns the current leader's sink.
+func (p *Partition) Leader() *Sink {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leader
+}
+
+// sendableLocked reports whether sink s may drain a batch now.
+func (p *Partition) sendableLocked(s *Sink) bool {
+	if s == nil || p.leader != s || p.rewind || p.backoff {
+		return false
+	}
+	if p.inflight > 0 && (p.inSink != s || p.inflight >= maxPartitionInflight || !p.eng.idem.Enabled()) {
+		return false
+	}
+	if p.inflight > 0 && p.id != p.eng.idem.Current() {
+		return false // a new producer epoch starts once the old one's batches are back
+	}
+	return len(p.retry) > 0 || len(p.recs) > 0
+}
+
+// queueLocked puts the partition on its leader's ready list when it can
+// send; it returns the sink to nudge (after unlocking) or nil.
+func (p *Partition) queueLocked() *Sink {
+	if p.queued || !p.sendableLocked(p.leader) {
+		return nil
+	}
+	p.queued = true
+	p.leader.pushReady(p)
+	return p.leader
+}
+
+// drain takes the next batch for sink s, or nil. Records whose delivery
+// timeout passed while buffered are failed (outside the lock, by the
+// caller, through the returned list). With linger, a partition whose batch
+// is not full and whose oldest record is younger than the linger returns
+// no batch, stays queued, and reports when to look again.
+func (p *Partition) drain(s *Sink, now int64, maxBytes int) (b *Batch, expired []*Pending, more bool, lingerUntil int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queued = false
+	if !p.sendableLocked(s) {
+		return nil, nil, false, 0
+	}
+	if lg := p.eng.cfg.Linger; lg > 0 && len(p.retry) == 0 && p.recBytes+batch.BatchOverhead < maxBytes {
+		if until := p.recs[0].Enqueued + int64(lg); until > now {
+			p.queued = true
+			return nil, nil, true, until
+		}
+	}
+	cur := p.eng.idem.Current()
+	if p.id != cur { // inflight is zero here (sendableLocked)
+		expired = p.switchIDLocked(cur, expired)
+	}
+	if len(p.retry) > 0 {
+		b = p.retry[0]
+		p.retry[0] = nil
+		p.retry = p.retry[1:]
+	} else {
+		b, expired = p.takeRecordsLocked(now, maxBytes, expired)
+	}
+	if b != nil {
+		b.attempts++
+		p.inflight++
+		p.inSink = s
+	}
+	if p.sendableLocked(s) {
+		p.queued = true
+		more = true
+	}
+	return b, expired, more, 0
+}
+
+// takeRecordsLocked builds a new batch from the buffered records.
+func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pending) (*Batch, []*Pending) {
+	size := batch.BatchOverhead
+	n := 0 // records consumed from p.recs
+	var recs []*Pending
+	var deadline int64
+	for n < len(p.recs) {
+		r := p.recs[n]
+		if len(recs) > 0 && size+int(r.Size) > maxBytes {
+			break
+		}
+		n++
+		p.recBytes -= int(r.Size)
+		if r.Deadline < now {
+			if r.FailBuffered(ErrDeliveryTimeout) {
+				expired = append(expired, r)
+			}
+			continue
+		}
+		if !r.claim() {
+			continue // canceled or failed meanwhile
+		}
+		if recs == nil {
+			recs = p.eng.getRecSlice()
+		}
+		recs = append(recs, r)
+		size += int(r.Size)
+		if deadline == 0 || r.Deadline < deadline {
+			deadline = r.Deadline
+		}
+	}
+	clear(p.recs[:n])
+	p.recs = p.recs[n:]
+	if len(p.recs) == 0 {
+		p.recs = p.recs[:0:0]
+		p.recBytes = 0
+	}
+	if len(recs) == 0 {
+		return nil, expired
+	}
+	b := &Batch{p: p, recs: recs, id: p.id, seq: p.seq, deadline: deadline}
+	if p.id != idem.None {
+		p.seq += int32(len(recs))
+	}
+	return b, expired
+}
+
+// switchIDLocked moves the partition to a new producer ID/epoch (KIP-360):
+// sequences restart at zero. Retry batches that were definitely not written
+// are renumbered; those whose outcome is unknown cannot be resent under the
+// new epoch without risking a duplicate, so they fail as unknown.
+func (p *Partition) switchIDLocked(cur idem.ID, failed []*Pending) []*Pending {
+	p.id, p.seq = cur, 0
+	p.reseq = false
+	keep := p.retry[:0]
+	for _, b := range p.retry {
+		if b.unknown {
+			failed = p.failBatchLocked(b, ErrSequenceReset, true, failed)
+			continue
+		}
+		b.id, b.seq = cur, p.seq
+		if b.bytes != nil {
+			batch.SetProducer(b.bytes, cur.Producer, cur.Epoch, b.seq)
+		}
+		p.seq += int32(len(b.recs))
+		keep = append(keep, b)
+	}
+	clear(p.retry[len(keep):])
+	p.retry = keep
+	return failed
+}
+
+// failBatchLocked marks every record of b failed and returns them appended
+// to out for notification outside the lock.
+func (p *Partition) failBatchLocked(b *Batch, err error, unknown bool, out []*Pending) []*Pending {
+	for _, r := range b.recs {
+		r.finishSent(-1, err, unknown)
+	}
+	return append(out, b.recs...)
+}
+
+// finishRewindLocked runs when the last in-flight batch of a rewinding
+// partition is back: failed batches go to the head of the queue (after a
+// backoff), expired ones fail, dropped sequences are renumbered.
+func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending {
+	p.rewind = false
+	retry := append(p.rewound, p.retry...)
+	p.rewound = nil
+	p.retry = retry[:0]
+	for _, b := range retry {
+		if b.deadline < now {
+			failed = p.failBatchLocked(b, ErrDeliveryTimeout, b.unknown, failed)
+			p.dropSeqLocked(b)
+			continue
+		}
+		p.retry = append(p.retry, b)
+	}
+	if p.reseq && p.id != idem.None && p.id == p.eng.idem.Current() {
+		next := p.reseqAt
+		if len(p.retry) > 0 && p.retry[0].seq < next {
+			next = p.retry[0].seq
+		}
+		for _, b := range p.retry {
+			b.seq = next
+			if b.bytes != nil {
+				batch.SetProducer(b.bytes, b.id.Producer, b.id.Epoch, b.seq)
+			}
+			next += int32(len(b.recs))
+		}
+		p.seq = next
+	}
+	p.reseq = false
+	if len(p.retry) > 0 {
+		p.fails++
+		p.backoff = true
+		d := p.eng.backoff(p.fails)
+		time.AfterFunc(d, p.endBackoff)
+	} else {
+		p.fails = 0
+	}
+	return failed
+}
+
+// dropSeqLocked notes that batch b will never be sent again. If it was
+// definitely not written, later sequences are renumbered; if it may have
+// been written, only a new epoch makes later sequences safe.
+func (p *Partition) dropSeqLocked(b *Batch) {
+	if b.id == idem.None || b.id != p.id {
+		return
+	}
+	if b.unknown {
+		p.eng.requestBump(b.id)
+		return
+	}
+	if !p.reseq || b.seq < p.reseqAt {
+		p.reseqAt = b.seq
+	}
+	p.reseq = true
+}
+
+// Requeue puts the partition on its leader's ready list if it can send
+// (after a producer-ID change).
+func (p *Partition) Requeue() {
+	p.mu.Lock()
+	s := p.queueLocked()
+	p.mu.Unlock()
+	if s != nil {
+		s.nudge()
+	}
+}
+
+func (p *Partition) endBackoff() {
+	p.mu.Lock()
+	p.backoff = false
+	s := p.queueLocked()
+	p.mu.Unlock()
+	if s != nil {
+		s.nudge()
+	}
+}
+
+// failBuffered fails every buffered record (Close, fatal producer errors).
+func (p *Partition) failBuffered(err error) []*Pending {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*Pending
+	for _, r := range p.recs {
+		if r.FailBuffered(err) {
+			out = append(out, r)
+		}
+	}
+	p.recs, p.recBytes = nil, 0
+	for _, b := range p.retry {
+		out = p.failBatchLocked(b, err, b.unknown, out)
+	}
+	p.retry = nil
+	return out
+}
+
+// expireBuffered fails records whose delivery timeout passed while the
+// partition could not send (no leader, broker down, backoff).
+func (p *Partition) expireBuffered(now int64) []*Pending {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*Pending
+	if len(p.recs) > 0 && p.recs[0].Deadline < now {
+		keep := p.recs[:0]
+		for _, r := range p.recs {
+			if r.Deadline < now {
+				if r.FailBuffered(ErrDeliveryTimeout) {
+					out = append(out, r)
+				}
+				p.recBytes -= int(r.Size)
+				continue
+			}
+			keep = append(keep, r)
+		}
+		clear(p.recs[len(keep):])
+		p.recs = keep
+	}
+	if p.inflight == 0 && !p.rewind && len(p.retry) > 0 && p.retry[0].deadline < now {
+		keep := p.retry[:0]
+		for _, b := range p.retry {
+			if b.deadline < now {
+				out = p.failBatchLocked(b, ErrDeliveryTimeout, b.unknown, out)
+				p.dropSeqLocked(b)
+				continue
+			}
+			keep = append(keep, b)
+		}
+		clear(p.retry[len(keep):])
+		p.retry = keep
+		if p.reseq && p.inflight == 0 {
+			out = p.finishRewindLocked(now, out)
+		}
+	}
+	return out
+}
+
+// Buffered reports how many records wait in the partition (not in flight).
+func (p *Partition) Buffered() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.recs)
+	for _, b := range p.retry {
+		n += len(b.recs)
+	}
+	return n
+}

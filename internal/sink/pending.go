@@ -1,0 +1,83 @@
+package sink
+
+import (
+	"sync/atomic"
+
+	"github.com/kpush/kpush/internal/batch"
+)
+
+// Record states. A record moves Buffered → Sending → Done, or leaves
+// Buffered for Canceled (its waiter gave up before it was sent) or Done
+// (failed while buffered). A waiter that gives up while its record is being
+// sent moves it Sending → Abandoned; the outcome is then delivered to nobody.
+const (
+	stateBuffered uint32 = iota
+	stateSending
+	stateCanceled
+	stateDone
+	stateAbandoned
+)
+
+// Notifier receives a record's outcome. Notify is called exactly once per
+// record that was not canceled, never under a kpush lock; for an abandoned
+// record nobody waits for the outcome, but Notify still runs so the owner
+// can release what the record holds.
+type Notifier interface {
+	Notify(p *Pending)
+}
+
+// Pending is one record on its way to the broker. The root package embeds
+// it in its waiter types so that a record costs one allocation (or none,
+// when waiters are pooled).
+type Pending struct {
+	Rec       batch.Record
+	Topic     string
+	Partition int32
+	Size      int32 // bytes reserved in the producer's buffer
+	Enqueued  int64 // unix nanoseconds; when Send buffered it (linger)
+	Deadline  int64 // unix nanoseconds; delivery timeout
+	Async     bool  // Notify runs on the sink's callback goroutine
+	Done      Notifier
+
+	state atomic.Uint32
+
+	// Outcome, written before Notify.
+	Offset  int64
+	Err     error
+	Unknown bool // the record may have been written (ErrOutcomeUnknown)
+}
+
+// Reset prepares p for reuse.
+func (p *Pending) Reset() {
+	*p = Pending{Offset: -1}
+}
+
+// TryCancel marks a buffered record canceled. It reports false when the
+// record is already being sent or done.
+func (p *Pending) TryCancel() bool { return p.state.CompareAndSwap(stateBuffered, stateCanceled) }
+
+// TryAbandon marks a record that is being sent as abandoned: its waiter
+// stops waiting and its outcome will be dropped. It reports false when the
+// outcome was already delivered (the waiter must then take it).
+func (p *Pending) TryAbandon() bool { return p.state.CompareAndSwap(stateSending, stateAbandoned) }
+
+// claim moves a buffered record to Sending; false when it was canceled or
+// failed meanwhile.
+func (p *Pending) claim() bool { return p.state.CompareAndSwap(stateBuffered, stateSending) }
+
+// FailBuffered fails a record that was never sent; it reports whether the
+// caller now owns the notification.
+func (p *Pending) FailBuffered(err error) bool {
+	if !p.state.CompareAndSwap(stateBuffered, stateDone) {
+		return false
+	}
+	p.Err, p.Unknown = err, false
+	return true
+}
+
+// finishSent records the outcome of a sent record and reports whether
+// someone is still waiting for it (false when abandoned).
+func (p *Pending) finishSent(offset int64, err error, unknown bool) bool {
+	p.Offset, p.Err, p.Unknown = offset, err, unknown
+	return p.state.CompareAndSwap(stateSending, stateDone)
+}

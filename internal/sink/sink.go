@@ -1,0 +1,285 @@
+package sink
+
+// Sink: one sender loop per broker.
+//
+// Ownership: the loop goroutine owns conn, builder and throttleUntil. mu
+// guards ready (partitions with something to send); wake is a one-slot
+// channel so nudges coalesce. inflight is written by the loop (increment)
+// and the reader goroutine (decrement); the reader wakes the loop when a
+// slot frees.
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kpush/kpush/internal/batch"
+	"github.com/kpush/kpush/internal/wire"
+)
+
+// Sink sends the partitions one broker leads.
+type Sink struct {
+	eng  *Engine
+	Node int32
+
+	addr atomic.Pointer[string]
+
+	mu    sync.Mutex
+	ready []*Partition
+	spare []*Partition
+
+	wake     chan struct{}
+	inflight atomic.Int32
+	cb       callbacks
+	loopDone chan struct{} // closed when the loop and its connection are done
+
+	// Owned by the loop goroutine.
+	conn          *wire.Conn
+	builder       batch.Builder
+	throttleUntil time.Time
+	dialFails     int
+
+	latency atomic.Int64 // EWMA of request round trips, nanoseconds
+}
+
+// NewSink creates and starts the sink for broker node at addr.
+func (e *Engine) NewSink(node int32, addr string) *Sink {
+	s := &Sink{eng: e, Node: node, wake: make(chan struct{}, 1), loopDone: make(chan struct{})}
+	s.cb.wake = make(chan struct{}, 1)
+	s.addr.Store(&addr)
+	e.Go(s.loop)
+	// The callback goroutine outlives the loop: closing the connection
+	// completes in-flight batches, whose async callbacks it still runs.
+	e.Go(func() { s.cb.run(s.loopDone) })
+	return s
+}
+
+// SetAddr updates the broker's address (takes effect on the next dial).
+func (s *Sink) SetAddr(addr string) {
+	if *s.addr.Load() != addr {
+		s.addr.Store(&addr)
+	}
+}
+
+// Latency returns a moving average of this broker's produce round trips.
+func (s *Sink) Latency() time.Duration { return time.Duration(s.latency.Load()) }
+
+// Addr returns the broker's address.
+func (s *Sink) Addr() string { return *s.addr.Load() }
+
+// Nudge wakes the sink's loop (non-blocking; nudges coalesce).
+func (s *Sink) Nudge() { s.nudge() }
+
+func (s *Sink) nudge() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Sink) pushReady(p *Partition) {
+	s.mu.Lock()
+	s.ready = append(s.ready, p)
+	s.mu.Unlock()
+}
+
+func (s *Sink) takeReady() []*Partition {
+	s.mu.Lock()
+	r := s.ready
+	s.ready = s.spare[:0]
+	s.spare = nil
+	s.mu.Unlock()
+	return r
+}
+
+func (s *Sink) giveBackSpare(r []*Partition) {
+	clear(r)
+	s.mu.Lock()
+	if s.spare == nil {
+		s.spare = r[:0]
+	}
+	s.mu.Unlock()
+}
+
+func (s *Sink) loop() {
+	defer func() {
+		if s.conn != nil {
+			s.conn.Close() // waits for the reader: every in-flight batch is handled
+		}
+		close(s.loopDone)
+	}()
+	e := s.eng
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	for {
+		select {
+		case <-s.wake:
+		case <-timerC:
+			timerC = nil
+		case <-e.stop:
+			return
+		}
+	drain:
+		for {
+			if wait := time.Until(s.throttleUntil); wait > 0 {
+				timer, timerC = resetTimer(timer, wait)
+				break
+			}
+			if int(s.inflight.Load()) >= e.cfg.MaxInflight {
+				break // the reader goroutine nudges when a slot frees
+			}
+			s.mu.Lock()
+			empty := len(s.ready) == 0
+			s.mu.Unlock()
+			if empty {
+				break
+			}
+			if !s.ensureConn() {
+				timer, timerC = resetTimer(timer, e.backoff(s.dialFails))
+				break
+			}
+			if e.idem.Enabled() {
+				select {
+				case <-e.idem.Ready():
+				default:
+					// The metadata goroutine loads the producer ID and then
+					// nudges every sink.
+					timer, timerC = resetTimer(timer, 50*time.Millisecond)
+					break drain
+				}
+			}
+			sent, lingerUntil := s.produce()
+			if lingerUntil > 0 {
+				timer, timerC = resetTimer(timer, time.Duration(lingerUntil-time.Now().UnixNano()))
+			}
+			if !sent {
+				break
+			}
+		}
+	}
+}
+
+func resetTimer(t *time.Timer, d time.Duration) (*time.Timer, <-chan time.Time) {
+	if t == nil {
+		t = time.NewTimer(d)
+	} else {
+		t.Reset(d)
+	}
+	return t, t.C
+}
+
+// ensureConn dials when there is no live connection.
+func (s *Sink) ensureConn() bool {
+	if s.conn != nil && s.conn.Err() == nil {
+		return true
+	}
+	if s.conn != nil {
+		s.conn.Close() // waits for the reader: every in-flight batch is back
+		s.conn = nil
+	}
+	c, err := wire.Dial(s.eng.ctx, s.Addr(), s.eng.cfg.Wire)
+	if err != nil {
+		s.dialFails++
+		s.eng.cfg.Logger.Warn("kpush: broker connection failed", "broker", s.Node, "addr", s.Addr(), "err", err)
+		s.eng.cfg.TriggerMetadata()
+		return false
+	}
+	s.dialFails = 0
+	s.conn = c
+	return true
+}
+
+// produce drains ready partitions into one request and writes it. It
+// reports whether it sent something, and the earliest time a lingering
+// partition becomes ready (0 if none).
+func (s *Sink) produce() (sent bool, lingerUntil int64) {
+	e := s.eng
+	parts := s.takeReady()
+	now := time.Now()
+	nowNs := now.UnixNano()
+	var batches []*Batch
+	var requeue []*Partition
+	for _, p := range parts {
+		b, exp, more, until := p.drain(s, nowNs, e.cfg.MaxBatchBytes)
+		if until > 0 && (lingerUntil == 0 || until < lingerUntil) {
+			lingerUntil = until
+		}
+		if len(exp) > 0 {
+			notifyAll(exp, &s.cb)
+		}
+		if more {
+			requeue = append(requeue, p)
+		}
+		if b != nil {
+			batches = append(batches, b)
+		}
+	}
+	if len(requeue) > 0 {
+		s.mu.Lock()
+		s.ready = append(s.ready, requeue...)
+		s.mu.Unlock()
+	}
+	s.giveBackSpare(parts)
+	if len(batches) == 0 {
+		return false, lingerUntil
+	}
+
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks = e.cfg.Acks
+	req.TimeoutMillis = int32(e.cfg.RequestTimeout / time.Millisecond)
+	for _, b := range batches {
+		if b.bytes == nil {
+			s.encode(b)
+		}
+		if n := len(req.Topics); n == 0 || req.Topics[n-1].Topic != b.p.Topic {
+			t := kmsg.NewProduceRequestTopic()
+			t.Topic = b.p.Topic
+			req.Topics = append(req.Topics, t)
+		}
+		t := &req.Topics[len(req.Topics)-1]
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition = b.p.ID
+		rp.Records = b.bytes
+		t.Partitions = append(t.Partitions, rp)
+		if b.attempts > 1 {
+			e.Stats.Retries.Add(1)
+		}
+	}
+	s.inflight.Add(1)
+	e.Stats.Inflight.Add(1)
+	e.Stats.Requests.Add(1)
+	sentAt := now
+	err := s.conn.Do(req, e.cfg.Acks == 0, func(r kmsg.Response, err error) {
+		s.handle(batches, r, err, sentAt)
+	})
+	if err != nil {
+		// Not written: the batches are retried, definitely unsent.
+		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt)
+	}
+	return true, lingerUntil
+}
+
+var errNotSent = errors.New("request not sent")
+
+// encode builds b's RecordBatch bytes on first send.
+func (s *Sink) encode(b *Batch) {
+	bl := &s.builder
+	bl.Reset()
+	for _, r := range b.recs {
+		bl.Append(&r.Rec)
+	}
+	out, err := bl.Finish(s.eng.cfg.Codec, b.id.Producer, b.id.Epoch, b.seq)
+	if err != nil {
+		// Compression failing is a bug or resource exhaustion; send
+		// uncompressed rather than lose the batch.
+		s.eng.cfg.Logger.Error("kpush: compression failed; sending uncompressed", "err", err)
+		out, _ = bl.Finish(batch.None, b.id.Producer, b.id.Epoch, b.seq)
+	}
+	b.bytes = out
+	s.eng.Stats.Batches.Add(1)
+	s.eng.Stats.BatchedRecords.Add(int64(len(b.recs)))
+}

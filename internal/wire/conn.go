@@ -1,0 +1,450 @@
+// Package wire is kpush's broker connection: dialing, ApiVersions
+// negotiation, request framing and pipelining by correlation id.
+//
+// Goroutines and ownership:
+//   - Any goroutine may call Conn.Do; writes are serialized by Conn.wmu, which
+//     also guards the correlation id counter and the order in which calls are
+//     appended to the pending queue (so the queue order is the wire order).
+//   - One reader goroutine per Conn (started by Dial, exits when the
+//     connection dies) owns response decoding. It pops calls from the head of
+//     the pending queue, checks the correlation id, decodes the response and
+//     runs the call's done function on its own goroutine. done must not block
+//     for long: it delays every later response of this connection.
+//   - Conn.mu guards the pending queue, the dead error and the read deadline.
+//     Lock order: wmu before mu.
+//
+// When a connection dies (I/O error, timeout, Close) every pending call's done
+// runs exactly once with an error; errors of calls that were written wrap
+// ErrMaybeDelivered, because the broker may have processed them.
+package wire
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// ErrMaybeDelivered wraps the error of a request that was written to the
+// broker but whose response never arrived: the broker may have processed it.
+var ErrMaybeDelivered = errors.New("request may have reached the broker")
+
+// ErrConnClosed is returned for requests issued on a connection that is
+// already closed or broken; such requests were never written.
+var ErrConnClosed = errors.New("connection closed")
+
+// ErrRequestTimeout is the cause when a response did not arrive within the
+// request timeout.
+var ErrRequestTimeout = errors.New("request timed out")
+
+// ErrUnsupported is returned by Conn.Do when the broker does not support any
+// version of the request's API that kpush can speak.
+var ErrUnsupported = errors.New("broker does not support the request")
+
+// Config holds what a connection needs. The zero value of each field has a
+// sensible default except Addr.
+type Config struct {
+	ClientID       string
+	DialTimeout    time.Duration // default 10s
+	RequestTimeout time.Duration // per request; default 30s
+	// Dial replaces net.Dialer.DialContext when set (tests, proxies).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLS enables TLS when non-nil.
+	TLS *tls.Config
+	// Authenticate runs after ApiVersions and before the connection is
+	// handed out (SASL). It may use c.Do.
+	Authenticate func(ctx context.Context, c *Conn) error
+	// MaxVersions caps the version kpush uses per API key (index = key);
+	// a key absent or negative is not capped beyond kmsg's own maximum.
+	MaxVersions map[int16]int16
+}
+
+type call struct {
+	req      kmsg.Request
+	corr     int32
+	deadline time.Time
+	done     func(kmsg.Response, error)
+}
+
+// Conn is one TCP (or TLS) connection to a broker. Safe for concurrent use.
+type Conn struct {
+	addr string
+	cfg  *Config
+	nc   net.Conn
+	fmtr *kmsg.RequestFormatter
+
+	versions [kmsg.MaxKey + 1]int16 // negotiated; -1 when unsupported; read-only after Dial
+
+	wmu  sync.Mutex // guards corr, wbuf and the write side of nc
+	corr int32
+	wbuf []byte
+
+	mu      sync.Mutex // guards pending, dead
+	pending []*call
+	dead    error
+
+	readerDone chan struct{}
+}
+
+// Dial connects to addr, negotiates API versions, runs cfg.Authenticate, and
+// starts the reader goroutine.
+func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
+	dialTimeout := cfg.DialTimeout
+	if dialTimeout <= 0 {
+		dialTimeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+
+	dial := cfg.Dial
+	if dial == nil {
+		d := &net.Dialer{KeepAlive: 30 * time.Second}
+		dial = d.DialContext
+	}
+	nc, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	if cfg.TLS != nil {
+		tc := cfg.TLS.Clone()
+		if tc.ServerName == "" {
+			if host, _, err := net.SplitHostPort(addr); err == nil {
+				tc.ServerName = host
+			}
+		}
+		tlsConn := tls.Client(nc, tc)
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+		}
+		nc = tlsConn
+	}
+	c := &Conn{
+		addr:       addr,
+		cfg:        cfg,
+		nc:         nc,
+		fmtr:       kmsg.NewRequestFormatter(kmsg.FormatterClientID(cfg.ClientID)),
+		readerDone: make(chan struct{}),
+	}
+	for i := range c.versions {
+		c.versions[i] = -1
+	}
+	// The handshake runs before the reader goroutine exists, so a broker that
+	// never answers is bounded by the dial deadline.
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	br := bufio.NewReaderSize(nc, 64<<10)
+	if err := c.negotiate(br); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("api versions with %s: %w", addr, err)
+	}
+	nc.SetDeadline(time.Time{})
+	go c.readLoop(br)
+	if cfg.Authenticate != nil {
+		if err := cfg.Authenticate(ctx, c); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// negotiate issues ApiVersions synchronously (v3, falling back to v0 when
+// the broker answers UNSUPPORTED_VERSION, as KIP-511 describes).
+func (c *Conn) negotiate(br *bufio.Reader) error {
+	for _, v := range []int16{3, 0} {
+		req := kmsg.NewPtrApiVersionsRequest()
+		req.SetVersion(v)
+		req.ClientSoftwareName = "kpush"
+		req.ClientSoftwareVersion = "0.1.0"
+		c.corr++
+		buf := c.fmtr.AppendRequest(nil, req, c.corr)
+		if _, err := c.nc.Write(buf); err != nil {
+			return err
+		}
+		body, err := readFrame(br, nil)
+		if err != nil {
+			return err
+		}
+		if len(body) < 4 || int32(binary.BigEndian.Uint32(body)) != c.corr {
+			return errors.New("bad correlation id in ApiVersions response")
+		}
+		// ApiVersions responses always use response header v0 (no tags).
+		resp := req.ResponseKind().(*kmsg.ApiVersionsResponse)
+		resp.SetVersion(v)
+		if err := resp.ReadFrom(body[4:]); err != nil {
+			return err
+		}
+		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+			if errors.Is(err, kerr.UnsupportedVersion) && v > 0 {
+				continue
+			}
+			return err
+		}
+		for _, k := range resp.ApiKeys {
+			if k.ApiKey < 0 || int(k.ApiKey) >= len(c.versions) {
+				continue
+			}
+			ours := kmsg.RequestForKey(k.ApiKey)
+			if ours == nil {
+				continue
+			}
+			maxV := ours.MaxVersion()
+			if capV, ok := c.cfg.MaxVersions[k.ApiKey]; ok && capV >= 0 && capV < maxV {
+				maxV = capV
+			}
+			if k.MaxVersion < maxV {
+				maxV = k.MaxVersion
+			}
+			if maxV < k.MinVersion {
+				continue
+			}
+			c.versions[k.ApiKey] = maxV
+		}
+		return nil
+	}
+	return errors.New("no ApiVersions version accepted")
+}
+
+// Addr returns the address this connection was dialed to.
+func (c *Conn) Addr() string { return c.addr }
+
+// Version returns the negotiated version for an API key, or -1.
+func (c *Conn) Version(key int16) int16 {
+	if key < 0 || int(key) >= len(c.versions) {
+		return -1
+	}
+	return c.versions[key]
+}
+
+// Err returns the error that killed the connection, or nil while it is alive.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dead
+}
+
+// Done is closed when the connection has died and every pending call has
+// been completed.
+func (c *Conn) Done() <-chan struct{} { return c.readerDone }
+
+// Do writes req (at the negotiated version, or the version already set on
+// req when it is lower) and arranges for done to run on the reader
+// goroutine with the response or an error. When noResponse is true (Produce
+// with acks=0) done runs on the calling goroutine once the write completes.
+// Do returns an error, and does not call done, only when the request was
+// not written at all.
+func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) error {
+	v := c.Version(req.Key())
+	if v < 0 {
+		return fmt.Errorf("%w: api key %d on %s", ErrUnsupported, req.Key(), c.addr)
+	}
+	req.SetVersion(v)
+
+	timeout := c.cfg.RequestTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrConnClosed, err)
+	}
+	c.corr++
+	c.wbuf = c.fmtr.AppendRequest(c.wbuf[:0], req, c.corr)
+	now := time.Now()
+	cl := &call{req: req, corr: c.corr, deadline: now.Add(timeout), done: done}
+	if !noResponse {
+		c.mu.Lock()
+		c.pending = append(c.pending, cl)
+		if len(c.pending) == 1 {
+			c.nc.SetReadDeadline(cl.deadline)
+		}
+		c.mu.Unlock()
+	}
+	c.nc.SetWriteDeadline(now.Add(timeout))
+	_, err := c.nc.Write(c.wbuf)
+	if cap(c.wbuf) > 4<<20 {
+		c.wbuf = nil // do not pin one huge request's buffer forever
+	}
+	if err != nil {
+		// Part of the request may be on the wire: the broker may process it.
+		c.fail(fmt.Errorf("write to %s: %w", c.addr, err))
+		if noResponse {
+			done(nil, fmt.Errorf("%w: %w", ErrMaybeDelivered, err))
+		}
+		return nil
+	}
+	if noResponse {
+		done(nil, nil)
+	}
+	return nil
+}
+
+// Request is the blocking form of Do for control requests (metadata,
+// InitProducerID, SASL).
+func (c *Conn) Request(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
+	type result struct {
+		resp kmsg.Response
+		err  error
+	}
+	ch := make(chan result, 1)
+	if err := c.Do(req, false, func(r kmsg.Response, err error) { ch <- result{r, err} }); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return r.resp, r.err
+	case <-ctx.Done():
+		// The call completes later on the reader goroutine; ch is buffered.
+		return nil, ctx.Err()
+	}
+}
+
+// Close closes the connection; pending calls fail with ErrMaybeDelivered.
+// It waits for the reader goroutine to exit.
+func (c *Conn) Close() error {
+	c.fail(ErrConnClosed)
+	<-c.readerDone
+	return nil
+}
+
+// fail marks the connection dead and closes the socket; the reader goroutine
+// then completes every pending call.
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	if c.dead == nil {
+		c.dead = err
+	}
+	c.mu.Unlock()
+	c.nc.Close()
+}
+
+func (c *Conn) readLoop(br *bufio.Reader) {
+	defer close(c.readerDone)
+	var err error
+	for {
+		var body []byte
+		body, err = readFrame(br, nil)
+		if err != nil {
+			break
+		}
+		c.mu.Lock()
+		if len(c.pending) == 0 {
+			c.mu.Unlock()
+			err = errors.New("response with no request pending")
+			break
+		}
+		cl := c.pending[0]
+		c.pending[0] = nil
+		c.pending = c.pending[1:]
+		if len(c.pending) > 0 {
+			c.nc.SetReadDeadline(c.pending[0].deadline)
+		} else {
+			c.nc.SetReadDeadline(time.Time{})
+			c.pending = c.pending[:0:0] // let the backing array go
+		}
+		c.mu.Unlock()
+		resp, derr := decode(cl, body)
+		if derr != nil {
+			cl.done(nil, fmt.Errorf("%w: decode response from %s: %v", ErrMaybeDelivered, c.addr, derr))
+			err = derr
+			break
+		}
+		cl.done(resp, nil)
+	}
+
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		err = ErrRequestTimeout
+	}
+	c.mu.Lock()
+	if c.dead == nil {
+		c.dead = err
+	}
+	dead := c.dead
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	c.nc.Close()
+	for _, cl := range pending {
+		cl.done(nil, fmt.Errorf("%w: %s: %w", ErrMaybeDelivered, c.addr, dead))
+	}
+}
+
+func decode(cl *call, body []byte) (kmsg.Response, error) {
+	if len(body) < 4 {
+		return nil, io.ErrUnexpectedEOF
+	}
+	if corr := int32(binary.BigEndian.Uint32(body)); corr != cl.corr {
+		return nil, fmt.Errorf("correlation id %d, want %d", corr, cl.corr)
+	}
+	body = body[4:]
+	resp := cl.req.ResponseKind()
+	resp.SetVersion(cl.req.GetVersion())
+	if resp.IsFlexible() && cl.req.Key() != int16(kmsg.ApiVersions) {
+		var err error
+		if body, err = skipTags(body); err != nil {
+			return nil, err
+		}
+	}
+	if err := resp.ReadFrom(body); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// maxFrame bounds a response size so a garbage length cannot make us
+// allocate gigabytes.
+const maxFrame = 256 << 20
+
+func readFrame(br *bufio.Reader, buf []byte) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int32(binary.BigEndian.Uint32(hdr[:]))
+	if n < 4 || n > maxFrame {
+		return nil, fmt.Errorf("invalid response size %d", n)
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// skipTags skips a KIP-482 tagged-field section.
+func skipTags(b []byte) ([]byte, error) {
+	n, m := binary.Uvarint(b)
+	if m <= 0 {
+		return nil, io.ErrUnexpectedEOF
+	}
+	b = b[m:]
+	for ; n > 0; n-- {
+		if _, m = binary.Uvarint(b); m <= 0 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		b = b[m:]
+		size, m := binary.Uvarint(b)
+		if m <= 0 || uint64(len(b)-m) < size {
+			return nil, io.ErrUnexpectedEOF
+		}
+		b = b[m+int(size):]
+	}
+	return b, nil
+}

@@ -1,0 +1,314 @@
+package kpush
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/kpush/kpush/internal/batch"
+	"github.com/kpush/kpush/internal/buffer"
+)
+
+// Acks is how many replicas must have a record before the broker answers.
+type Acks int16
+
+const (
+	// AcksAll waits for all in-sync replicas (Java acks=all); the default
+	// and required for idempotence.
+	AcksAll Acks = -1
+	// AcksLeader waits for the partition leader only (acks=1).
+	AcksLeader Acks = 1
+	// AcksNone does not wait at all (acks=0): the broker sends no answer,
+	// Send returns once the request is written, offsets are -1.
+	AcksNone Acks = 0
+)
+
+// Compression is a batch compression codec.
+type Compression int8
+
+// Compression codecs (Java compression.type).
+const (
+	NoCompression Compression = Compression(batch.None)
+	Gzip          Compression = Compression(batch.Gzip)
+	Snappy        Compression = Compression(batch.Snappy)
+	LZ4           Compression = Compression(batch.LZ4)
+	Zstd          Compression = Compression(batch.Zstd)
+)
+
+// String returns the Kafka name of the codec ("none", "gzip", ...).
+func (c Compression) String() string { return batch.Codec(c).String() }
+
+// ParseCompression parses a Kafka codec name ("none", "gzip", "snappy",
+// "lz4", "zstd").
+func ParseCompression(s string) (Compression, error) {
+	c, err := batch.ParseCodec(s)
+	return Compression(c), err
+}
+
+// Partitioner chooses a record's partition.
+type Partitioner uint8
+
+const (
+	// StickyPartitioner (the default): keyed records go to
+	// murmur2(key) % partitions, exactly like the Java client; keyless
+	// records stick to one partition for a batch's worth of bytes (16 KiB)
+	// and then switch to another chosen uniformly (KIP-794).
+	StickyPartitioner Partitioner = iota
+	// CRC32Partitioner: keyed records go to crc32(key) % partitions like
+	// librdkafka's "consistent_random"; keyless records as StickyPartitioner.
+	CRC32Partitioner
+	// RoundRobinPartitioner sends each record, keyed or not, to the next
+	// partition in turn.
+	RoundRobinPartitioner
+	// ManualPartitioner sends each record to Record.Partition.
+	ManualPartitioner
+)
+
+// Option configures a Producer; pass options to New.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	brokers         []string
+	clientID        string
+	acks            Acks
+	idempotent      bool
+	idempotentSet   bool
+	maxInflight     int
+	maxBatchBytes   int
+	linger          time.Duration
+	maxBufBytes     int64
+	maxBufRecords   int64
+	failFast        bool
+	deliveryTimeout time.Duration
+	requestTimeout  time.Duration
+	retryBackoff    time.Duration
+	dialTimeout     time.Duration
+	compression     Compression
+	partitioner     Partitioner
+	defaultTopic    string
+	logger          *slog.Logger
+	metadataMaxAge  time.Duration
+	tls             *tls.Config
+}
+
+// defaultConfig holds every default; the README's options table is checked
+// against it by TestREADMEDefaults.
+func defaultConfig() config {
+	return config{
+		clientID:        "kpush",
+		acks:            AcksAll,
+		idempotent:      true,
+		maxInflight:     5,
+		maxBatchBytes:   1 << 20,
+		linger:          0,
+		maxBufBytes:     64 << 20,
+		maxBufRecords:   1 << 20,
+		deliveryTimeout: 2 * time.Minute,
+		requestTimeout:  30 * time.Second,
+		retryBackoff:    100 * time.Millisecond,
+		dialTimeout:     10 * time.Second,
+		compression:     NoCompression,
+		partitioner:     StickyPartitioner,
+		metadataMaxAge:  5 * time.Minute,
+	}
+}
+
+// WithBrokers sets the seed brokers, "host:port" each (Java
+// bootstrap.servers). Required.
+func WithBrokers(addrs ...string) Option {
+	return optionFunc(func(c *config) { c.brokers = append(c.brokers, addrs...) })
+}
+
+// WithClientID sets the client id sent with every request (Java client.id).
+// Default "kpush".
+func WithClientID(id string) Option { return optionFunc(func(c *config) { c.clientID = id }) }
+
+// WithAcks sets the acknowledgement level (Java acks). Default AcksAll.
+// Acks other than AcksAll turn idempotence off unless WithIdempotence(true)
+// is also given, which is then an error.
+func WithAcks(a Acks) Option { return optionFunc(func(c *config) { c.acks = a }) }
+
+// WithIdempotence turns idempotent writes on or off (Java
+// enable.idempotence). Default on: the broker drops duplicates of retried
+// batches, so retries never duplicate and order holds with up to five
+// requests in flight. Off: retries may duplicate, and each partition has at
+// most one batch in flight so retries still cannot reorder.
+func WithIdempotence(on bool) Option {
+	return optionFunc(func(c *config) { c.idempotent, c.idempotentSet = on, true })
+}
+
+// WithMaxInflight sets how many produce requests may be outstanding per
+// broker (Java max.in.flight.requests.per.connection). Default 5; 1 to 5
+// with idempotence.
+func WithMaxInflight(n int) Option { return optionFunc(func(c *config) { c.maxInflight = n }) }
+
+// WithMaxBatchBytes sets the largest RecordBatch sent for one partition in
+// one request, and so the largest record (Java batch.size and
+// max.request.size together). Default 1 MiB, which matches the broker's
+// default message.max.bytes. Batches only grow this large under load: a
+// partition's batch holds whatever accumulated while earlier requests were
+// in flight.
+func WithMaxBatchBytes(n int) Option { return optionFunc(func(c *config) { c.maxBatchBytes = n }) }
+
+// WithLinger makes a partition wait up to d for more records before sending
+// a batch that is not full (Java linger.ms). Default 0: batching comes from
+// requests in flight, so a lone record is sent at once.
+func WithLinger(d time.Duration) Option { return optionFunc(func(c *config) { c.linger = d }) }
+
+// WithMaxBufferedBytes bounds the bytes of records buffered or in flight
+// (Java buffer.memory). Default 64 MiB. When full, Send and SendAsync wait
+// (ctx-aware) or fail with ErrBufferFull (WithFailFastWhenFull). A single
+// record larger than the limit is accepted only into an empty buffer.
+func WithMaxBufferedBytes(n int64) Option { return optionFunc(func(c *config) { c.maxBufBytes = n }) }
+
+// WithMaxBufferedRecords bounds the number of records buffered or in
+// flight. Default 1,048,576.
+func WithMaxBufferedRecords(n int64) Option {
+	return optionFunc(func(c *config) { c.maxBufRecords = n })
+}
+
+// WithFailFastWhenFull makes Send and SendAsync fail at once with
+// ErrBufferFull (not written) when the buffer is full, instead of waiting
+// for space (Java max.block.ms=0). Default off (wait).
+func WithFailFastWhenFull(on bool) Option { return optionFunc(func(c *config) { c.failFast = on }) }
+
+// WithDeliveryTimeout bounds the time from Send to an outcome, retries
+// included (Java delivery.timeout.ms). Default 2 minutes. Must be at least
+// the request timeout plus linger.
+func WithDeliveryTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.deliveryTimeout = d })
+}
+
+// WithRequestTimeout bounds one produce request: the broker's replication
+// wait and kpush's wait for the response (Java request.timeout.ms). Default
+// 30 seconds. A request that times out has an unknown outcome and is
+// retried (idempotence makes that safe).
+func WithRequestTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.requestTimeout = d })
+}
+
+// WithRetryBackoff sets the first wait before retrying a failed batch; it
+// doubles per consecutive failure up to 1s, with jitter (Java
+// retry.backoff.ms / retry.backoff.max.ms). Default 100ms.
+func WithRetryBackoff(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.retryBackoff = d })
+}
+
+// WithDialTimeout bounds connecting to a broker, including the TLS
+// handshake and API version negotiation (Java socket.connection.setup.timeout.ms).
+// Default 10 seconds.
+func WithDialTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.dialTimeout = d })
+}
+
+// WithCompression sets the batch codec (Java compression.type). Default
+// NoCompression.
+func WithCompression(codec Compression) Option {
+	return optionFunc(func(c *config) { c.compression = codec })
+}
+
+// WithPartitioner sets how records are spread over partitions (Java
+// partitioner.class). Default StickyPartitioner.
+func WithPartitioner(p Partitioner) Option { return optionFunc(func(c *config) { c.partitioner = p }) }
+
+// WithDefaultTopic sets the topic for records whose Topic is empty.
+// Default none.
+func WithDefaultTopic(topic string) Option {
+	return optionFunc(func(c *config) { c.defaultTopic = topic })
+}
+
+// WithLogger sets the logger for connection problems and retries. Default:
+// no logging. Records' contents and credentials are never logged.
+func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
+
+// WithMetadataMaxAge sets how often metadata is refreshed when nothing
+// forces a refresh (Java metadata.max.age.ms). Default 5 minutes.
+func WithMetadataMaxAge(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.metadataMaxAge = d })
+}
+
+// WithTLS enables TLS with the given configuration (nil fields take Go's
+// defaults; the server name defaults to the broker's host). Default off.
+func WithTLS(cfg *tls.Config) Option { return optionFunc(func(c *config) { c.tls = cfg }) }
+
+// validate checks the configuration; it returns a *ConfigError naming the
+// first bad option.
+func (c *config) validate() error {
+	bad := func(opt, format string, args ...any) error {
+		return &ConfigError{Option: opt, Reason: fmt.Sprintf(format, args...)}
+	}
+	if len(c.brokers) == 0 {
+		return bad("WithBrokers", "no seed brokers")
+	}
+	for _, b := range c.brokers {
+		host, port, err := net.SplitHostPort(b)
+		if err != nil || host == "" {
+			return bad("WithBrokers", "%q is not host:port", b)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+			return bad("WithBrokers", "%q has an invalid port", b)
+		}
+	}
+	switch c.acks {
+	case AcksAll, AcksLeader, AcksNone:
+	default:
+		return bad("WithAcks", "%d is not AcksAll, AcksLeader or AcksNone", c.acks)
+	}
+	if c.acks != AcksAll {
+		if c.idempotentSet && c.idempotent {
+			return bad("WithIdempotence", "idempotence needs AcksAll (acks is %d)", c.acks)
+		}
+		c.idempotent = false
+	}
+	switch {
+	case c.maxInflight < 1:
+		return bad("WithMaxInflight", "%d is less than 1", c.maxInflight)
+	case c.idempotent && c.maxInflight > 5:
+		return bad("WithMaxInflight", "%d is more than 5, the most idempotence allows", c.maxInflight)
+	case c.maxInflight > 100:
+		return bad("WithMaxInflight", "%d is more than 100", c.maxInflight)
+	}
+	if c.maxBatchBytes < 1024 || c.maxBatchBytes > 1<<30 {
+		return bad("WithMaxBatchBytes", "%d is not between 1 KiB and 1 GiB", c.maxBatchBytes)
+	}
+	if c.linger < 0 {
+		return bad("WithLinger", "%v is negative", c.linger)
+	}
+	if c.maxBufBytes < 1 || c.maxBufBytes > buffer.MaxBytes {
+		return bad("WithMaxBufferedBytes", "%d is not between 1 and %d", c.maxBufBytes, int64(buffer.MaxBytes))
+	}
+	if c.maxBufRecords < 1 || c.maxBufRecords > buffer.MaxRecords {
+		return bad("WithMaxBufferedRecords", "%d is not between 1 and %d", c.maxBufRecords, buffer.MaxRecords)
+	}
+	if c.requestTimeout <= 0 {
+		return bad("WithRequestTimeout", "%v is not positive", c.requestTimeout)
+	}
+	if c.deliveryTimeout < c.requestTimeout+c.linger {
+		return bad("WithDeliveryTimeout", "%v is less than the request timeout plus linger (%v)", c.deliveryTimeout, c.requestTimeout+c.linger)
+	}
+	if c.retryBackoff <= 0 {
+		return bad("WithRetryBackoff", "%v is not positive", c.retryBackoff)
+	}
+	if c.dialTimeout <= 0 {
+		return bad("WithDialTimeout", "%v is not positive", c.dialTimeout)
+	}
+	if c.metadataMaxAge <= 0 {
+		return bad("WithMetadataMaxAge", "%v is not positive", c.metadataMaxAge)
+	}
+	switch c.compression {
+	case NoCompression, Gzip, Snappy, LZ4, Zstd:
+	default:
+		return bad("WithCompression", "unknown codec %d", c.compression)
+	}
+	if c.partitioner > ManualPartitioner {
+		return bad("WithPartitioner", "unknown partitioner %d", c.partitioner)
+	}
+	return nil
+}

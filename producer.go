@@ -1,0 +1,341 @@
+package kpush
+
+// Goroutines and ownership (root package):
+//   - Callers' goroutines run Send/SendAsync: validate, reserve buffer space,
+//     find the topic (atomic copy-on-write map), pick a partition, append to
+//     that partition's queue under the partition's own lock.
+//   - The metadata goroutine (meta.Refresher.Run) owns topic and sink
+//     creation, leader changes, producer-ID loading and epoch bumps; writers
+//     of p.topics and p.sinks hold p.mu.
+//   - The reaper goroutine fails records whose delivery timeout passed
+//     while they could not be sent.
+//   - Sink, connection-reader and callback goroutines: see internal/sink.
+// Every goroutine is started through sink.Engine.Go and waited for by Close.
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kpush/kpush/internal/batch"
+	"github.com/kpush/kpush/internal/buffer"
+	"github.com/kpush/kpush/internal/idem"
+	"github.com/kpush/kpush/internal/meta"
+	"github.com/kpush/kpush/internal/sink"
+	"github.com/kpush/kpush/internal/wire"
+)
+
+// Producer sends records to Kafka. It is safe for concurrent use by any
+// number of goroutines; create one per process and share it.
+type Producer struct {
+	cfg  config
+	eng  *sink.Engine
+	idem *idem.Manager
+	lim  *buffer.Limiter
+	ref  meta.Refresher
+
+	topics atomic.Pointer[map[string]*topic] // copy-on-write; writers hold mu
+
+	mu    sync.Mutex // guards writes to topics, sinks, bumpFrom
+	sinks map[int32]*sink.Sink
+	bump  *idem.ID // a requested epoch bump, handled by the metadata goroutine
+
+	closed    atomic.Bool
+	closing   chan struct{} // closed when Close starts
+	entering  atomic.Int64  // Send/SendAsync calls between the closed check and Add
+	closeOnce sync.Once
+	closeErr  error
+
+	sent, failed atomic.Int64
+
+	waiters sync.Pool // *syncWaiter
+}
+
+// New validates the options and returns a producer. It does not connect:
+// the first record for a topic fetches metadata, so New never blocks.
+func New(opts ...Option) (*Producer, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&cfg)
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Producer{
+		cfg:     cfg,
+		idem:    idem.NewManager(cfg.idempotent),
+		lim:     buffer.New(cfg.maxBufBytes, cfg.maxBufRecords),
+		sinks:   make(map[int32]*sink.Sink),
+		closing: make(chan struct{}),
+	}
+	empty := map[string]*topic{}
+	p.topics.Store(&empty)
+	wcfg := &wire.Config{
+		ClientID:       cfg.clientID,
+		DialTimeout:    cfg.dialTimeout,
+		RequestTimeout: cfg.requestTimeout + 5*time.Second, // the broker's own timeout fires first
+		TLS:            cfg.tls,
+		MaxVersions:    map[int16]int16{0: 11}, // Produce v12+ adds nothing kpush uses; v13 needs topic IDs
+	}
+	p.eng = sink.NewEngine(sink.Config{
+		Acks:            int16(cfg.acks),
+		MaxInflight:     cfg.maxInflight,
+		MaxBatchBytes:   cfg.maxBatchBytes,
+		Codec:           batch.Codec(cfg.compression),
+		Linger:          cfg.linger,
+		RequestTimeout:  cfg.requestTimeout,
+		RetryBackoff:    cfg.retryBackoff,
+		Wire:            wcfg,
+		Logger:          cfg.logger,
+		TriggerMetadata: p.triggerMetadata,
+		RequestBump:     p.requestBump,
+	}, p.idem)
+	p.ref = meta.Refresher{
+		Fetcher:     meta.NewFetcher(wcfg, cfg.brokers),
+		Interval:    cfg.metadataMaxAge,
+		MinInterval: cfg.retryBackoff,
+		Timeout:     cfg.requestTimeout,
+		Topics:      p.topicNames,
+		Apply:       p.applyMetadata,
+		OnIdle:      p.controlRequests,
+	}
+	p.ref.Init()
+	p.eng.Go(func() { p.ref.Run(p.eng.Stopping()) })
+	p.eng.Go(p.reap)
+	return p, nil
+}
+
+// syncWaiter is a Send call's record and its wake-up channel; pooled.
+type syncWaiter struct {
+	pend sink.Pending
+	ch   chan struct{}
+	prod *Producer
+}
+
+// Notify implements sink.Notifier; it runs on the goroutine that learned
+// the outcome.
+func (w *syncWaiter) Notify(pd *sink.Pending) {
+	w.prod.finish(pd)
+	w.ch <- struct{}{}
+}
+
+// asyncRecord is a SendAsync call's record and callback.
+type asyncRecord struct {
+	pend sink.Pending
+	cb   func(Result, error)
+	prod *Producer
+}
+
+// Notify implements sink.Notifier; it runs the user's callback.
+func (a *asyncRecord) Notify(pd *sink.Pending) {
+	a.prod.finish(pd)
+	res, err := a.prod.outcome(pd)
+	if a.cb != nil {
+		a.cb(res, err)
+	}
+}
+
+// finish releases a record's buffer space and counts its outcome.
+func (p *Producer) finish(pd *sink.Pending) {
+	p.lim.Release(int64(pd.Size))
+	if pd.Err == nil {
+		p.sent.Add(1)
+	} else {
+		p.failed.Add(1)
+	}
+}
+
+func (p *Producer) outcome(pd *sink.Pending) (Result, error) {
+	if pd.Err != nil {
+		return Result{}, &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: pd.Unknown, Err: publicCause(pd.Err)}
+	}
+	return Result{Topic: pd.Topic, Partition: pd.Partition, Offset: pd.Offset, Timestamp: time.UnixMilli(pd.Rec.TimestampMs)}, nil
+}
+
+// Send produces one record and waits for its outcome: the broker's
+// acknowledgement (with AcksAll, every in-sync replica has it) or an error.
+//
+// Every error is a *ProduceError matching ErrNotWritten or
+// ErrOutcomeUnknown. If ctx ends before the record was sent, the record is
+// withdrawn and Send returns ctx's error as ErrNotWritten; if ctx ends while
+// the record is in flight, Send returns at once with ErrOutcomeUnknown and
+// the record's eventual outcome is discarded. Send waits for buffer space
+// (or fails with ErrBufferFull under WithFailFastWhenFull) and, for the
+// first record of a topic, for the topic's metadata.
+func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
+	w, _ := p.waiters.Get().(*syncWaiter)
+	if w == nil {
+		w = &syncWaiter{ch: make(chan struct{}, 1), prod: p}
+	}
+	w.pend.Reset()
+	if err := p.enqueue(ctx, r, &w.pend, w); err != nil {
+		p.waiters.Put(w)
+		return Result{}, err
+	}
+	select {
+	case <-w.ch:
+	case <-ctx.Done():
+		pd := &w.pend
+		if pd.TryCancel() {
+			// Never sent: the partition skips it; w is not reused because
+			// the partition's queue still points at it.
+			p.lim.Release(int64(pd.Size))
+			p.failed.Add(1)
+			return Result{}, notWritten(pd.Topic, pd.Partition, ctx.Err())
+		}
+		if pd.TryAbandon() {
+			return Result{}, &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: true, Err: ctx.Err()}
+		}
+		<-w.ch // the outcome arrived meanwhile
+	}
+	res, err := p.outcome(&w.pend)
+	p.waiters.Put(w)
+	return res, err
+}
+
+// SendAsync produces one record without waiting; cb (which may be nil)
+// receives the outcome exactly once.
+//
+// ctx bounds only the wait for buffer space and first metadata; once the
+// record is buffered, ctx is no longer watched. Callbacks of one broker run
+// one at a time on a goroutine of that broker's sink, in order per
+// partition; a slow callback delays later callbacks of that broker (and
+// keeps their buffer space reserved), never the acknowledgements of other
+// brokers or the reading of responses. Records that fail before being
+// buffered (invalid, buffer full, closed) have cb run on the calling
+// goroutine before SendAsync returns. A callback must not call Flush or
+// Close.
+func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, error)) {
+	a := &asyncRecord{cb: cb, prod: p}
+	a.pend.Reset()
+	a.pend.Async = true
+	if err := p.enqueue(ctx, r, &a.pend, a); err != nil && cb != nil {
+		cb(Result{}, err)
+	}
+}
+
+// enqueue validates r, reserves buffer space and appends it to its
+// partition. Errors are *ProduceError, definite.
+func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier) error {
+	if r == nil {
+		return notWritten("", -1, ErrNilRecord)
+	}
+	name := r.Topic
+	if name == "" {
+		name = p.cfg.defaultTopic
+	}
+	if name == "" {
+		return notWritten("", -1, ErrNoTopic)
+	}
+	if p.closed.Load() {
+		return notWritten(name, -1, ErrClosed)
+	}
+	p.entering.Add(1)
+	defer p.entering.Add(-1)
+	if p.closed.Load() {
+		return notWritten(name, -1, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return notWritten(name, -1, err)
+	}
+
+	now := time.Now()
+	ts := r.Timestamp
+	if ts.IsZero() {
+		ts = now
+	}
+	pd.Rec = batch.Record{Key: r.Key, Value: r.Value, Headers: engineHeaders(r.Headers), TimestampMs: ts.UnixMilli()}
+	size := batch.RecordSize(&pd.Rec)
+	if size+batch.BatchOverhead > p.cfg.maxBatchBytes {
+		return notWritten(name, -1, ErrRecordTooLarge)
+	}
+
+	t, err := p.topic(ctx, name, now)
+	if err != nil {
+		return notWritten(name, -1, err)
+	}
+	parts := *t.parts.Load()
+	var part int
+	if p.cfg.partitioner == ManualPartitioner {
+		if r.Partition < 0 || int(r.Partition) >= len(parts) {
+			return notWritten(name, r.Partition, ErrInvalidPartition)
+		}
+		part = int(r.Partition)
+	} else {
+		part = t.picker.Pick(r.Key, size, len(parts))
+	}
+
+	if p.cfg.failFast {
+		if !p.lim.TryReserve(int64(size)) {
+			return notWritten(name, int32(part), ErrBufferFull)
+		}
+	} else if err := p.lim.Reserve(ctx, int64(size), p.closing, ErrClosed); err != nil {
+		return notWritten(name, int32(part), err)
+	}
+	pd.Topic = name
+	pd.Partition = int32(part)
+	pd.Size = int32(size)
+	pd.Enqueued = now.UnixNano()
+	pd.Deadline = pd.Enqueued + int64(p.cfg.deliveryTimeout)
+	pd.Done = n
+	parts[part].Add(pd)
+	return nil
+}
+
+// Flush waits until every record buffered so far has an outcome, or ctx is
+// done. Records sent concurrently with Flush may or may not be waited for.
+func (p *Producer) Flush(ctx context.Context) error {
+	if err := p.lim.WaitEmpty(ctx); err != nil {
+		return &ProduceError{Partition: -1, Err: err, Unknown: true}
+	}
+	return nil
+}
+
+// Close stops taking records, waits (bounded by ctx) for buffered records
+// to be sent, then fails whatever is left: records never sent with
+// ErrClosed (ErrNotWritten), records in flight with ErrOutcomeUnknown. Every
+// record gets exactly one outcome before Close returns, and every kpush
+// goroutine has exited. Close returns ctx's error if it gave up waiting, and
+// ErrClosed if the producer was already closed.
+func (p *Producer) Close(ctx context.Context) error {
+	first := false
+	p.closeOnce.Do(func() {
+		first = true
+		p.closed.Store(true)
+		close(p.closing)
+		for p.entering.Load() > 0 { // a Send past its closed check is adding its record now
+			time.Sleep(50 * time.Microsecond)
+		}
+		p.closeErr = p.lim.WaitEmpty(ctx)
+		p.eng.Stop()
+		p.eng.Wait() // sinks close connections; in-flight batches come back as unknown
+		sink.FailAll(p.allPartitions(), ErrClosed)
+	})
+	if !first {
+		return ErrClosed
+	}
+	return p.closeErr
+}
+
+// reap fails records whose delivery timeout passed while they could not
+// be sent (no leader, broker unreachable).
+func (p *Producer) reap() {
+	every := min(time.Second, p.cfg.deliveryTimeout/4)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.eng.Stopping():
+			return
+		case now := <-t.C:
+			sink.ExpireAll(p.allPartitions(), now)
+		}
+	}
+}

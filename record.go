@@ -1,0 +1,58 @@
+package kpush
+
+import (
+	"time"
+	"unsafe"
+
+	"github.com/kpush/kpush/internal/batch"
+)
+
+// Header is one record header. Kafka allows duplicate keys; order is kept.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is one Kafka record to produce. kpush does not modify it and does
+// not keep it after Send returns (or after SendAsync's callback runs), but
+// it reads Key, Value and Headers until then: do not change them meanwhile.
+type Record struct {
+	// Topic to write to; empty means the producer's default topic
+	// (WithDefaultTopic).
+	Topic string
+	// Key decides the partition (murmur2, like the Java client) unless the
+	// partitioner is ManualPartitioner. nil means no key; an empty non-nil
+	// key is a key.
+	Key []byte
+	// Value is the payload; nil is a null value (a tombstone on compacted
+	// topics).
+	Value []byte
+	// Headers are sent in order.
+	Headers []Header
+	// Timestamp is the record's create time; zero means the time of Send.
+	Timestamp time.Time
+	// Partition is used only with ManualPartitioner: the record goes to
+	// this partition, which must exist.
+	Partition int32
+}
+
+// Result is a record's acknowledgement.
+type Result struct {
+	Topic     string
+	Partition int32
+	// Offset in the partition; -1 with AcksNone, or when the broker
+	// reported the record as a duplicate of an older write it no longer
+	// has the offset for.
+	Offset int64
+	// Timestamp is the record's create time as sent.
+	Timestamp time.Time
+}
+
+// The engine's header type has the same layout as Header; converting the
+// slice in place avoids a copy per record. TestHeaderLayout guards this.
+func engineHeaders(h []Header) []batch.Header {
+	if len(h) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*batch.Header)(unsafe.Pointer(unsafe.SliceData(h))), len(h))
+}

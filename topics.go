@@ -1,0 +1,305 @@
+package kpush
+
+// Topics, partitions and brokers as the metadata goroutine sees them.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/kpush/kpush/internal/idem"
+	"github.com/kpush/kpush/internal/meta"
+	"github.com/kpush/kpush/internal/partition"
+	"github.com/kpush/kpush/internal/sink"
+)
+
+// unknownTopicTries is how many metadata answers in a row must say a topic
+// does not exist before its records fail with ErrUnknownTopic (a topic
+// created a moment ago may not be known to every broker yet).
+const unknownTopicTries = 3
+
+// stickyBytes is how many bytes keyless records send to one partition
+// before the sticky partitioner moves on (Java batch.size default).
+const stickyBytes = 16 << 10
+
+type topic struct {
+	name   string
+	picker partition.Picker
+	parts  atomic.Pointer[[]*sink.Partition]
+
+	ready chan struct{} // closed when parts is first set or err is set
+	err   error         // set before ready is closed when the topic failed
+
+	// Owned by the metadata goroutine.
+	unknown int
+	// lastErr is why the topic is not usable yet; read by waiting senders.
+	lastErr atomic.Pointer[error]
+}
+
+func (t *topic) setLastErr(err error) {
+	if err == nil {
+		t.lastErr.Store(nil)
+		return
+	}
+	t.lastErr.Store(&err)
+}
+
+// topic returns the topic's state, waiting for its first metadata.
+func (p *Producer) topic(ctx context.Context, name string, now time.Time) (*topic, error) {
+	t := (*p.topics.Load())[name]
+	if t == nil {
+		t = p.addTopic(name)
+	}
+	select {
+	case <-t.ready:
+	default:
+		// First records of a topic: wait for metadata, bounded by ctx, the
+		// delivery timeout and Close.
+		timer := time.NewTimer(p.cfg.deliveryTimeout - time.Since(now))
+		defer timer.Stop()
+		select {
+		case <-t.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-p.closing:
+			return nil, ErrClosed
+		case <-timer.C:
+			if last := t.lastErr.Load(); last != nil {
+				return nil, fmt.Errorf("%w: %w", ErrDeliveryTimeout, *last)
+			}
+			return nil, ErrDeliveryTimeout
+		}
+	}
+	if t.err != nil {
+		return nil, t.err
+	}
+	return t, nil
+}
+
+func (p *Producer) addTopic(name string) *topic {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.topics.Load()
+	if t := old[name]; t != nil {
+		return t
+	}
+	var strategy partition.Strategy
+	switch p.cfg.partitioner {
+	case CRC32Partitioner:
+		strategy = partition.CRC32
+	case RoundRobinPartitioner:
+		strategy = partition.RoundRobin
+	default:
+		strategy = partition.Sticky
+	}
+	t := &topic{name: name, picker: partition.NewPicker(strategy, stickyBytes), ready: make(chan struct{})}
+	empty := []*sink.Partition{}
+	t.parts.Store(&empty)
+	m := make(map[string]*topic, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[name] = t
+	p.topics.Store(&m)
+	p.ref.Trigger()
+	return t
+}
+
+func (p *Producer) removeTopicLocked(name string) {
+	old := *p.topics.Load()
+	m := make(map[string]*topic, len(old))
+	for k, v := range old {
+		if k != name {
+			m[k] = v
+		}
+	}
+	p.topics.Store(&m)
+}
+
+func (p *Producer) topicNames() []string {
+	m := *p.topics.Load()
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (p *Producer) triggerMetadata() { p.ref.Trigger() }
+
+func (p *Producer) allPartitions() []*sink.Partition {
+	var all []*sink.Partition
+	for _, t := range *p.topics.Load() {
+		all = append(all, *t.parts.Load()...)
+	}
+	return all
+}
+
+// applyMetadata runs on the metadata goroutine after every fetch.
+func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
+	topics := *p.topics.Load()
+	if err != nil {
+		p.cfg.logger.Warn("kpush: metadata fetch failed", "err", err)
+		for _, t := range topics {
+			t.setLastErr(fmt.Errorf("%w: %w", ErrNoBroker, err))
+		}
+		if len(topics) > 0 {
+			p.ref.Trigger()
+		}
+		return
+	}
+	p.mu.Lock()
+	for id, b := range s.Brokers {
+		if sk := p.sinks[id]; sk != nil {
+			sk.SetAddr(b.Addr)
+		} else {
+			p.sinks[id] = p.eng.NewSink(id, b.Addr)
+		}
+	}
+	sinks := p.sinks
+	p.mu.Unlock()
+
+	again := false
+	for name, t := range topics {
+		mt, ok := s.Topics[name]
+		switch {
+		case !ok || errors.Is(mt.Err, kerr.UnknownTopicOrPartition):
+			t.unknown++
+			uerr := fmt.Errorf("%w %q", ErrUnknownTopic, name)
+			t.setLastErr(uerr)
+			if !isReady(t) && t.unknown >= unknownTopicTries {
+				t.err = uerr
+				p.mu.Lock()
+				p.removeTopicLocked(name) // a later Send asks again
+				p.mu.Unlock()
+				close(t.ready)
+				continue
+			}
+			again = true
+			continue
+		case mt.Err != nil:
+			t.setLastErr(mt.Err)
+			if !kerr.IsRetriable(mt.Err) && !isReady(t) {
+				// Authorization and similar: fail the waiting records.
+				t.err = mt.Err
+				p.mu.Lock()
+				p.removeTopicLocked(name)
+				p.mu.Unlock()
+				close(t.ready)
+				continue
+			}
+			again = true
+			continue
+		}
+		t.unknown = 0
+		t.setLastErr(nil)
+		parts := *t.parts.Load()
+		if len(mt.Partitions) > len(parts) {
+			grown := make([]*sink.Partition, len(mt.Partitions))
+			copy(grown, parts)
+			for i := len(parts); i < len(grown); i++ {
+				grown[i] = p.eng.NewPartition(name, int32(i))
+			}
+			t.parts.Store(&grown)
+			parts = grown
+		}
+		for i, mp := range mt.Partitions {
+			var leader *sink.Sink
+			if mp.Leader >= 0 {
+				leader = sinks[mp.Leader]
+			}
+			if leader == nil {
+				again = true
+			}
+			parts[i].SetLeader(leader)
+		}
+		if !isReady(t) && len(parts) > 0 {
+			close(t.ready)
+		}
+	}
+	if again {
+		p.ref.Trigger()
+	}
+}
+
+func isReady(t *topic) bool {
+	select {
+	case <-t.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// requestBump asks the metadata goroutine for a new producer epoch.
+func (p *Producer) requestBump(old idem.ID) {
+	p.mu.Lock()
+	if p.bump == nil {
+		p.bump = &old
+	}
+	p.mu.Unlock()
+	p.ref.Trigger()
+}
+
+// controlRequests runs on the metadata goroutine after each refresh: it
+// loads the producer ID and performs epoch bumps.
+func (p *Producer) controlRequests(ctx context.Context) {
+	p.mu.Lock()
+	bump := p.bump
+	p.bump = nil
+	p.mu.Unlock()
+	if !p.idem.NeedsLoad() && bump == nil {
+		return
+	}
+	if len(*p.topics.Load()) == 0 && bump == nil {
+		return // nothing to send yet: stay lazy
+	}
+	conn, err := p.ref.Fetcher.Conn(ctx)
+	if err != nil {
+		p.ref.Trigger()
+		if bump != nil {
+			p.requestBump(*bump)
+		}
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, p.cfg.requestTimeout)
+	defer cancel()
+	if p.idem.NeedsLoad() {
+		err = p.idem.Load(rctx, conn)
+	} else {
+		err = p.idem.Bump(rctx, conn, *bump)
+	}
+	if err != nil {
+		p.cfg.logger.Warn("kpush: producer id request failed", "err", err)
+		if bump != nil {
+			p.requestBump(*bump)
+		}
+		p.ref.Trigger()
+		return
+	}
+	p.mu.Lock()
+	for _, s := range p.sinks {
+		s.Nudge()
+	}
+	p.mu.Unlock()
+	for _, part := range p.allPartitions() {
+		part.Requeue()
+	}
+}
+
+// publicCause maps engine errors to the public sentinels.
+func publicCause(err error) error {
+	switch {
+	case errors.Is(err, sink.ErrDeliveryTimeout):
+		return ErrDeliveryTimeout
+	case errors.Is(err, sink.ErrSequenceReset):
+		return ErrSequenceReset
+	}
+	return err
+}
