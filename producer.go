@@ -44,13 +44,13 @@ type Producer struct {
 
 	closed    atomic.Bool
 	closing   chan struct{} // closed when Close starts
-	entering  atomic.Int64  // Send/SendAsync calls between the closed check and Add
 	closeOnce sync.Once
 	closeErr  error
 
 	sent, failed atomic.Int64
 
 	waiters sync.Pool // *syncWaiter
+	asyncs  sync.Pool // *asyncRecord
 }
 
 // New validates the options and returns a producer. It does not connect:
@@ -133,13 +133,17 @@ type asyncRecord struct {
 	prod *Producer
 }
 
-// Notify implements sink.Notifier; it runs the user's callback.
+// Notify implements sink.Notifier; it runs the user's callback, then
+// recycles a (nothing else refers to it once its outcome is delivered).
 func (a *asyncRecord) Notify(pd *sink.Pending) {
-	a.prod.finish(pd)
-	res, err := a.prod.outcome(pd)
+	p := a.prod
+	p.finish(pd)
+	res, err := p.outcome(pd)
 	if a.cb != nil {
 		a.cb(res, err)
 	}
+	a.cb = nil
+	p.asyncs.Put(a)
 }
 
 // finish releases a record's buffer space and counts its outcome.
@@ -179,25 +183,40 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 		p.waiters.Put(w)
 		return Result{}, err
 	}
-	select {
-	case <-w.ch:
-	case <-ctx.Done():
-		pd := &w.pend
-		if pd.TryCancel() {
-			// Never sent: the partition skips it; w is not reused because
-			// the partition's queue still points at it.
-			p.lim.Release(int64(pd.Size))
-			p.failed.Add(1)
-			return Result{}, notWritten(pd.Topic, pd.Partition, ctx.Err())
+	done := ctx.Done()
+	if done == nil {
+		<-w.ch // a plain receive costs far less than a select
+	} else {
+		select {
+		case <-w.ch:
+		case <-done:
+			if gaveUp, err := p.cancelWait(ctx, w); gaveUp {
+				return Result{}, err
+			}
 		}
-		if pd.TryAbandon() {
-			return Result{}, &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: true, Err: ctx.Err()}
-		}
-		<-w.ch // the outcome arrived meanwhile
 	}
 	res, err := p.outcome(&w.pend)
 	p.waiters.Put(w)
 	return res, err
+}
+
+// cancelWait handles ctx ending while Send waits. It reports whether Send
+// gives up (with err); false means the outcome arrived meanwhile and Send
+// takes it as usual.
+func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, err error) {
+	pd := &w.pend
+	if pd.TryCancel() {
+		// Never sent: the partition skips it; w is not reused because the
+		// partition's queue still points at it.
+		p.lim.Release(int64(pd.Size))
+		p.failed.Add(1)
+		return true, notWritten(pd.Topic, pd.Partition, ctx.Err())
+	}
+	if pd.TryAbandon() {
+		return true, &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: true, Err: ctx.Err()}
+	}
+	<-w.ch
+	return false, nil
 }
 
 // SendAsync produces one record without waiting; cb (which may be nil)
@@ -213,11 +232,19 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 // goroutine before SendAsync returns. A callback must not call Flush or
 // Close.
 func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, error)) {
-	a := &asyncRecord{cb: cb, prod: p}
+	a, _ := p.asyncs.Get().(*asyncRecord)
+	if a == nil {
+		a = &asyncRecord{prod: p}
+	}
 	a.pend.Reset()
 	a.pend.Async = true
-	if err := p.enqueue(ctx, r, &a.pend, a); err != nil && cb != nil {
-		cb(Result{}, err)
+	a.cb = cb
+	if err := p.enqueue(ctx, r, &a.pend, a); err != nil {
+		a.cb = nil
+		p.asyncs.Put(a)
+		if cb != nil {
+			cb(Result{}, err)
+		}
 	}
 }
 
@@ -234,11 +261,6 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	if name == "" {
 		return notWritten("", -1, ErrNoTopic)
 	}
-	if p.closed.Load() {
-		return notWritten(name, -1, ErrClosed)
-	}
-	p.entering.Add(1)
-	defer p.entering.Add(-1)
 	if p.closed.Load() {
 		return notWritten(name, -1, ErrClosed)
 	}
@@ -285,7 +307,10 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	pd.Enqueued = now.UnixNano()
 	pd.Deadline = pd.Enqueued + int64(p.cfg.deliveryTimeout)
 	pd.Done = n
-	parts[part].Add(pd)
+	if !parts[part].Add(pd) { // Close got there first
+		p.lim.Release(int64(size))
+		return notWritten(name, int32(part), ErrClosed)
+	}
 	return nil
 }
 
@@ -310,12 +335,11 @@ func (p *Producer) Close(ctx context.Context) error {
 		first = true
 		p.closed.Store(true)
 		close(p.closing)
-		for p.entering.Load() > 0 { // a Send past its closed check is adding its record now
-			time.Sleep(50 * time.Microsecond)
-		}
 		p.closeErr = p.lim.WaitEmpty(ctx)
 		p.eng.Stop()
 		p.eng.Wait() // sinks close connections; in-flight batches come back as unknown
+		// Fails what is left and closes every partition, so a Send that
+		// passed the closed check above cannot strand a record.
 		sink.FailAll(p.allPartitions(), ErrClosed)
 	})
 	if !first {

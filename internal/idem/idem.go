@@ -3,8 +3,9 @@
 // partition's accumulator (internal/sink), which assigns them when a batch is
 // first sent.
 //
-// Goroutines and ownership: Manager.mu guards every field. The metadata
-// goroutine calls Load; sink goroutines call Wait and Current. Nothing here
+// Goroutines and ownership: Manager.mu guards every field but cur, which
+// is read lock-free by sink goroutines on every drain (an atomic pointer to
+// an immutable ID). The metadata goroutine calls Load and Bump. Nothing here
 // starts a goroutine.
 package idem
 
@@ -12,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -32,6 +34,7 @@ var None = ID{Producer: -1, Epoch: -1}
 type Manager struct {
 	mu      sync.Mutex
 	id      ID
+	cur     atomic.Pointer[ID] // mirrors id for lock-free Current
 	loaded  bool
 	err     error         // last load error, nil once loaded
 	ready   chan struct{} // closed when loaded is first set
@@ -41,6 +44,7 @@ type Manager struct {
 // NewManager returns a manager; when enabled is false, Wait returns None at once.
 func NewManager(enabled bool) *Manager {
 	m := &Manager{ready: make(chan struct{}), enabled: enabled, id: None}
+	m.cur.Store(&None)
 	if !enabled {
 		m.loaded = true
 		close(m.ready)
@@ -79,7 +83,7 @@ func (m *Manager) Load(ctx context.Context, conn *wire.Conn) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.id = ID{Producer: resp.ProducerID, Epoch: resp.ProducerEpoch}
+	m.setLocked(ID{Producer: resp.ProducerID, Epoch: resp.ProducerEpoch})
 	m.err = nil
 	if !m.loaded {
 		m.loaded = true
@@ -113,7 +117,7 @@ func (m *Manager) Bump(ctx context.Context, conn *wire.Conn, old ID) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.id == old {
-		m.id = ID{Producer: resp.ProducerID, Epoch: resp.ProducerEpoch}
+		m.setLocked(ID{Producer: resp.ProducerID, Epoch: resp.ProducerEpoch})
 	}
 	return nil
 }
@@ -132,8 +136,10 @@ func (m *Manager) Err() error {
 func (m *Manager) Ready() <-chan struct{} { return m.ready }
 
 // Current returns the loaded ID (None before loading or when disabled).
-func (m *Manager) Current() ID {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.id
+// Lock-free.
+func (m *Manager) Current() ID { return *m.cur.Load() }
+
+func (m *Manager) setLocked(id ID) {
+	m.id = id
+	m.cur.Store(&id)
 }

@@ -95,7 +95,7 @@ func (f *Fetcher) Conn(ctx context.Context) (*wire.Conn, error) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("no broker reachable: %w", errors.Join(errs...))
+	return nil, fmt.Errorf("every known broker failed: %w", errors.Join(errs...))
 }
 
 // Close closes the fetcher's connection.

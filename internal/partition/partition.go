@@ -1,14 +1,17 @@
-// Package partition chooses partitions for records: murmur2 like the Java
-// client, CRC32 like librdkafka, uniform sticky for keyless records
-// (KIP-794), and round robin.
+// Package partition chooses the partition of each record: murmur2 like the
+// Java client, CRC32 like librdkafka's "consistent" partitioner, uniform
+// sticky for keyless records (KIP-794 without the adaptive part), and round
+// robin.
 //
-// Goroutines and ownership: Pickers are shared by every goroutine sending
-// to a topic; their state is atomics only (no lock on the send path).
+// Goroutines and ownership: this package starts no goroutines. A Picker
+// belongs to one topic and is shared by every goroutine sending to it. Its
+// only mutable state is one atomic word (the sticky partition and the bytes
+// it has received, or the round-robin counter); there are no locks, so there
+// is no lock order.
 package partition
 
 import (
 	"hash/crc32"
-	"math"
 	"math/rand/v2"
 	"sync/atomic"
 )
@@ -32,7 +35,7 @@ func Murmur2(b []byte) int32 {
 		h ^= k
 	}
 	tail := n &^ 3
-	switch n % 4 {
+	switch n & 3 {
 	case 3:
 		h ^= uint32(b[tail+2]) << 16
 		fallthrough
@@ -49,107 +52,145 @@ func Murmur2(b []byte) int32 {
 	return int32(h)
 }
 
-// Murmur2Partition is the Java client's keyed choice:
-// (murmur2(key) & 0x7fffffff) % n.
+// Murmur2Partition is the Java DefaultPartitioner/BuiltInPartitioner keyed
+// choice: (Murmur2(key) & 0x7fffffff) % n. n must be positive.
 func Murmur2Partition(key []byte, n int) int {
 	return int(Murmur2(key)&0x7fffffff) % n
 }
 
 // CRC32Partition is librdkafka's "consistent" partitioner:
-// crc32(key) % n with the IEEE polynomial.
+// crc32.ChecksumIEEE(key) % n, an unsigned modulo as in
+// rd_kafka_msg_partitioner_consistent. n must be positive.
 func CRC32Partition(key []byte, n int) int {
-	return int(crc32.ChecksumIEEE(key) % uint32(n))
+	return int(uint64(crc32.ChecksumIEEE(key)) % uint64(n))
 }
 
 // Strategy selects how a Picker chooses partitions.
 type Strategy uint8
 
 const (
-	// Sticky: keyed records by murmur2 (Java default); keyless records
-	// uniform sticky.
+	// Sticky hashes keyed records with Murmur2Partition (the Java default)
+	// and sends keyless records to a uniform sticky partition (KIP-794
+	// without the adaptive part).
 	Sticky Strategy = iota
-	// CRC32: keyed records by CRC32Partition; keyless records uniform
-	// sticky (like librdkafka's consistent_random).
+	// CRC32 hashes keyed records with CRC32Partition and sends keyless
+	// records to a uniform sticky partition, like librdkafka's
+	// consistent_random.
 	CRC32
-	// RoundRobin: every record, keyed or not, goes to the next partition.
+	// RoundRobin sends every record, keyed or not, to the next partition
+	// in turn.
 	RoundRobin
 )
 
-// Picker chooses a partition for each record of one topic. Safe for
-// concurrent use; no lock and no allocation per Pick.
+// Picker chooses a partition for each record of one topic. It is safe for
+// concurrent use; Pick takes no lock (atomics only) and does not allocate.
 type Picker interface {
 	// Pick returns a partition in [0, n). key == nil means keyless (an
-	// empty non-nil key is a key). size is the record's approximate
-	// encoded size; the sticky strategy counts it toward switching.
+	// empty non-nil key is a key and hashes like Java's empty byte
+	// array). size is the record's approximate encoded size in bytes; the
+	// sticky strategy counts it toward switching. n may change between
+	// calls; it must be positive, and Pick panics otherwise.
 	Pick(key []byte, size int, n int) int
 }
 
 // NewPicker returns a Picker for one topic. stickyBytes is how many bytes a
 // keyless sticky partition receives before the picker switches to another
-// partition chosen uniformly among the others.
+// partition chosen uniformly at random among the others (when n > 1). A
+// record is never split: the record that reaches stickyBytes still goes to
+// the current partition and the next keyless record switches. Values below 1
+// mean switch after every record; values above 1<<31 are treated as 1<<31.
+// RoundRobin ignores stickyBytes. NewPicker panics on an unknown Strategy.
 func NewPicker(s Strategy, stickyBytes int) Picker {
 	switch s {
+	case Sticky:
+		return newSticky(Murmur2Partition, stickyBytes)
 	case CRC32:
 		return newSticky(CRC32Partition, stickyBytes)
 	case RoundRobin:
 		return &roundRobin{}
-	default:
-		return newSticky(Murmur2Partition, stickyBytes)
 	}
+	panic("partition: unknown Strategy")
 }
 
-func newSticky(hash func([]byte, int) int, stickyBytes int) *sticky {
-	s := &sticky{hash: hash, limit: int64(max(stickyBytes, 1))}
+// maxStickyBytes bounds the limit so that used (< limit) plus one record's
+// counted size (<= limit) always fits the 32-bit byte counter.
+const maxStickyBytes = 1 << 31
+
+// noPartition marks "no sticky partition yet": the first keyless Pick
+// chooses uniformly among all partitions.
+const noPartition = -1
+
+// sticky is the Sticky and CRC32 Picker.
+type sticky struct {
+	keyed func(key []byte, n int) int // Murmur2Partition or CRC32Partition
+	limit uint32                      // stickyBytes clamped to [1, maxStickyBytes]
+	// state packs the sticky partition (int32, high 32 bits) and the bytes
+	// counted toward it (uint32, low 32 bits), so one CompareAndSwap moves
+	// both. Read and written by every Pick of a keyless record.
+	state atomic.Uint64
+}
+
+func newSticky(keyed func([]byte, int) int, stickyBytes int) *sticky {
+	s := &sticky{keyed: keyed, limit: uint32(min(max(stickyBytes, 1), maxStickyBytes))}
 	s.state.Store(pack(noPartition, 0))
 	return s
 }
 
-// noPartition is larger than any partition count: the first keyless Pick
-// chooses one at random.
-const noPartition = math.MaxInt32
+func pack(part int32, used uint32) uint64 { return uint64(uint32(part))<<32 | uint64(used) }
 
-type sticky struct {
-	hash  func([]byte, int) int
-	limit int64
-	// state packs the sticky partition (high 32 bits) and the bytes sent
-	// to it (low 32 bits) so one CAS switches both.
-	state atomic.Uint64
-}
+func unpack(st uint64) (part int32, used uint32) { return int32(st >> 32), uint32(st) }
 
-func pack(part int32, bytes uint32) uint64 { return uint64(uint32(part))<<32 | uint64(bytes) }
-
+// Pick implements Picker.
 func (s *sticky) Pick(key []byte, size int, n int) int {
+	checkN(n)
 	if key != nil {
-		return s.hash(key, n)
+		return s.keyed(key, n)
 	}
-	if n <= 1 {
+	if n == 1 {
 		return 0
 	}
+	// Every record counts at least one byte so a caller passing size 0
+	// still switches eventually.
+	add := uint32(min(max(int64(size), 1), int64(s.limit)))
 	for {
 		st := s.state.Load()
-		part, used := int(int32(st>>32)), int64(uint32(st))
-		if part < n && used < s.limit {
-			add := uint32(min(int64(size), s.limit))
-			if s.state.CompareAndSwap(st, pack(int32(part), uint32(used)+add)) {
-				return part
+		part, used := unpack(st)
+		valid := part >= 0 && int(part) < n
+		if valid && used < s.limit {
+			if s.state.CompareAndSwap(st, pack(part, used+add)) {
+				return int(part)
 			}
 			continue
 		}
-		// Switch to another partition, uniformly among the others.
-		next := rand.IntN(n - 1)
-		if part < n && next >= part {
-			next++
-		} else if part >= n {
+		// The partition is full, not chosen yet, or gone after a shrink.
+		var next int
+		if valid {
+			next = rand.IntN(n - 1) // uniform among the n-1 others
+			if next >= int(part) {
+				next++
+			}
+		} else {
 			next = rand.IntN(n)
 		}
-		if s.state.CompareAndSwap(st, pack(int32(next), uint32(min(int64(size), s.limit)))) {
+		if s.state.CompareAndSwap(st, pack(int32(next), add)) {
 			return next
 		}
 	}
 }
 
-type roundRobin struct{ next atomic.Uint64 }
+// roundRobin is the RoundRobin Picker.
+type roundRobin struct {
+	next atomic.Uint64 // records picked so far; every Pick adds one
+}
 
+// Pick implements Picker.
 func (r *roundRobin) Pick(_ []byte, _ int, n int) int {
+	checkN(n)
 	return int((r.next.Add(1) - 1) % uint64(n))
+}
+
+func checkN(n int) {
+	if n <= 0 {
+		panic("partition: Pick with a non-positive partition count")
+	}
 }

@@ -19,6 +19,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -198,7 +199,8 @@ func notifyAll(recs []*Pending, cb *callbacks) {
 	}
 }
 
-// FailAll fails buffered records of the given partitions (Close).
+// FailAll fails buffered records of the given partitions and closes them
+// (Close): a later Add is refused.
 func FailAll(parts []*Partition, err error) {
 	for _, p := range parts {
 		notifyAll(p.failBuffered(err), nil)
@@ -206,14 +208,28 @@ func FailAll(parts []*Partition, err error) {
 }
 
 // ExpireAll fails records of the given partitions whose delivery timeout
-// passed while they could not be sent.
+// passed while they could not be sent. Async callbacks run on the
+// partition's leader's callback goroutine when it has a leader.
 func ExpireAll(parts []*Partition, now time.Time) {
 	ns := now.UnixNano()
 	for _, p := range parts {
-		if out := p.expireBuffered(ns); len(out) > 0 {
-			notifyAll(out, nil)
+		if out, leader := p.expireBuffered(ns); len(out) > 0 {
+			var cb *callbacks
+			if leader != nil {
+				cb = &leader.cb
+			}
+			notifyAll(out, cb)
 		}
 	}
+}
+
+// expiryErr is the cause for records whose delivery timeout passed; when
+// the producer ID could not be obtained, that is the real reason.
+func (e *Engine) expiryErr() error {
+	if err := e.idem.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrDeliveryTimeout, err)
+	}
+	return ErrDeliveryTimeout
 }
 
 // callbacks runs asynchronous records' notifications on one goroutine.

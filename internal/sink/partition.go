@@ -6,19 +6,27 @@ package sink
 // (never one lock for the producer). Send goroutines append records; the
 // leader's sink goroutine drains batches; connection reader goroutines
 // complete batches. Lock order: Partition.mu before Sink.mu; no other kpush
-// lock is taken while holding it, and no Notifier runs under it.
+// lock is taken while holding it (idem.Manager.Current is lock-free), and no
+// Notifier runs under it.
 //
 // Ordering invariants:
 //   - Sequence numbers are assigned when a batch is first drained and stay
-//     with the batch across retries.
+//     with the batch across retries (and are split with it on
+//     MESSAGE_TOO_LARGE). Batches carry an order key (ord, sub) that sorts
+//     them in sequence order even across a sequence wrap.
 //   - Batches of one partition are in flight on one sink (connection) at a
-//     time, at most maxPartitionInflight of them, so the broker sees them in
-//     sequence order.
+//     time, at most maxPartitionInflight of them, under one producer ID, so
+//     the broker sees them in sequence order.
 //   - When a batch fails (retriable or not), the partition "rewinds": it
 //     sends nothing until every in-flight batch has come back; the failed
-//     retriable batches then go to the head of the queue in sequence order.
+//     retriable batches then go to the head of the queue in order.
+//   - A sequence is reused (renumbered) only for batches that were
+//     definitely not written and when no later batch was acknowledged;
+//     otherwise only a new producer epoch makes later sequences safe.
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,12 +42,23 @@ const maxPartitionInflight = 5
 type Batch struct {
 	p        *Partition
 	recs     []*Pending
-	bytes    []byte  // encoded RecordBatch, nil until first send
+	bytes    []byte  // encoded RecordBatch, nil until (re)encoded
 	id       idem.ID // producer id/epoch the sequence belongs to
 	seq      int32
+	ord      int64 // drain order within the partition
+	sub      int   // index of the first record within the drained batch (splits)
 	deadline int64 // earliest record deadline, unix nanoseconds
 	attempts int
 	unknown  bool // some attempt may have reached the broker
+}
+
+func (b *Batch) before(o *Batch) int {
+	return cmp.Or(cmp.Compare(b.ord, o.ord), cmp.Compare(b.sub, o.sub))
+}
+
+// addSeq advances a sequence number; sequences wrap to 0 after MaxInt32.
+func addSeq(seq int32, n int) int32 {
+	return int32((int64(seq) + int64(n)) % (1 << 31))
 }
 
 // Partition is one topic partition's queue of records and batches.
@@ -51,30 +70,40 @@ type Partition struct {
 	mu       sync.Mutex
 	recs     []*Pending // buffered, not yet in a batch
 	recBytes int
-	retry    []*Batch // batches to send again, head first, in sequence order
+	retry    []*Batch // batches to send again, head first, in order
 	rewound  []*Batch // failed batches collected while others are in flight
 	inflight int
 	inSink   *Sink // the sink whose connection carries the in-flight batches
 	rewind   bool  // a batch failed; hold sending until inflight is zero
-	reseq    bool  // a batch was dropped: renumber retries from reseqFrom
-	reseqAt  int32
+	reseq    bool  // a batch was dropped: renumber retries from reseqSeq
+	reseqSeq int32
+	reseqOrd int64
+	ackedOrd int64 // ord of the latest acknowledged batch under id
+	nextOrd  int64
 	backoff  bool // waiting for a retry backoff timer
 	fails    int  // consecutive failed rounds, for backoff
 	seq      int32
 	id       idem.ID
-	leader   *Sink // current leader's sink, nil when unknown
-	queued   bool  // on leader's ready list
+	leader   *Sink  // current leader's sink, nil when unknown
+	queued   bool   // on leader's ready list
+	drainGen uint64 // the sink request this partition was last drained into
+	closed   bool   // Close failed the buffered records; Add refuses more
 }
 
 // NewPartition returns an empty partition accumulator.
 func (e *Engine) NewPartition(topic string, id int32) *Partition {
-	return &Partition{Topic: topic, ID: id, eng: e, id: idem.None}
+	return &Partition{Topic: topic, ID: id, eng: e, id: idem.None, ackedOrd: -1}
 }
 
 // Add appends a buffered record and nudges the leader's sink when the
-// partition becomes ready.
-func (p *Partition) Add(r *Pending) {
+// partition becomes ready. It reports false, taking nothing, once the
+// partition is closed (Close already failed what was buffered).
+func (p *Partition) Add(r *Pending) bool {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return false
+	}
 	p.recs = append(p.recs, r)
 	p.recBytes += int(r.Size)
 	s := p.queueLocked()
@@ -82,6 +111,7 @@ func (p *Partition) Add(r *Pending) {
 	if s != nil {
 		s.nudge()
 	}
+	return true
 }
 
 // SetLeader points the partition at a new leader's sink (nil when the
@@ -108,16 +138,19 @@ func (p *Partition) Leader() *Sink {
 	return p.leader
 }
 
-// sendableLocked reports whether sink s may drain a batch now.
-func (p *Partition) sendableLocked(s *Sink) bool {
-	if s == nil || p.leader != s || p.rewind || p.backoff {
+// sendableLocked reports whether sink s may drain a batch now, given the
+// current producer ID.
+func (p *Partition) sendableLocked(s *Sink, cur idem.ID) bool {
+	if s == nil || p.leader != s || p.rewind || p.backoff || p.closed {
 		return false
 	}
-	if p.inflight > 0 && (p.inSink != s || p.inflight >= maxPartitionInflight || !p.eng.idem.Enabled()) {
-		return false
-	}
-	if p.inflight > 0 && p.id != p.eng.idem.Current() {
-		return false // a new producer epoch starts once the old one's batches are back
+	if p.inflight > 0 {
+		if p.inSink != s || p.inflight >= maxPartitionInflight || !p.eng.idem.Enabled() {
+			return false
+		}
+		if p.id != cur {
+			return false // a new producer epoch starts once the old one's batches are back
+		}
 	}
 	return len(p.retry) > 0 || len(p.recs) > 0
 }
@@ -125,7 +158,7 @@ func (p *Partition) sendableLocked(s *Sink) bool {
 // queueLocked puts the partition on its leader's ready list when it can
 // send; it returns the sink to nudge (after unlocking) or nil.
 func (p *Partition) queueLocked() *Sink {
-	if p.queued || !p.sendableLocked(p.leader) {
+	if p.queued || !p.sendableLocked(p.leader, p.eng.idem.Current()) {
 		return nil
 	}
 	p.queued = true
@@ -133,41 +166,64 @@ func (p *Partition) queueLocked() *Sink {
 	return p.leader
 }
 
-// drain takes the next batch for sink s, or nil. Records whose delivery
-// timeout passed while buffered are failed (outside the lock, by the
-// caller, through the returned list). With linger, a partition whose batch
-// is not full and whose oldest record is younger than the linger returns
-// no batch, stays queued, and reports when to look again.
-func (p *Partition) drain(s *Sink, now int64, maxBytes int) (b *Batch, expired []*Pending, more bool, lingerUntil int64) {
+// drain takes the next batch for sink s's request number gen, or nil.
+// Records and retry batches whose delivery timeout passed are failed
+// (outside the lock, by the caller, through the returned list). With
+// linger, a partition whose batch is not full and whose oldest record is
+// younger than the linger returns no batch, stays queued, and reports when
+// to look again.
+func (p *Partition) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batch, expired []*Pending, more bool, lingerUntil int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.queued = false
-	if !p.sendableLocked(s) {
+	if p.leader != s || p.drainGen == gen {
+		// A stale entry (the leader moved; the partition is queued on the
+		// new leader) or a second entry for this request: leave it alone.
 		return nil, nil, false, 0
 	}
-	if lg := p.eng.cfg.Linger; lg > 0 && len(p.retry) == 0 && p.recBytes+batch.BatchOverhead < maxBytes {
-		if until := p.recs[0].Enqueued + int64(lg); until > now {
-			p.queued = true
-			return nil, nil, true, until
-		}
+	p.queued = false
+	cur := p.eng.idem.Current() // read once: a bump may land meanwhile
+	if !p.sendableLocked(s, cur) {
+		return nil, nil, false, 0
 	}
-	cur := p.eng.idem.Current()
 	if p.id != cur { // inflight is zero here (sendableLocked)
 		expired = p.switchIDLocked(cur, expired)
+	}
+	for len(p.retry) > 0 && p.retry[0].deadline < now {
+		old := p.retry[0]
+		p.retry[0] = nil
+		p.retry = p.retry[1:]
+		expired = p.failBatchLocked(old, p.eng.expiryErr(), old.unknown, expired)
+		p.dropSeqLocked(old)
+	}
+	if p.reseq {
+		// Later sequences must be renumbered before anything is sent;
+		// that happens once the in-flight batches are back.
+		p.rewind = true
+		if p.inflight == 0 {
+			expired = p.finishRewindLocked(now, expired)
+		}
+		return nil, expired, false, 0
 	}
 	if len(p.retry) > 0 {
 		b = p.retry[0]
 		p.retry[0] = nil
 		p.retry = p.retry[1:]
-	} else {
+	} else if len(p.recs) > 0 {
+		if lg := p.eng.cfg.Linger; lg > 0 && p.recBytes+batch.BatchOverhead < maxBytes {
+			if until := p.recs[0].Enqueued + int64(lg); until > now {
+				p.queued = true
+				return nil, expired, true, until
+			}
+		}
 		b, expired = p.takeRecordsLocked(now, maxBytes, expired)
 	}
 	if b != nil {
 		b.attempts++
 		p.inflight++
 		p.inSink = s
+		p.drainGen = gen
 	}
-	if p.sendableLocked(s) {
+	if p.sendableLocked(s, cur) {
 		p.queued = true
 		more = true
 	}
@@ -188,7 +244,7 @@ func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pendin
 		n++
 		p.recBytes -= int(r.Size)
 		if r.Deadline < now {
-			if r.FailBuffered(ErrDeliveryTimeout) {
+			if r.FailBuffered(p.eng.expiryErr()) {
 				expired = append(expired, r)
 			}
 			continue
@@ -214,9 +270,10 @@ func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pendin
 	if len(recs) == 0 {
 		return nil, expired
 	}
-	b := &Batch{p: p, recs: recs, id: p.id, seq: p.seq, deadline: deadline}
+	b := &Batch{p: p, recs: recs, id: p.id, seq: p.seq, ord: p.nextOrd, deadline: deadline}
+	p.nextOrd++
 	if p.id != idem.None {
-		p.seq += int32(len(recs))
+		p.seq = addSeq(p.seq, len(recs))
 	}
 	return b, expired
 }
@@ -227,23 +284,27 @@ func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pendin
 // new epoch without risking a duplicate, so they fail as unknown.
 func (p *Partition) switchIDLocked(cur idem.ID, failed []*Pending) []*Pending {
 	p.id, p.seq = cur, 0
-	p.reseq = false
+	p.reseq, p.ackedOrd = false, -1
 	keep := p.retry[:0]
 	for _, b := range p.retry {
 		if b.unknown {
 			failed = p.failBatchLocked(b, ErrSequenceReset, true, failed)
 			continue
 		}
-		b.id, b.seq = cur, p.seq
-		if b.bytes != nil {
-			batch.SetProducer(b.bytes, cur.Producer, cur.Epoch, b.seq)
-		}
-		p.seq += int32(len(b.recs))
+		p.renumberLocked(b, cur, p.seq)
+		p.seq = addSeq(p.seq, len(b.recs))
 		keep = append(keep, b)
 	}
 	clear(p.retry[len(keep):])
 	p.retry = keep
 	return failed
+}
+
+func (p *Partition) renumberLocked(b *Batch, id idem.ID, seq int32) {
+	b.id, b.seq = id, seq
+	if b.bytes != nil {
+		batch.SetProducer(b.bytes, id.Producer, id.Epoch, seq)
+	}
 }
 
 // failBatchLocked marks every record of b failed and returns them appended
@@ -256,32 +317,32 @@ func (p *Partition) failBatchLocked(b *Batch, err error, unknown bool, out []*Pe
 }
 
 // finishRewindLocked runs when the last in-flight batch of a rewinding
-// partition is back: failed batches go to the head of the queue (after a
-// backoff), expired ones fail, dropped sequences are renumbered.
+// partition is back: failed batches go to the head of the queue in order
+// (after a backoff), expired ones fail, dropped sequences are renumbered.
 func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending {
 	p.rewind = false
 	retry := append(p.rewound, p.retry...)
 	p.rewound = nil
+	// Responses of a dead connection and a refused write can come back out
+	// of order; sequence order is what the broker needs.
+	slices.SortStableFunc(retry, (*Batch).before)
 	p.retry = retry[:0]
 	for _, b := range retry {
 		if b.deadline < now {
-			failed = p.failBatchLocked(b, ErrDeliveryTimeout, b.unknown, failed)
+			failed = p.failBatchLocked(b, p.eng.expiryErr(), b.unknown, failed)
 			p.dropSeqLocked(b)
 			continue
 		}
 		p.retry = append(p.retry, b)
 	}
-	if p.reseq && p.id != idem.None && p.id == p.eng.idem.Current() {
-		next := p.reseqAt
-		if len(p.retry) > 0 && p.retry[0].seq < next {
-			next = p.retry[0].seq
-		}
+	if p.reseq && p.id != idem.None {
+		next := p.reseqSeq
 		for _, b := range p.retry {
-			b.seq = next
-			if b.bytes != nil {
-				batch.SetProducer(b.bytes, b.id.Producer, b.id.Epoch, b.seq)
+			if b.ord < p.reseqOrd {
+				continue // before the dropped batch: keeps its sequence
 			}
-			next += int32(len(b.recs))
+			p.renumberLocked(b, b.id, next)
+			next = addSeq(next, len(b.recs))
 		}
 		p.seq = next
 	}
@@ -289,8 +350,7 @@ func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending 
 	if len(p.retry) > 0 {
 		p.fails++
 		p.backoff = true
-		d := p.eng.backoff(p.fails)
-		time.AfterFunc(d, p.endBackoff)
+		time.AfterFunc(p.eng.backoff(p.fails), p.endBackoff)
 	} else {
 		p.fails = 0
 	}
@@ -298,18 +358,19 @@ func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending 
 }
 
 // dropSeqLocked notes that batch b will never be sent again. If it was
-// definitely not written, later sequences are renumbered; if it may have
-// been written, only a new epoch makes later sequences safe.
+// definitely not written and nothing after it was acknowledged, later
+// sequences are renumbered from its own; otherwise only a new epoch makes
+// later sequences safe.
 func (p *Partition) dropSeqLocked(b *Batch) {
 	if b.id == idem.None || b.id != p.id {
 		return
 	}
-	if b.unknown {
+	if b.unknown || p.ackedOrd > b.ord {
 		p.eng.requestBump(b.id)
 		return
 	}
-	if !p.reseq || b.seq < p.reseqAt {
-		p.reseqAt = b.seq
+	if !p.reseq || b.ord < p.reseqOrd || (b.ord == p.reseqOrd && b.seq < p.reseqSeq) {
+		p.reseqSeq, p.reseqOrd = b.seq, b.ord
 	}
 	p.reseq = true
 }
@@ -335,10 +396,11 @@ func (p *Partition) endBackoff() {
 	}
 }
 
-// failBuffered fails every buffered record (Close, fatal producer errors).
+// failBuffered fails every buffered record and closes the partition.
 func (p *Partition) failBuffered(err error) []*Pending {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	var out []*Pending
 	for _, r := range p.recs {
 		if r.FailBuffered(err) {
@@ -346,16 +408,17 @@ func (p *Partition) failBuffered(err error) []*Pending {
 		}
 	}
 	p.recs, p.recBytes = nil, 0
-	for _, b := range p.retry {
+	for _, b := range append(p.rewound, p.retry...) {
 		out = p.failBatchLocked(b, err, b.unknown, out)
 	}
-	p.retry = nil
+	p.retry, p.rewound = nil, nil
 	return out
 }
 
 // expireBuffered fails records whose delivery timeout passed while the
-// partition could not send (no leader, broker down, backoff).
-func (p *Partition) expireBuffered(now int64) []*Pending {
+// partition could not send (no leader, broker down, backoff). It returns
+// them and the sink whose callback goroutine should run async callbacks.
+func (p *Partition) expireBuffered(now int64) ([]*Pending, *Sink) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []*Pending
@@ -363,7 +426,7 @@ func (p *Partition) expireBuffered(now int64) []*Pending {
 		keep := p.recs[:0]
 		for _, r := range p.recs {
 			if r.Deadline < now {
-				if r.FailBuffered(ErrDeliveryTimeout) {
+				if r.FailBuffered(p.eng.expiryErr()) {
 					out = append(out, r)
 				}
 				p.recBytes -= int(r.Size)
@@ -378,7 +441,7 @@ func (p *Partition) expireBuffered(now int64) []*Pending {
 		keep := p.retry[:0]
 		for _, b := range p.retry {
 			if b.deadline < now {
-				out = p.failBatchLocked(b, ErrDeliveryTimeout, b.unknown, out)
+				out = p.failBatchLocked(b, p.eng.expiryErr(), b.unknown, out)
 				p.dropSeqLocked(b)
 				continue
 			}
@@ -386,11 +449,11 @@ func (p *Partition) expireBuffered(now int64) []*Pending {
 		}
 		clear(p.retry[len(keep):])
 		p.retry = keep
-		if p.reseq && p.inflight == 0 {
+		if p.reseq {
 			out = p.finishRewindLocked(now, out)
 		}
 	}
-	return out
+	return out, p.leader
 }
 
 // Buffered reports how many records wait in the partition (not in flight).

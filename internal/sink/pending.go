@@ -47,9 +47,11 @@ type Pending struct {
 	Unknown bool // the record may have been written (ErrOutcomeUnknown)
 }
 
-// Reset prepares p for reuse.
+// Reset prepares p for reuse: the outcome and state are cleared; the
+// caller sets every input field before Add.
 func (p *Pending) Reset() {
-	*p = Pending{Offset: -1}
+	p.state.Store(stateBuffered)
+	p.Offset, p.Err, p.Unknown = -1, nil, false
 }
 
 // TryCancel marks a buffered record canceled. It reports false when the

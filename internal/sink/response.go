@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/wire"
 )
 
@@ -25,51 +26,64 @@ const (
 
 // classify decides what a partition-level produce error code means. The
 // second result reports whether the broker may have written the batch even
-// though it answered with this error.
-func classify(code int16, rewinding bool) (action, bool) {
+// though it answered with this error; acksAll is whether the request used
+// acks=all (leadership errors can then come after the leader appended).
+func classify(code int16, rewinding, acksAll bool) (action, bool) {
 	switch code {
 	case 0:
 		return actOK, false
 	case kerr.DuplicateSequenceNumber.Code:
 		// Already written by an earlier attempt (idempotence dedup).
 		return actOK, false
-	case kerr.NotLeaderForPartition.Code, kerr.LeaderNotAvailable.Code,
-		kerr.UnknownTopicOrPartition.Code, kerr.FencedLeaderEpoch.Code,
-		kerr.UnknownLeaderEpoch.Code, kerr.KafkaStorageError.Code,
-		kerr.NotController.Code:
-		// Leadership changed or the replica is unusable: nothing was
-		// written; find the new leader.
+	case kerr.NotLeaderForPartition.Code, kerr.UnknownTopicOrPartition.Code,
+		kerr.KafkaStorageError.Code:
+		// Leadership moved or the replica failed. With acks=all the broker
+		// can answer so after appending locally (a delayed produce that
+		// lost leadership), so the new leader may have the batch.
+		return actRefresh, acksAll
+	case kerr.LeaderNotAvailable.Code, kerr.FencedLeaderEpoch.Code,
+		kerr.UnknownLeaderEpoch.Code, kerr.NotController.Code:
+		// Checked before appending: nothing was written.
 		return actRefresh, false
+	case kerr.NetworkException.Code:
+		// A broker-side connection problem; the append may have happened.
+		return actRefresh, true
 	case kerr.RequestTimedOut.Code, kerr.NotEnoughReplicasAfterAppend.Code:
 		// The leader may have appended the batch and then timed out
 		// waiting for replicas: outcome unknown, retry (dedup makes it safe).
 		return actRetry, true
 	case kerr.NotEnoughReplicas.Code, kerr.CorruptMessage.Code,
-		kerr.NetworkException.Code, kerr.ConcurrentTransactions.Code,
-		kerr.ThrottlingQuotaExceeded.Code:
+		kerr.ConcurrentTransactions.Code, kerr.ThrottlingQuotaExceeded.Code:
 		// Rejected before appending; try again.
 		return actRetry, false
 	case kerr.OutOfOrderSequenceNumber.Code:
 		// Expected after an earlier batch of this partition failed (the
 		// broker saw a gap); otherwise our sequences and the broker's
-		// disagree and only a new epoch fixes it (KIP-360).
+		// disagree and only a new epoch fixes it (KIP-360). Not written.
 		if rewinding {
 			return actRetry, false
 		}
 		return actBump, false
 	case kerr.UnknownProducerID.Code, kerr.InvalidProducerEpoch.Code:
 		// The broker lost our producer state (retention, KIP-360) or fenced
-		// the epoch: get a new epoch and resend.
+		// the epoch: get a new epoch and resend. Not written.
 		return actBump, false
+	case kerr.MessageTooLarge.Code, kerr.RecordListTooLarge.Code,
+		kerr.InvalidRecord.Code, kerr.InvalidTimestamp.Code,
+		kerr.TopicAuthorizationFailed.Code, kerr.ClusterAuthorizationFailed.Code,
+		kerr.TransactionalIDAuthorizationFailed.Code,
+		kerr.UnsupportedCompressionType.Code, kerr.InvalidRequiredAcks.Code,
+		kerr.UnsupportedForMessageFormat.Code, kerr.InvalidTopicException.Code,
+		kerr.UnsupportedVersion.Code, kerr.InvalidRequest.Code:
+		// Validated before appending: rejected for good, not written.
+		return actFail, false
 	}
 	if err := kerr.ErrorForCode(code); err != nil && kerr.IsRetriable(err) {
-		return actRetry, false
+		return actRetry, true
 	}
-	// MESSAGE_TOO_LARGE, INVALID_RECORD, RECORD_LIST_TOO_LARGE,
-	// INVALID_TIMESTAMP, TOPIC_AUTHORIZATION_FAILED,
-	// CLUSTER_AUTHORIZATION_FAILED, UNSUPPORTED_COMPRESSION_TYPE,
-	// INVALID_REQUIRED_ACKS, UNSUPPORTED_FOR_MESSAGE_FORMAT, ...
-	return actFail, false
+	// Unknown or unexpected (UNKNOWN_SERVER_ERROR, ...): the broker may
+	// have failed after appending, so the outcome is unknown.
+	return actFail, true
 }
 
 func findPartition(resp *kmsg.ProduceResponse, topic string, part int32) (*kmsg.ProduceResponseTopicPartition, bool) {
@@ -104,7 +118,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent time
 			// KIP-219: the broker throttles after answering; back off
 			// before the next request to this broker.
 			e.Stats.Throttles.Add(1)
-			s.throttleUntil = time.Now().Add(time.Duration(resp.ThrottleMillis) * time.Millisecond)
+			s.throttleUntil.Store(time.Now().Add(time.Duration(resp.ThrottleMillis) * time.Millisecond).UnixNano())
 		}
 	}
 	reqUnknown := reqErr != nil && !errors.Is(reqErr, errNotSent)
@@ -130,7 +144,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent time
 			p.mu.Lock()
 			rewinding := p.rewind
 			p.mu.Unlock()
-			act, maybeWritten = classify(rp.ErrorCode, rewinding)
+			act, maybeWritten = classify(rp.ErrorCode, rewinding, e.cfg.Acks == -1)
 			base = rp.BaseOffset
 			if act != actOK {
 				cause = kerr.ErrorForCode(rp.ErrorCode)
@@ -156,6 +170,9 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent time
 			}
 			done = append(done, b.recs...)
 			finished = append(finished, b)
+			if b.id == p.id && b.ord > p.ackedOrd {
+				p.ackedOrd = b.ord
+			}
 		case actRetry, actRefresh, actBump:
 			if act == actRefresh {
 				refresh = true
@@ -169,6 +186,14 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent time
 			p.rewind = true
 			p.rewound = append(p.rewound, b)
 		case actFail:
+			if len(b.recs) > 1 && !b.unknown && errors.Is(cause, kerr.MessageTooLarge) {
+				// Like the Java producer: split the batch and resend the
+				// halves with the same sequences (their count is unchanged).
+				p.rewind = true
+				p.rewound = append(p.rewound, p.splitLocked(b)...)
+				e.Stats.Retries.Add(1)
+				break
+			}
 			done = p.failBatchLocked(b, cause, b.unknown, done)
 			finished = append(finished, b)
 			p.rewind = true // later in-flight batches come back before anything is sent
@@ -194,4 +219,18 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent time
 	if refresh {
 		e.cfg.TriggerMetadata()
 	}
+}
+
+// splitLocked splits a batch the broker found too large into two halves
+// that keep its sequence range, to be encoded again.
+func (p *Partition) splitLocked(b *Batch) []*Batch {
+	h := len(b.recs) / 2
+	second := &Batch{p: p, recs: append(p.eng.getRecSlice(), b.recs[h:]...), id: b.id,
+		seq: b.seq, ord: b.ord, sub: b.sub + h, deadline: b.deadline, attempts: b.attempts}
+	if b.id != idem.None {
+		second.seq = addSeq(b.seq, h)
+	}
+	clear(b.recs[h:])
+	b.recs, b.bytes = b.recs[:h], nil
+	return []*Batch{b, second}
 }

@@ -38,10 +38,12 @@ type Sink struct {
 	loopDone chan struct{} // closed when the loop and its connection are done
 
 	// Owned by the loop goroutine.
-	conn          *wire.Conn
-	builder       batch.Builder
-	throttleUntil time.Time
-	dialFails     int
+	conn      *wire.Conn
+	builder   batch.Builder
+	dialFails int
+	gen       uint64 // request number, so a partition joins a request once
+
+	throttleUntil atomic.Int64 // unix nanoseconds; written by the reader
 
 	latency atomic.Int64 // EWMA of request round trips, nanoseconds
 }
@@ -123,9 +125,14 @@ func (s *Sink) loop() {
 		case <-e.stop:
 			return
 		}
+		select {
+		case <-e.stop: // Close gave up: send nothing new
+			return
+		default:
+		}
 	drain:
 		for {
-			if wait := time.Until(s.throttleUntil); wait > 0 {
+			if wait := time.Duration(s.throttleUntil.Load() - time.Now().UnixNano()); wait > 0 {
 				timer, timerC = resetTimer(timer, wait)
 				break
 			}
@@ -199,12 +206,13 @@ func (s *Sink) ensureConn() bool {
 func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	e := s.eng
 	parts := s.takeReady()
+	s.gen++
 	now := time.Now()
 	nowNs := now.UnixNano()
 	var batches []*Batch
 	var requeue []*Partition
 	for _, p := range parts {
-		b, exp, more, until := p.drain(s, nowNs, e.cfg.MaxBatchBytes)
+		b, exp, more, until := p.drain(s, s.gen, nowNs, e.cfg.MaxBatchBytes)
 		if until > 0 && (lingerUntil == 0 || until < lingerUntil) {
 			lingerUntil = until
 		}

@@ -257,29 +257,35 @@ func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, er
 	}
 
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.Err(); err != nil {
-		return fmt.Errorf("%w: %v", ErrConnClosed, err)
-	}
 	c.corr++
 	c.wbuf = c.fmtr.AppendRequest(c.wbuf[:0], req, c.corr)
 	now := time.Now()
 	cl := &call{req: req, corr: c.corr, deadline: now.Add(timeout), done: done}
+	// The dead check and the append share one critical section: once the
+	// reader has failed the pending calls and exited, no call may join them.
+	c.mu.Lock()
+	if c.dead != nil {
+		err := c.dead
+		c.mu.Unlock()
+		c.wmu.Unlock()
+		return fmt.Errorf("%w: %v", ErrConnClosed, err)
+	}
 	if !noResponse {
-		c.mu.Lock()
 		c.pending = append(c.pending, cl)
 		if len(c.pending) == 1 {
 			c.nc.SetReadDeadline(cl.deadline)
 		}
-		c.mu.Unlock()
 	}
+	c.mu.Unlock()
 	c.nc.SetWriteDeadline(now.Add(timeout))
 	_, err := c.nc.Write(c.wbuf)
 	if cap(c.wbuf) > 4<<20 {
 		c.wbuf = nil // do not pin one huge request's buffer forever
 	}
+	c.wmu.Unlock()
 	if err != nil {
-		// Part of the request may be on the wire: the broker may process it.
+		// Part of the request may be on the wire: the broker may process
+		// it. The reader completes the pending call.
 		c.fail(fmt.Errorf("write to %s: %w", c.addr, err))
 		if noResponse {
 			done(nil, fmt.Errorf("%w: %w", ErrMaybeDelivered, err))
