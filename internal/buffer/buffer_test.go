@@ -515,6 +515,7 @@ func TestLimiter_Stress(t *testing.T) {
 			}
 			b, r := l.Used()
 			samples.Add(1)
+			runtime.Gosched() // share the CPU with the workers when GOMAXPROCS is 1
 			// The one exception: a single record larger than the limit,
 			// admitted into an empty buffer.
 			if r > maxRecs || r < 0 || b < 0 || (b > maxBytes && r != 1) {
@@ -554,7 +555,15 @@ func TestLimiter_Stress(t *testing.T) {
 	}
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
-	recv(t, finished, "stress workers (deadlock?)")
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-finished:
+	case <-timer.C:
+		close(stopSampling)
+		b, r := l.Used()
+		t.Fatalf("stress workers stuck (lost wake-up?); Used() = (%d, %d)", b, r)
+	}
 	close(stopSampling)
 	<-sampled
 	close(errs)

@@ -82,6 +82,7 @@ type Partition struct {
 	nextOrd  int64
 	backoff  bool // waiting for a retry backoff timer
 	fails    int  // consecutive failed rounds, for backoff
+	split    bool // the rewind only split a too-large batch: resend at once
 	seq      int32
 	id       idem.ID
 	leader   *Sink  // current leader's sink, nil when unknown
@@ -347,6 +348,10 @@ func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending 
 		p.seq = next
 	}
 	p.reseq = false
+	if p.split {
+		p.split = false
+		return failed // no backoff: the broker is fine, the batch was too big
+	}
 	if len(p.retry) > 0 {
 		p.fails++
 		p.backoff = true

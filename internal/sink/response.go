@@ -189,7 +189,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent time
 			if len(b.recs) > 1 && !b.unknown && errors.Is(cause, kerr.MessageTooLarge) {
 				// Like the Java producer: split the batch and resend the
 				// halves with the same sequences (their count is unchanged).
-				p.rewind = true
+				p.rewind, p.split = true, true
 				p.rewound = append(p.rewound, p.splitLocked(b)...)
 				e.Stats.Retries.Add(1)
 				break
