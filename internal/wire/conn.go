@@ -144,8 +144,14 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 		nc.SetDeadline(dl)
 	}
 	br := bufio.NewReaderSize(nc, 64<<10)
-	if err := c.negotiate(br); err != nil {
+	// Cancellation (not only the deadline) must interrupt the handshake.
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
+	err = c.negotiate(br)
+	if !stop() || err != nil {
 		nc.Close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return nil, fmt.Errorf("api versions with %s: %w", addr, err)
 	}
 	nc.SetDeadline(time.Time{})
@@ -238,8 +244,7 @@ func (c *Conn) Err() error {
 // been completed.
 func (c *Conn) Done() <-chan struct{} { return c.readerDone }
 
-// Do writes req (at the negotiated version, or the version already set on
-// req when it is lower) and arranges for done to run on the reader
+// Do writes req at the negotiated version and arranges for done to run on the reader
 // goroutine with the response or an error. When noResponse is true (Produce
 // with acks=0) done runs on the calling goroutine once the write completes.
 // Do returns an error, and does not call done, only when the request was
