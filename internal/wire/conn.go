@@ -149,8 +149,8 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	err = c.negotiate(br)
 	if !stop() || err != nil {
 		nc.Close()
-		if ctx.Err() != nil {
-			err = ctx.Err()
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err) // both match errors.Is
 		}
 		return nil, fmt.Errorf("api versions with %s: %w", addr, err)
 	}
