@@ -13,7 +13,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -69,45 +68,34 @@ func runBenchBroker() {
 	}
 }
 
-var benchBroker struct {
-	once  sync.Once
-	addrs []string
-	err   error
-	stdin io.WriteCloser // held open: the broker exits when it closes
-}
-
-// brokerAddrs starts the broker process once per test binary.
+// brokerAddrs starts a fresh broker process for this (sub-)benchmark and
+// stops it in cleanup: the fake broker keeps every record in memory, so a
+// shared one would slow down whichever client runs later.
 func brokerAddrs(b *testing.B) []string {
-	benchBroker.once.Do(func() {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "KPUSH_BENCH_BROKER=1")
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			benchBroker.err = err
-			return
-		}
-		benchBroker.stdin = stdin
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			benchBroker.err = err
-			return
-		}
-		if err := cmd.Start(); err != nil {
-			benchBroker.err = err
-			return
-		}
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			benchBroker.err = fmt.Errorf("broker process: %w", err)
-			return
-		}
-		benchBroker.addrs = strings.Split(strings.TrimSpace(line), ",")
-	})
-	if benchBroker.err != nil {
-		b.Fatal(benchBroker.err)
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "KPUSH_BENCH_BROKER=1")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe() // the broker exits when this closes
+	if err != nil {
+		b.Fatal(err)
 	}
-	return benchBroker.addrs
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		b.Fatalf("broker process: %v", err)
+	}
+	return strings.Split(strings.TrimSpace(line), ",")
 }
 
 func cpuTime() time.Duration {
@@ -190,28 +178,33 @@ func newBenchKgo(b *testing.B) *kgo.Client {
 	return cl
 }
 
-// BenchmarkSend is kpush's Send at C concurrent goroutines.
+// BenchmarkSend is the seed workload: C goroutines each Send one record and
+// wait, kpush and franz-go's ProduceSync interleaved per C so both see the
+// same machine state. Compare ratios within one run.
 func BenchmarkSend(b *testing.B) {
 	for _, c := range benchConcurrency {
-		b.Run(fmt.Sprintf("C=%d", c), func(b *testing.B) {
+		b.Run(fmt.Sprintf("C=%d/client=kpush", c), func(b *testing.B) {
 			p := newBenchProducer(b)
 			runConcurrent(b, c, func(ctx context.Context, v []byte) error {
 				_, err := p.Send(ctx, &kpush.Record{Topic: benchTopic, Value: v})
 				return err
 			})
+			reportBatches(b, p)
 		})
-	}
-}
-
-// BenchmarkFranzGoSend is franz-go's ProduceSync under the same workload.
-func BenchmarkFranzGoSend(b *testing.B) {
-	for _, c := range benchConcurrency {
-		b.Run(fmt.Sprintf("C=%d", c), func(b *testing.B) {
+		b.Run(fmt.Sprintf("C=%d/client=franz-go", c), func(b *testing.B) {
 			cl := newBenchKgo(b)
 			runConcurrent(b, c, func(ctx context.Context, v []byte) error {
 				return cl.ProduceSync(ctx, &kgo.Record{Topic: benchTopic, Value: v}).FirstErr()
 			})
 		})
+	}
+}
+
+func reportBatches(b *testing.B, p *kpush.Producer) {
+	st := p.Stats()
+	b.ReportMetric(st.AvgBatchRecords, "records/batch")
+	if st.Requests > 0 {
+		b.ReportMetric(float64(st.BatchedRecords)/float64(st.Requests), "records/request")
 	}
 }
 
@@ -247,20 +240,21 @@ func runAsync(b *testing.B, send func(value []byte, done func(error))) {
 	reportLatency(b, nil, elapsed, cpu)
 }
 
-// BenchmarkSendAsync pipelines records from one goroutine with callbacks.
+// BenchmarkSendAsync pipelines records from one goroutine with callbacks:
+// kpush's SendAsync and franz-go's Produce with a promise.
 func BenchmarkSendAsync(b *testing.B) {
-	p := newBenchProducer(b)
 	ctx := context.Background()
-	runAsync(b, func(v []byte, done func(error)) {
-		p.SendAsync(ctx, &kpush.Record{Topic: benchTopic, Value: v}, func(_ kpush.Result, err error) { done(err) })
+	b.Run("client=kpush", func(b *testing.B) {
+		p := newBenchProducer(b)
+		runAsync(b, func(v []byte, done func(error)) {
+			p.SendAsync(ctx, &kpush.Record{Topic: benchTopic, Value: v}, func(_ kpush.Result, err error) { done(err) })
+		})
+		reportBatches(b, p)
 	})
-}
-
-// BenchmarkFranzGoSendAsync is franz-go's Produce with a promise.
-func BenchmarkFranzGoSendAsync(b *testing.B) {
-	cl := newBenchKgo(b)
-	ctx := context.Background()
-	runAsync(b, func(v []byte, done func(error)) {
-		cl.Produce(ctx, &kgo.Record{Topic: benchTopic, Value: v}, func(_ *kgo.Record, err error) { done(err) })
+	b.Run("client=franz-go", func(b *testing.B) {
+		cl := newBenchKgo(b)
+		runAsync(b, func(v []byte, done func(error)) {
+			cl.Produce(ctx, &kgo.Record{Topic: benchTopic, Value: v}, func(_ *kgo.Record, err error) { done(err) })
+		})
 	})
 }

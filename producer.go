@@ -21,6 +21,7 @@ import (
 
 	"github.com/kpush/kpush/internal/batch"
 	"github.com/kpush/kpush/internal/buffer"
+	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/meta"
 	"github.com/kpush/kpush/internal/sink"
@@ -48,6 +49,7 @@ type Producer struct {
 	closeErr  error
 
 	sent, failed atomic.Int64
+	clock        clock.Clock
 
 	waiters sync.Pool // *syncWaiter
 	asyncs  sync.Pool // *asyncRecord
@@ -96,6 +98,7 @@ func New(opts ...Option) (*Producer, error) {
 		Logger:          cfg.logger,
 		TriggerMetadata: p.triggerMetadata,
 		RequestBump:     p.requestBump,
+		Release:         p.release,
 	}, p.idem)
 	p.ref = meta.Refresher{
 		Fetcher:     meta.NewFetcher(wcfg, cfg.brokers),
@@ -121,8 +124,7 @@ type syncWaiter struct {
 
 // Notify implements sink.Notifier; it runs on the goroutine that learned
 // the outcome.
-func (w *syncWaiter) Notify(pd *sink.Pending) {
-	w.prod.finish(pd)
+func (w *syncWaiter) Notify(*sink.Pending) {
 	w.ch <- struct{}{}
 }
 
@@ -137,7 +139,6 @@ type asyncRecord struct {
 // recycles a (nothing else refers to it once its outcome is delivered).
 func (a *asyncRecord) Notify(pd *sink.Pending) {
 	p := a.prod
-	p.finish(pd)
 	res, err := p.outcome(pd)
 	if a.cb != nil {
 		a.cb(res, err)
@@ -146,13 +147,15 @@ func (a *asyncRecord) Notify(pd *sink.Pending) {
 	p.asyncs.Put(a)
 }
 
-// finish releases a record's buffer space and counts its outcome.
-func (p *Producer) finish(pd *sink.Pending) {
-	p.lim.Release(int64(pd.Size))
-	if pd.Err == nil {
-		p.sent.Add(1)
-	} else {
-		p.failed.Add(1)
+// release returns the buffer space of records with outcomes and counts
+// them; the engine calls it once per batch of outcomes.
+func (p *Producer) release(n, failed int, bytes int64) {
+	p.lim.ReleaseN(int64(n), bytes)
+	if n > failed {
+		p.sent.Add(int64(n - failed))
+	}
+	if failed > 0 {
+		p.failed.Add(int64(failed))
 	}
 }
 
@@ -181,6 +184,7 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 	w.pend.Reset()
 	if err := p.enqueue(ctx, r, &w.pend, w); err != nil {
 		p.waiters.Put(w)
+		p.failed.Add(1)
 		return Result{}, err
 	}
 	done := ctx.Done()
@@ -242,6 +246,7 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 	if err := p.enqueue(ctx, r, &a.pend, a); err != nil {
 		a.cb = nil
 		p.asyncs.Put(a)
+		p.failed.Add(1)
 		if cb != nil {
 			cb(Result{}, err)
 		}
@@ -268,18 +273,18 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		return notWritten(name, -1, err)
 	}
 
-	now := time.Now()
-	ts := r.Timestamp
-	if ts.IsZero() {
-		ts = now
+	mono, wall := p.clock.Now()
+	tsMs := wall / int64(time.Millisecond)
+	if !r.Timestamp.IsZero() {
+		tsMs = r.Timestamp.UnixMilli()
 	}
-	pd.Rec = batch.Record{Key: r.Key, Value: r.Value, Headers: engineHeaders(r.Headers), TimestampMs: ts.UnixMilli()}
+	pd.Rec = batch.Record{Key: r.Key, Value: r.Value, Headers: engineHeaders(r.Headers), TimestampMs: tsMs}
 	size := batch.RecordSize(&pd.Rec)
 	if size+batch.BatchOverhead > p.cfg.maxBatchBytes {
 		return notWritten(name, -1, ErrRecordTooLarge)
 	}
 
-	t, err := p.topic(ctx, name, now)
+	t, err := p.topic(ctx, name, mono)
 	if err != nil {
 		return notWritten(name, -1, err)
 	}
@@ -304,7 +309,7 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	pd.Topic = name
 	pd.Partition = int32(part)
 	pd.Size = int32(size)
-	pd.Enqueued = now.UnixNano()
+	pd.Enqueued = mono
 	pd.Deadline = pd.Enqueued + int64(p.cfg.deliveryTimeout)
 	pd.Done = n
 	if !parts[part].Add(pd) { // Close got there first
@@ -358,8 +363,8 @@ func (p *Producer) reap() {
 		select {
 		case <-p.eng.Stopping():
 			return
-		case now := <-t.C:
-			sink.ExpireAll(p.allPartitions(), now)
+		case <-t.C:
+			sink.ExpireAll(p.allPartitions())
 		}
 	}
 }

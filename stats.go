@@ -12,6 +12,7 @@ type Stats struct {
 	RecordsBuffered int64 // buffered or in flight now
 	BytesBuffered   int64 // bytes reserved by those records
 	Batches         int64 // record batches encoded
+	BatchedRecords  int64 // records in those batches
 	// AvgBatchRecords is records per batch, over the producer's life.
 	AvgBatchRecords  float64
 	Requests         int64 // produce requests written
@@ -40,6 +41,7 @@ func (p *Producer) Stats() Stats {
 		RecordsBuffered:  recs,
 		BytesBuffered:    bytes,
 		Batches:          st.Batches.Load(),
+		BatchedRecords:   st.BatchedRecords.Load(),
 		Requests:         st.Requests.Load(),
 		InflightRequests: st.Inflight.Load(),
 		Retries:          st.Retries.Load(),

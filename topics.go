@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/meta"
 	"github.com/kpush/kpush/internal/partition"
@@ -50,7 +51,7 @@ func (t *topic) setLastErr(err error) {
 }
 
 // topic returns the topic's state, waiting for its first metadata.
-func (p *Producer) topic(ctx context.Context, name string, now time.Time) (*topic, error) {
+func (p *Producer) topic(ctx context.Context, name string, mono int64) (*topic, error) {
 	t := (*p.topics.Load())[name]
 	if t == nil {
 		t = p.addTopic(name)
@@ -60,7 +61,7 @@ func (p *Producer) topic(ctx context.Context, name string, now time.Time) (*topi
 	default:
 		// First records of a topic: wait for metadata, bounded by ctx, the
 		// delivery timeout and Close.
-		timer := time.NewTimer(p.cfg.deliveryTimeout - time.Since(now))
+		timer := time.NewTimer(p.cfg.deliveryTimeout - time.Duration(clock.Mono()-mono))
 		defer timer.Stop()
 		select {
 		case <-t.ready:

@@ -241,6 +241,13 @@ var errEmpty = errors.New("kpush: cannot finish a batch with no records")
 // all three when not idempotent. The Builder keeps its records, so Finish
 // may be called again; call Reset to start the next batch.
 func (b *Builder) Finish(codec Codec, producerID int64, epoch int16, baseSeq int32) ([]byte, error) {
+	return b.AppendFinish(nil, codec, producerID, epoch, baseSeq)
+}
+
+// AppendFinish is Finish writing into dst's spare capacity (dst[:0] is
+// used; a larger array is allocated when dst is too small), so callers can
+// recycle batch buffers.
+func (b *Builder) AppendFinish(dst []byte, codec Codec, producerID int64, epoch int16, baseSeq int32) ([]byte, error) {
 	if b.n == 0 {
 		return nil, errEmpty
 	}
@@ -257,7 +264,14 @@ func (b *Builder) Finish(codec Codec, producerID int64, epoch int16, baseSeq int
 		records = b.scratch
 	}
 
-	out := make([]byte, BatchOverhead+len(records))
+	size := BatchOverhead + len(records)
+	var out []byte
+	if cap(dst) >= size {
+		out = dst[:size]
+		clear(out[:BatchOverhead])
+	} else {
+		out = make([]byte, size)
+	}
 	be := binary.BigEndian
 	// baseOffset stays 0.
 	be.PutUint32(out[offLength:], uint32(len(out)-offLeaderEpoch))

@@ -116,8 +116,14 @@ func (l *Limiter) abandon(w *waiter, err error) error {
 }
 
 // Release returns one record of n bytes.
-func (l *Limiter) Release(n int64) {
-	left := l.used.Add(^uint64(1<<recShift+uint64(n)-1)) >> recShift
+func (l *Limiter) Release(n int64) { l.ReleaseN(1, n) }
+
+// ReleaseN returns recs records of bytes bytes in all.
+func (l *Limiter) ReleaseN(recs, bytes int64) {
+	if recs == 0 && bytes == 0 {
+		return
+	}
+	left := l.used.Add(^(uint64(recs)<<recShift + uint64(bytes) - 1)) >> recShift
 	if l.nwait.Load() > 0 {
 		l.releaseWake()
 	}

@@ -112,9 +112,10 @@ func NewPicker(s Strategy, stickyBytes int) Picker {
 	panic("partition: unknown Strategy")
 }
 
-// maxStickyBytes bounds the limit so that used (< limit) plus one record's
-// counted size (<= limit) always fits the 32-bit byte counter.
-const maxStickyBytes = 1 << 31
+// maxStickyBytes bounds the limit so that the 32-bit byte counter keeps
+// ample headroom: adds that race past the limit before a switch lands
+// cannot carry into the partition half of the packed state.
+const maxStickyBytes = 1 << 30
 
 // noPartition marks "no sticky partition yet": the first keyless Pick
 // chooses uniformly among all partitions.
@@ -151,16 +152,15 @@ func (s *sticky) Pick(key []byte, size int, n int) int {
 	}
 	// Every record counts at least one byte so a caller passing size 0
 	// still switches eventually.
-	add := uint32(min(max(int64(size), 1), int64(s.limit)))
+	add := uint64(min(max(int64(size), 1), int64(s.limit)))
 	for {
-		st := s.state.Load()
+		// One atomic add in the common case: under contention a CAS loop
+		// retries, an add never does.
+		st := s.state.Add(add)
 		part, used := unpack(st)
 		valid := part >= 0 && int(part) < n
-		if valid && used < s.limit {
-			if s.state.CompareAndSwap(st, pack(part, used+add)) {
-				return int(part)
-			}
-			continue
+		if valid && uint64(used)-add < uint64(s.limit) { // under the limit before this record
+			return int(part)
 		}
 		// The partition is full, not chosen yet, or gone after a shrink.
 		var next int
@@ -172,9 +172,10 @@ func (s *sticky) Pick(key []byte, size int, n int) int {
 		} else {
 			next = rand.IntN(n)
 		}
-		if s.state.CompareAndSwap(st, pack(int32(next), add)) {
+		if s.state.CompareAndSwap(st, pack(int32(next), uint32(add))) {
 			return next
 		}
+		// Another Pick moved the state on; count this record again there.
 	}
 }
 

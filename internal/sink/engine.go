@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/kpush/kpush/internal/batch"
+	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/wire"
 )
@@ -59,6 +60,10 @@ type Config struct {
 	// RequestBump asks for a new producer epoch (KIP-360), given the ID
 	// whose sequences went wrong.
 	RequestBump func(old idem.ID)
+	// Release returns the buffer space of records that have an outcome
+	// (n records, failed of them failed, bytes in all); called once per
+	// batch of outcomes, before synchronous waiters wake.
+	Release func(n, failed int, bytes int64)
 }
 
 // Stats are the engine's counters.
@@ -84,6 +89,7 @@ type Engine struct {
 	cancel   context.CancelFunc
 
 	recSlices sync.Pool // []*Pending for batches
+	bufs      sync.Pool // []byte for encoded batches
 }
 
 // NewEngine returns an engine; nothing starts until sinks are created.
@@ -96,6 +102,9 @@ func NewEngine(cfg Config, m *idem.Manager) *Engine {
 	}
 	if cfg.RequestBump == nil {
 		cfg.RequestBump = func(idem.ID) {}
+	}
+	if cfg.Release == nil {
+		cfg.Release = func(int, int, int64) {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Engine{cfg: cfg, idem: m, stop: make(chan struct{}), ctx: ctx, cancel: cancel}
@@ -142,6 +151,22 @@ func (e *Engine) backoff(n int) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
+// getBuf returns a recycled batch buffer (or nil).
+func (e *Engine) getBuf() []byte {
+	if b, ok := e.bufs.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return nil
+}
+
+// putBuf recycles a batch buffer once nothing refers to it.
+func (e *Engine) putBuf(b []byte) {
+	if b == nil || cap(b) > 4<<20 {
+		return
+	}
+	e.bufs.Put(&b)
+}
+
 func (e *Engine) getRecSlice() []*Pending {
 	if s, ok := e.recSlices.Get().(*[]*Pending); ok {
 		return (*s)[:0]
@@ -160,20 +185,27 @@ func (e *Engine) putRecSlice(s []*Pending) {
 
 // notifyAll delivers outcomes outside any lock. Async records go to cb
 // when given (a sink's callback goroutine), else run here. Every record's
-// Async flag is read before anything is delivered: a woken waiter or a
-// finished callback may reuse its Pending at once.
-func notifyAll(recs []*Pending, cb *callbacks) {
-	if cb == nil {
-		for _, r := range recs {
-			r.Done.Notify(r)
-		}
-		return
-	}
+// Async flag, size and error are read before anything is delivered: a woken
+// waiter or a finished callback may reuse its Pending at once. Buffer space
+// is released once for all synchronous records, before they are woken;
+// async records release theirs after their callbacks ran (backpressure).
+func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
+	var n, failed int
+	var bytes int64
 	nAsync := 0
 	for _, r := range recs {
-		if r.Async {
+		if r.Async && cb != nil {
 			nAsync++
+			continue
 		}
+		n++
+		bytes += int64(r.Size)
+		if r.Err != nil {
+			failed++
+		}
+	}
+	if n > 0 {
+		e.cfg.Release(n, failed, bytes)
 	}
 	switch nAsync {
 	case 0:
@@ -203,22 +235,22 @@ func notifyAll(recs []*Pending, cb *callbacks) {
 // (Close): a later Add is refused.
 func FailAll(parts []*Partition, err error) {
 	for _, p := range parts {
-		notifyAll(p.failBuffered(err), nil)
+		p.eng.notifyAll(p.failBuffered(err), nil)
 	}
 }
 
 // ExpireAll fails records of the given partitions whose delivery timeout
 // passed while they could not be sent. Async callbacks run on the
 // partition's leader's callback goroutine when it has a leader.
-func ExpireAll(parts []*Partition, now time.Time) {
-	ns := now.UnixNano()
+func ExpireAll(parts []*Partition) {
+	ns := clock.Mono()
 	for _, p := range parts {
 		if out, leader := p.expireBuffered(ns); len(out) > 0 {
 			var cb *callbacks
 			if leader != nil {
 				cb = &leader.cb
 			}
-			notifyAll(out, cb)
+			p.eng.notifyAll(out, cb)
 		}
 	}
 }
@@ -234,6 +266,7 @@ func (e *Engine) expiryErr() error {
 
 // callbacks runs asynchronous records' notifications on one goroutine.
 type callbacks struct {
+	eng   *Engine
 	mu    sync.Mutex
 	queue []*Pending
 	spare []*Pending
@@ -273,9 +306,16 @@ func (c *callbacks) drain() {
 		if len(q) == 0 {
 			return
 		}
+		var failed int
+		var bytes int64
 		for _, r := range q {
-			r.Done.Notify(r)
+			bytes += int64(r.Size)
+			if r.Err != nil {
+				failed++
+			}
+			r.Done.Notify(r) // may recycle r: read it first
 		}
+		c.eng.cfg.Release(len(q), failed, bytes)
 		clear(q)
 		c.mu.Lock()
 		c.spare = q

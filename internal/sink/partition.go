@@ -47,7 +47,7 @@ type Batch struct {
 	seq      int32
 	ord      int64 // drain order within the partition
 	sub      int   // index of the first record within the drained batch (splits)
-	deadline int64 // earliest record deadline, unix nanoseconds
+	deadline int64 // earliest record deadline, clock.Mono nanoseconds
 	attempts int
 	unknown  bool // some attempt may have reached the broker
 }
@@ -263,10 +263,16 @@ func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pendin
 		}
 	}
 	clear(p.recs[:n])
-	p.recs = p.recs[n:]
-	if len(p.recs) == 0 {
-		p.recs = p.recs[:0:0]
+	if n == len(p.recs) {
+		// Reuse the array: under load the queue refills to a similar size.
+		if cap(p.recs) > 1<<16 {
+			p.recs = nil
+		} else {
+			p.recs = p.recs[:0]
+		}
 		p.recBytes = 0
+	} else {
+		p.recs = p.recs[n:]
 	}
 	if len(recs) == 0 {
 		return nil, expired

@@ -34,8 +34,8 @@ type Pending struct {
 	Topic     string
 	Partition int32
 	Size      int32 // bytes reserved in the producer's buffer
-	Enqueued  int64 // unix nanoseconds; when Send buffered it (linger)
-	Deadline  int64 // unix nanoseconds; delivery timeout
+	Enqueued  int64 // clock.Mono nanoseconds; when Send buffered it (linger)
+	Deadline  int64 // clock.Mono nanoseconds; delivery timeout
 	Async     bool  // Notify runs on the sink's callback goroutine
 	Done      Notifier
 

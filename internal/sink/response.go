@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/wire"
 )
@@ -102,12 +103,12 @@ func findPartition(resp *kmsg.ProduceResponse, topic string, part int32) (*kmsg.
 }
 
 // handle applies a produce response (or a request error) to its batches.
-func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent time.Time) {
+func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int64) {
 	e := s.eng
 	var resp *kmsg.ProduceResponse
 	if r != nil {
 		resp = r.(*kmsg.ProduceResponse)
-		rtt := int64(time.Since(sent))
+		rtt := clock.Mono() - sent
 		old := s.latency.Load()
 		if old == 0 {
 			s.latency.Store(rtt)
@@ -118,12 +119,12 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent time
 			// KIP-219: the broker throttles after answering; back off
 			// before the next request to this broker.
 			e.Stats.Throttles.Add(1)
-			s.throttleUntil.Store(time.Now().Add(time.Duration(resp.ThrottleMillis) * time.Millisecond).UnixNano())
+			s.throttleUntil.Store(clock.Mono() + int64(resp.ThrottleMillis)*int64(time.Millisecond))
 		}
 	}
 	reqUnknown := reqErr != nil && !errors.Is(reqErr, errNotSent)
 	refresh := reqUnknown
-	now := time.Now().UnixNano()
+	now := clock.Mono()
 	var done []*Pending
 	var finished []*Batch
 	for _, b := range batches {
@@ -211,10 +212,11 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent time
 	s.inflight.Add(-1)
 	e.Stats.Inflight.Add(-1)
 	s.nudge()
-	notifyAll(done, &s.cb)
+	s.eng.notifyAll(done, &s.cb)
 	for _, b := range finished {
 		e.putRecSlice(b.recs)
-		b.recs = nil
+		e.putBuf(b.bytes) // the request that carried it is done
+		b.recs, b.bytes = nil, nil
 	}
 	if refresh {
 		e.cfg.TriggerMetadata()

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kpush/kpush/internal/batch"
+	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/wire"
 )
 
@@ -43,7 +44,7 @@ type Sink struct {
 	dialFails int
 	gen       uint64 // request number, so a partition joins a request once
 
-	throttleUntil atomic.Int64 // unix nanoseconds; written by the reader
+	throttleUntil atomic.Int64 // clock.Mono nanoseconds; written by the reader
 
 	latency atomic.Int64 // EWMA of request round trips, nanoseconds
 }
@@ -52,6 +53,7 @@ type Sink struct {
 func (e *Engine) NewSink(node int32, addr string) *Sink {
 	s := &Sink{eng: e, Node: node, wake: make(chan struct{}, 1), loopDone: make(chan struct{})}
 	s.cb.wake = make(chan struct{}, 1)
+	s.cb.eng = e
 	s.addr.Store(&addr)
 	e.Go(s.loop)
 	// The callback goroutine outlives the loop: closing the connection
@@ -132,7 +134,7 @@ func (s *Sink) loop() {
 		}
 	drain:
 		for {
-			if wait := time.Duration(s.throttleUntil.Load() - time.Now().UnixNano()); wait > 0 {
+			if wait := time.Duration(s.throttleUntil.Load() - clock.Mono()); wait > 0 {
 				timer, timerC = resetTimer(timer, wait)
 				break
 			}
@@ -161,7 +163,7 @@ func (s *Sink) loop() {
 			}
 			sent, lingerUntil := s.produce()
 			if lingerUntil > 0 {
-				timer, timerC = resetTimer(timer, time.Duration(lingerUntil-time.Now().UnixNano()))
+				timer, timerC = resetTimer(timer, time.Duration(lingerUntil-clock.Mono()))
 			}
 			if !sent {
 				break
@@ -207,8 +209,7 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	e := s.eng
 	parts := s.takeReady()
 	s.gen++
-	now := time.Now()
-	nowNs := now.UnixNano()
+	nowNs := clock.Mono()
 	var batches []*Batch
 	var requeue []*Partition
 	for _, p := range parts {
@@ -217,7 +218,7 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 			lingerUntil = until
 		}
 		if len(exp) > 0 {
-			notifyAll(exp, &s.cb)
+			s.eng.notifyAll(exp, &s.cb)
 		}
 		if more {
 			requeue = append(requeue, p)
@@ -260,7 +261,7 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	s.inflight.Add(1)
 	e.Stats.Inflight.Add(1)
 	e.Stats.Requests.Add(1)
-	sentAt := now
+	sentAt := nowNs
 	err := s.conn.Do(req, e.cfg.Acks == 0, func(r kmsg.Response, err error) {
 		s.handle(batches, r, err, sentAt)
 	})
@@ -280,7 +281,7 @@ func (s *Sink) encode(b *Batch) {
 	for _, r := range b.recs {
 		bl.Append(&r.Rec)
 	}
-	out, err := bl.Finish(s.eng.cfg.Codec, b.id.Producer, b.id.Epoch, b.seq)
+	out, err := bl.AppendFinish(s.eng.getBuf(), s.eng.cfg.Codec, b.id.Producer, b.id.Epoch, b.seq)
 	if err != nil {
 		// Compression failing is a bug or resource exhaustion; send
 		// uncompressed rather than lose the batch.
