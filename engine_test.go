@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,10 +98,10 @@ func TestEngine_EpochBumpOnUnknownProducerID(t *testing.T) {
 			c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("bump", 2))
 			p := newProducer(t, c, kpush.WithRetryBackoff(5*time.Millisecond))
 			ctx := testCtx(t)
-			inits := 0
+			var inits atomic.Int32 // written on the cluster's goroutine
 			c.Fake().ControlKey(int16(kmsg.InitProducerID), func(kmsg.Request) (kmsg.Response, error, bool) {
 				c.Fake().KeepControl()
-				inits++
+				inits.Add(1)
 				return nil, nil, false
 			})
 			sendKeyed(t, ctx, p, "bump", 4, 10) // producer ID loaded, sequences advanced
@@ -120,8 +121,8 @@ func TestEngine_EpochBumpOnUnknownProducerID(t *testing.T) {
 			}
 			wg.Wait()
 			checkExactlyOnceInOrder(t, ctx, c, "bump", 4, 30)
-			if inits < 2 {
-				t.Fatalf("%d InitProducerID requests; want a bump after %s", inits, code.Message)
+			if n := inits.Load(); n < 2 {
+				t.Fatalf("%d InitProducerID requests; want a bump after %s", n, code.Message)
 			}
 		})
 	}
@@ -134,13 +135,13 @@ func TestEngine_ThrottledResponses(t *testing.T) {
 	p := newProducer(t, c, kpush.WithRetryBackoff(time.Millisecond))
 	ctx := testCtx(t)
 	sendKeyed(t, ctx, p, "throttle", 4, 5)
-	throttled := 0
+	var throttled atomic.Int32 // written on the cluster's goroutine
 	c.Fake().ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.Fake().KeepControl()
-		if throttled == 5 {
+		if throttled.Load() == 5 {
 			return nil, nil, false
 		}
-		throttled++
+		throttled.Add(1)
 		return rejectProduce(req.(*kmsg.ProduceRequest), kerr.NotEnoughReplicas, 30), nil, true
 	})
 	sendKeyed(t, ctx, p, "throttle", 4, 25)
@@ -151,12 +152,18 @@ func TestEngine_ThrottledResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := map[string]int{}
+	// Each key got values 0..4 (before the throttling), then 0..24.
+	seen := map[string]int{}
 	for _, r := range got {
-		if want := strconv.Itoa(next[string(r.Key)] % 5); next[string(r.Key)] < 5 && string(r.Value) != want {
-			t.Fatalf("key %s: %s, want %s", r.Key, r.Value, want)
+		i := seen[string(r.Key)]
+		want := i
+		if i >= 5 {
+			want = i - 5
 		}
-		next[string(r.Key)]++
+		if string(r.Value) != strconv.Itoa(want) {
+			t.Fatalf("key %s record %d: %s, want %d (duplicate or reordered)", r.Key, i, r.Value, want)
+		}
+		seen[string(r.Key)]++
 	}
 	if len(got) != 4*30 {
 		t.Fatalf("read %d records, want %d", len(got), 4*30)
@@ -232,7 +239,7 @@ func TestEngine_ConnectionCutMidRequest(t *testing.T) {
 	p := newProducer(t, c, kpush.WithRetryBackoff(5*time.Millisecond))
 	ctx := testCtx(t)
 	sendKeyed(t, ctx, p, "cut", 6, 5)
-	cuts := 0
+	cuts := 0 // only touched on the cluster's goroutine
 	c.Fake().ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.Fake().KeepControl()
 		cuts++

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kpush/kpush"
+	"github.com/kpush/kpush/kafkatest"
+)
+
+const benchUsage = `Usage: kpush bench [flags]
+
+Runs the seed workload: C goroutines each send one record and wait for its
+acknowledgement, for each concurrency level C. Without -b, it starts an
+embedded fake Kafka broker in this process first (its CPU is then counted
+too; use -b with "kpush dev" or a real cluster to measure the client alone).
+
+Examples:
+  kpush bench
+  kpush bench -c 1,1000 -d 5s -s 1024 -z zstd
+  kpush bench -b localhost:9092 -t bench-topic --json
+
+Flags:
+`
+
+type benchConfig struct {
+	brokers     string
+	topic       string
+	partitions  int
+	levels      []int
+	duration    time.Duration
+	valueSize   int
+	keyed       bool
+	compression kpush.Compression
+	acks        kpush.Acks
+	json        bool
+}
+
+// levelResult is one concurrency level's measurement.
+type levelResult struct {
+	Concurrency   int     `json:"concurrency"`
+	Records       int64   `json:"records"`
+	Failed        int64   `json:"failed"`
+	Seconds       float64 `json:"seconds"`
+	RecordsPerSec float64 `json:"records_per_sec"`
+	CPUMicros     float64 `json:"cpu_us_per_record"`
+	P50Micros     float64 `json:"p50_us"`
+	P99Micros     float64 `json:"p99_us"`
+	RecsPerBatch  float64 `json:"records_per_batch"`
+}
+
+func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
+	cfg := &benchConfig{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.brokers, "b", "", "comma-separated brokers; empty starts an embedded broker")
+	fs.StringVar(&cfg.topic, "t", "kpush-bench", "topic (must exist when -b is given)")
+	fs.IntVar(&cfg.partitions, "partitions", 12, "partitions of the embedded broker's topic")
+	levels := fs.String("c", "1,100,1000,10000", "comma-separated concurrency levels")
+	fs.DurationVar(&cfg.duration, "d", 2*time.Second, "duration of each level")
+	fs.IntVar(&cfg.valueSize, "s", 100, "value size in bytes")
+	fs.BoolVar(&cfg.keyed, "keyed", false, "give every record a distinct key (murmur2 partitioning)")
+	codec := fs.String("z", "none", "compression: none, gzip, snappy, lz4, zstd")
+	acks := fs.String("acks", "all", "acks: all, 1 (leader) or 0 (none)")
+	fs.BoolVar(&cfg.json, "json", false, "print results as JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelp
+		}
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kpush bench: unexpected argument %q\n", fs.Arg(0))
+		return nil, errUsage
+	}
+	bad := func(format string, a ...any) (*benchConfig, error) {
+		fmt.Fprintf(stderr, "kpush bench: "+format+"\n", a...)
+		return nil, errUsage
+	}
+	for _, f := range strings.Split(*levels, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || c < 1 || c > 1_000_000 {
+			return bad("-c: %q is not a concurrency between 1 and 1000000", f)
+		}
+		cfg.levels = append(cfg.levels, c)
+	}
+	if cfg.duration <= 0 {
+		return bad("-d must be positive")
+	}
+	if cfg.valueSize < 0 || cfg.valueSize > 900_000 {
+		return bad("-s: %d is not between 0 and 900000", cfg.valueSize)
+	}
+	if cfg.partitions < 1 {
+		return bad("-partitions must be at least 1")
+	}
+	c, err := kpush.ParseCompression(*codec)
+	if err != nil {
+		return bad("-z: %v", err)
+	}
+	cfg.compression = c
+	switch *acks {
+	case "all", "-1":
+		cfg.acks = kpush.AcksAll
+	case "1", "leader":
+		cfg.acks = kpush.AcksLeader
+	case "0", "none":
+		cfg.acks = kpush.AcksNone
+	default:
+		return bad("-acks: %q is not all, 1 or 0", *acks)
+	}
+	return cfg, nil
+}
+
+// errHelp: -h was asked for; usage is printed and the exit code is 0.
+var errHelp = errors.New("help requested")
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseBenchFlags(args, stderr)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	brokers := strings.Split(cfg.brokers, ",")
+	where := cfg.brokers
+	if cfg.brokers == "" {
+		c, err := kafkatest.NewCluster(kafkatest.WithTopic(cfg.topic, int32(cfg.partitions)))
+		if err != nil {
+			return fmt.Errorf("start embedded broker: %w", err)
+		}
+		defer c.Close()
+		brokers = c.Addrs()
+		where = "embedded in this process, " + strings.Join(brokers, ",")
+	}
+	p, err := kpush.New(kpush.WithBrokers(brokers...), kpush.WithCompression(cfg.compression),
+		kpush.WithAcks(cfg.acks), kpush.WithDeliveryTimeout(max(30*time.Second, 2*cfg.duration)),
+		kpush.WithRequestTimeout(10*time.Second))
+	if err != nil {
+		return err
+	}
+	defer p.Close(context.Background())
+
+	// One record first: metadata, connection and producer ID, and a clear
+	// error (not a hang) when the broker is unreachable or the topic missing.
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	_, err = p.Send(wctx, &kpush.Record{Topic: cfg.topic, Value: make([]byte, cfg.valueSize)})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("first record to %s: %w", cfg.topic, err)
+	}
+
+	if !cfg.json {
+		fmt.Fprintf(stdout, "kpush bench: %d-byte values, acks=%s, compression=%s, %v per level\nbroker: %s\n\n",
+			cfg.valueSize, acksName(cfg.acks), cfg.compression, cfg.duration, where)
+	}
+	var results []levelResult
+	for _, c := range cfg.levels {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r := runLevel(ctx, p, cfg, c, stderr)
+		results = append(results, r)
+		if r.Failed > 0 {
+			return fmt.Errorf("C=%d: %d of %d records failed", c, r.Failed, r.Records+r.Failed)
+		}
+	}
+	if cfg.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	printTable(stdout, results)
+	if cfg.brokers == "" {
+		fmt.Fprintln(stdout, "\ncpu µs/record counts this whole process, the embedded broker included.")
+	}
+	return nil
+}
+
+func acksName(a kpush.Acks) string {
+	switch a {
+	case kpush.AcksLeader:
+		return "1"
+	case kpush.AcksNone:
+		return "0"
+	}
+	return "all"
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runLevel runs c goroutines, each sending and waiting, for cfg.duration.
+func runLevel(ctx context.Context, p *kpush.Producer, cfg *benchConfig, c int, progress io.Writer) levelResult {
+	value := make([]byte, cfg.valueSize)
+	var sent, failed atomic.Int64
+	lats := make([][]int64, c)
+	before := p.Stats()
+	ctx, cancel := context.WithTimeout(ctx, cfg.duration)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { // live progress on stderr
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprintf(progress, "\r%60s\r", "")
+				return
+			case <-t.C:
+				fmt.Fprintf(progress, "\rC=%-6d %12d records sent", c, sent.Load())
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	cpu0, t0 := cpuTime(), time.Now()
+	for g := range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var key []byte
+			for i := 0; ctx.Err() == nil; i++ {
+				if cfg.keyed {
+					key = strconv.AppendInt(strconv.AppendInt(key[:0], int64(g), 10), int64(i), 10)
+				}
+				start := time.Now()
+				// Background, not ctx: the level's end must not turn
+				// records in flight into failures.
+				_, err := p.Send(context.Background(), &kpush.Record{Topic: cfg.topic, Key: key, Value: value})
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				lats[g] = append(lats[g], int64(time.Since(start)))
+				sent.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed, cpu := time.Since(t0), cpuTime()-cpu0
+	close(done)
+	after := p.Stats()
+
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	r := levelResult{Concurrency: c, Records: sent.Load(), Failed: failed.Load(), Seconds: elapsed.Seconds()}
+	if r.Records > 0 {
+		r.RecordsPerSec = float64(r.Records) / elapsed.Seconds()
+		r.CPUMicros = float64(cpu.Microseconds()) / float64(r.Records)
+		r.P50Micros = float64(all[len(all)/2]) / 1e3
+		r.P99Micros = float64(all[len(all)*99/100]) / 1e3
+	}
+	if n := after.Batches - before.Batches; n > 0 {
+		r.RecsPerBatch = float64(after.BatchedRecords-before.BatchedRecords) / float64(n)
+	}
+	return r
+}
+
+func printTable(w io.Writer, results []levelResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "concurrency\trecords\trecords/s\tcpu µs/record\tp50 µs\tp99 µs\trecords/batch\t")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.2f\t%.0f\t%.0f\t%.1f\t\n",
+			r.Concurrency, r.Records, r.RecordsPerSec, r.CPUMicros, r.P50Micros, r.P99Micros, r.RecsPerBatch)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,66 @@
+// Command kpush is the kpush producer's command-line tool.
+//
+//	kpush bench      benchmark the seed workload (starts a broker if -b is not given)
+//	kpush version    print the version
+//
+// Exit codes: 0 success, 1 the command failed, 2 usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+)
+
+// version is the kpush version printed by "kpush version".
+const version = "0.1.0-dev"
+
+// errUsage marks a usage error (exit code 2); the message was printed.
+var errUsage = errors.New("usage error")
+
+const usage = `kpush: a Kafka producer's command-line tool
+
+Usage:
+  kpush bench [flags]     benchmark many goroutines each sending one record and waiting
+  kpush version           print the version
+
+Run "kpush bench -h" for the benchmark's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "bench":
+		err = runBench(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "kpush", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "kpush: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintln(stderr, "kpush:", err)
+		return 1
+	}
+}
