@@ -434,3 +434,24 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestSend_ProducerIDAuthorizationFailsFast: a cluster that refuses
+// InitProducerID fails records at once with the broker's error, not after
+// the delivery timeout.
+func TestSend_ProducerIDAuthorizationFailsFast(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 1))
+	c.Fake().ControlKey(int16(kmsg.InitProducerID), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake().KeepControl()
+		resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
+		resp.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+		return resp, nil, true
+	})
+	p := newProducer(t, c)
+	ctx := testCtx(t)
+	start := time.Now()
+	_, err := p.Send(ctx, &kpush.Record{Topic: "t"})
+	checkErr(t, err, kpush.ErrNotWritten, kerr.ClusterAuthorizationFailed)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}

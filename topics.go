@@ -278,6 +278,13 @@ func (p *Producer) controlRequests(ctx context.Context) {
 	}
 	if err != nil {
 		p.cfg.logger.Warn("kpush: producer id request failed", "err", err)
+		var ke *kerr.Error
+		if errors.As(err, &ke) && !ke.Retriable {
+			// Authorization or an unsupported cluster: waiting cannot
+			// help, so the records fail now, with the real cause. Nothing
+			// was sent without an ID, so they were not written.
+			sink.FailBuffered(p.allPartitions(), err)
+		}
 		if bump != nil {
 			p.requestBump(*bump)
 		}

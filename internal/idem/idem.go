@@ -62,28 +62,17 @@ func (m *Manager) NeedsLoad() bool {
 	return m.enabled && !m.loaded
 }
 
-// Load issues InitProducerID on conn. Fatal errors (authorization, cluster
-// does not support idempotence) are kept and returned by Err; retriable ones
-// are returned so the caller tries again later.
+// Load issues InitProducerID on conn. The error of a failed attempt is
+// kept for Err; the caller tries again later.
 func (m *Manager) Load(ctx context.Context, conn *wire.Conn) error {
-	req := kmsg.NewPtrInitProducerIDRequest()
-	req.ProducerID = -1
-	req.ProducerEpoch = -1
-	req.TransactionTimeoutMillis = 60000
-	r, err := conn.Request(ctx, req)
-	if err != nil {
-		return err
-	}
-	resp := r.(*kmsg.InitProducerIDResponse)
-	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-		m.mu.Lock()
-		m.err = fmt.Errorf("init producer id: %w", err)
-		m.mu.Unlock()
-		return m.err
-	}
+	id, err := initProducerID(ctx, conn, None)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.setLocked(ID{Producer: resp.ProducerID, Epoch: resp.ProducerEpoch})
+	if err != nil {
+		m.err = err
+		return err
+	}
+	m.setLocked(id)
 	m.err = nil
 	if !m.loaded {
 		m.loaded = true
@@ -100,26 +89,37 @@ func (m *Manager) Bump(ctx context.Context, conn *wire.Conn, old ID) error {
 	if m.Current() != old {
 		return nil
 	}
-	req := kmsg.NewPtrInitProducerIDRequest()
-	req.ProducerID, req.ProducerEpoch = -1, -1
-	if conn.Version(req.Key()) >= 3 {
-		req.ProducerID, req.ProducerEpoch = old.Producer, old.Epoch
+	from := None
+	if conn.Version(int16(kmsg.InitProducerID)) >= 3 {
+		from = old
 	}
-	req.TransactionTimeoutMillis = 60000
-	r, err := conn.Request(ctx, req)
+	id, err := initProducerID(ctx, conn, from)
 	if err != nil {
 		return err
-	}
-	resp := r.(*kmsg.InitProducerIDResponse)
-	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-		return fmt.Errorf("bump producer epoch: %w", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.id == old {
-		m.setLocked(ID{Producer: resp.ProducerID, Epoch: resp.ProducerEpoch})
+		m.setLocked(id)
 	}
 	return nil
+}
+
+// initProducerID asks for a producer ID; from is None for a new one, or the
+// current ID to bump its epoch.
+func initProducerID(ctx context.Context, conn *wire.Conn, from ID) (ID, error) {
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.ProducerID, req.ProducerEpoch = from.Producer, from.Epoch
+	req.TransactionTimeoutMillis = 60000
+	r, err := conn.Request(ctx, req)
+	if err != nil {
+		return None, fmt.Errorf("init producer id: %w", err)
+	}
+	resp := r.(*kmsg.InitProducerIDResponse)
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return None, fmt.Errorf("init producer id: %w", err)
+	}
+	return ID{Producer: resp.ProducerID, Epoch: resp.ProducerEpoch}, nil
 }
 
 // Err returns the last InitProducerID error while no ID is loaded.

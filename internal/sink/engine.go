@@ -232,10 +232,22 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 }
 
 // FailAll fails buffered records of the given partitions and closes them
-// (Close): a later Add is refused.
+// (Close): a later Add is refused. Engine goroutines must have exited.
 func FailAll(parts []*Partition, err error) {
 	for _, p := range parts {
-		p.eng.notifyAll(p.failBuffered(err), nil)
+		p.eng.notifyAll(p.failBuffered(err, true), nil)
+	}
+}
+
+// FailBuffered fails the records of the given partitions that are not in
+// flight (a fatal producer-level error); the partitions stay open.
+func FailBuffered(parts []*Partition, err error) {
+	for _, p := range parts {
+		var cb *callbacks
+		if l := p.Leader(); l != nil {
+			cb = &l.cb
+		}
+		p.eng.notifyAll(p.failBuffered(err, false), cb)
 	}
 }
 

@@ -407,11 +407,12 @@ func (p *Partition) endBackoff() {
 	}
 }
 
-// failBuffered fails every buffered record and closes the partition.
-func (p *Partition) failBuffered(err error) []*Pending {
+// failBuffered fails every record that is not in flight; with close, the
+// partition also refuses later records (Close).
+func (p *Partition) failBuffered(err error, close bool) []*Pending {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.closed = true
+	p.closed = p.closed || close
 	var out []*Pending
 	for _, r := range p.recs {
 		if r.FailBuffered(err) {
