@@ -7,8 +7,7 @@
 //     It exits when its stop channel is closed.
 //   - Trigger may be called from any goroutine; triggers coalesce in a
 //     one-slot channel, and refreshes are spaced by the minimum interval.
-//   - Snapshots are immutable once published; readers load them through an
-//     atomic pointer (copy-on-write).
+//   - Snapshots are immutable once handed to Apply.
 package meta
 
 import (
@@ -18,7 +17,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -183,7 +181,6 @@ type Refresher struct {
 	OnIdle func(ctx context.Context)
 
 	trigger chan struct{}
-	latest  atomic.Pointer[Snapshot]
 }
 
 // Init must be called before Run or Trigger.
@@ -207,9 +204,6 @@ func (r *Refresher) Trigger() {
 	default:
 	}
 }
-
-// Latest returns the most recent successful snapshot, or nil.
-func (r *Refresher) Latest() *Snapshot { return r.latest.Load() }
 
 // Run refreshes until stop is closed.
 func (r *Refresher) Run(stop <-chan struct{}) {
@@ -240,9 +234,6 @@ func (r *Refresher) Run(stop <-chan struct{}) {
 		fctx, fcancel := context.WithTimeout(ctx, r.Timeout)
 		s, err := r.Fetcher.Fetch(fctx, r.Topics())
 		fcancel()
-		if err == nil {
-			r.latest.Store(s)
-		}
 		r.Apply(s, err)
 		if r.OnIdle != nil {
 			r.OnIdle(ctx)

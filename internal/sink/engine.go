@@ -127,9 +127,6 @@ func (e *Engine) Stop() {
 	})
 }
 
-// Context is canceled by Stop.
-func (e *Engine) Context() context.Context { return e.ctx }
-
 // Stopping is closed by Stop.
 func (e *Engine) Stopping() <-chan struct{} { return e.stop }
 

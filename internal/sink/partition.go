@@ -26,6 +26,7 @@ package sink
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -468,13 +469,20 @@ func (p *Partition) expireBuffered(now int64) ([]*Pending, *Sink) {
 	return out, p.leader
 }
 
-// Buffered reports how many records wait in the partition (not in flight).
-func (p *Partition) Buffered() int {
+// DebugString describes the partition's state, for tests and debugging.
+func (p *Partition) DebugString() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := len(p.recs)
-	for _, b := range p.retry {
-		n += len(b.recs)
+	node := func(s *Sink) int32 {
+		if s == nil {
+			return -1
+		}
+		return s.Node
 	}
-	return n
+	var rs []string
+	for _, b := range p.retry {
+		rs = append(rs, fmt.Sprintf("seq%d/n%d/unk%v/att%d", b.seq, len(b.recs), b.unknown, b.attempts))
+	}
+	return fmt.Sprintf("%s[%d] recs=%d retry=%v rewound=%d inflight=%d inSink=%d leader=%d rewind=%v reseq=%v backoff=%v queued=%v fails=%d seq=%d id=%v cur=%v closed=%v",
+		p.Topic, p.ID, len(p.recs), rs, len(p.rewound), p.inflight, node(p.inSink), node(p.leader), p.rewind, p.reseq, p.backoff, p.queued, p.fails, p.seq, p.id, p.eng.idem.Current(), p.closed)
 }

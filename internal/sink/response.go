@@ -174,6 +174,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			if b.id == p.id && b.ord > p.ackedOrd {
 				p.ackedOrd = b.ord
 			}
+			p.fails = 0 // the partition works again: the next failure backs off from the start
 		case actRetry, actRefresh, actBump:
 			if act == actRefresh {
 				refresh = true
