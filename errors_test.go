@@ -455,3 +455,24 @@ func TestSend_ProducerIDAuthorizationFailsFast(t *testing.T) {
 		t.Fatalf("took %v", d)
 	}
 }
+
+// TestSendAsync_CallbackSendsAgainWhenFull: a callback may produce again
+// (chained produce) even when its own record filled the buffer.
+func TestSendAsync_CallbackSendsAgainWhenFull(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithBrokers(1), kafkatest.WithTopic("cb", 1))
+	p := newProducer(t, c, kpush.WithMaxBufferedRecords(1))
+	done := make(chan error, 1)
+	p.SendAsync(context.Background(), &kpush.Record{Topic: "cb", Value: []byte("a")}, func(_ kpush.Result, err error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		p.SendAsync(ctx, &kpush.Record{Topic: "cb", Value: []byte("b")}, func(_ kpush.Result, err error) { done <- err })
+	})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("chained SendAsync from callback failed: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("hung")
+	}
+}

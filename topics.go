@@ -271,7 +271,8 @@ func (p *Producer) controlRequests(ctx context.Context) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, p.cfg.requestTimeout)
 	defer cancel()
-	if p.idem.NeedsLoad() {
+	loading := p.idem.NeedsLoad()
+	if loading {
 		err = p.idem.Load(rctx, conn)
 	} else {
 		err = p.idem.Bump(rctx, conn, *bump)
@@ -279,10 +280,12 @@ func (p *Producer) controlRequests(ctx context.Context) {
 	if err != nil {
 		p.cfg.logger.Warn("kpush: producer id request failed", "err", err)
 		var ke *kerr.Error
-		if errors.As(err, &ke) && !ke.Retriable {
+		if loading && errors.As(err, &ke) && !ke.Retriable {
 			// Authorization or an unsupported cluster: waiting cannot
 			// help, so the records fail now, with the real cause. Nothing
-			// was sent without an ID, so they were not written.
+			// is ever sent before the first ID, so none was written. (A
+			// failed bump is retried instead: partitions are still
+			// sending under the current ID.)
 			sink.FailBuffered(p.allPartitions(), err)
 		}
 		if bump != nil {

@@ -143,3 +143,15 @@ func (m *Manager) setLocked(id ID) {
 	m.id = id
 	m.cur.Store(&id)
 }
+
+// NewLoaded returns an idempotent manager that already holds id, for tests
+// and tools that drive the engine without a broker.
+func NewLoaded(id ID) *Manager {
+	m := NewManager(true)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setLocked(id)
+	m.loaded = true
+	close(m.ready)
+	return m
+}

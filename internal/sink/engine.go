@@ -274,16 +274,24 @@ func (e *Engine) expiryErr() error {
 }
 
 // callbacks runs asynchronous records' notifications on one goroutine.
+// Once that goroutine has exited (closed), pushes run inline instead, so a
+// late expiry or failure during Close still reaches its callback.
 type callbacks struct {
-	eng   *Engine
-	mu    sync.Mutex
-	queue []*Pending
-	spare []*Pending
-	wake  chan struct{}
+	eng    *Engine
+	mu     sync.Mutex
+	queue  []*Pending
+	spare  []*Pending
+	wake   chan struct{}
+	closed bool
 }
 
 func (c *callbacks) push(recs []*Pending) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.deliver(recs)
+		return
+	}
 	c.queue = append(c.queue, recs...)
 	c.mu.Unlock()
 	select {
@@ -293,12 +301,15 @@ func (c *callbacks) push(recs []*Pending) {
 }
 
 // run delivers queued notifications until stop is closed, then delivers
-// what is left.
+// what is left and switches push to inline delivery.
 func (c *callbacks) run(stop <-chan struct{}) {
 	for {
 		select {
 		case <-c.wake:
 		case <-stop:
+			c.mu.Lock()
+			c.closed = true
+			c.mu.Unlock()
 			c.drain()
 			return
 		}
@@ -315,19 +326,36 @@ func (c *callbacks) drain() {
 		if len(q) == 0 {
 			return
 		}
-		var failed int
-		var bytes int64
-		for _, r := range q {
-			bytes += int64(r.Size)
-			if r.Err != nil {
-				failed++
-			}
-			r.Done.Notify(r) // may recycle r: read it first
-		}
-		c.eng.cfg.Release(len(q), failed, bytes)
+		c.deliver(q)
 		clear(q)
 		c.mu.Lock()
 		c.spare = q
 		c.mu.Unlock()
+	}
+}
+
+// deliverChunk bounds how many async records have their buffer space
+// released ahead of their callbacks.
+const deliverChunk = 64
+
+// deliver runs callbacks in order. Each chunk's buffer space is released
+// before its callbacks run: a callback that sends again (chained produce)
+// must not wait for space its own record still holds.
+func (c *callbacks) deliver(recs []*Pending) {
+	for len(recs) > 0 {
+		chunk := recs[:min(len(recs), deliverChunk)]
+		recs = recs[len(chunk):]
+		var failed int
+		var bytes int64
+		for _, r := range chunk {
+			bytes += int64(r.Size)
+			if r.Err != nil {
+				failed++
+			}
+		}
+		c.eng.cfg.Release(len(chunk), failed, bytes)
+		for _, r := range chunk {
+			r.Done.Notify(r)
+		}
 	}
 }

@@ -68,28 +68,28 @@ type Partition struct {
 	ID    int32
 	eng   *Engine
 
-	mu       sync.Mutex
-	recs     []*Pending // buffered, not yet in a batch
-	recBytes int
-	retry    []*Batch // batches to send again, head first, in order
-	rewound  []*Batch // failed batches collected while others are in flight
-	inflight int
-	inSink   *Sink // the sink whose connection carries the in-flight batches
-	rewind   bool  // a batch failed; hold sending until inflight is zero
-	reseq    bool  // a batch was dropped: renumber retries from reseqSeq
-	reseqSeq int32
-	reseqOrd int64
-	ackedOrd int64 // ord of the latest acknowledged batch under id
-	nextOrd  int64
-	backoff  bool // waiting for a retry backoff timer
-	fails    int  // consecutive failed rounds, for backoff
-	split    bool // the rewind only split a too-large batch: resend at once
-	seq      int32
-	id       idem.ID
-	leader   *Sink  // current leader's sink, nil when unknown
-	queued   bool   // on leader's ready list
-	drainGen uint64 // the sink request this partition was last drained into
-	closed   bool   // Close failed the buffered records; Add refuses more
+	mu        sync.Mutex
+	recs      []*Pending // buffered, not yet in a batch
+	recBytes  int
+	retry     []*Batch // batches to send again, head first, in order
+	rewound   []*Batch // failed batches collected while others are in flight
+	inflight  int
+	inSink    *Sink  // the sink whose connection carries the in-flight batches
+	rewind    bool   // a batch failed; hold sending until inflight is zero
+	reseq     bool   // a batch was dropped: renumber retries from it
+	reseqAt   *Batch // the earliest dropped batch (its order key and sequence)
+	ackedOrd  int64  // ord of the latest acknowledged batch under id
+	nextOrd   int64
+	backoff   bool // waiting for a retry backoff timer
+	fails     int  // consecutive failed rounds, for backoff
+	split     bool // the rewind only split a too-large batch: resend at once
+	seq       int32
+	id        idem.ID
+	leader    *Sink  // current leader's sink, nil when unknown
+	queued    bool   // on leader's ready list
+	drainGen  uint64 // with drainSink: the request this partition was last drained into
+	drainSink *Sink
+	closed    bool // Close failed the buffered records; Add refuses more
 }
 
 // NewPartition returns an empty partition accumulator.
@@ -177,7 +177,7 @@ func (p *Partition) queueLocked() *Sink {
 func (p *Partition) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batch, expired []*Pending, more bool, lingerUntil int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.leader != s || p.drainGen == gen {
+	if p.leader != s || (p.drainSink == s && p.drainGen == gen) {
 		// A stale entry (the leader moved; the partition is queued on the
 		// new leader) or a second entry for this request: leave it alone.
 		return nil, nil, false, 0
@@ -204,7 +204,10 @@ func (p *Partition) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batc
 		if p.inflight == 0 {
 			expired = p.finishRewindLocked(now, expired)
 		}
-		return nil, expired, false, 0
+		if p.sendableLocked(s, cur) { // nothing else would queue it again
+			p.queued, more = true, true
+		}
+		return nil, expired, more, 0
 	}
 	if len(p.retry) > 0 {
 		b = p.retry[0]
@@ -223,7 +226,7 @@ func (p *Partition) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batc
 		b.attempts++
 		p.inflight++
 		p.inSink = s
-		p.drainGen = gen
+		p.drainGen, p.drainSink = gen, s
 	}
 	if p.sendableLocked(s, cur) {
 		p.queued = true
@@ -292,7 +295,7 @@ func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pendin
 // new epoch without risking a duplicate, so they fail as unknown.
 func (p *Partition) switchIDLocked(cur idem.ID, failed []*Pending) []*Pending {
 	p.id, p.seq = cur, 0
-	p.reseq, p.ackedOrd = false, -1
+	p.reseq, p.reseqAt, p.ackedOrd = false, nil, -1
 	keep := p.retry[:0]
 	for _, b := range p.retry {
 		if b.unknown {
@@ -344,9 +347,9 @@ func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending 
 		p.retry = append(p.retry, b)
 	}
 	if p.reseq && p.id != idem.None {
-		next := p.reseqSeq
+		next := p.reseqAt.seq
 		for _, b := range p.retry {
-			if b.ord < p.reseqOrd {
+			if b.before(p.reseqAt) < 0 {
 				continue // before the dropped batch: keeps its sequence
 			}
 			p.renumberLocked(b, b.id, next)
@@ -354,7 +357,7 @@ func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending 
 		}
 		p.seq = next
 	}
-	p.reseq = false
+	p.reseq, p.reseqAt = false, nil
 	if p.split {
 		p.split = false
 		return failed // no backoff: the broker is fine, the batch was too big
@@ -381,8 +384,8 @@ func (p *Partition) dropSeqLocked(b *Batch) {
 		p.eng.requestBump(b.id)
 		return
 	}
-	if !p.reseq || b.ord < p.reseqOrd || (b.ord == p.reseqOrd && b.seq < p.reseqSeq) {
-		p.reseqSeq, p.reseqOrd = b.seq, b.ord
+	if !p.reseq || b.before(p.reseqAt) < 0 {
+		p.reseqAt = b
 	}
 	p.reseq = true
 }
