@@ -35,7 +35,10 @@ type Producer struct {
 	eng  *sink.Engine
 	idem *idem.Manager
 	lim  *buffer.Limiter
-	ref  meta.Refresher
+	// undelivered counts accepted records whose outcome has not been
+	// delivered yet; Flush and Close wait for it to reach zero.
+	undelivered *buffer.Limiter
+	ref         meta.Refresher
 
 	topics atomic.Pointer[map[string]*topic] // copy-on-write; writers hold mu
 
@@ -71,11 +74,13 @@ func New(opts ...Option) (*Producer, error) {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Producer{
-		cfg:     cfg,
-		idem:    idem.NewManager(cfg.idempotent),
-		lim:     buffer.New(cfg.maxBufBytes, cfg.maxBufRecords),
-		sinks:   make(map[int32]*sink.Sink),
-		closing: make(chan struct{}),
+		cfg:  cfg,
+		idem: idem.NewManager(cfg.idempotent),
+		lim:  buffer.New(cfg.maxBufBytes, cfg.maxBufRecords),
+		// Never full: the buffer bounds records well below MaxRecords.
+		undelivered: buffer.New(buffer.MaxBytes, buffer.MaxRecords),
+		sinks:       make(map[int32]*sink.Sink),
+		closing:     make(chan struct{}),
 	}
 	empty := map[string]*topic{}
 	p.topics.Store(&empty)
@@ -125,6 +130,7 @@ type syncWaiter struct {
 // Notify implements sink.Notifier; it runs on the goroutine that learned
 // the outcome.
 func (w *syncWaiter) Notify(*sink.Pending) {
+	w.prod.delivered()
 	w.ch <- struct{}{}
 }
 
@@ -145,7 +151,13 @@ func (a *asyncRecord) Notify(pd *sink.Pending) {
 	}
 	a.cb = nil
 	p.asyncs.Put(a)
+	p.delivered() // after the callback: Flush waits for callbacks to finish
 }
+
+// delivered counts one accepted record's outcome as delivered (its waiter
+// woken or its callback returned). Buffer space is accounted separately
+// and may be released earlier (see sink.callbacks.deliver).
+func (p *Producer) delivered() { p.undelivered.Release(0) }
 
 // release returns the buffer space of records with outcomes and counts
 // them; the engine calls it once per batch of outcomes.
@@ -214,6 +226,7 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 		// partition's queue still points at it.
 		p.lim.Release(int64(pd.Size))
 		p.failed.Add(1)
+		p.delivered()
 		return true, notWritten(pd.Topic, pd.Partition, ctx.Err())
 	}
 	if pd.TryAbandon() {
@@ -312,17 +325,21 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	pd.Enqueued = mono
 	pd.Deadline = pd.Enqueued + int64(p.cfg.deliveryTimeout)
 	pd.Done = n
-	if !parts[part].Add(pd) { // Close got there first
+	p.undelivered.TryReserve(0) // cannot fail: at most maxBufRecords records are accepted
+	if !parts[part].Add(pd) {   // Close got there first
 		p.lim.Release(int64(size))
+		p.delivered()
 		return notWritten(name, int32(part), ErrClosed)
 	}
 	return nil
 }
 
-// Flush waits until every record buffered so far has an outcome, or ctx is
-// done. Records sent concurrently with Flush may or may not be waited for.
+// Flush waits until every record accepted so far has had its outcome
+// delivered — its Send returned or its SendAsync callback returned — or
+// until ctx is done. Records sent concurrently with Flush may or may not be
+// waited for. Calling Flush from a callback deadlocks.
 func (p *Producer) Flush(ctx context.Context) error {
-	if err := p.lim.WaitEmpty(ctx); err != nil {
+	if err := p.undelivered.WaitEmpty(ctx); err != nil {
 		return &ProduceError{Partition: -1, Err: err, Unknown: true}
 	}
 	return nil
@@ -340,7 +357,7 @@ func (p *Producer) Close(ctx context.Context) error {
 		first = true
 		p.closed.Store(true)
 		close(p.closing)
-		p.closeErr = p.lim.WaitEmpty(ctx)
+		p.closeErr = p.undelivered.WaitEmpty(ctx)
 		p.eng.Stop()
 		p.eng.Wait() // sinks close connections; in-flight batches come back as unknown
 		// Fails what is left and closes every partition, so a Send that
