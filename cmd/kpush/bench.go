@@ -217,8 +217,9 @@ func runLevel(ctx context.Context, p *kpush.Producer, cfg *benchConfig, c int, p
 	before := p.Stats()
 	ctx, cancel := context.WithTimeout(ctx, cfg.duration)
 	defer cancel()
-	done := make(chan struct{})
+	done, progressDone := make(chan struct{}), make(chan struct{})
 	go func() { // live progress on stderr
+		defer close(progressDone)
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -258,6 +259,7 @@ func runLevel(ctx context.Context, p *kpush.Producer, cfg *benchConfig, c int, p
 	wg.Wait()
 	elapsed, cpu := time.Since(t0), cpuTime()-cpu0
 	close(done)
+	<-progressDone // it writes to progress until then
 	after := p.Stats()
 
 	all := slices.Concat(lats...)

@@ -1,9 +1,12 @@
 // Command kpush is the kpush producer's command-line tool.
 //
+//	kpush dev        run a fake Kafka cluster on 127.0.0.1 until Ctrl-C
+//	kpush produce    produce records from stdin or files (kcat-style flags)
 //	kpush bench      benchmark the seed workload (starts a broker if -b is not given)
 //	kpush version    print the version
 //
-// Exit codes: 0 success, 1 the command failed, 2 usage error.
+// Exit codes: 0 success, 1 the command failed (for produce: any record
+// failed), 2 usage error.
 package main
 
 import (
@@ -24,20 +27,30 @@ var errUsage = errors.New("usage error")
 const usage = `kpush: a Kafka producer's command-line tool
 
 Usage:
-  kpush bench [flags]     benchmark many goroutines each sending one record and waiting
-  kpush version           print the version
+  kpush dev [flags]                 run a fake Kafka cluster on 127.0.0.1 until Ctrl-C
+  kpush produce [flags] [FILE ...]  produce records from stdin or files
+  kpush bench [flags]               benchmark many goroutines each sending one record and waiting
+  kpush version                     print the version
 
-Run "kpush bench -h" for the benchmark's flags.
+Run "kpush COMMAND -h" for a command's flags and examples.
+
+Exit status: 0 success, 1 the command failed (produce: a record failed),
+2 usage error.
+
+Examples:
+  kpush bench
+  kpush dev -port 9092 -topic orders:6
+  printf 'k1\tv1\nk2\tv2\n' | kpush produce -b 127.0.0.1:9092 -t orders -K '\t'
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 // run executes one command and returns the process exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -46,6 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "bench":
 		err = runBench(ctx, args[1:], stdout, stderr)
+	case "dev":
+		err = runDev(ctx, args[1:], stdout, stderr)
+	case "produce":
+		err = runProduce(ctx, args[1:], stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "kpush", version)
 	case "help", "-h", "--help":
