@@ -30,6 +30,8 @@ too; use -b with "kpush dev" or a real cluster to measure the client alone).
 Examples:
   kpush bench
   kpush bench -c 1,1000 -d 5s -s 1024 -z zstd
+  kpush bench -c 100 -n 500000 -keyed
+  kpush bench -async -d 5s
   kpush bench -b localhost:9092 -t bench-topic --json
 
 Flags:
@@ -41,6 +43,8 @@ type benchConfig struct {
 	partitions  int
 	levels      []int
 	duration    time.Duration
+	records     int64 // per level; 0: run for duration
+	async       bool
 	valueSize   int
 	keyed       bool
 	compression kpush.Compression
@@ -50,6 +54,7 @@ type benchConfig struct {
 
 // levelResult is one concurrency level's measurement.
 type levelResult struct {
+	Mode          string  `json:"mode"` // "sync" or "async"
 	Concurrency   int     `json:"concurrency"`
 	Records       int64   `json:"records"`
 	Failed        int64   `json:"failed"`
@@ -73,7 +78,9 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs.StringVar(&cfg.topic, "t", "kpush-bench", "topic (must exist when -b is given)")
 	fs.IntVar(&cfg.partitions, "partitions", 12, "partitions of the embedded broker's topic")
 	levels := fs.String("c", "1,100,1000,10000", "comma-separated concurrency levels")
-	fs.DurationVar(&cfg.duration, "d", 2*time.Second, "duration of each level")
+	fs.DurationVar(&cfg.duration, "d", 2*time.Second, "duration of each level (unless -n is given)")
+	fs.Int64Var(&cfg.records, "n", 0, "records per level instead of a duration (0: use -d)")
+	fs.BoolVar(&cfg.async, "async", false, "one goroutine pipelining SendAsync with callbacks instead of the -c levels")
 	fs.IntVar(&cfg.valueSize, "s", 100, "value size in bytes")
 	fs.BoolVar(&cfg.keyed, "keyed", false, "give every record a distinct key (murmur2 partitioning)")
 	codec := fs.String("z", "none", "compression: none, gzip, snappy, lz4, zstd")
@@ -102,6 +109,9 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	}
 	if cfg.duration <= 0 {
 		return bad("-d must be positive")
+	}
+	if cfg.records < 0 {
+		return bad("-n must not be negative")
 	}
 	if cfg.valueSize < 0 || cfg.valueSize > 900_000 {
 		return bad("-s: %d is not between 0 and 900000", cfg.valueSize)
@@ -171,11 +181,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			cfg.valueSize, acksName(cfg.acks), cfg.compression, cfg.duration, where)
 	}
 	var results []levelResult
-	for _, c := range cfg.levels {
+	levels := cfg.levels
+	if cfg.async {
+		levels = []int{1}
+	}
+	for _, c := range levels {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		r := runLevel(ctx, p, cfg, c, stderr)
+		var r levelResult
+		if cfg.async {
+			r = runAsync(ctx, p, cfg, stderr)
+		} else {
+			r = runLevel(ctx, p, cfg, c, stderr)
+		}
 		results = append(results, r)
 		if r.Failed > 0 {
 			return fmt.Errorf("C=%d: %d of %d records failed", c, r.Failed, r.Records+r.Failed)
@@ -210,12 +229,16 @@ func cpuTime() time.Duration {
 }
 
 // runLevel runs c goroutines, each sending and waiting, for cfg.duration.
-func runLevel(ctx context.Context, p *kpush.Producer, cfg *benchConfig, c int, progress io.Writer) levelResult {
+func runLevel(parent context.Context, p *kpush.Producer, cfg *benchConfig, c int, progress io.Writer) levelResult {
 	value := make([]byte, cfg.valueSize)
 	var sent, failed atomic.Int64
 	lats := make([][]int64, c)
 	before := p.Stats()
-	ctx, cancel := context.WithTimeout(ctx, cfg.duration)
+	ctx, cancel := context.WithTimeout(parent, cfg.duration)
+	if cfg.records > 0 {
+		cancel()
+		ctx, cancel = context.WithCancel(parent) // -n: no duration limit; Ctrl-C still stops
+	}
 	defer cancel()
 	done, progressDone := make(chan struct{}), make(chan struct{})
 	go func() { // live progress on stderr
@@ -233,13 +256,20 @@ func runLevel(ctx context.Context, p *kpush.Producer, cfg *benchConfig, c int, p
 		}
 	}()
 	var wg sync.WaitGroup
+	var claimed atomic.Int64
+	more := func() bool { // another record for this level?
+		if cfg.records > 0 {
+			return claimed.Add(1) <= cfg.records && ctx.Err() == nil
+		}
+		return ctx.Err() == nil
+	}
 	cpu0, t0 := cpuTime(), time.Now()
 	for g := range c {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var key []byte
-			for i := 0; ctx.Err() == nil; i++ {
+			for i := 0; more(); i++ {
 				if cfg.keyed {
 					key = strconv.AppendInt(strconv.AppendInt(key[:0], int64(g), 10), int64(i), 10)
 				}
@@ -264,7 +294,7 @@ func runLevel(ctx context.Context, p *kpush.Producer, cfg *benchConfig, c int, p
 
 	all := slices.Concat(lats...)
 	slices.Sort(all)
-	r := levelResult{Concurrency: c, Records: sent.Load(), Failed: failed.Load(), Seconds: elapsed.Seconds()}
+	r := levelResult{Mode: "sync", Concurrency: c, Records: sent.Load(), Failed: failed.Load(), Seconds: elapsed.Seconds()}
 	if r.Records > 0 {
 		r.RecordsPerSec = float64(r.Records) / elapsed.Seconds()
 		r.CPUMicros = float64(cpu.Microseconds()) / float64(r.Records)
@@ -277,12 +307,72 @@ func runLevel(ctx context.Context, p *kpush.Producer, cfg *benchConfig, c int, p
 	return r
 }
 
+// runAsync pipelines records from one goroutine with SendAsync; latency is
+// from the call to the callback.
+func runAsync(ctx context.Context, p *kpush.Producer, cfg *benchConfig, progress io.Writer) levelResult {
+	value := make([]byte, cfg.valueSize)
+	var sent, failed atomic.Int64
+	var mu sync.Mutex
+	var lats []int64
+	before := p.Stats()
+	deadline := time.Now().Add(cfg.duration)
+	cpu0, t0 := cpuTime(), time.Now()
+	var key []byte
+	for i := int64(0); ctx.Err() == nil; i++ {
+		if cfg.records > 0 && i >= cfg.records || cfg.records == 0 && i%1024 == 0 && time.Now().After(deadline) {
+			break
+		}
+		if cfg.keyed {
+			key = strconv.AppendInt(nil, i, 10)
+		}
+		start := time.Now()
+		p.SendAsync(ctx, &kpush.Record{Topic: cfg.topic, Key: key, Value: value}, func(_ kpush.Result, err error) {
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			d := int64(time.Since(start))
+			mu.Lock()
+			lats = append(lats, d)
+			mu.Unlock()
+			sent.Add(1)
+		})
+		if i%65536 == 0 {
+			fmt.Fprintf(progress, "\rasync %12d records sent", sent.Load())
+		}
+	}
+	if err := p.Flush(context.WithoutCancel(ctx)); err != nil {
+		failed.Add(1)
+	}
+	fmt.Fprintf(progress, "\r%60s\r", "")
+	elapsed, cpu := time.Since(t0), cpuTime()-cpu0
+	after := p.Stats()
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(lats)
+	r := levelResult{Mode: "async", Concurrency: 1, Records: sent.Load(), Failed: failed.Load(), Seconds: elapsed.Seconds()}
+	if r.Records > 0 {
+		r.RecordsPerSec = float64(r.Records) / elapsed.Seconds()
+		r.CPUMicros = float64(cpu.Microseconds()) / float64(r.Records)
+		r.P50Micros = float64(lats[len(lats)/2]) / 1e3
+		r.P99Micros = float64(lats[len(lats)*99/100]) / 1e3
+	}
+	if n := after.Batches - before.Batches; n > 0 {
+		r.RecsPerBatch = float64(after.BatchedRecords-before.BatchedRecords) / float64(n)
+	}
+	return r
+}
+
 func printTable(w io.Writer, results []levelResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "concurrency\trecords\trecords/s\tcpu µs/record\tp50 µs\tp99 µs\trecords/batch\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.2f\t%.0f\t%.0f\t%.1f\t\n",
-			r.Concurrency, r.Records, r.RecordsPerSec, r.CPUMicros, r.P50Micros, r.P99Micros, r.RecsPerBatch)
+		c := strconv.Itoa(r.Concurrency)
+		if r.Mode == "async" {
+			c = "async"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.0f\t%.0f\t%.1f\t\n",
+			c, r.Records, r.RecordsPerSec, r.CPUMicros, r.P50Micros, r.P99Micros, r.RecsPerBatch)
 	}
 	tw.Flush()
 }

@@ -110,3 +110,28 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("exit %d: %q", code, out)
 	}
 }
+
+func TestBench_RecordCountAndAsync(t *testing.T) {
+	code, out, errOut := runCmd(t, "bench", "-c", "7", "-n", "500", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var res []levelResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(res) != 1 || res[0].Records != 500 || res[0].Mode != "sync" {
+		t.Fatalf("-n 500: %+v", res)
+	}
+	code, out, errOut = runCmd(t, "bench", "-async", "-n", "3000", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	res = nil
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(res) != 1 || res[0].Records != 3000 || res[0].Mode != "async" || res[0].Failed != 0 {
+		t.Fatalf("-async -n 3000: %+v", res)
+	}
+}
