@@ -82,7 +82,7 @@ type Partition struct {
 	nextOrd   int64
 	backoff   bool // waiting for a retry backoff timer
 	fails     int  // consecutive failed rounds, for backoff
-	split     bool // the rewind only split a too-large batch: resend at once
+	retriable bool // this rewind saw a retriable failure: back off before resending
 	seq       int32
 	id        idem.ID
 	leader    *Sink  // current leader's sink, nil when unknown
@@ -339,6 +339,17 @@ func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending 
 	slices.SortStableFunc(retry, (*Batch).before)
 	p.retry = retry[:0]
 	for _, b := range retry {
+		if b.id != idem.None && b.id == p.id && p.ackedOrd > b.ord {
+			// A later batch under the same producer ID was acknowledged:
+			// brokers accept sequences only in order, so b was written
+			// (its attempt timed out or its retry was refused). Resending
+			// could only fail once b left the broker's dedup window.
+			for _, r := range b.recs {
+				r.finishSent(-1, nil, false) // written; offset unknown
+			}
+			failed = append(failed, b.recs...)
+			continue
+		}
 		if b.deadline < now {
 			failed = p.failBatchLocked(b, p.eng.expiryErr(), b.unknown, failed)
 			p.dropSeqLocked(b)
@@ -358,10 +369,12 @@ func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending 
 		p.seq = next
 	}
 	p.reseq, p.reseqAt = false, nil
-	if p.split {
-		p.split = false
-		return failed // no backoff: the broker is fine, the batch was too big
+	if !p.retriable {
+		// Only definite rejections or splits: the broker is fine, the data
+		// was not; resend what is left at once.
+		return failed
 	}
+	p.retriable = false
 	if len(p.retry) > 0 {
 		p.fails++
 		p.backoff = true

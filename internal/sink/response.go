@@ -130,6 +130,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 	for _, b := range batches {
 		p := b.p
 		act, maybeWritten := actOK, false
+		consequence := false // refused only because an earlier batch failed
 		var cause error
 		base := int64(-1)
 		switch {
@@ -146,6 +147,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			rewinding := p.rewind
 			p.mu.Unlock()
 			act, maybeWritten = classify(rp.ErrorCode, rewinding, e.cfg.Acks == -1)
+			consequence = rewinding && rp.ErrorCode == kerr.OutOfOrderSequenceNumber.Code
 			base = rp.BaseOffset
 			if act != actOK {
 				cause = kerr.ErrorForCode(rp.ErrorCode)
@@ -186,12 +188,13 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 				e.cfg.Logger.Debug("kpush: retrying batch", "topic", p.Topic, "partition", p.ID, "err", cause)
 			}
 			p.rewind = true
+			p.retriable = p.retriable || !consequence
 			p.rewound = append(p.rewound, b)
 		case actFail:
 			if len(b.recs) > 1 && !b.unknown && errors.Is(cause, kerr.MessageTooLarge) {
 				// Like the Java producer: split the batch and resend the
 				// halves with the same sequences (their count is unchanged).
-				p.rewind, p.split = true, true
+				p.rewind = true
 				p.rewound = append(p.rewound, p.splitLocked(b)...)
 				e.Stats.Retries.Add(1)
 				break
