@@ -1,0 +1,603 @@
+package kpush_test
+
+// Machinery for the reliability scenarios (reliability_test.go): a network
+// layer under the fake brokers that can see, drop, rewrite and refuse
+// traffic, and a scenario runner that sends keyed records from many
+// goroutines while faults are injected, then checks every outcome against
+// what the cluster holds.
+//
+// Faults are injected in proportion to traffic: from the one produce control
+// the runner installs (every Nth request), from the response hook (every Nth
+// response), or from outcome counts. Nothing fires on a timer.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kpush/kpush"
+	"github.com/kpush/kpush/kafkatest"
+)
+
+// ---------------------------------------------------------------------------
+
+// Scenarios and the runner.
+
+type relOutcome uint8
+
+const (
+	relPending relOutcome = iota
+	relAcked
+	relNotWritten
+	relUnknown
+)
+
+type relLoc struct {
+	part   int32
+	offset int64
+}
+
+type relRecord struct {
+	calls   atomic.Int32 // outcomes delivered; must be exactly 1
+	outcome relOutcome
+	loc     relLoc
+	err     error
+	start   int64 // ns since the run began: Send called
+	end     int64 // ns since the run began: outcome delivered
+
+	// Filled by the read-back.
+	seen  int
+	found relLoc
+}
+
+// relScenario describes one fault scenario; all hooks are optional.
+type relScenario struct {
+	name       string
+	brokers    int
+	partitions int32
+	noTopic    bool // the topic does not exist when sending starts
+	keys       int  // sender goroutines, one key each
+	perKey     int  // records per key (default run)
+	// window > 0 makes odd keys send asynchronously with up to window
+	// records outstanding (even keys send synchronously, one at a time);
+	// allAsync makes every key asynchronous.
+	window   int
+	allAsync bool
+	opts     []kpush.Option
+	stall    time.Duration // bound on the sending phase (default 30s)
+	minAcked float64       // fraction of records that must be acknowledged
+	noRead   bool          // the cluster cannot be read back (closed)
+	// skip names an engine bug this scenario reproduces; it is skipped
+	// unless KPUSH_REL_BUGS=1.
+	skip string
+	// strictSeqReset makes ErrSequenceReset an error like any other; by
+	// default it is tolerated and counted (engine bug, see 05b).
+	strictSeqReset bool
+
+	setup     func(e *relEnv)                                                                 // before the producer exists
+	onProduce func(e *relEnv, n int64, req *kmsg.ProduceRequest) (kmsg.Response, error, bool) // the one produce control
+	onResp    func(e *relEnv, c *relConn, key, version int16, frame []byte) ([]byte, bool)    // network hook
+	ctxFor    func(e *relEnv, k, i int, rng *rand.Rand) (context.Context, context.CancelFunc) // per-record ctx
+	perRecord func(e *relEnv, k, i int)                                                       // after each Send/SendAsync call
+	onOutcome func(e *relEnv, k, i int, r *relRecord)                                         // after each outcome; concurrent
+	checkErr  func(e *relEnv, k, i int, err error) error                                      // is this error allowed here?
+	finish    func(e *relEnv)                                                                 // senders done, faults quiet, before read-back
+	after     func(e *relEnv)                                                                 // after the model check
+	state     func() string                                                                   // scenario state for stall reports
+}
+
+// relEnv is one running scenario.
+type relEnv struct {
+	t     *testing.T
+	sc    *relScenario
+	c     *kafkatest.Cluster
+	f     *kfake.Cluster
+	net   *relNet
+	p     *kpush.Producer
+	topic string
+	ports map[int32]int // node ID → port
+	ctx   context.Context
+	done  chan struct{} // closed at cleanup, before the cluster closes: wakes held requests
+	t0    time.Time
+	log   *relLogBuf
+
+	keys, perKey int
+	recs         [][]relRecord
+
+	produceReqs atomic.Int64 // produce requests seen by the cluster
+	outcomes    atomic.Int64
+	acked       atomic.Int64
+	extra       atomic.Int64 // outcomes delivered more than once
+	seqResets   atomic.Int64 // ErrSequenceReset outcomes tolerated (bug 05b)
+	quiet       atomic.Bool  // fault injection stopped
+
+	goroutinesBefore int
+
+	vmu        sync.Mutex
+	violations map[string]int
+	examples   []string
+	notes      []string
+}
+
+func (e *relEnv) now() int64 { return int64(time.Since(e.t0)) }
+
+// violate records a model violation; the test fails at the end with the
+// first examples of each kind.
+func (e *relEnv) violate(kind, format string, args ...any) {
+	e.vmu.Lock()
+	defer e.vmu.Unlock()
+	e.violations[kind]++
+	if e.violations[kind] <= 3 {
+		e.examples = append(e.examples, kind+": "+fmt.Sprintf(format, args...))
+	}
+}
+
+// note adds a fact to the scenario's summary line.
+func (e *relEnv) note(format string, args ...any) {
+	e.vmu.Lock()
+	defer e.vmu.Unlock()
+	e.notes = append(e.notes, fmt.Sprintf(format, args...))
+}
+
+func (e *relEnv) records() int { return e.keys * e.perKey }
+
+// value and key of record i of key k.
+func relValue(k, i int) []byte { return []byte(strconv.Itoa(k) + "/" + strconv.Itoa(i)) }
+func relKey(k int) []byte      { return []byte("key-" + strconv.Itoa(k)) }
+
+// relScale multiplies record counts (the -kpush.long flag).
+func relScale() int {
+	if *relLong {
+		return 50
+	}
+	return 1
+}
+
+func runReliability(t *testing.T, sc *relScenario) {
+	if sc.skip != "" && os.Getenv("KPUSH_REL_BUGS") != "1" {
+		t.Skip(sc.skip)
+	}
+	scale := relScale()
+	e := &relEnv{
+		t: t, sc: sc, net: newRelNet(), topic: "rel", ports: map[int32]int{},
+		keys: sc.keys, perKey: sc.perKey * scale,
+		done: make(chan struct{}), violations: map[string]int{}, log: &relLogBuf{},
+	}
+	if sc.brokers == 0 {
+		sc.brokers = 3
+	}
+	if sc.partitions == 0 {
+		sc.partitions = 6
+	}
+	if sc.stall == 0 {
+		sc.stall = 30 * time.Second
+	}
+	sc.stall *= time.Duration(scale)
+	e.net.hook = func(c *relConn, key, version int16, frame []byte) ([]byte, bool) {
+		if sc.onResp == nil {
+			return nil, false
+		}
+		return sc.onResp(e, c, key, version, frame)
+	}
+	opts := []kafkatest.Option{kafkatest.WithBrokers(sc.brokers), kafkatest.WithKfakeOptions(kfake.ListenFn(e.net.listen))}
+	if !sc.noTopic {
+		opts = append(opts, kafkatest.WithTopic(e.topic, sc.partitions))
+	}
+	e.c = kafkatest.NewTestCluster(t, opts...)
+	t.Cleanup(func() { close(e.done) }) // runs before the cluster's Close
+	e.f = e.c.Fake()
+	for id, addr := range e.c.Addrs() {
+		_, port, _ := net.SplitHostPort(addr)
+		e.ports[int32(id)], _ = strconv.Atoi(port)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute*time.Duration(scale))
+	t.Cleanup(cancel)
+	e.ctx = ctx
+
+	f := e.f
+	f.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		n := e.produceReqs.Add(1)
+		if sc.onProduce == nil || e.quiet.Load() {
+			return nil, nil, false
+		}
+		return sc.onProduce(e, n, req.(*kmsg.ProduceRequest))
+	})
+	if sc.setup != nil {
+		sc.setup(e)
+	}
+
+	e.goroutinesBefore = runtime.NumGoroutine()
+	popts := append([]kpush.Option{
+		kpush.WithBrokers(e.c.Addrs()...),
+		kpush.WithRetryBackoff(2 * time.Millisecond),
+		kpush.WithRequestTimeout(2 * time.Second),
+		kpush.WithDeliveryTimeout(30 * time.Second),
+		kpush.WithLogger(slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+	}, sc.opts...)
+	p, err := kpush.New(popts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.p = p
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Close(cctx); err != nil && !errors.Is(err, kpush.ErrClosed) {
+			t.Errorf("Close: %v", err)
+		}
+	})
+
+	// Send.
+	e.recs = make([][]relRecord, e.keys)
+	for k := range e.recs {
+		e.recs[k] = make([]relRecord, e.perKey)
+	}
+	e.t0 = time.Now()
+	var wg sync.WaitGroup
+	for k := range e.keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.sendKey(k)
+		}()
+	}
+	sendersDone := make(chan struct{})
+	go func() { wg.Wait(); close(sendersDone) }()
+	stall := time.NewTimer(sc.stall)
+	defer stall.Stop()
+	select {
+	case <-sendersDone:
+	case <-stall.C:
+		e.quiet.Store(true)
+		state := ""
+		if sc.state != nil {
+			state = sc.state()
+		}
+		buf := make([]byte, 1<<20)
+		logs := e.log.String()
+		t.Fatalf("%s: senders stalled after %v: %d of %d outcomes; scenario state: %s\nstats %+v\npartitions:\n%s\nlog tail:\n%s\ngoroutines:\n%s",
+			sc.name, sc.stall, e.outcomes.Load(), e.records(), state, p.Stats(), p.DebugPartitions(),
+			logs[max(0, len(logs)-4000):], buf[:runtime.Stack(buf, true)])
+	}
+	sendTime := time.Since(e.t0)
+	e.quiet.Store(true)
+	e.net.quiet.Store(true)
+	if sc.finish != nil {
+		sc.finish(e)
+	}
+	// Let records abandoned in flight (ctx canceled) finish before reading
+	// back, so a late retry cannot land after the read.
+	fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := p.Flush(fctx); err != nil {
+		t.Errorf("%s: Flush after all outcomes: %v; stats %+v\n%s", sc.name, err, p.Stats(), p.DebugPartitions())
+	}
+	fcancel()
+
+	e.check()
+	if sc.after != nil {
+		sc.after(e)
+	}
+	e.report(sendTime)
+}
+
+func (e *relEnv) sendKey(k int) {
+	sc := e.sc
+	rng := rand.New(rand.NewPCG(uint64(k), 0x5eed))
+	key := relKey(k)
+	window := 0
+	if sc.allAsync || (sc.window > 0 && k%2 == 1) {
+		window = max(sc.window, 1)
+	}
+	var sem chan struct{}
+	var outstanding sync.WaitGroup
+	if window > 0 {
+		sem = make(chan struct{}, window)
+	}
+	for i := range e.perKey {
+		rec := &kpush.Record{Topic: e.topic, Key: key, Value: relValue(k, i)}
+		ctx, cancel := e.ctx, context.CancelFunc(func() {})
+		if sc.ctxFor != nil {
+			ctx, cancel = sc.ctxFor(e, k, i, rng)
+		}
+		if window == 0 {
+			e.recs[k][i].start = e.now()
+			res, err := e.p.Send(ctx, rec)
+			cancel()
+			e.finish(k, i, res, err)
+		} else {
+			sem <- struct{}{} // released by the callback; the runner bounds the wait
+			e.recs[k][i].start = e.now()
+			outstanding.Add(1)
+			e.p.SendAsync(ctx, rec, func(res kpush.Result, err error) {
+				e.finish(k, i, res, err)
+				<-sem
+				outstanding.Done()
+			})
+			cancel()
+		}
+		if sc.perRecord != nil {
+			sc.perRecord(e, k, i)
+		}
+	}
+	outstanding.Wait()
+}
+
+// finish records an outcome.
+func (e *relEnv) finish(k, i int, res kpush.Result, err error) {
+	r := &e.recs[k][i]
+	if n := r.calls.Add(1); n != 1 {
+		e.extra.Add(1)
+		e.violate("outcome delivered twice", "record %d/%d: outcome #%d: %v %v", k, i, n, res, err)
+		return
+	}
+	r.end = e.now()
+	if err == nil {
+		r.outcome, r.loc = relAcked, relLoc{res.Partition, res.Offset}
+		if res.Topic != e.topic {
+			e.violate("bad result", "record %d/%d acknowledged for topic %q", k, i, res.Topic)
+		}
+		e.acked.Add(1)
+	} else {
+		r.err = err
+		var pe *kpush.ProduceError
+		nw, un := errors.Is(err, kpush.ErrNotWritten), errors.Is(err, kpush.ErrOutcomeUnknown)
+		switch {
+		case !errors.As(err, &pe):
+			e.violate("bad error", "record %d/%d: %v (%T) is not a *ProduceError", k, i, err, err)
+		case nw == un:
+			e.violate("bad error", "record %d/%d: %v matches not-written=%v unknown=%v", k, i, err, nw, un)
+		case pe.Topic != e.topic || pe.Partition < -1 || pe.Partition >= e.sc.partitions:
+			e.violate("bad error", "record %d/%d: %v names %q[%d]", k, i, err, pe.Topic, pe.Partition)
+		}
+		switch {
+		case nw:
+			r.outcome = relNotWritten
+		case un:
+			r.outcome = relUnknown
+		default:
+			r.outcome = relNotWritten // counted, already reported
+		}
+		if !e.sc.strictSeqReset && un && errors.Is(err, kpush.ErrSequenceReset) {
+			// Engine bug reproduced by scenario 05b: tolerated (the model
+			// still checks the record is present at most once) and counted.
+			e.seqResets.Add(1)
+		} else if e.sc.checkErr != nil {
+			if cerr := e.sc.checkErr(e, k, i, err); cerr != nil {
+				e.violate("unexpected error", "record %d/%d: %v", k, i, cerr)
+			}
+		}
+	}
+	e.outcomes.Add(1)
+	if e.sc.onOutcome != nil {
+		e.sc.onOutcome(e, k, i, r)
+	}
+}
+
+// check is the model check: every record has exactly one outcome;
+// acknowledged ⇒ present exactly once where reported; not written ⇒ absent;
+// unknown ⇒ present at most once; per key, present records are in send
+// order.
+func (e *relEnv) check() {
+	t := e.t
+	if !e.sc.noRead {
+		got, err := e.c.ReadAll(e.ctx, e.topic)
+		if err != nil {
+			t.Fatalf("%s: read back: %v", e.sc.name, err)
+		}
+		for _, g := range got {
+			ks, is, ok := strings.Cut(string(g.Value), "/")
+			k, err1 := strconv.Atoi(ks)
+			i, err2 := strconv.Atoi(is)
+			if !ok || err1 != nil || err2 != nil || k < 0 || k >= e.keys || i < 0 || i >= e.perKey || string(g.Key) != string(relKey(k)) {
+				e.violate("unexpected record", "partition %d offset %d holds %q=%q", g.Partition, g.Offset, g.Key, g.Value)
+				continue
+			}
+			r := &e.recs[k][i]
+			if r.seen == 0 {
+				r.found = relLoc{g.Partition, g.Offset}
+			}
+			r.seen++
+		}
+	}
+	var lost, dup, reord int
+	for k := range e.keys {
+		last := relLoc{-1, -1}
+		for i := range e.perKey {
+			r := &e.recs[k][i]
+			switch n := r.calls.Load(); {
+			case n == 0:
+				e.violate("no outcome", "record %d/%d never got an outcome", k, i)
+			case n > 1:
+				// reported in finish
+			}
+			if e.sc.noRead {
+				continue
+			}
+			if r.seen > 1 {
+				dup++
+				e.violate("duplicated", "record %d/%d (outcome %d, err %v) present %d times", k, i, r.outcome, r.err, r.seen)
+			}
+			switch r.outcome {
+			case relAcked:
+				switch {
+				case r.seen == 0:
+					lost++
+					e.violate("lost", "record %d/%d acknowledged at %d/%d is absent", k, i, r.loc.part, r.loc.offset)
+				case r.loc.offset >= 0 && r.found != r.loc:
+					e.violate("misreported", "record %d/%d acknowledged at %d/%d is at %d/%d", k, i, r.loc.part, r.loc.offset, r.found.part, r.found.offset)
+				}
+			case relNotWritten:
+				if r.seen > 0 {
+					e.violate("not written but present", "record %d/%d failed with %v but is at %d/%d", k, i, r.err, r.found.part, r.found.offset)
+				}
+			}
+			if r.seen > 0 {
+				if last.part >= 0 && (r.found.part != last.part || r.found.offset <= last.offset) {
+					reord++
+					e.violate("reordered", "key %d: record %d at %d/%d after %d/%d", k, i, r.found.part, r.found.offset, last.part, last.offset)
+				}
+				last = r.found
+			}
+		}
+	}
+	e.vmu.Lock()
+	e.violations["lost"], e.violations["duplicated"], e.violations["reordered"] = lost, dup, reord
+	e.vmu.Unlock()
+}
+
+func (e *relEnv) counts() (acked, notWritten, unknown int) {
+	for k := range e.keys {
+		for i := range e.perKey {
+			switch e.recs[k][i].outcome {
+			case relAcked:
+				acked++
+			case relNotWritten:
+				notWritten++
+			case relUnknown:
+				unknown++
+			}
+		}
+	}
+	return
+}
+
+// causes summarizes error causes, most frequent first.
+func (e *relEnv) causes() string {
+	m := map[string]int{}
+	for k := range e.keys {
+		for i := range e.perKey {
+			if err := e.recs[k][i].err; err != nil {
+				var pe *kpush.ProduceError
+				s := err.Error()
+				if errors.As(err, &pe) && pe.Err != nil {
+					s = pe.Err.Error()
+				}
+				if len(s) > 60 {
+					s = s[:60]
+				}
+				m[s]++
+			}
+		}
+	}
+	type kv struct {
+		k string
+		v int
+	}
+	var l []kv
+	for k, v := range m {
+		l = append(l, kv{k, v})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v })
+	var b strings.Builder
+	for i, x := range l {
+		if i == 4 {
+			fmt.Fprintf(&b, " …")
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%d× %s", x.v, x.k)
+	}
+	return b.String()
+}
+
+func (e *relEnv) report(sendTime time.Duration) {
+	t := e.t
+	acked, nw, unk := e.counts()
+	e.vmu.Lock()
+	lost, dup, reord := e.violations["lost"], e.violations["duplicated"], e.violations["reordered"]
+	notes := strings.Join(e.notes, ", ")
+	var bad []string
+	for kind, n := range e.violations {
+		if n > 0 {
+			bad = append(bad, fmt.Sprintf("%s=%d", kind, n))
+		}
+	}
+	examples := strings.Join(e.examples, "\n  ")
+	e.vmu.Unlock()
+	sort.Strings(bad)
+	st := e.p.Stats()
+	checked := fmt.Sprintf("lost=%d duplicated=%d reordered=%d", lost, dup, reord)
+	if e.sc.noRead {
+		checked = "lost=n/a duplicated=n/a reordered=n/a (cluster closed, not read back)"
+	}
+	if n := e.seqResets.Load(); n > 0 {
+		notes += fmt.Sprintf(", %d unknown are ErrSequenceReset (bug 05b, tolerated)", n)
+	}
+	t.Logf("%s: records=%d acked=%d not-written=%d unknown=%d %s | %v, %d produce requests, %d retries | %s | errors: %s",
+		e.sc.name, e.records(), acked, nw, unk, checked, sendTime.Round(time.Millisecond), e.produceReqs.Load(), st.Retries, notes, e.causes())
+	if len(bad) > 0 {
+		t.Errorf("%s: model violations: %s\n  %s", e.sc.name, strings.Join(bad, " "), examples)
+	}
+	if min, resets := int(e.sc.minAcked*float64(e.records())), int(e.seqResets.Load()); acked+resets < min {
+		t.Errorf("%s: %d of %d records acknowledged (+%d ErrSequenceReset), want at least %d", e.sc.name, acked, e.records(), resets, min)
+	}
+	if t.Failed() {
+		if f := os.Getenv("KPUSH_REL_LOG"); f != "" {
+			os.WriteFile(f, []byte(e.log.full.String()), 0o644)
+		}
+		logs := e.log.String()
+		t.Logf("%s: producer log tail:\n%s", e.sc.name, logs[max(0, len(logs)-6000):])
+	}
+}
+
+// waitGoroutines waits (bounded) until the goroutine count is back to n.
+func relWaitGoroutines(t *testing.T, n int, what string) {
+	t.Helper()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for runtime.NumGoroutine() > n {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			buf := make([]byte, 1<<20)
+			t.Errorf("%s: %d goroutines, want at most %d:\n%s", what, runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
+			return
+		}
+	}
+}
+
+type relLogBuf struct {
+	mu   sync.Mutex
+	b    []byte
+	full strings.Builder
+}
+
+// Write keeps the last 64 KiB of the producer's debug log.
+func (l *relLogBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	if os.Getenv("KPUSH_REL_LOG") != "" {
+		l.full.Write(p)
+	}
+	if len(l.b) > 128<<10 {
+		l.b = append(l.b[:0], l.b[len(l.b)-64<<10:]...)
+	}
+	return len(p), nil
+}
+
+func (l *relLogBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
