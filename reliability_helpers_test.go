@@ -555,6 +555,9 @@ func (e *relEnv) report(sendTime time.Duration) {
 		}
 		logs := e.log.String()
 		t.Logf("%s: producer log tail:\n%s", e.sc.name, logs[max(0, len(logs)-6000):])
+		if os.Getenv("KPUSH_DUMP_LOG") != "" {
+			os.WriteFile(os.Getenv("KPUSH_DUMP_LOG"), []byte(logs), 0o644)
+		}
 	}
 }
 

@@ -339,17 +339,6 @@ func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending 
 	slices.SortStableFunc(retry, (*Batch).before)
 	p.retry = retry[:0]
 	for _, b := range retry {
-		if b.id != idem.None && b.id == p.id && p.ackedOrd > b.ord {
-			// A later batch under the same producer ID was acknowledged:
-			// brokers accept sequences only in order, so b was written
-			// (its attempt timed out or its retry was refused). Resending
-			// could only fail once b left the broker's dedup window.
-			for _, r := range b.recs {
-				r.finishSent(-1, nil, false) // written; offset unknown
-			}
-			failed = append(failed, b.recs...)
-			continue
-		}
 		if b.deadline < now {
 			failed = p.failBatchLocked(b, p.eng.expiryErr(), b.unknown, failed)
 			p.dropSeqLocked(b)
