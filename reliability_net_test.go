@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -278,24 +277,6 @@ func rewriteResponse(key, version int16, frame []byte, fn func(kmsg.Response)) [
 	out = resp.AppendTo(out)
 	binary.BigEndian.PutUint32(out[0:4], uint32(len(out)-4))
 	return out
-}
-
-// relReject answers every partition of req with code (not applied).
-func relReject(req *kmsg.ProduceRequest, code *kerr.Error, throttleMs int32) *kmsg.ProduceResponse {
-	resp := req.ResponseKind().(*kmsg.ProduceResponse)
-	resp.ThrottleMillis = throttleMs
-	for _, rt := range req.Topics {
-		st := kmsg.NewProduceResponseTopic()
-		st.Topic = rt.Topic
-		for _, rp := range rt.Partitions {
-			sp := kmsg.NewProduceResponseTopicPartition()
-			sp.Partition = rp.Partition
-			sp.ErrorCode = code.Code
-			st.Partitions = append(st.Partitions, sp)
-		}
-		resp.Topics = append(resp.Topics, st)
-	}
-	return resp
 }
 
 // errRelCutBefore makes kfake close the connection without applying the

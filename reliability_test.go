@@ -302,7 +302,7 @@ func relRetriableErrors() *relScenario {
 				return nil, nil, false
 			}
 			viaReply.Add(1)
-			return relReject(req, code, 0), nil, true
+			return rejectProduce(req, code, 0), nil, true
 		},
 		// Every error is unexpected here, except ErrSequenceReset, which the
 		// runner tolerates and counts: engine bug reproduced by 05b.
@@ -378,7 +378,7 @@ func relRetryAfterSuccessorsAcked() *relScenario {
 						mu.Lock()
 					case b.FirstSequence == target && rejected < 8:
 						rejected++
-						return relReject(req, kerr.NotEnoughReplicas, 0), nil, true
+						return rejectProduce(req, kerr.NotEnoughReplicas, 0), nil, true
 					}
 				}
 			}
@@ -415,7 +415,7 @@ func relEpochBump() *relScenario {
 				return nil, nil, false
 			}
 			injected.Add(1)
-			return relReject(req, codes[(n/97)%2], 0), nil, true
+			return rejectProduce(req, codes[(n/97)%2], 0), nil, true
 		},
 		checkErr: func(e *relEnv, k, i int, err error) error {
 			if errors.Is(err, kpush.ErrSequenceReset) && errors.Is(err, kpush.ErrOutcomeUnknown) {
@@ -442,7 +442,7 @@ func relThrottle() *relScenario {
 		onProduce: func(e *relEnv, n int64, req *kmsg.ProduceRequest) (kmsg.Response, error, bool) {
 			if n%50 == 0 {
 				injected.Add(1)
-				return relReject(req, kerr.NotEnoughReplicas, 15), nil, true
+				return rejectProduce(req, kerr.NotEnoughReplicas, 15), nil, true
 			}
 			return nil, nil, false
 		},

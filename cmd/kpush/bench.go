@@ -292,19 +292,25 @@ func runLevel(parent context.Context, p *kpush.Producer, cfg *benchConfig, c int
 	<-progressDone // it writes to progress until then
 	after := p.Stats()
 
-	all := slices.Concat(lats...)
-	slices.Sort(all)
-	r := levelResult{Mode: "sync", Concurrency: c, Records: sent.Load(), Failed: failed.Load(), Seconds: elapsed.Seconds()}
-	if r.Records > 0 {
+	r := levelResult{Mode: "sync", Concurrency: c, Records: sent.Load(), Failed: failed.Load()}
+	r.fill(slices.Concat(lats...), elapsed, cpu, before, after)
+	return r
+}
+
+// fill computes the rates, latency percentiles and batch size of a level
+// from its latencies, wall time, CPU time and the producer's stats.
+func (r *levelResult) fill(lats []int64, elapsed, cpu time.Duration, before, after kpush.Stats) {
+	r.Seconds = elapsed.Seconds()
+	slices.Sort(lats)
+	if r.Records > 0 && len(lats) > 0 {
 		r.RecordsPerSec = float64(r.Records) / elapsed.Seconds()
 		r.CPUMicros = float64(cpu.Microseconds()) / float64(r.Records)
-		r.P50Micros = float64(all[len(all)/2]) / 1e3
-		r.P99Micros = float64(all[len(all)*99/100]) / 1e3
+		r.P50Micros = float64(lats[len(lats)/2]) / 1e3
+		r.P99Micros = float64(lats[len(lats)*99/100]) / 1e3
 	}
 	if n := after.Batches - before.Batches; n > 0 {
 		r.RecsPerBatch = float64(after.BatchedRecords-before.BatchedRecords) / float64(n)
 	}
-	return r
 }
 
 // runAsync pipelines records from one goroutine with SendAsync; latency is
@@ -349,17 +355,8 @@ func runAsync(ctx context.Context, p *kpush.Producer, cfg *benchConfig, progress
 	after := p.Stats()
 	mu.Lock()
 	defer mu.Unlock()
-	slices.Sort(lats)
-	r := levelResult{Mode: "async", Concurrency: 1, Records: sent.Load(), Failed: failed.Load(), Seconds: elapsed.Seconds()}
-	if r.Records > 0 {
-		r.RecordsPerSec = float64(r.Records) / elapsed.Seconds()
-		r.CPUMicros = float64(cpu.Microseconds()) / float64(r.Records)
-		r.P50Micros = float64(lats[len(lats)/2]) / 1e3
-		r.P99Micros = float64(lats[len(lats)*99/100]) / 1e3
-	}
-	if n := after.Batches - before.Batches; n > 0 {
-		r.RecsPerBatch = float64(after.BatchedRecords-before.BatchedRecords) / float64(n)
-	}
+	r := levelResult{Mode: "async", Concurrency: 1, Records: sent.Load(), Failed: failed.Load()}
+	r.fill(lats, elapsed, cpu, before, after)
 	return r
 }
 
