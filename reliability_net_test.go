@@ -45,11 +45,16 @@ func (n *relNet) listen(network, addr string) (net.Listener, error) {
 	return l, nil
 }
 
+// listener returns the listener on port, or nil.
+func (n *relNet) listener(port int) *relListener {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.lns[port]
+}
+
 // kill closes every connection accepted on port (as a dying broker would).
 func (n *relNet) kill(port int) int {
-	n.mu.Lock()
-	l := n.lns[port]
-	n.mu.Unlock()
+	l := n.listener(port)
 	if l == nil {
 		return 0
 	}
@@ -74,9 +79,7 @@ func (n *relNet) killAll() int {
 // pendingConn returns a connection on port with an unanswered request of
 // key, or nil.
 func (n *relNet) pendingConn(port int, key kmsg.Key) *relConn {
-	n.mu.Lock()
-	l := n.lns[port]
-	n.mu.Unlock()
+	l := n.listener(port)
 	if l == nil {
 		return nil
 	}
@@ -108,9 +111,7 @@ type relListener struct {
 // nextAccept returns a channel closed when the next connection on port is
 // accepted (nil if there is no listener on port).
 func (n *relNet) nextAccept(port int) <-chan struct{} {
-	n.mu.Lock()
-	l := n.lns[port]
-	n.mu.Unlock()
+	l := n.listener(port)
 	if l == nil {
 		return nil
 	}

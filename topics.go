@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -101,10 +102,7 @@ func (p *Producer) addTopic(name string) *topic {
 	t := &topic{name: name, picker: partition.NewPicker(strategy, stickyBytes), ready: make(chan struct{})}
 	empty := []*sink.Partition{}
 	t.parts.Store(&empty)
-	m := make(map[string]*topic, len(old)+1)
-	for k, v := range old {
-		m[k] = v
-	}
+	m := maps.Clone(old)
 	m[name] = t
 	p.topics.Store(&m)
 	p.ref.Trigger()
@@ -113,12 +111,8 @@ func (p *Producer) addTopic(name string) *topic {
 
 func (p *Producer) removeTopicLocked(name string) {
 	old := *p.topics.Load()
-	m := make(map[string]*topic, len(old))
-	for k, v := range old {
-		if k != name {
-			m[k] = v
-		}
-	}
+	m := maps.Clone(old)
+	delete(m, name)
 	p.topics.Store(&m)
 }
 
