@@ -42,7 +42,12 @@ func TestMain(m *testing.M) {
 		runBenchBroker()
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if err := writeReliabilityReport(); err != nil {
+		fmt.Fprintln(os.Stderr, "reliability report:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 // runBenchBroker serves a fake cluster until stdin closes (the parent exits).

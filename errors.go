@@ -29,9 +29,20 @@ var (
 	ErrNilRecord = errors.New("kpush: nil record")
 	// ErrNoTopic: the record has no topic and the producer no default topic.
 	ErrNoTopic = errors.New("kpush: record has no topic and no default topic is set")
+	// ErrInvalidTopic: the topic name is not one Kafka accepts (empty
+	// after defaults, longer than 249 bytes, "." or "..", or a character
+	// other than ASCII letters, digits, '.', '_' and '-').
+	ErrInvalidTopic = errors.New("kpush: invalid topic name")
+	// ErrInvalidHeader: a header key is not valid UTF-8 (Kafka header
+	// keys are strings; consumers would decode it lossily).
+	ErrInvalidHeader = errors.New("kpush: invalid header")
+	// ErrInvalidTimestamp: the record's timestamp is before the Unix epoch
+	// (Kafka timestamps are non-negative milliseconds; -1 means none).
+	ErrInvalidTimestamp = errors.New("kpush: invalid timestamp")
 	// ErrRecordTooLarge: the encoded record does not fit in a batch of
-	// WithMaxBatchBytes.
-	ErrRecordTooLarge = errors.New("kpush: record larger than the maximum batch size")
+	// WithMaxBatchBytes, or is larger than the whole buffer
+	// (WithMaxBufferedBytes).
+	ErrRecordTooLarge = errors.New("kpush: record too large")
 	// ErrUnknownTopic: the cluster does not have the topic (and does not
 	// create it automatically).
 	ErrUnknownTopic = errors.New("kpush: unknown topic")

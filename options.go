@@ -244,6 +244,11 @@ func (c *config) validate() error {
 	bad := func(opt, format string, args ...any) error {
 		return &ConfigError{Option: opt, Reason: fmt.Sprintf(format, args...)}
 	}
+	if c.defaultTopic != "" {
+		if err := checkTopicName(c.defaultTopic); err != nil {
+			return bad("WithDefaultTopic", "%v", err)
+		}
+	}
 	if len(c.brokers) == 0 {
 		return bad("WithBrokers", "no seed brokers")
 	}
