@@ -165,13 +165,13 @@ func relValue(k, i int) []byte { return []byte(strconv.Itoa(k) + "/" + strconv.I
 func relKey(k int) []byte      { return []byte("key-" + strconv.Itoa(k)) }
 
 // relTarget is the least number of records each scenario sends: 100,000
-// by default, 1,000,000 with -kpush.long, 10,000 with -short (the race
-// run in .ci/run).
+// by default, 1,000,000 with -kpush.long, 10,000 with -short or the race
+// detector.
 func relTarget() int {
 	switch {
 	case *relLong:
 		return 1_000_000
-	case testing.Short():
+	case testing.Short(), raceEnabled:
 		return 10_000
 	}
 	return 100_000

@@ -64,6 +64,8 @@ type soakSample struct {
 	acked                   int64
 	heapMiB, sysMiB, rssMiB float64
 	goroutines              int
+	bufferedKiB             float64 // kpush's Stats().BytesBuffered
+	lag                     int64   // records acknowledged, not yet read back
 }
 
 func (r *reportData) addScenario(row scenarioRow) {
@@ -217,10 +219,10 @@ func writeReliabilityReport() error {
 		p("")
 		p("Records: %d sent, %d acknowledged, %d not written, %d outcome unknown. Result: **%s**. %s", s.records, s.acked, s.notWritten, s.unknown, s.result, s.verdict)
 		p("")
-		p("| elapsed | records acknowledged | heap in use (MiB) | Go runtime total (MiB) | RSS (MiB) | goroutines |")
-		p("|---:|---:|---:|---:|---:|---:|")
+		p("| elapsed | records acknowledged | heap in use (MiB) | Go runtime total (MiB) | RSS (MiB) | goroutines | kpush buffered (KiB) | consumer lag (records) |")
+		p("|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for _, x := range s.samples {
-			p("| %v | %d | %.1f | %.1f | %.1f | %d |", x.at.Round(time.Second), x.acked, x.heapMiB, x.sysMiB, x.rssMiB, x.goroutines)
+			p("| %v | %d | %.1f | %.1f | %.1f | %d | %.0f | %d |", x.at.Round(time.Second), x.acked, x.heapMiB, x.sysMiB, x.rssMiB, x.goroutines, x.bufferedKiB, x.lag)
 		}
 	}
 	return os.WriteFile(*relReportPath, []byte(b.String()), 0o644)

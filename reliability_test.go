@@ -10,7 +10,7 @@ package kpush_test
 //
 //	go test -run TestReliability -v .                 # ≥ 100,000 records per scenario
 //	go test -run TestReliability -v -kpush.long .     # ≥ 1,000,000 records per scenario
-//	go test -race -short -run TestReliability .       # ≥ 10,000 records per scenario
+//	go test -race -run TestReliability .              # ≥ 10,000 records per scenario
 
 import (
 	"context"
