@@ -175,7 +175,7 @@ func newBenchProducer(b *testing.B) *kpush.Producer {
 
 func newBenchKgo(b *testing.B) *kgo.Client {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokerAddrs(b)...), kgo.DefaultProduceTopic(benchTopic),
-		kgo.MaxBufferedRecords(1<<20))
+		kgo.MaxBufferedRecords(1<<20), kgo.ProducerBatchCompression(kgo.NoCompression())) // kpush does not compress by default either
 	if err != nil {
 		b.Fatal(err)
 	}
