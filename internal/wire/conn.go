@@ -162,7 +162,11 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err) // both match errors.Is
 		}
 		err = fmt.Errorf("api versions with %s: %w", addr, err)
-		if cfg.TLS == nil && closedByPeer(err) && speaksTLS(ctx, addr, cfg) {
+		if cfg.TLS != nil && isTLSRejection(err) {
+			// With TLS 1.3 a broker that refuses our certificate says so
+			// only after the handshake, on the first read.
+			err = cfg.authFailed(addr, false, fmt.Errorf("%w: %w", ErrAuth, err))
+		} else if cfg.TLS == nil && closedByPeer(err) && speaksTLS(ctx, addr, cfg) {
 			err = cfg.authFailed(addr, false, fmt.Errorf("%w: the broker at %s expects TLS (enable TLS: WithTLS, security.protocol=SSL or SASL_SSL)", ErrAuth, addr))
 		}
 		return nil, err

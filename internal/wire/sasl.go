@@ -83,9 +83,11 @@ func isTLSRejection(err error) bool {
 		verify      *tls.CertificateVerificationError
 		alert       tls.AlertError
 		header      tls.RecordHeaderError
+		op          *net.OpError
 	)
 	return errors.As(err, &unknownAuth) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
-		errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &header)
+		errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &header) ||
+		errors.As(err, &op) && op.Op == "remote error" // the broker's TLS alert
 }
 
 // closedByPeer reports whether err means the broker closed the connection.
@@ -134,7 +136,7 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, ErrRequestTimeout) {
 			return fmt.Errorf("%s with %s: %w", step, c.addr, err) // slow, not refused
 		}
-		return fail("%s: the broker closed the connection (%v)", step, err)
+		return fail("%s: the broker closed the connection (wrong user name or password?)", step)
 	}
 	if c.Version(int16(kmsg.SASLHandshake)) < 1 || c.Version(int16(kmsg.SASLAuthenticate)) < 0 {
 		return fail("the broker does not support SaslHandshake v1 and SaslAuthenticate")
