@@ -128,9 +128,16 @@ func (c *Cluster) Start() error {
 		}
 		return err
 	}
-	c.fake = fake
 	c.certs = certs
-	c.addrs = fake.ListenAddrs()
+	addrs := fake.ListenAddrs()
+	if len(c.cfg.saslUsers) > 0 {
+		if err := c.advertiseSASLHandshakeV0(fake, addrs); err != nil {
+			fake.Close()
+			return errors.Join(err, waitGoroutines(c.label, c.cfg.closeTimeout))
+		}
+	}
+	c.fake = fake
+	c.addrs = addrs
 	return nil
 }
 

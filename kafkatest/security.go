@@ -3,11 +3,15 @@ package kafkatest
 // TLS and SASL for the fake cluster.
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -135,4 +139,43 @@ func (c *Cluster) WriteTLSFiles(dir string) (TLSFiles, error) {
 		return TLSFiles{}, fmt.Errorf("kafkatest: WriteTLSFiles: %w", err)
 	}
 	return TLSFiles{CA: f.CA, ServerCert: f.ServerCert, ServerKey: f.ServerKey, ClientCert: f.ClientCert, ClientKey: f.ClientKey}, nil
+}
+
+// advertiseSASLHandshakeV0 makes the cluster's ApiVersions answer list
+// SaslHandshake from version 0, as Kafka 1.0 to 3.x brokers do. kfake
+// serves only v1 (the version every client sends with SaslAuthenticate),
+// but librdkafka before 2.10 (kcat) enables SASL only when the advertised
+// range includes v0, and would otherwise refuse to authenticate. The
+// answer is kfake's own, captured once with a plain client and replayed
+// with that one range widened.
+func (c *Cluster) advertiseSASLHandshakeV0(fake *kfake.Cluster, addrs []string) error {
+	cl, err := kgo.NewClient(append(c.clientOptions(), kgo.SeedBrokers(addrs...))...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	captured, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, cl)
+	if err != nil {
+		return fmt.Errorf("kafkatest: WithSASL: ApiVersions: %w", err)
+	}
+	for i := range captured.ApiKeys {
+		if captured.ApiKeys[i].ApiKey == int16(kmsg.SASLHandshake) {
+			captured.ApiKeys[i].MinVersion = 0
+		}
+	}
+	fake.ControlKey(int16(kmsg.ApiVersions), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		if r.GetVersion() > captured.Version {
+			return nil, nil, false // kfake answers UNSUPPORTED_VERSION itself
+		}
+		resp := r.ResponseKind().(*kmsg.ApiVersionsResponse)
+		resp.ApiKeys = slices.Clone(captured.ApiKeys)
+		resp.SupportedFeatures = captured.SupportedFeatures
+		resp.FinalizedFeaturesEpoch = captured.FinalizedFeaturesEpoch
+		resp.FinalizedFeatures = captured.FinalizedFeatures
+		return resp, nil, true
+	})
+	return nil
 }
