@@ -198,8 +198,10 @@ func TestSASL_Reauthenticates(t *testing.T) {
 	wg.Wait()
 	s := p.Stats()
 	t.Logf("%d records, %d re-authentications, slowest Send %v", next.Load(), s.Reauthentications, time.Duration(maxRT.Load()))
-	if s.Reauthentications < 4 { // ≥2 renewals on each of the two connections
-		t.Errorf("Reauthentications = %d, want at least 4 in 2.5s of 1s sessions", s.Reauthentications)
+	// The produce connection renews every ~0.5s; the idle metadata
+	// connection only on its next request.
+	if s.Reauthentications < 3 {
+		t.Errorf("Reauthentications = %d, want at least 3 in 2.5s of 1s sessions", s.Reauthentications)
 	}
 	checkExactlyOnce(t, c, "reauth", int(next.Load()))
 }

@@ -103,7 +103,7 @@ func speaksTLS(ctx context.Context, addr string, cfg *Config) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, time.Second) // a TLS server answers a ClientHello at once
 	defer cancel()
 	dial := cfg.Dial
 	if dial == nil {
@@ -131,12 +131,13 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 		return c.cfg.authFailed(c.addr, reauth, fmt.Errorf("%w: %s: SASL %s: "+format, args...))
 	}
 	// A broker that closes the connection mid-exchange rejected us: brokers
-	// before KIP-152 (and kfake) do so for bad credentials.
+	// before KIP-152 (and kfake) do so for bad credentials. A timeout, or
+	// our own Close, is no verdict on the credentials.
 	reqErr := func(step string, err error) error {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, ErrRequestTimeout) {
-			return fmt.Errorf("%s with %s: %w", step, c.addr, err) // slow, not refused
+		if closedByPeer(err) {
+			return fail("%s: the broker closed the connection (wrong user name or password?)", step)
 		}
-		return fail("%s: the broker closed the connection (wrong user name or password?)", step)
+		return fmt.Errorf("%s with %s: %w", step, c.addr, err)
 	}
 	if c.Version(int16(kmsg.SASLHandshake)) < 1 || c.Version(int16(kmsg.SASLAuthenticate)) < 0 {
 		return fail("the broker does not support SaslHandshake v1 and SaslAuthenticate")
