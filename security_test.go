@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -400,5 +401,40 @@ func TestNew_InvalidSecurityOptions(t *testing.T) {
 		if !errors.As(err, &ce) || (ce.Option != "WithSASL" && ce.Option != "WithTLS") {
 			t.Errorf("%s: New = %v, want a *ConfigError for WithSASL or WithTLS", name, err)
 		}
+	}
+}
+
+// TestClose_NoGoroutineLeakAfterAuthFailures: failed handshakes, TLS
+// probes and rejected SASL exchanges leave no goroutine behind.
+func TestClose_NoGoroutineLeakAfterAuthFailures(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("sec", 2), kafkatest.WithTLS(false),
+		kafkatest.WithSASL(kafkatest.SASLScramSHA256, testUser, testSecret))
+	ctx := testCtx(t)
+	before := runtime.NumGoroutine()
+	for name, opts := range map[string][]kpush.Option{
+		"plaintext":      nil,
+		"untrusted":      {kpush.WithTLS(nil)},
+		"wrong password": {kpush.WithTLS(c.TLSConfig()), kpush.WithSASL(kpush.SASLScramSHA256(testUser, "x"))},
+		"working":        {kpush.WithTLS(c.TLSConfig()), kpush.WithSASL(kpush.SASLScramSHA256(testUser, testSecret))},
+	} {
+		p, err := kpush.New(append(opts, kpush.WithBrokers(c.Addrs()...))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = p.Send(ctx, &kpush.Record{Topic: "sec", Value: []byte(name)})
+		if (name == "working") != (err == nil) {
+			t.Errorf("%s: Send = %v", name, err)
+		}
+		if err := p.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -149,6 +149,10 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 		return reqErr("SaslHandshake", err)
 	}
 	if hr := r.(*kmsg.SASLHandshakeResponse); hr.ErrorCode != 0 {
+		if hr.ErrorCode == kerr.IllegalSaslState.Code {
+			// Kafka's answer on a listener without SASL.
+			return fail("%w (is SASL enabled on this listener? check security.protocol)", kerr.IllegalSaslState)
+		}
 		return fail("%w (the broker enables %v)", kerr.ErrorForCode(hr.ErrorCode), hr.SupportedMechanisms)
 	}
 	sess, msg, err := m.Authenticate(ctx, c.addr)

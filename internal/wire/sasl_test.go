@@ -83,11 +83,22 @@ func TestDial_SASLFailures(t *testing.T) {
 		resp.ErrorMessage = kmsg.StringPtr("Authentication failed: Invalid username or password")
 		return resp, nil, true
 	})
+	// Kafka answers a SaslHandshake on a listener without SASL so.
+	cl.ControlKey(int16(kmsg.SASLHandshake), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cl.KeepControl()
+		if req.(*kmsg.SASLHandshakeRequest).Mechanism != "X-NO-SASL-LISTENER" {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.SASLHandshakeResponse)
+		resp.ErrorCode = kerr.IllegalSaslState.Code
+		return resp, nil, true
+	})
 	for _, tc := range []struct {
 		name string
 		mech sasl.Mechanism
 		want []string
 	}{
+		{"listener without SASL", renamed{mechanisms("alice", secret)["PLAIN"], "X-NO-SASL-LISTENER"}, []string{"ILLEGAL_SASL_STATE", "security.protocol"}},
 		{"wrong password", mechanisms("alice", "wrong-"+secret)["SCRAM-SHA-256"], []string{"SCRAM-SHA-256", "closed the connection"}},
 		{"unknown user", mechanisms("bob", secret)["SCRAM-SHA-512"], []string{"SCRAM-SHA-512"}},
 		{"broker message", mechanisms("mallory", secret)["PLAIN"], []string{"SASL_AUTHENTICATION_FAILED", "Invalid username or password"}},
