@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/kpush/kpush/internal/wire"
 )
 
 // Outcome categories. Every error returned for a record is a *ProduceError
@@ -64,6 +66,16 @@ var (
 	ErrSequenceReset = errors.New("kpush: producer epoch reset while the record's outcome was unknown")
 	// ErrNoBroker: no broker could be reached for metadata.
 	ErrNoBroker = errors.New("kpush: no broker reachable")
+	// ErrAuthentication: a broker connection could not be authenticated or
+	// secured — SASL failed (wrong user or password, unsupported mechanism,
+	// rejected or expired token, the token provider's error), the broker's
+	// TLS certificate could not be verified (or the broker refused ours), or
+	// the broker expects TLS and WithTLS is not set. Records waiting for
+	// that broker fail at once, not after the delivery timeout, and were
+	// not written (ErrNotWritten); retrying helps only once credentials or
+	// configuration change. The error carries the broker's message, never
+	// credentials. Stats counts these failures.
+	ErrAuthentication = wire.ErrAuth
 )
 
 // Broker errors that users commonly check, re-exported from franz-go's kerr

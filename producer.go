@@ -91,6 +91,8 @@ func New(opts ...Option) (*Producer, error) {
 		DialTimeout:    cfg.dialTimeout,
 		RequestTimeout: cfg.requestTimeout + 5*time.Second, // the broker's own timeout fires first
 		TLS:            cfg.tls,
+		SASL:           cfg.sasl,
+		AuthHook:       p.authEvent,
 		MaxVersions:    map[int16]int16{0: 11}, // Produce v12+ adds nothing kpush uses; v13 needs topic IDs
 	}
 	p.eng = sink.NewEngine(sink.Config{

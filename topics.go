@@ -143,6 +143,10 @@ func (p *Producer) allPartitions() []*sink.Partition {
 func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 	topics := *p.topics.Load()
 	if err != nil {
+		if errors.Is(err, ErrAuthentication) {
+			p.failWaitingTopics(err)
+			return // logged by authEvent; the next Send asks again
+		}
 		p.cfg.logger.Warn("kpush: metadata fetch failed", "err", err)
 		for _, t := range topics {
 			t.setLastErr(fmt.Errorf("%w: %w", ErrNoBroker, err))
