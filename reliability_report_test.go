@@ -142,11 +142,18 @@ func writeReliabilityReport() error {
 
 	var cmd []string
 	flag.Visit(func(f *flag.Flag) {
+		arg := func(name string) {
+			v := f.Value.String()
+			if strings.ContainsAny(v, "|*?[]() $&;<>\"'") {
+				v = "'" + v + "'"
+			}
+			cmd = append(cmd, "-"+name+"="+v)
+		}
 		switch name := strings.TrimPrefix(f.Name, "test."); name {
-		case "run", "count", "timeout", "short", "race":
-			cmd = append(cmd, fmt.Sprintf("-%s=%s", name, f.Value))
+		case "run", "count", "timeout", "short":
+			arg(name)
 		case "kpush.long", "kpush.soak", "kpush.report":
-			cmd = append(cmd, fmt.Sprintf("-%s=%s", f.Name, f.Value))
+			arg(f.Name)
 		}
 	})
 	p("# kpush reliability report")
