@@ -90,6 +90,11 @@ func isTLSRejection(err error) bool {
 		errors.As(err, &op) && op.Op == "remote error" // the broker's TLS alert
 }
 
+// errSASLClosed: the broker closed the connection during the SASL
+// exchange, once. Dial tries a second connection before calling that a
+// rejection of the credentials: a broker restart or a reset looks the same.
+var errSASLClosed = errors.New("the broker closed the connection during SASL authentication")
+
 // closedByPeer reports whether err means the broker closed the connection.
 func closedByPeer(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
@@ -123,8 +128,10 @@ func speaksTLS(ctx context.Context, addr string, cfg *Config) bool {
 // authenticateLocked runs SaslHandshake and SaslAuthenticate with
 // cfg.SASL and schedules re-authentication when the broker grants a
 // limited session. Every error wraps ErrAuth; none contains a credential
-// (only mechanism names and the broker's own messages). c.wmu is held.
-func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
+// (only mechanism names and the broker's own messages), except that a
+// connection closed by the broker mid-exchange wraps errSASLClosed unless
+// closeIsVerdict. c.wmu is held.
+func (c *Conn) authenticateLocked(ctx context.Context, reauth, closeIsVerdict bool) error {
 	m := c.cfg.SASL
 	fail := func(format string, args ...any) error {
 		args = append([]any{ErrAuth, c.addr, m.Name()}, args...)
@@ -132,9 +139,13 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 	}
 	// A broker that closes the connection mid-exchange rejected us: brokers
 	// before KIP-152 (and kfake) do so for bad credentials. A timeout, or
-	// our own Close, is no verdict on the credentials.
+	// our own Close, is no verdict on the credentials; nor is one closed
+	// connection (a restart, a reset): Dial decides after a second one.
 	reqErr := func(step string, err error) error {
 		if closedByPeer(err) {
+			if !closeIsVerdict {
+				return fmt.Errorf("%s with %s: %w: %w", step, c.addr, errSASLClosed, err)
+			}
 			return fail("%s: the broker closed the connection (wrong user name or password?)", step)
 		}
 		return fmt.Errorf("%s with %s: %w", step, c.addr, err)
@@ -220,7 +231,9 @@ func (c *Conn) reauthenticateLocked() error {
 	} else {
 		c.mu.Unlock()
 	}
-	return c.authenticateLocked(ctx, true)
+	// A closed connection is no verdict here: the requests are retried on
+	// a new connection, whose Dial judges the credentials.
+	return c.authenticateLocked(ctx, true, false)
 }
 
 // signalIdleLocked wakes a re-authentication waiting for pending calls to
