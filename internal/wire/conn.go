@@ -39,6 +39,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
+
+	"github.com/kpush/kpush/internal/clock"
 )
 
 // ErrMaybeDelivered wraps the error of a request that was written to the
@@ -101,8 +103,8 @@ type Conn struct {
 	corr int32
 	wbuf []byte
 
-	// Guarded by wmu: when the SASL session must be renewed (unix nanos;
-	// 0 when it never expires) and the mechanism it was made with.
+	// Guarded by wmu: when the SASL session must be renewed (clock.Mono
+	// nanoseconds, immune to wall-clock steps; 0 when it never expires).
 	reauthAt int64
 
 	mu      sync.Mutex // guards pending, dead, idle
@@ -285,7 +287,7 @@ func (c *Conn) Done() <-chan struct{} { return c.readerDone }
 // not written at all.
 func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) error {
 	c.wmu.Lock()
-	if c.reauthAt != 0 && time.Now().UnixNano() >= c.reauthAt {
+	if c.reauthAt != 0 && clock.Mono() >= c.reauthAt {
 		if err := c.reauthenticateLocked(); err != nil {
 			c.wmu.Unlock()
 			c.fail(err)

@@ -30,6 +30,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kpush/kpush/internal/clock"
 )
 
 // ErrAuth is wrapped by every failure to authenticate or secure a
@@ -171,11 +173,11 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth, closeIsVerdict bo
 		return fail("%w", err) // e.g. the token provider failed
 	}
 	var lifetime int64
-	start := time.Now()
+	start := clock.Mono()
 	for done := false; !done || len(msg) > 0; {
 		req := kmsg.NewPtrSASLAuthenticateRequest()
 		req.SASLAuthBytes = msg
-		start = time.Now()
+		start = clock.Mono()
 		r, err := c.requestLocked(ctx, req)
 		if err != nil {
 			return reqErr("SaslAuthenticate", err)
@@ -197,7 +199,7 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth, closeIsVerdict bo
 	}
 	c.reauthAt = 0
 	if lifetime > 0 {
-		c.reauthAt = start.Add(reauthAfter(time.Duration(min(lifetime, 365*24*3600*1000)) * time.Millisecond)).UnixNano()
+		c.reauthAt = start + int64(reauthAfter(time.Duration(min(lifetime, 365*24*3600*1000))*time.Millisecond))
 	}
 	if c.cfg.AuthHook != nil {
 		c.cfg.AuthHook(c.addr, reauth, nil)
