@@ -2,9 +2,11 @@ package kpush_test
 
 import (
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kpush/kpush"
@@ -35,3 +37,63 @@ func TestSASL_ConnectionDropDuringAuthIsRetried(t *testing.T) {
 	}
 }
 
+
+// TestSend_AuthFailureAfterUnknownOutcome: a batch whose connection died
+// after it was written (outcome unknown) waits to be sent again; when the
+// new connection's authentication is refused, its records fail with
+// ErrAuthentication and ErrOutcomeUnknown, never ErrNotWritten (it may be
+// in the log), and records sent once the broker accepts the credentials
+// again are delivered, in spite of the dropped sequence numbers.
+func TestSend_AuthFailureAfterUnknownOutcome(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("uk", 1),
+		kafkatest.WithSASL(kafkatest.SASLPlain, testUser, testSecret))
+	fake := c.Fake()
+	var refuse atomic.Bool
+	var produced atomic.Int32
+	fake.ControlKey(int16(kmsg.SASLAuthenticate), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		if !refuse.Load() {
+			return nil, nil, false
+		}
+		resp := r.ResponseKind().(*kmsg.SASLAuthenticateResponse)
+		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
+		resp.ErrorMessage = kmsg.StringPtr("credentials revoked")
+		return resp, nil, true
+	})
+	fake.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		if produced.Add(1) == 2 {
+			refuse.Store(true)
+			return nil, errors.New("connection cut after the request was written"), true
+		}
+		return nil, nil, false
+	})
+	p := newProducer(t, c, kpush.WithSASL(kpush.SASLPlain(testUser, testSecret)))
+	ctx := testCtx(t)
+	if _, err := p.Send(ctx, &kpush.Record{Topic: "uk", Value: []byte("0")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := p.Send(ctx, &kpush.Record{Topic: "uk", Value: []byte("1")})
+	if !errors.Is(err, kpush.ErrAuthentication) || !errors.Is(err, kpush.ErrOutcomeUnknown) || errors.Is(err, kpush.ErrNotWritten) {
+		t.Fatalf("record 1 = %v; want ErrAuthentication and ErrOutcomeUnknown, not ErrNotWritten", err)
+	}
+	refuse.Store(false)
+	for i := 2; i < 30; i++ {
+		if _, err := p.Send(ctx, &kpush.Record{Topic: "uk", Value: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatalf("record %d after the credentials were accepted again: %v", i, err)
+		}
+	}
+	recs, err := c.ReadAll(ctx, "uk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, r := range recs {
+		seen[string(r.Value)]++
+	}
+	for i := range 30 {
+		if v := strconv.Itoa(i); i != 1 && seen[v] != 1 {
+			t.Errorf("record %d is in the topic %d times", i, seen[v])
+		}
+	}
+}
