@@ -97,3 +97,16 @@ func TestSend_AuthFailureAfterUnknownOutcome(t *testing.T) {
 		}
 	}
 }
+
+// TestWithTLS_ConfigCopiedAtNew: a tls.Config changed after New does not
+// change the producer (options are fixed at New), and changing it while
+// the producer dials is no data race.
+func TestWithTLS_ConfigCopiedAtNew(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("tlscopy", 1), kafkatest.WithTLS(false))
+	cfg := c.TLSConfig()
+	p := newProducer(t, c, kpush.WithTLS(cfg))
+	cfg.RootCAs = nil // e.g. the caller reuses its config for something else
+	if _, err := p.Send(testCtx(t), &kpush.Record{Topic: "tlscopy", Value: []byte("v")}); err != nil {
+		t.Fatalf("Send after the caller changed its tls.Config: %v", err)
+	}
+}
