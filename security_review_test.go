@@ -1,15 +1,20 @@
 package kpush_test
 
 import (
+	"crypto/tls"
 	"errors"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kpush/kpush"
+	"github.com/kpush/kpush/internal/tlsgen"
 	"github.com/kpush/kpush/kafkatest"
 )
 
@@ -36,7 +41,6 @@ func TestSASL_ConnectionDropDuringAuthIsRetried(t *testing.T) {
 		t.Errorf("AuthFailures = %d (%s); a dropped connection is not an authentication failure", s.AuthFailures, s.LastAuthError)
 	}
 }
-
 
 // TestSend_AuthFailureAfterUnknownOutcome: a batch whose connection died
 // after it was written (outcome unknown) waits to be sent again; when the
@@ -108,5 +112,26 @@ func TestWithTLS_ConfigCopiedAtNew(t *testing.T) {
 	cfg.RootCAs = nil // e.g. the caller reuses its config for something else
 	if _, err := p.Send(testCtx(t), &kpush.Record{Topic: "tlscopy", Value: []byte("v")}); err != nil {
 		t.Fatalf("Send after the caller changed its tls.Config: %v", err)
+	}
+}
+
+// TestSend_PlaintextToTLS12MutualListener: a plaintext producer pointed at
+// a TLS 1.2 listener that requires client certificates is told at once
+// that the broker expects TLS. The listener answers the probe's
+// ClientHello with a TLS alert, which must count as "speaks TLS".
+func TestSend_PlaintextToTLS12MutualListener(t *testing.T) {
+	b, err := tlsgen.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := b.ServerConfig(true)
+	sc.MaxVersion = tls.VersionTLS12
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("p", 1), kafkatest.WithKfakeOptions(kfake.TLS(sc)))
+	p := newProducer(t, c, kpush.WithDeliveryTimeout(5*time.Second), kpush.WithRequestTimeout(2*time.Second))
+	start := time.Now()
+	_, err = p.Send(testCtx(t), &kpush.Record{Topic: "p", Value: []byte("v")})
+	t.Logf("after %v: %v", time.Since(start), err)
+	if !errors.Is(err, kpush.ErrAuthentication) || !strings.Contains(err.Error(), "expects TLS") {
+		t.Errorf("want ErrAuthentication saying the broker expects TLS")
 	}
 }

@@ -123,8 +123,11 @@ func speaksTLS(ctx context.Context, addr string, cfg *Config) bool {
 	defer nc.Close()
 	tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a probe; nothing is sent over it
 	err = tc.HandshakeContext(ctx)
-	var alert tls.AlertError
-	return err == nil || errors.As(err, &alert)
+	// Over TCP a TLS alert from the server (e.g. a TLS 1.2 listener that
+	// requires a client certificate) is a *net.OpError "remote error";
+	// tls.AlertError is only QUIC's.
+	var op *net.OpError
+	return err == nil || errors.As(err, &op) && op.Op == "remote error"
 }
 
 // authenticateLocked runs SaslHandshake and SaslAuthenticate with
