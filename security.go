@@ -141,6 +141,10 @@ func (c *config) validateSecurity() error {
 	if c.tls != nil && c.tls.MinVersion != 0 && c.tls.MinVersion < tls.VersionTLS12 {
 		return &ConfigError{Option: "WithTLS", Reason: "MinVersion is below TLS 1.2"}
 	}
+	if c.tls != nil && c.tls.MaxVersion != 0 && c.tls.MaxVersion < tls.VersionTLS12 {
+		// Every handshake would fail, retried until the delivery timeout.
+		return &ConfigError{Option: "WithTLS", Reason: "MaxVersion is below TLS 1.2"}
+	}
 	if c.saslSet && c.sasl == nil {
 		return &ConfigError{Option: "WithSASL", Reason: "nil mechanism"}
 	}

@@ -135,3 +135,14 @@ func TestSend_PlaintextToTLS12MutualListener(t *testing.T) {
 		t.Errorf("want ErrAuthentication saying the broker expects TLS")
 	}
 }
+
+// TestNew_TLSMaxVersionBelow12: a MaxVersion below TLS 1.2 leaves no
+// version kpush accepts; New says so instead of every handshake failing
+// (not as ErrAuthentication) until the delivery timeout.
+func TestNew_TLSMaxVersionBelow12(t *testing.T) {
+	_, err := kpush.New(kpush.WithBrokers("127.0.0.1:1"), kpush.WithTLS(&tls.Config{MaxVersion: tls.VersionTLS11}))
+	var ce *kpush.ConfigError
+	if !errors.As(err, &ce) || ce.Option != "WithTLS" {
+		t.Fatalf("New = %v; want a *ConfigError naming WithTLS", err)
+	}
+}
