@@ -72,7 +72,9 @@ var (
 	// TLS certificate could not be verified (or the broker refused ours), or
 	// the broker expects TLS and WithTLS is not set. Records waiting for
 	// that broker fail at once, not after the delivery timeout, and were
-	// not written (ErrNotWritten); retrying helps only once credentials or
+	// not written (ErrNotWritten) — except records of a batch already sent
+	// on a connection that then died, waiting to be sent again: those match
+	// ErrOutcomeUnknown. Retrying helps only once credentials or
 	// configuration change. The error carries the broker's message, never
 	// credentials. Stats counts these failures.
 	ErrAuthentication = wire.ErrAuth

@@ -244,12 +244,14 @@ func WithMetadataMaxAge(d time.Duration) Option {
 // broker's host name. TLS 1.2 is the minimum: a MinVersion below it is an
 // error. A certificate that cannot be verified fails records at once with
 // ErrAuthentication, as does a plaintext connection to a TLS listener.
+// cfg is copied by New; changing it afterwards has no effect.
 func WithTLS(cfg *tls.Config) Option {
 	return optionFunc(func(c *config) {
 		if cfg == nil {
-			cfg = &tls.Config{}
+			c.tls = &tls.Config{}
+			return
 		}
-		c.tls = cfg
+		c.tls = cfg.Clone() // fixed at New: later changes by the caller do not apply
 	})
 }
 

@@ -96,7 +96,8 @@ func SASLOAuthBearer(token func(ctx context.Context) (string, error)) SASLMechan
 // the same connection before the session ends, without failing requests
 // in flight (KIP-368). A failed authentication fails the records waiting
 // for that broker at once with an error matching ErrAuthentication and
-// ErrNotWritten, carrying the broker's message but never the credentials;
+// ErrNotWritten (ErrOutcomeUnknown for a batch that was sent before and
+// awaits a resend), carrying the broker's message but never the credentials;
 // it is counted in Stats and logged at error level.
 func WithSASL(m SASLMechanism) Option {
 	return optionFunc(func(c *config) { c.sasl, c.saslSet = m, true })
@@ -139,6 +140,10 @@ func TLSConfigFromFiles(caFile, certFile, keyFile string) (*tls.Config, error) {
 func (c *config) validateSecurity() error {
 	if c.tls != nil && c.tls.MinVersion != 0 && c.tls.MinVersion < tls.VersionTLS12 {
 		return &ConfigError{Option: "WithTLS", Reason: "MinVersion is below TLS 1.2"}
+	}
+	if c.tls != nil && c.tls.MaxVersion != 0 && c.tls.MaxVersion < tls.VersionTLS12 {
+		// Every handshake would fail, retried until the delivery timeout.
+		return &ConfigError{Option: "WithTLS", Reason: "MaxVersion is below TLS 1.2"}
 	}
 	if c.saslSet && c.sasl == nil {
 		return &ConfigError{Option: "WithSASL", Reason: "nil mechanism"}

@@ -92,13 +92,17 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	codec := fs.String("z", "none", "compression: none, gzip, snappy, lz4, zstd")
 	acks := fs.String("acks", "all", "acks: all, 1 (leader) or 0 (none)")
 	fs.BoolVar(&cfg.json, "json", false, "print results as JSON")
+	var xErr error // reported after parsing: the flag package would print the value (a password)
 	fs.Func("X", "security property prop=value (see above); repeatable", func(s string) error {
 		name, value, _ := strings.Cut(s, "=")
 		known, err := cfg.sec.set(name, value)
 		if !known {
-			return fmt.Errorf("-X %s: not a security property (known: %s)", name, securityPropNames)
+			err = fmt.Errorf("-X %s: not a security property (known: %s)", name, securityPropNames)
 		}
-		return err
+		if err != nil && xErr == nil {
+			xErr = err
+		}
+		return nil
 	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -113,6 +117,9 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	bad := func(format string, a ...any) (*benchConfig, error) {
 		fmt.Fprintf(stderr, "kpush bench: "+format+"\n", a...)
 		return nil, errUsage
+	}
+	if xErr != nil {
+		return bad("%v", xErr)
 	}
 	for _, f := range strings.Split(*levels, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(f))

@@ -135,12 +135,19 @@ func parseProduceFlags(args []string, stderr io.Writer) (*produceConfig, error) 
 	fs.Func("z", "compression codec: none, gzip, snappy, lz4, zstd", func(s string) error {
 		return cfg.props.set("compression.type", s)
 	})
+	var xErr error // reported after parsing: the flag package would print the value (a password)
 	fs.Func("X", "producer property prop=value (see above); repeatable", func(s string) error {
 		name, value, ok := strings.Cut(s, "=")
+		var err error
 		if !ok {
-			return fmt.Errorf("%q is not prop=value", s)
+			err = fmt.Errorf("-X %q is not prop=value", s)
+		} else {
+			err = cfg.props.set(name, value)
 		}
-		return cfg.props.set(name, value)
+		if err != nil && xErr == nil {
+			xErr = err
+		}
+		return nil
 	})
 	format := fs.String("format", "line", "input format: line or json")
 	fs.BoolVar(&cfg.skipBad, "skip-bad", false, "skip malformed json lines (reported with their line numbers) instead of stopping")
@@ -155,6 +162,9 @@ func parseProduceFlags(args []string, stderr io.Writer) (*produceConfig, error) 
 	bad := func(format string, a ...any) (*produceConfig, error) {
 		fmt.Fprintf(stderr, "kpush produce: "+format+"\n", a...)
 		return nil, errUsage
+	}
+	if xErr != nil {
+		return bad("%v", xErr)
 	}
 	if *brokers == "" {
 		return bad("-b is required (e.g. -b localhost:9092)")

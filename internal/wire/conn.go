@@ -39,6 +39,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
+
+	"github.com/kpush/kpush/internal/clock"
 )
 
 // ErrMaybeDelivered wraps the error of a request that was written to the
@@ -101,8 +103,8 @@ type Conn struct {
 	corr int32
 	wbuf []byte
 
-	// Guarded by wmu: when the SASL session must be renewed (unix nanos;
-	// 0 when it never expires) and the mechanism it was made with.
+	// Guarded by wmu: when the SASL session must be renewed (clock.Mono
+	// nanoseconds, immune to wall-clock steps; 0 when it never expires).
 	reauthAt int64
 
 	mu      sync.Mutex // guards pending, dead, idle
@@ -116,6 +118,20 @@ type Conn struct {
 // Dial connects to addr, negotiates API versions, runs cfg.Authenticate, and
 // starts the reader goroutine.
 func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
+	c, err := dial(ctx, addr, cfg, false)
+	if errors.Is(err, errSASLClosed) && ctx.Err() == nil {
+		// One closed connection mid-SASL may be a broker restart or a
+		// reset; the same again on a fresh connection is the broker's
+		// verdict on the credentials (brokers before KIP-152, kfake).
+		c, err = dial(ctx, addr, cfg, true)
+	}
+	return c, err
+}
+
+// dial is one attempt of Dial. With closeIsVerdict, a connection the
+// broker closes during the SASL exchange fails with ErrAuth; without, with
+// errSASLClosed.
+func dial(ctx context.Context, addr string, cfg *Config, closeIsVerdict bool) (*Conn, error) {
 	dialTimeout := cfg.DialTimeout
 	if dialTimeout <= 0 {
 		dialTimeout = 10 * time.Second
@@ -175,7 +191,7 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	go c.readLoop(br)
 	if cfg.SASL != nil {
 		c.wmu.Lock()
-		err := c.authenticateLocked(ctx, false)
+		err := c.authenticateLocked(ctx, false, closeIsVerdict)
 		c.wmu.Unlock()
 		if err != nil {
 			c.Close()
@@ -271,7 +287,7 @@ func (c *Conn) Done() <-chan struct{} { return c.readerDone }
 // not written at all.
 func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) error {
 	c.wmu.Lock()
-	if c.reauthAt != 0 && time.Now().UnixNano() >= c.reauthAt {
+	if c.reauthAt != 0 && clock.Mono() >= c.reauthAt {
 		if err := c.reauthenticateLocked(); err != nil {
 			c.wmu.Unlock()
 			c.fail(err)

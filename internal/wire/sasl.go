@@ -30,6 +30,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kpush/kpush/internal/clock"
 )
 
 // ErrAuth is wrapped by every failure to authenticate or secure a
@@ -90,6 +92,11 @@ func isTLSRejection(err error) bool {
 		errors.As(err, &op) && op.Op == "remote error" // the broker's TLS alert
 }
 
+// errSASLClosed: the broker closed the connection during the SASL
+// exchange, once. Dial tries a second connection before calling that a
+// rejection of the credentials: a broker restart or a reset looks the same.
+var errSASLClosed = errors.New("the broker closed the connection during SASL authentication")
+
 // closedByPeer reports whether err means the broker closed the connection.
 func closedByPeer(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
@@ -116,15 +123,20 @@ func speaksTLS(ctx context.Context, addr string, cfg *Config) bool {
 	defer nc.Close()
 	tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a probe; nothing is sent over it
 	err = tc.HandshakeContext(ctx)
-	var alert tls.AlertError
-	return err == nil || errors.As(err, &alert)
+	// Over TCP a TLS alert from the server (e.g. a TLS 1.2 listener that
+	// requires a client certificate) is a *net.OpError "remote error";
+	// tls.AlertError is only QUIC's.
+	var op *net.OpError
+	return err == nil || errors.As(err, &op) && op.Op == "remote error"
 }
 
 // authenticateLocked runs SaslHandshake and SaslAuthenticate with
 // cfg.SASL and schedules re-authentication when the broker grants a
 // limited session. Every error wraps ErrAuth; none contains a credential
-// (only mechanism names and the broker's own messages). c.wmu is held.
-func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
+// (only mechanism names and the broker's own messages), except that a
+// connection closed by the broker mid-exchange wraps errSASLClosed unless
+// closeIsVerdict. c.wmu is held.
+func (c *Conn) authenticateLocked(ctx context.Context, reauth, closeIsVerdict bool) error {
 	m := c.cfg.SASL
 	fail := func(format string, args ...any) error {
 		args = append([]any{ErrAuth, c.addr, m.Name()}, args...)
@@ -132,9 +144,13 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 	}
 	// A broker that closes the connection mid-exchange rejected us: brokers
 	// before KIP-152 (and kfake) do so for bad credentials. A timeout, or
-	// our own Close, is no verdict on the credentials.
+	// our own Close, is no verdict on the credentials; nor is one closed
+	// connection (a restart, a reset): Dial decides after a second one.
 	reqErr := func(step string, err error) error {
 		if closedByPeer(err) {
+			if !closeIsVerdict {
+				return fmt.Errorf("%s with %s: %w: %w", step, c.addr, errSASLClosed, err)
+			}
 			return fail("%s: the broker closed the connection (wrong user name or password?)", step)
 		}
 		return fmt.Errorf("%s with %s: %w", step, c.addr, err)
@@ -160,11 +176,11 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 		return fail("%w", err) // e.g. the token provider failed
 	}
 	var lifetime int64
-	start := time.Now()
+	start := clock.Mono()
 	for done := false; !done || len(msg) > 0; {
 		req := kmsg.NewPtrSASLAuthenticateRequest()
 		req.SASLAuthBytes = msg
-		start = time.Now()
+		start = clock.Mono()
 		r, err := c.requestLocked(ctx, req)
 		if err != nil {
 			return reqErr("SaslAuthenticate", err)
@@ -186,7 +202,7 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 	}
 	c.reauthAt = 0
 	if lifetime > 0 {
-		c.reauthAt = start.Add(reauthAfter(time.Duration(min(lifetime, 365*24*3600*1000)) * time.Millisecond)).UnixNano()
+		c.reauthAt = start + int64(reauthAfter(time.Duration(min(lifetime, 365*24*3600*1000))*time.Millisecond))
 	}
 	if c.cfg.AuthHook != nil {
 		c.cfg.AuthHook(c.addr, reauth, nil)
@@ -220,7 +236,9 @@ func (c *Conn) reauthenticateLocked() error {
 	} else {
 		c.mu.Unlock()
 	}
-	return c.authenticateLocked(ctx, true)
+	// A closed connection is no verdict here: the requests are retried on
+	// a new connection, whose Dial judges the credentials.
+	return c.authenticateLocked(ctx, true, false)
 }
 
 // signalIdleLocked wakes a re-authentication waiting for pending calls to
