@@ -136,11 +136,14 @@ func parseProduceFlags(args []string, stderr io.Writer) (*produceConfig, error) 
 		return cfg.props.set("compression.type", s)
 	})
 	var xErr error // reported after parsing: the flag package would print the value (a password)
+	nx := 0
 	fs.Func("X", "producer property prop=value (see above); repeatable", func(s string) error {
+		nx++
 		name, value, ok := strings.Cut(s, "=")
 		var err error
 		if !ok {
-			err = fmt.Errorf("-X %q is not prop=value", s)
+			// Not echoed: a mistyped "sasl.password:secret" would print it.
+			err = fmt.Errorf("-X number %d is not prop=value", nx)
 		} else {
 			err = cfg.props.set(name, value)
 		}

@@ -407,7 +407,7 @@ func TestProduce_UsageErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown property", []string{"-X", "foo.bar=1"}, `unknown property "foo.bar"`},
-		{"property without value", []string{"-X", "acks"}, `"acks" is not prop=value`},
+		{"property without value", []string{"-X", "acks=all", "-X", "sasl.password:secret"}, "-X number 2 is not prop=value"},
 		{"bad acks", []string{"-X", "acks=2"}, "-X acks=2"},
 		{"bad linger", []string{"-X", "linger.ms=soon"}, "-X linger.ms=soon"},
 		{"negative linger", []string{"-X", "linger.ms=-1"}, "-X linger.ms=-1"},
@@ -436,6 +436,9 @@ func TestProduce_UsageErrors(t *testing.T) {
 			code, _, errOut := runIn(t, strings.NewReader("x\n"), args...)
 			if code != 2 || !strings.Contains(errOut, tc.want) {
 				t.Fatalf("exit %d, want 2; stderr lacks %q:\n%s", code, tc.want, errOut)
+			}
+			if strings.Contains(errOut, "secret") {
+				t.Fatalf("stderr repeats a secret:\n%s", errOut)
 			}
 		})
 	}
