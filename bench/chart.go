@@ -35,12 +35,14 @@ func writeChart(path string, res *results, m metric, title string) error {
 	p.Legend.Top = true
 	p.Legend.Left = !m.lower // the empty corner: CPU falls with C, records/s rises
 	p.Add(plotter.NewGrid())
+	lo, hi := math.Inf(1), math.Inf(-1)
 	for i, client := range res.Meta.Clients {
 		var pts plotter.XYs
 		for _, c := range res.Meta.Levels {
 			v := ix.stat(cellKey{res.Meta.Layouts[0], c}, client, m).med
 			if c != asyncLevel && !math.IsNaN(v) && v > 0 {
 				pts = append(pts, plotter.XY{X: float64(c), Y: v})
+				lo, hi = min(lo, v), max(hi, v)
 			}
 		}
 		if len(pts) == 0 {
@@ -57,6 +59,9 @@ func writeChart(path string, res *results, m metric, title string) error {
 		points.Shape = plotutil.Shape(i)
 		p.Add(line, points)
 		p.Legend.Add(client, line, points)
+	}
+	if hi > 0 {
+		p.Y.Min, p.Y.Max = lo/1.3, hi*2.5 // room for the legend above the lines
 	}
 	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
 }

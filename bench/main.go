@@ -45,7 +45,7 @@ func main() {
 	case "broker":
 		err = runBroker(ctx, o.spec)
 	case "client":
-		err = runClient(ctx, o.spec, o.cpuProfile)
+		err = runClient(o.spec, o.cpuProfile)
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)
 	}

@@ -18,6 +18,7 @@ type options struct {
 	clients     string
 	levels      string
 	reps        int
+	records     int
 	out         string
 	replot      string
 	cpuProfile  string
@@ -26,10 +27,11 @@ type options struct {
 
 func defineFlags(fs *flag.FlagSet) *options {
 	o := &options{}
-	fs.BoolVar(&o.quick, "quick", false, "the ~2-minute subset: 1 broker, 12 partitions, 100 B keyless values, C=1..10000 and async, 3 repetitions (the default)")
+	fs.BoolVar(&o.quick, "quick", false, "the ~2-minute subset (the default): 1 broker, 12 partitions, 100 B keyless values, C=1..10000 and async, the five clients plus kpush and franz-go with idempotence off")
 	fs.BoolVar(&o.full, "full", false, "every cell: 1 and 3 brokers, 3 and 12 partitions, 100 B and 1 KiB, keyless and keyed, every idempotence variant, 1 M async records")
-	fs.StringVar(&o.clients, "clients", "", "comma-separated clients to run (default: the five clients at their defaults with -quick, every variant with -full); known: "+peerNames())
+	fs.StringVar(&o.clients, "clients", "", "comma-separated clients to run (default: the five clients at their defaults and the idempotence-off kpush and franz-go with -quick, every variant with -full); known: "+peerNames())
 	fs.StringVar(&o.levels, "c", "", "comma-separated sync concurrency levels, plus \"async\" (default 1,100,1000,10000,async)")
+	fs.IntVar(&o.records, "n", 0, "records per run, overriding the mode's counts (0: the mode's)")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of every cell, interleaved across clients")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "the doc to write (charts and a .json of the raw results go beside it); empty: print the table only")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the doc from a saved .json of results instead of measuring")
@@ -90,30 +92,32 @@ func makePlan(o *options) (*plan, error) {
 		return nil, fmt.Errorf("-quick and -full exclude each other")
 	}
 	base := layout{Brokers: 1, Partitions: 12, ValueSize: 100}
-	p := &plan{mode: "quick", layouts: []layout{base}, reps: o.reps, maxSeconds: 4,
+	p := &plan{mode: "quick", layouts: []layout{base}, reps: o.reps, maxSeconds: 5,
 		records: func(c level) int {
 			switch {
 			case c == asyncLevel:
-				return 300_000
+				return 500_000
 			case c == 1:
-				return 4_000
+				return 5_000
 			case c <= 100:
-				return 40_000
+				return 50_000
 			}
-			return 100_000
+			return 150_000
 		}}
-	p.clients = clientNames(peers[:basePeers])
+	// The five clients at their defaults, and kpush and franz-go with
+	// idempotence off too (both default to on).
+	p.clients = append(clientNames(peers[:basePeers]), "kpush/idem-off", "franz-go/idem-off")
 	if o.full {
 		p.mode = "full"
 		p.layouts = []layout{base, {3, 12, 100, false}, {1, 3, 100, false}, {1, 12, 1024, false}, {1, 12, 100, true}}
 		p.clients = clientNames(peers)
-		p.maxSeconds = 30
+		p.maxSeconds = 20
 		p.records = func(c level) int {
 			switch {
 			case c == asyncLevel:
 				return 1_000_000
 			case c == 1:
-				return 20_000
+				return 10_000
 			case c <= 100:
 				return 200_000
 			}
@@ -143,7 +147,10 @@ func makePlan(o *options) (*plan, error) {
 			}
 		}
 	}
-	if o.levels != "" || o.clients != "" {
+	if o.records > 0 {
+		p.records = func(level) int { return o.records }
+	}
+	if o.levels != "" || o.clients != "" || o.records > 0 {
 		p.mode += " (custom)"
 	}
 	if p.reps < 1 {

@@ -64,7 +64,12 @@ func (o *outcomes) add(err error) {
 }
 
 // runClient is the client process: it runs one spec and prints a result.
-func runClient(ctx context.Context, specJSON, cpuProfile string) error {
+// Sends get context.Background(), as in the root module's benchmarks and
+// DESIGN.md's targets: a context that can be cancelled costs kpush a
+// select instead of a plain channel receive per Send. The parent kills a
+// client that hangs.
+func runClient(specJSON, cpuProfile string) error {
+	ctx := context.Background()
 	var s runSpec
 	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
 		return fmt.Errorf("client: bad -spec: %w", err)
