@@ -76,6 +76,22 @@ func (c level) String() string {
 	return "C=" + strconv.Itoa(int(c))
 }
 
+// recordCounts are a mode's records per run: at C=1, at C up to 100, at
+// higher C, and async.
+type recordCounts struct{ c1, c100, more, async int }
+
+func (n recordCounts) of(c level) int {
+	switch {
+	case c == asyncLevel:
+		return n.async
+	case c == 1:
+		return n.c1
+	case c <= 100:
+		return n.c100
+	}
+	return n.more
+}
+
 // plan is everything one invocation runs.
 type plan struct {
 	mode       string // "quick", "full" or "custom"
@@ -93,17 +109,7 @@ func makePlan(o *options) (*plan, error) {
 	}
 	base := layout{Brokers: 1, Partitions: 12, ValueSize: 100}
 	p := &plan{mode: "quick", layouts: []layout{base}, reps: o.reps, maxSeconds: 5,
-		records: func(c level) int {
-			switch {
-			case c == asyncLevel:
-				return 500_000
-			case c == 1:
-				return 5_000
-			case c <= 100:
-				return 50_000
-			}
-			return 150_000
-		}}
+		records: recordCounts{c1: 5_000, c100: 50_000, more: 150_000, async: 500_000}.of}
 	// The five clients at their defaults, and kpush and franz-go with
 	// idempotence off too (both default to on).
 	p.clients = append(clientNames(peers[:basePeers]), "kpush/idem-off", "franz-go/idem-off")
@@ -112,17 +118,7 @@ func makePlan(o *options) (*plan, error) {
 		p.layouts = []layout{base, {3, 12, 100, false}, {1, 3, 100, false}, {1, 12, 1024, false}, {1, 12, 100, true}}
 		p.clients = clientNames(peers)
 		p.maxSeconds = 20
-		p.records = func(c level) int {
-			switch {
-			case c == asyncLevel:
-				return 1_000_000
-			case c == 1:
-				return 10_000
-			case c <= 100:
-				return 200_000
-			}
-			return 500_000
-		}
+		p.records = recordCounts{c1: 10_000, c100: 200_000, more: 500_000, async: 1_000_000}.of
 	}
 	p.levels = []level{1, 100, 1000, 10000, asyncLevel}
 	if o.levels != "" {
@@ -202,14 +198,12 @@ func runParent(ctx context.Context, o *options) error {
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return err
 	}
-	if o.replot == "" {
-		b, err := json.MarshalIndent(res, "", " ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(strings.TrimSuffix(o.out, ".md")+".json", append(b, '\n'), 0o644); err != nil {
-			return err
-		}
+	b, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(strings.TrimSuffix(o.out, ".md")+".json", append(b, '\n'), 0o644); err != nil {
+		return err
 	}
 	if err := writeDoc(o.out, res); err != nil {
 		return err

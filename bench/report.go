@@ -200,55 +200,33 @@ func (res *results) cells() []cellKey {
 	return ks
 }
 
-func fmtFloat(v float64) string {
-	switch {
-	case math.IsNaN(v):
-		return "–"
-	case v >= 100:
-		return fmt.Sprintf("%.0f", v)
-	case v >= 10:
-		return fmt.Sprintf("%.1f", v)
-	}
-	return fmt.Sprintf("%.2f", v)
+// scale formats a number by the first step whose min it reaches: value
+// divided by div, printed with format. NaN (nothing measured) prints "–".
+type scale []struct {
+	min, div float64
+	format   string
 }
 
-func fmtInt(v float64) string {
+func (sc scale) format(v float64) string {
 	if math.IsNaN(v) {
 		return "–"
 	}
-	return fmt.Sprintf("%.0f", v)
+	for _, st := range sc {
+		if v >= st.min {
+			return fmt.Sprintf(st.format, v/st.div)
+		}
+	}
+	return fmt.Sprint(v)
 }
 
-func fmtRate(v float64) string {
-	switch {
-	case math.IsNaN(v):
-		return "–"
-	case v >= 1e6:
-		return fmt.Sprintf("%.2f M", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.0f k", v/1e3)
-	}
-	return fmt.Sprintf("%.0f", v)
-}
-
-func fmtMicros(v float64) string {
-	switch {
-	case math.IsNaN(v):
-		return "–"
-	case v >= 1e4:
-		return fmt.Sprintf("%.0f ms", v/1e3)
-	case v >= 1e3:
-		return fmt.Sprintf("%.1f ms", v/1e3)
-	}
-	return fmt.Sprintf("%.0f µs", v)
-}
-
-func fmtRatio(v float64) string {
-	if math.IsNaN(v) {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f", v)
-}
+var (
+	anything  = math.Inf(-1)
+	fmtFloat  = scale{{100, 1, "%.0f"}, {10, 1, "%.1f"}, {anything, 1, "%.2f"}}.format
+	fmtInt    = scale{{anything, 1, "%.0f"}}.format
+	fmtRatio  = scale{{anything, 1, "%.2f"}}.format
+	fmtRate   = scale{{1e6, 1e6, "%.2f M"}, {1e3, 1e3, "%.0f k"}, {anything, 1, "%.0f"}}.format
+	fmtMicros = scale{{1e4, 1e3, "%.0f ms"}, {1e3, 1e3, "%.1f ms"}, {anything, 1, "%.0f µs"}}.format
+)
 
 // spread formats a stat as "median (min–max)".
 func (s stat) spread(f func(float64) string) string {
