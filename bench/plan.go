@@ -61,7 +61,11 @@ func (l layout) String() string {
 	if l.Keyed {
 		keys = "keyed"
 	}
-	return fmt.Sprintf("%d broker(s), %d partitions, %d B values, %s", l.Brokers, l.Partitions, l.ValueSize, keys)
+	brokers := "1 broker"
+	if l.Brokers > 1 {
+		brokers = fmt.Sprintf("%d brokers", l.Brokers)
+	}
+	return fmt.Sprintf("%s, %d partitions, %d B values, %s", brokers, l.Partitions, l.ValueSize, keys)
 }
 
 // level is one workload: a sync concurrency C, or async (C = 0).
