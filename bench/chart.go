@@ -90,6 +90,7 @@ func (ticks125) Ticks(lo, hi float64) []plot.Tick {
 	return ts
 }
 
+// tickLabel prints 2000 as 2k and 1000000 as 1M.
 func tickLabel(v float64) string {
 	switch {
 	case v >= 1e6:

@@ -70,6 +70,7 @@ var peers = []peer{
 // basePeers is how many of peers are the five clients at their defaults.
 const basePeers = 5
 
+// findPeer looks a client variant up by name.
 func findPeer(name string) (peer, error) {
 	i := slices.IndexFunc(peers, func(p peer) bool { return p.name == name })
 	if i < 0 {
@@ -84,6 +85,7 @@ type kpushClient struct {
 	cb func(kpush.Result, error)
 }
 
+// newKpush builds kpush; its options are the defaults but for idempotence.
 func newKpush(cfg clientConfig) (client, error) {
 	p, err := kpush.New(kpush.WithBrokers(cfg.addrs...), kpush.WithIdempotence(cfg.idem),
 		kpush.WithMaxBufferedRecords(maxBuffered))
@@ -114,6 +116,7 @@ type franzClient struct {
 	promise func(*kgo.Record, error)
 }
 
+// newFranz builds franz-go with compression off and kpush's buffer limit.
 func newFranz(cfg clientConfig) (client, error) {
 	opts := []kgo.Opt{kgo.SeedBrokers(cfg.addrs...), kgo.DefaultProduceTopic(benchTopic),
 		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchCompression(kgo.NoCompression()),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -76,6 +77,7 @@ func writeDoc(path string, res *results) error {
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
+// orDash stands a dash in for an empty string.
 func orDash(s string) string {
 	if s == "" {
 		return "–"
@@ -114,6 +116,28 @@ func writeHeadline(w func(string, ...any), res *results) {
 		w("\n")
 	}
 	w("\n")
+	if len(m.Layouts) > 1 {
+		writeAcrossLayouts(w, ix, m)
+	}
+}
+
+// writeAcrossLayouts writes kpush ÷ franz-go records/s and CPU/record for
+// every layout and level in one table.
+func writeAcrossLayouts(w func(string, ...any), ix index, m meta) {
+	w("Every layout, kpush ÷ franz-go medians: records/s / CPU per record.\n\n| layout |")
+	for _, c := range m.Levels {
+		w(" %s |", c)
+	}
+	w("\n|---|%s\n", strings.Repeat("---:|", len(m.Levels)))
+	for _, l := range m.Layouts {
+		w("| %s |", l)
+		for _, c := range m.Levels {
+			k := cellKey{l, c}
+			w(" %s / %s |", fmtRatio(ix.ratio(k, "kpush", "franz-go", mThroughput).med), fmtRatio(ix.ratio(k, "kpush", "franz-go", mCPU).med))
+		}
+		w("\n")
+	}
+	w("\n")
 }
 
 // writeRatios writes the per-cell ratio table of one layout: kpush over
@@ -121,7 +145,7 @@ func writeHeadline(w func(string, ...any), res *results) {
 func writeRatios(w func(string, ...any), ix index, m meta, l layout) {
 	pairs := [][2]string{{"kpush", "franz-go"}, {"kpush/idem-off", "franz-go/idem-off"}, {"kpush/idem-off", "kpush"}}
 	for _, pr := range pairs {
-		if !contains(m.Clients, pr[0]) || !contains(m.Clients, pr[1]) {
+		if !slices.Contains(m.Clients, pr[0]) || !slices.Contains(m.Clients, pr[1]) {
 			continue
 		}
 		w("Ratios %s ÷ %s, per repetition: median (min–max).\n\n", pr[0], pr[1])
@@ -136,15 +160,6 @@ func writeRatios(w func(string, ...any), ix index, m meta, l layout) {
 		}
 		w("\n")
 	}
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // writeTargets writes DESIGN.md's targets, met or not, from the data.
@@ -173,7 +188,7 @@ func writeSettings(w func(string, ...any), m meta) {
 	w("Otherwise defaults, except what this table says. Idempotence: each client at its default, plus the opposite setting as a separate `/idem-…` variant where the client supports it.\n\n")
 	w("| client | idempotent | settings |\n|---|---|---|\n")
 	for _, p := range peers {
-		if contains(m.Clients, p.name) {
+		if slices.Contains(m.Clients, p.name) {
 			w("| %s | %v | %s |\n", p.name, p.idem, p.settings)
 		}
 	}

@@ -21,6 +21,7 @@ type saramaClient struct {
 	drained sync.WaitGroup // the async result readers
 }
 
+// newSarama builds a sarama producer: sync or async, acks=all.
 func newSarama(cfg clientConfig) (client, error) {
 	sc := sarama.NewConfig()
 	sc.Producer.RequiredAcks = sarama.WaitForAll
@@ -56,6 +57,7 @@ func newSarama(cfg clientConfig) (client, error) {
 	return c, nil
 }
 
+// saramaMessage wraps a record; a nil key stays null on the wire.
 func saramaMessage(key, value []byte) *sarama.ProducerMessage {
 	m := &sarama.ProducerMessage{Topic: benchTopic, Value: sarama.ByteEncoder(value)}
 	if key != nil {
@@ -86,6 +88,7 @@ type kafkaGoClient struct {
 	done func(error)
 }
 
+// newKafkaGo builds a kafka-go Writer with acks=all and a 1 ms batch timeout.
 func newKafkaGo(cfg clientConfig) (client, error) {
 	if cfg.idem {
 		return nil, errors.New("kafka-go has no idempotent producer")
@@ -131,6 +134,8 @@ type confluentClient struct {
 	drained chan struct{}
 }
 
+// newConfluent builds a librdkafka producer with acks=all and linger 0, and
+// starts the goroutine that reads its events.
 func newConfluent(cfg clientConfig) (client, error) {
 	cm := &kafka.ConfigMap{
 		"bootstrap.servers":            strings.Join(cfg.addrs, ","),
@@ -165,6 +170,7 @@ func newConfluent(cfg clientConfig) (client, error) {
 	return c, nil
 }
 
+// message wraps a record for librdkafka (any partition: its partitioner).
 func (c *confluentClient) message(key, value []byte) *kafka.Message {
 	return &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &c.topic, Partition: kafka.PartitionAny},
 		Key: key, Value: value}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -19,6 +20,7 @@ type options struct {
 	levels      string
 	reps        int
 	records     int
+	layout      layout // -brokers, -partitions, -s, -keyed: one layout instead of the mode's
 	out         string
 	replot      string
 	cpuProfile  string
@@ -32,6 +34,10 @@ func defineFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.clients, "clients", "", "comma-separated clients to run (default: the five clients at their defaults and the idempotence-off kpush and franz-go with -quick, every variant with -full); known: "+peerNames())
 	fs.StringVar(&o.levels, "c", "", "comma-separated sync concurrency levels, plus \"async\" (default 1,100,1000,10000,async)")
 	fs.IntVar(&o.records, "n", 0, "records per run, overriding the mode's counts (0: the mode's)")
+	fs.IntVar(&o.layout.Brokers, "brokers", 0, "run one layout with this many brokers (0: the mode's layouts)")
+	fs.IntVar(&o.layout.Partitions, "partitions", 0, "run one layout with this many partitions (0: the mode's)")
+	fs.IntVar(&o.layout.ValueSize, "s", 0, "run one layout with values of this many bytes (0: the mode's)")
+	fs.BoolVar(&o.layout.Keyed, "keyed", false, "run one layout with keyed records")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of every cell, interleaved across clients")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "the doc to write (charts and a .json of the raw results go beside it); empty: print the table only")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the doc from a saved .json of results instead of measuring")
@@ -40,13 +46,7 @@ func defineFlags(fs *flag.FlagSet) *options {
 	return o
 }
 
-func peerNames() string {
-	names := make([]string, len(peers))
-	for i, p := range peers {
-		names[i] = p.name
-	}
-	return strings.Join(names, ", ")
-}
+func peerNames() string { return strings.Join(clientNames(peers), ", ") }
 
 // layout is the broker side of a cell and the record shape.
 type layout struct {
@@ -107,6 +107,7 @@ type plan struct {
 	maxSeconds float64
 }
 
+// makePlan turns the flags into the cells to run.
 func makePlan(o *options) (*plan, error) {
 	if o.quick && o.full {
 		return nil, fmt.Errorf("-quick and -full exclude each other")
@@ -150,7 +151,13 @@ func makePlan(o *options) (*plan, error) {
 	if o.records > 0 {
 		p.records = func(level) int { return o.records }
 	}
-	if o.levels != "" || o.clients != "" || o.records > 0 {
+	custom := o.layout != layout{}
+	if custom {
+		l := o.layout
+		l.Brokers, l.Partitions, l.ValueSize = cmp.Or(l.Brokers, base.Brokers), cmp.Or(l.Partitions, base.Partitions), cmp.Or(l.ValueSize, base.ValueSize)
+		p.layouts = []layout{l}
+	}
+	if o.levels != "" || o.clients != "" || o.records > 0 || custom {
 		p.mode += " (custom)"
 	}
 	if p.reps < 1 {
@@ -159,6 +166,7 @@ func makePlan(o *options) (*plan, error) {
 	return p, nil
 }
 
+// clientNames lists the names of ps.
 func clientNames(ps []peer) []string {
 	names := make([]string, len(ps))
 	for i, p := range ps {
@@ -282,6 +290,7 @@ func runOne(s runSpec, profDir string) result {
 	return r
 }
 
+// brief is one progress line's measurements.
 func (r result) brief() string {
 	if r.Sent == 0 {
 		return "FAILED: " + r.FirstError

@@ -60,6 +60,7 @@ func newResults(p *plan) *results {
 	return &results{Meta: m}
 }
 
+// cpuModel is the first "model name" of /proc/cpuinfo, if any.
 func cpuModel() string {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	for _, line := range strings.Split(string(b), "\n") {
@@ -91,6 +92,7 @@ func moduleVersions() map[string]string {
 // stat is a median with the spread (min and max) of the repetitions.
 type stat struct{ med, lo, hi float64 }
 
+// statOf computes the median and spread of vals (NaN when empty).
 func statOf(vals []float64) stat {
 	if len(vals) == 0 {
 		return stat{math.NaN(), math.NaN(), math.NaN()}
@@ -110,6 +112,7 @@ type cellKey struct {
 	level
 }
 
+// keyOf is the cell a run belongs to.
 func keyOf(r result) cellKey {
 	c := level(r.C)
 	if r.Mode == "async" {
@@ -141,6 +144,7 @@ var (
 // index groups runs by cell and client.
 type index map[cellKey]map[string][]result
 
+// indexRuns groups runs by cell and client.
 func indexRuns(runs []result) index {
 	ix := index{}
 	for _, r := range runs {
@@ -179,6 +183,7 @@ func (ix index) ratio(k cellKey, a, b string, m metric) stat {
 	return statOf(vals)
 }
 
+// errors sums a client's errors in a cell and returns the first message.
 func (ix index) errors(k cellKey, client string) (n int64, first string) {
 	for _, r := range ix[k][client] {
 		n += r.Errors
@@ -262,6 +267,7 @@ func printSummary(w io.Writer, res *results) {
 	tw.Flush()
 }
 
+// layoutShort names a layout in a table cell: 1b/12p/100B[/keyed].
 func layoutShort(l layout) string {
 	keys := ""
 	if l.Keyed {
@@ -279,6 +285,7 @@ type target struct {
 	format func(float64) string
 }
 
+// met reports whether the median meets the limit.
 func (t target) met() bool {
 	if math.IsNaN(t.value.med) {
 		return false

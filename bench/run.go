@@ -56,6 +56,7 @@ type outcomes struct {
 	first  atomic.Pointer[string]
 }
 
+// add counts one outcome.
 func (o *outcomes) add(err error) {
 	if err != nil && o.errors.Add(1) == 1 {
 		s := err.Error()
@@ -135,6 +136,7 @@ type workload struct {
 	keys  [][]byte
 }
 
+// key is record i's key: nil when keyless.
 func (w *workload) key(i int) []byte {
 	if w.keys == nil {
 		return nil
@@ -177,6 +179,7 @@ func (w *workload) warmUp(ctx context.Context) error {
 	return nil
 }
 
+// waitTimeout waits for wg, up to limit; it reports whether wg finished.
 func waitTimeout(wg *sync.WaitGroup, limit time.Duration) bool {
 	done := make(chan struct{})
 	go func() {
