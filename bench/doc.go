@@ -27,6 +27,9 @@ func writeDoc(path string, res *results) error {
 	if m.Commit != "" {
 		w(" at commit %s", m.Commit)
 	}
+	if m.Replotted != nil {
+		w(" (this text rewritten from its saved results with `-replot` on %s)", m.Replotted.Format("2006-01-02 15:04 UTC"))
+	}
 	w(". Every number below comes from that run; to reproduce, run the same command from the repository root. ")
 	w("The machine is shared and noisy, so compare **ratios within this run**, not absolute numbers across runs.\n\n")
 	w("Machine: %d CPUs (%s), %s, %s. ", m.CPUs, orDash(m.CPUModel), m.Platform, m.GoVersion)

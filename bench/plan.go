@@ -188,6 +188,8 @@ func runParent(ctx context.Context, o *options) error {
 		if err := json.Unmarshal(b, res); err != nil {
 			return fmt.Errorf("%s: %w", o.replot, err)
 		}
+		now := time.Now().UTC()
+		res.Meta.Replotted = &now
 	} else {
 		p, err := makePlan(o)
 		if err != nil {

@@ -29,6 +29,7 @@ type meta struct {
 	Command    string            `json:"command"`
 	Mode       string            `json:"mode"`
 	Date       time.Time         `json:"date"`
+	Replotted  *time.Time        `json:"replotted,omitempty"` // when -replot last rewrote the doc
 	Commit     string            `json:"commit,omitempty"`
 	CPUs       int               `json:"cpus"`
 	CPUModel   string            `json:"cpu_model,omitempty"`
