@@ -42,7 +42,12 @@ func TestMain(m *testing.M) {
 		runBenchBroker()
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if err := writeReliabilityReport(); err != nil {
+		fmt.Fprintln(os.Stderr, "reliability report:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 // runBenchBroker serves a fake cluster until stdin closes (the parent exits).
@@ -170,7 +175,7 @@ func newBenchProducer(b *testing.B) *kpush.Producer {
 
 func newBenchKgo(b *testing.B) *kgo.Client {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokerAddrs(b)...), kgo.DefaultProduceTopic(benchTopic),
-		kgo.MaxBufferedRecords(1<<20))
+		kgo.MaxBufferedRecords(1<<20), kgo.ProducerBatchCompression(kgo.NoCompression())) // kpush does not compress by default either
 	if err != nil {
 		b.Fatal(err)
 	}

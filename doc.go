@@ -49,6 +49,18 @@
 // kpush.ErrMessageTooLarge). New reports invalid options as *ConfigError
 // (errors.Is(err, ErrInvalidConfig)).
 //
+// # Security
+//
+// WithTLS encrypts connections (TLSConfigFromFiles builds a configuration
+// from PEM files) and WithSASL authenticates them with SASLPlain,
+// SASLScramSHA256, SASLScramSHA512 or SASLOAuthBearer (a token function,
+// for cloud IAM). Sessions with a lifetime are renewed on the same
+// connection before they expire (KIP-368). A connection that cannot be
+// authenticated or secured fails the records waiting for it at once with
+// ErrAuthentication (not written), never after the delivery timeout; the
+// broker's message is kept, credentials never appear in errors, logs or
+// Stats. See docs/security.md.
+//
 // # Concurrency
 //
 // All Producer methods are safe for concurrent use. The send path takes one

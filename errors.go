@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/kpush/kpush/internal/wire"
 )
 
 // Outcome categories. Every error returned for a record is a *ProduceError
@@ -29,9 +31,20 @@ var (
 	ErrNilRecord = errors.New("kpush: nil record")
 	// ErrNoTopic: the record has no topic and the producer no default topic.
 	ErrNoTopic = errors.New("kpush: record has no topic and no default topic is set")
+	// ErrInvalidTopic: the topic name is not one Kafka accepts (empty
+	// after defaults, longer than 249 bytes, "." or "..", or a character
+	// other than ASCII letters, digits, '.', '_' and '-').
+	ErrInvalidTopic = errors.New("kpush: invalid topic name")
+	// ErrInvalidHeader: a header key is not valid UTF-8 (Kafka header
+	// keys are strings; consumers would decode it lossily).
+	ErrInvalidHeader = errors.New("kpush: invalid header")
+	// ErrInvalidTimestamp: the record's timestamp is before the Unix epoch
+	// (Kafka timestamps are non-negative milliseconds; -1 means none).
+	ErrInvalidTimestamp = errors.New("kpush: invalid timestamp")
 	// ErrRecordTooLarge: the encoded record does not fit in a batch of
-	// WithMaxBatchBytes.
-	ErrRecordTooLarge = errors.New("kpush: record larger than the maximum batch size")
+	// WithMaxBatchBytes, or is larger than the whole buffer
+	// (WithMaxBufferedBytes).
+	ErrRecordTooLarge = errors.New("kpush: record too large")
 	// ErrUnknownTopic: the cluster does not have the topic (and does not
 	// create it automatically).
 	ErrUnknownTopic = errors.New("kpush: unknown topic")
@@ -53,6 +66,16 @@ var (
 	ErrSequenceReset = errors.New("kpush: producer epoch reset while the record's outcome was unknown")
 	// ErrNoBroker: no broker could be reached for metadata.
 	ErrNoBroker = errors.New("kpush: no broker reachable")
+	// ErrAuthentication: a broker connection could not be authenticated or
+	// secured — SASL failed (wrong user or password, unsupported mechanism,
+	// rejected or expired token, the token provider's error), the broker's
+	// TLS certificate could not be verified (or the broker refused ours), or
+	// the broker expects TLS and WithTLS is not set. Records waiting for
+	// that broker fail at once, not after the delivery timeout, and were
+	// not written (ErrNotWritten); retrying helps only once credentials or
+	// configuration change. The error carries the broker's message, never
+	// credentials. Stats counts these failures.
+	ErrAuthentication = wire.ErrAuth
 )
 
 // Broker errors that users commonly check, re-exported from franz-go's kerr

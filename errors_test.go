@@ -144,8 +144,8 @@ func TestSend_AfterClose(t *testing.T) {
 	if err := p.Close(ctx); !errors.Is(err, kpush.ErrClosed) {
 		t.Fatalf("second Close: %v, want ErrClosed", err)
 	}
-	if err := p.Flush(ctx); err != nil {
-		t.Fatalf("Flush after Close: %v", err)
+	if err := p.Flush(ctx); !errors.Is(err, kpush.ErrClosed) {
+		t.Fatalf("Flush after Close: %v, want ErrClosed", err)
 	}
 }
 

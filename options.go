@@ -96,6 +96,8 @@ type config struct {
 	logger          *slog.Logger
 	metadataMaxAge  time.Duration
 	tls             *tls.Config
+	sasl            SASLMechanism
+	saslSet         bool
 }
 
 // defaultConfig holds every default; the README's options table is checked
@@ -234,15 +236,33 @@ func WithMetadataMaxAge(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.metadataMaxAge = d })
 }
 
-// WithTLS enables TLS with the given configuration (nil fields take Go's
-// defaults; the server name defaults to the broker's host). Default off.
-func WithTLS(cfg *tls.Config) Option { return optionFunc(func(c *config) { c.tls = cfg }) }
+// WithTLS encrypts every broker connection with TLS (Java
+// security.protocol=SSL, or SASL_SSL together with WithSASL). Default off.
+// nil, or a zero tls.Config, verifies brokers against the system's roots;
+// set RootCAs for a private CA and Certificates for mutual TLS, or build
+// the configuration with TLSConfigFromFiles. ServerName defaults to each
+// broker's host name. TLS 1.2 is the minimum: a MinVersion below it is an
+// error. A certificate that cannot be verified fails records at once with
+// ErrAuthentication, as does a plaintext connection to a TLS listener.
+func WithTLS(cfg *tls.Config) Option {
+	return optionFunc(func(c *config) {
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		c.tls = cfg
+	})
+}
 
 // validate checks the configuration; it returns a *ConfigError naming the
 // first bad option.
 func (c *config) validate() error {
 	bad := func(opt, format string, args ...any) error {
 		return &ConfigError{Option: opt, Reason: fmt.Sprintf(format, args...)}
+	}
+	if c.defaultTopic != "" {
+		if err := checkTopicName(c.defaultTopic); err != nil {
+			return bad("WithDefaultTopic", "%v", err)
+		}
 	}
 	if len(c.brokers) == 0 {
 		return bad("WithBrokers", "no seed brokers")
@@ -310,5 +330,5 @@ func (c *config) validate() error {
 	if c.partitioner > ManualPartitioner {
 		return bad("WithPartitioner", "unknown partitioner %d", c.partitioner)
 	}
-	return nil
+	return c.validateSecurity()
 }

@@ -14,10 +14,12 @@ package kpush
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kpush/kpush/internal/batch"
 	"github.com/kpush/kpush/internal/buffer"
@@ -89,6 +91,8 @@ func New(opts ...Option) (*Producer, error) {
 		DialTimeout:    cfg.dialTimeout,
 		RequestTimeout: cfg.requestTimeout + 5*time.Second, // the broker's own timeout fires first
 		TLS:            cfg.tls,
+		SASL:           cfg.sasl,
+		AuthHook:       p.authEvent,
 		MaxVersions:    map[int16]int16{0: 11}, // Produce v12+ adds nothing kpush uses; v13 needs topic IDs
 	}
 	p.eng = sink.NewEngine(sink.Config{
@@ -289,12 +293,24 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	mono, wall := p.clock.Now()
 	tsMs := wall / int64(time.Millisecond)
 	if !r.Timestamp.IsZero() {
-		tsMs = r.Timestamp.UnixMilli()
+		if tsMs = r.Timestamp.UnixMilli(); tsMs < 0 {
+			return notWritten(name, -1, ErrInvalidTimestamp)
+		}
+	}
+	for i := range r.Headers {
+		if !utf8.ValidString(r.Headers[i].Key) {
+			return notWritten(name, -1, fmt.Errorf("%w: key %q is not UTF-8", ErrInvalidHeader, r.Headers[i].Key))
+		}
 	}
 	pd.Rec = batch.Record{Key: r.Key, Value: r.Value, Headers: engineHeaders(r.Headers), TimestampMs: tsMs}
 	size := batch.RecordSize(&pd.Rec)
 	if size+batch.BatchOverhead > p.cfg.maxBatchBytes {
 		return notWritten(name, -1, ErrRecordTooLarge)
+	}
+	if int64(size) > p.cfg.maxBufBytes {
+		// It would wait for buffer space forever, and hold up every
+		// record queued behind it.
+		return notWritten(name, -1, fmt.Errorf("%w: %d bytes, more than the buffer holds (WithMaxBufferedBytes %d)", ErrRecordTooLarge, size, p.cfg.maxBufBytes))
 	}
 
 	t, err := p.topic(ctx, name, mono)
@@ -337,10 +353,14 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 // Flush waits until every record accepted so far has had its outcome
 // delivered — its Send returned or its SendAsync callback returned — or
 // until ctx is done. Records sent concurrently with Flush may or may not be
-// waited for. Calling Flush from a callback deadlocks.
+// waited for. Calling Flush from a callback deadlocks. After Close, Flush
+// returns ErrClosed (Close has already delivered every outcome).
 func (p *Producer) Flush(ctx context.Context) error {
 	if err := p.undelivered.WaitEmpty(ctx); err != nil {
 		return &ProduceError{Partition: -1, Err: err, Unknown: true}
+	}
+	if p.closed.Load() {
+		return ErrClosed // every outcome was delivered, but the call is a mistake
 	}
 	return nil
 }

@@ -34,6 +34,7 @@ func TestREADMEDefaults(t *testing.T) {
 		"WithLogger":             map[bool]string{true: "no logging"}[c.logger == nil],
 		"WithMetadataMaxAge":     fmtDur(c.metadataMaxAge),
 		"WithTLS":                map[bool]string{true: "off"}[c.tls == nil],
+		"WithSASL":               map[bool]string{true: "none"}[c.sasl == nil],
 	}
 	f, err := os.Open("README.md")
 	if err != nil {

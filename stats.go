@@ -19,7 +19,15 @@ type Stats struct {
 	InflightRequests int64 // produce requests awaiting a response now
 	Retries          int64 // batches sent again after a failure
 	Throttles        int64 // responses that asked kpush to slow down
-	Brokers          []BrokerStats
+	// AuthFailures counts failures to authenticate or secure a broker
+	// connection (errors matching ErrAuthentication); LastAuthError is the
+	// latest one's message (the broker's words, never credentials), or "".
+	AuthFailures  int64
+	LastAuthError string
+	// Reauthentications counts SASL sessions renewed before the broker's
+	// session lifetime ended (KIP-368).
+	Reauthentications int64
+	Brokers           []BrokerStats
 }
 
 // BrokerStats describes one broker's connection.
@@ -46,6 +54,12 @@ func (p *Producer) Stats() Stats {
 		InflightRequests: st.Inflight.Load(),
 		Retries:          st.Retries.Load(),
 		Throttles:        st.Throttles.Load(),
+
+		AuthFailures:      st.AuthFailures.Load(),
+		Reauthentications: st.Reauths.Load(),
+	}
+	if last := st.LastAuthErr.Load(); last != nil {
+		s.LastAuthError = *last
 	}
 	if s.Batches > 0 {
 		s.AvgBatchRecords = float64(st.BatchedRecords.Load()) / float64(s.Batches)

@@ -55,6 +55,9 @@ func (t *topic) setLastErr(err error) {
 func (p *Producer) topic(ctx context.Context, name string, mono int64) (*topic, error) {
 	t := (*p.topics.Load())[name]
 	if t == nil {
+		if err := checkTopicName(name); err != nil {
+			return nil, err
+		}
 		t = p.addTopic(name)
 	}
 	select {
@@ -140,6 +143,10 @@ func (p *Producer) allPartitions() []*sink.Partition {
 func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 	topics := *p.topics.Load()
 	if err != nil {
+		if errors.Is(err, ErrAuthentication) {
+			p.failWaitingTopics(err)
+			return // logged by authEvent; the next Send asks again
+		}
 		p.cfg.logger.Warn("kpush: metadata fetch failed", "err", err)
 		for _, t := range topics {
 			t.setLastErr(fmt.Errorf("%w: %w", ErrNoBroker, err))
@@ -307,4 +314,24 @@ func publicCause(err error) error {
 		return ErrSequenceReset
 	}
 	return err
+}
+
+// checkTopicName applies Kafka's rules for topic names (Topic.validate in
+// the Java client), so that a bad name fails at once instead of after a
+// metadata round trip.
+func checkTopicName(name string) error {
+	switch {
+	case name == "." || name == "..":
+		return fmt.Errorf("%w %q: \".\" and \"..\" are reserved", ErrInvalidTopic, name)
+	case len(name) > 249:
+		return fmt.Errorf("%w: %d bytes long, at most 249 allowed", ErrInvalidTopic, len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return fmt.Errorf("%w %q: character %q not allowed (only ASCII letters, digits, '.', '_', '-')", ErrInvalidTopic, name, c)
+		}
+	}
+	return nil
 }

@@ -47,7 +47,7 @@ func (c *Cluster) newClient() (*kgo.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	cl, err := kgo.NewClient(append(c.clientOptions(), kgo.SeedBrokers(addrs...))...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: new client: %w", err)
 	}

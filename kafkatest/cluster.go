@@ -19,6 +19,8 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/kpush/kpush/internal/tlsgen"
 )
 
 var (
@@ -45,6 +47,7 @@ type Cluster struct {
 	closed  bool
 	fake    *kfake.Cluster
 	addrs   []string
+	certs   *tlsgen.Bundle // WithTLS; set by Start
 }
 
 // NewCluster starts a cluster configured by opts and returns it. Close it
@@ -106,14 +109,16 @@ func (c *Cluster) Start() error {
 		return err
 	}
 
-	var (
-		fake *kfake.Cluster
-		err  error
-	)
+	secOpts, certs, err := c.cfg.securityOptions()
+	if err != nil {
+		return err
+	}
+	opts := c.cfg.kfakeOptions(secOpts...)
+	var fake *kfake.Cluster
 	// Every goroutine kfake starts, and every goroutine those start,
 	// inherits this label.
 	pprof.Do(context.Background(), pprof.Labels(labelKey, c.label), func(context.Context) {
-		fake, err = kfake.NewCluster(c.cfg.kfakeOptions()...)
+		fake, err = kfake.NewCluster(opts...)
 	})
 	if err != nil {
 		err = fmt.Errorf("kafkatest: start cluster: %w", err)
@@ -123,8 +128,16 @@ func (c *Cluster) Start() error {
 		}
 		return err
 	}
+	c.certs = certs
+	addrs := fake.ListenAddrs()
+	if len(c.cfg.saslUsers) > 0 {
+		if err := c.advertiseSASLHandshakeV0(fake, addrs); err != nil {
+			fake.Close()
+			return errors.Join(err, waitGoroutines(c.label, c.cfg.closeTimeout))
+		}
+	}
 	c.fake = fake
-	c.addrs = fake.ListenAddrs()
+	c.addrs = addrs
 	return nil
 }
 

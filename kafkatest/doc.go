@@ -21,7 +21,9 @@
 // Options set the number of brokers (default 1), the ports (default random),
 // the topics that exist at start (default none) and whether producing to an
 // unknown topic creates it (default no, as on a production cluster).
-// WithKfakeOptions passes anything else, such as SASL or TLS, to kfake.
+// WithSASL requires SASL (PLAIN, SCRAM) and WithTLS encrypts the listeners
+// with throwaway certificates (TLSConfig, WriteTLSFiles give clients the
+// CA). WithKfakeOptions passes anything else to kfake.
 // CreateTopic adds a topic to a running cluster.
 //
 // # Fault injection

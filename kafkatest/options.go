@@ -29,6 +29,10 @@ type config struct {
 	ports        []int
 	kfakeOpts    []kfake.Opt
 
+	saslUsers     []saslUser
+	tls           bool
+	tlsClientCert bool
+
 	// closeTimeout bounds how long Close, or a failed Start, waits for the
 	// cluster's goroutines to stop. Tests shorten it.
 	closeTimeout time.Duration
@@ -81,10 +85,10 @@ func WithPorts(ports ...int) Option {
 }
 
 // WithKfakeOptions passes options straight to kfake.NewCluster, for what this
-// package does not wrap (SASL, TLS, ACLs, broker configs, a logger, ...). They
-// are applied after the options derived from this package's, so they win on
-// conflict. CreateTopic and ReadAll use a plain client, so they do not work
-// against a cluster that requires SASL or TLS.
+// package does not wrap (ACLs, broker configs, a logger, ...). They are
+// applied after the options derived from this package's, so they win on
+// conflict. CreateTopic and ReadAll do not know about SASL or TLS configured
+// this way, so they fail against such a cluster; use WithSASL and WithTLS.
 func WithKfakeOptions(opts ...kfake.Opt) Option {
 	return optionFunc(func(c *config) { c.kfakeOpts = append(c.kfakeOpts, opts...) })
 }
@@ -125,11 +129,12 @@ func (c *config) validate() error {
 	if c.autoCreate && c.autoCreateNP < 1 {
 		return fmt.Errorf("kafkatest: WithAutoCreateTopics: %d partitions, need at least 1", c.autoCreateNP)
 	}
-	return nil
+	return c.validateSecurity()
 }
 
-// kfakeOptions translates the config into kfake options.
-func (c *config) kfakeOptions() []kfake.Opt {
+// kfakeOptions translates the config into kfake options; sec (from
+// securityOptions) goes before the user's own kfake options.
+func (c *config) kfakeOptions(sec ...kfake.Opt) []kfake.Opt {
 	opts := []kfake.Opt{kfake.NumBrokers(c.resolvedBrokers())}
 	if len(c.ports) > 0 {
 		opts = append(opts, kfake.Ports(c.ports...))
@@ -143,5 +148,6 @@ func (c *config) kfakeOptions() []kfake.Opt {
 			kfake.DefaultNumPartitions(int(c.autoCreateNP)),
 		)
 	}
+	opts = append(opts, sec...)
 	return append(opts, c.kfakeOpts...)
 }

@@ -33,7 +33,11 @@ Examples:
   kpush bench -c 100 -n 500000 -keyed
   kpush bench -async -d 5s
   kpush bench -b localhost:9092 -t bench-topic --json
+  KPUSH_SASL_PASSWORD=... kpush bench -b broker:9093 -t bench-topic -c 100 \
+      -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-256 -X sasl.username=app
 
+-X security properties (with -b; as in kpush produce):
+` + securityHelp + `
 Flags:
 `
 
@@ -50,6 +54,8 @@ type benchConfig struct {
 	compression kpush.Compression
 	acks        kpush.Acks
 	json        bool
+	sec         securityProps
+	secOpts     []kpush.Option
 }
 
 // levelResult is one concurrency level's measurement.
@@ -86,6 +92,14 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	codec := fs.String("z", "none", "compression: none, gzip, snappy, lz4, zstd")
 	acks := fs.String("acks", "all", "acks: all, 1 (leader) or 0 (none)")
 	fs.BoolVar(&cfg.json, "json", false, "print results as JSON")
+	fs.Func("X", "security property prop=value (see above); repeatable", func(s string) error {
+		name, value, _ := strings.Cut(s, "=")
+		known, err := cfg.sec.set(name, value)
+		if !known {
+			return fmt.Errorf("-X %s: not a security property (known: %s)", name, securityPropNames)
+		}
+		return err
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, errHelp
@@ -134,6 +148,12 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	default:
 		return bad("-acks: %q is not all, 1 or 0", *acks)
 	}
+	if cfg.secOpts, err = cfg.sec.options(); err != nil {
+		return bad("%v", err)
+	}
+	if len(cfg.secOpts) > 0 && cfg.brokers == "" {
+		return bad("-X security properties need -b (the embedded broker is plaintext)")
+	}
 	return cfg, nil
 }
 
@@ -159,9 +179,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		brokers = c.Addrs()
 		where = "embedded in this process, " + strings.Join(brokers, ",")
 	}
-	p, err := kpush.New(kpush.WithBrokers(brokers...), kpush.WithCompression(cfg.compression),
+	p, err := kpush.New(append(cfg.secOpts, kpush.WithBrokers(brokers...), kpush.WithCompression(cfg.compression),
 		kpush.WithAcks(cfg.acks), kpush.WithDeliveryTimeout(max(30*time.Second, 2*cfg.duration)),
-		kpush.WithRequestTimeout(10*time.Second))
+		kpush.WithRequestTimeout(10*time.Second))...)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 
@@ -19,10 +20,21 @@ package) in this process on 127.0.0.1 until interrupted (Ctrl-C). It speaks
 the Kafka protocol, so any client (kcat, librdkafka, franz-go, Java) can use
 it. Records live in memory only and are gone when it stops.
 
-It prints the bootstrap addresses on stdout in one line, then the topics:
+It prints the bootstrap addresses on stdout in one line, then the
+security settings clients need, if any, then the topics:
 
   bootstrap: 127.0.0.1:PORT[,127.0.0.1:PORT...]
+  security.protocol: SASL_SSL
+  sasl: user=NAME mechanism=MECH
+  ssl.ca.location: /tmp/kpush-dev-tls-.../ca.pem
   topic: NAME partitions=N
+
+--sasl requires clients to authenticate (PLAIN, SCRAM-SHA-256 or
+SCRAM-SHA-512; no OAUTHBEARER); a client with wrong credentials has its
+connection closed. --tls makes a throwaway CA and a server certificate for
+127.0.0.1, ::1 and localhost in a temporary directory (ca.pem, server.pem,
+server-key.pem, and client.pem/client-key.pem for mutual TLS tests),
+removed when kpush dev stops; clients trust ca.pem.
 
 Examples:
   kpush dev
@@ -31,6 +43,12 @@ Examples:
   # then, in another terminal:
   kpush produce -b 127.0.0.1:9092 -t orders orders.txt
   kcat -C -b 127.0.0.1:9092 -t orders -e
+
+  kpush dev -port 9093 -topic orders:3 --tls --sasl alice:secret,SCRAM-SHA-256
+  # prints ssl.ca.location: /tmp/kpush-dev-tls-XXXX/ca.pem; then:
+  kcat -C -b 127.0.0.1:9093 -t orders -e -X security.protocol=SASL_SSL \
+      -X sasl.mechanisms=SCRAM-SHA-256 -X sasl.username=alice -X sasl.password=secret \
+      -X ssl.ca.location=/tmp/kpush-dev-tls-XXXX/ca.pem
 
 Flags:
 `
@@ -41,11 +59,16 @@ type devTopic struct {
 	partitions int32
 }
 
+// devUser is one --sasl flag.
+type devUser struct{ user, pass, mechanism string }
+
 type devConfig struct {
 	port       int
 	brokers    int
 	topics     []devTopic
 	autoCreate int
+	users      []devUser
+	tls        bool
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
@@ -56,6 +79,7 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 		fmt.Fprint(stderr, devUsage)
 		fs.PrintDefaults()
 	}
+	var saslErr error
 	fs.IntVar(&cfg.port, "port", 0, "port of the first broker; the others take the next ports (0: random free ports)")
 	fs.IntVar(&cfg.brokers, "brokers", 1, "number of brokers")
 	fs.IntVar(&cfg.autoCreate, "auto-create", 0, "create a missing topic with this many partitions when a client's metadata request asks for it (kcat and librdkafka producers do, kpush does not; 0: off)")
@@ -73,6 +97,17 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 			cfg.topics = append(cfg.topics, t)
 			return nil
 		})
+	fs.Func("sasl", `require SASL: "user:password[,MECHANISM]" (PLAIN, SCRAM-SHA-256 (default) or SCRAM-SHA-512); repeatable`,
+		func(s string) error {
+			// Reported after parsing: the flag package would print the value.
+			u, err := parseDevUser(s)
+			if err != nil && saslErr == nil {
+				saslErr = err
+			}
+			cfg.users = append(cfg.users, u)
+			return nil
+		})
+	fs.BoolVar(&cfg.tls, "tls", false, "serve TLS only, with a throwaway CA written to a temporary directory (its path is printed)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, errHelp
@@ -85,6 +120,9 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	}
 	if fs.NArg() > 0 {
 		return bad("unexpected argument %q", fs.Arg(0))
+	}
+	if saslErr != nil {
+		return bad("--sasl: %v", saslErr)
 	}
 	if cfg.brokers < 1 || cfg.brokers > 100 {
 		return bad("-brokers: %d is not between 1 and 100", cfg.brokers)
@@ -99,6 +137,28 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 		cfg.topics = []devTopic{{"test", 3}}
 	}
 	return cfg, nil
+}
+
+// parseDevUser parses "user:password[,MECHANISM]". Errors never repeat the
+// password.
+func parseDevUser(s string) (devUser, error) {
+	u := devUser{mechanism: kafkatest.SASLScramSHA256}
+	rest, ok := "", false
+	u.user, rest, ok = strings.Cut(s, ":")
+	if !ok || u.user == "" {
+		return u, errors.New(`not "user:password[,MECHANISM]"`)
+	}
+	u.pass = rest
+	if i := strings.LastIndex(rest, ","); i >= 0 {
+		switch m := strings.ToUpper(rest[i+1:]); m {
+		case kafkatest.SASLPlain, kafkatest.SASLScramSHA256, kafkatest.SASLScramSHA512:
+			u.pass, u.mechanism = rest[:i], m
+		}
+	}
+	if u.pass == "" {
+		return u, fmt.Errorf("user %q has an empty password", u.user)
+	}
+	return u, nil
 }
 
 // parseDevTopic parses "name:partitions" or "name".
@@ -131,6 +191,43 @@ func checkTopicName(name string) error {
 	return nil
 }
 
+// printDevSecurity prints what clients need to connect (protocol, users,
+// the CA file it writes for --tls) and returns a function removing the
+// files.
+func printDevSecurity(cfg *devConfig, c *kafkatest.Cluster, stdout, stderr io.Writer) (cleanup func(), err error) {
+	cleanup = func() {}
+	proto := map[[2]bool]string{{false, true}: "SSL", {true, false}: "SASL_PLAINTEXT", {true, true}: "SASL_SSL"}[[2]bool{len(cfg.users) > 0, cfg.tls}]
+	if proto == "" {
+		return cleanup, nil
+	}
+	fmt.Fprintf(stdout, "security.protocol: %s\n", proto)
+	for _, u := range cfg.users {
+		fmt.Fprintf(stdout, "sasl: user=%s mechanism=%s\n", u.user, u.mechanism)
+	}
+	var caFlag string
+	if cfg.tls {
+		dir, err := os.MkdirTemp("", "kpush-dev-tls-")
+		if err != nil {
+			return cleanup, err
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		f, err := c.WriteTLSFiles(dir)
+		if err != nil {
+			cleanup()
+			return func() {}, err
+		}
+		fmt.Fprintf(stdout, "ssl.ca.location: %s\n", f.CA)
+		caFlag = " -X ssl.ca.location=" + f.CA
+	}
+	var saslFlags string
+	if len(cfg.users) > 0 {
+		saslFlags = fmt.Sprintf(" -X sasl.mechanisms=%s -X sasl.username=%s -X sasl.password=...", cfg.users[0].mechanism, cfg.users[0].user)
+	}
+	fmt.Fprintf(stderr, "kpush dev: connect with: kcat -b %s -X security.protocol=%s%s%s -L\n",
+		strings.Join(c.Addrs(), ","), proto, saslFlags, caFlag)
+	return cleanup, nil
+}
+
 // runDev runs the cluster until ctx is done, then closes it.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseDevFlags(args, stderr)
@@ -154,11 +251,23 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.autoCreate > 0 {
 		opts = append(opts, kafkatest.WithAutoCreateTopics(int32(cfg.autoCreate)))
 	}
+	for _, u := range cfg.users {
+		opts = append(opts, kafkatest.WithSASL(u.mechanism, u.user, u.pass))
+	}
+	if cfg.tls {
+		opts = append(opts, kafkatest.WithTLS(false))
+	}
 	c, err := kafkatest.NewCluster(opts...)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
 	fmt.Fprintf(stdout, "bootstrap: %s\n", strings.Join(c.Addrs(), ","))
+	cleanup, err := printDevSecurity(cfg, c, stdout, stderr)
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("dev: %w", err)
+	}
+	defer cleanup()
 	for _, t := range cfg.topics {
 		fmt.Fprintf(stdout, "topic: %s partitions=%d\n", t.name, t.partitions)
 	}

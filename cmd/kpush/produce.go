@@ -63,7 +63,7 @@ Input formats (--format):
                           delivery.timeout.ms)                  default 30000
   request.timeout.ms      bound on one produce request          default min(30000,
                                                                 message.timeout.ms - linger.ms)
-
+` + securityHelp + `
 Delivery and failures:
   Records are sent asynchronously; at most 64 MiB are buffered at once.
   Every failed record is counted under its reason in the summary, with
@@ -90,6 +90,8 @@ Examples:
   kpush produce -b localhost:9092 -t events -D '\0' events.bin
   kpush produce -b localhost:9092 -t events --format json --skip-bad --failed-out failed.jsonl events.jsonl
   kpush produce -b localhost:9092 -t events --format json failed.jsonl   # replay the failures
+  KPUSH_SASL_PASSWORD=... kpush produce -b broker:9093 -t events -X security.protocol=SASL_SSL \
+      -X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=app -X ssl.ca.location=ca.pem events.txt
 
 Flags:
 `
@@ -272,7 +274,8 @@ func (s *sender) send(ctx context.Context, it *item) {
 		case it.bounded && errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(sctx), errMetadataWait):
 			err = s.noMetadata()
 			s.tally.setFatal(err)
-		case errors.Is(err, kpush.ErrUnknownTopic), errors.Is(err, kpush.ErrTopicAuthorizationFailed):
+		case errors.Is(err, kpush.ErrUnknownTopic), errors.Is(err, kpush.ErrTopicAuthorizationFailed),
+			errors.Is(err, kpush.ErrAuthentication):
 			s.tally.setFatal(err)
 		}
 		s.tally.fail(it, err)

@@ -22,6 +22,8 @@ type producerProps struct {
 	linger          time.Duration
 	deliveryTimeout time.Duration // 0: not given
 	requestTimeout  time.Duration // 0: not given
+	sec             securityProps
+	secOpts         []kpush.Option // from sec, set by resolve
 }
 
 func defaultProps() producerProps {
@@ -29,7 +31,7 @@ func defaultProps() producerProps {
 }
 
 // propNames lists the known -X properties, for the error message.
-const propNames = "acks, batch.size, client.id, compression.type, enable.idempotence, linger.ms, message.timeout.ms, request.timeout.ms"
+const propNames = "acks, batch.size, client.id, compression.type, enable.idempotence, linger.ms, message.timeout.ms, request.timeout.ms, " + securityPropNames
 
 // set applies one -X property; errors name the property.
 func (pp *producerProps) set(name, value string) error {
@@ -84,6 +86,9 @@ func (pp *producerProps) set(name, value string) error {
 	case "request.timeout.ms":
 		pp.requestTimeout, err = ms(1)
 	default:
+		if known, serr := pp.sec.set(name, value); known {
+			return serr
+		}
 		return fmt.Errorf("-X %s: unknown property %q (known: %s)", name, name, propNames)
 	}
 	return err
@@ -105,7 +110,9 @@ func (pp *producerProps) resolve() error {
 		return fmt.Errorf("-X message.timeout.ms=%d must be at least request.timeout.ms (%d) plus linger.ms (%d)",
 			pp.deliveryTimeout.Milliseconds(), max(pp.requestTimeout, time.Millisecond).Milliseconds(), pp.linger.Milliseconds())
 	}
-	return nil
+	var err error
+	pp.secOpts, err = pp.sec.options()
+	return err
 }
 
 // metadataWait bounds the first record's wait for the topic's metadata.
@@ -127,6 +134,7 @@ func (pp *producerProps) options(brokers []string, manual bool) []kpush.Option {
 	if pp.idempotence != nil {
 		opts = append(opts, kpush.WithIdempotence(*pp.idempotence))
 	}
+	opts = append(opts, pp.secOpts...)
 	if manual {
 		opts = append(opts, kpush.WithPartitioner(kpush.ManualPartitioner))
 	}
@@ -143,4 +151,6 @@ var optionFlags = map[string]string{
 	"WithDeliveryTimeout": "-X message.timeout.ms",
 	"WithRequestTimeout":  "-X request.timeout.ms",
 	"WithCompression":     "-X compression.type",
+	"WithSASL":            "-X sasl.*",
+	"WithTLS":             "-X ssl.*",
 }

@@ -300,7 +300,7 @@ func TestProduce_RecordLargerThanBatchSize(t *testing.T) {
 	failed := filepath.Join(t.TempDir(), "failed.jsonl")
 	big := strings.Repeat("x", 2000)
 	code, errOut := produceTo(t, c, "small\n"+big+"\nsmall too\n", "-t", "t", "-X", "batch.size=1024", "--failed-out", failed)
-	if code != 1 || !strings.Contains(errOut, "record larger than the maximum batch size (batch.size=1024)") ||
+	if code != 1 || !strings.Contains(errOut, "record too large (batch.size=1024)") ||
 		!strings.Contains(errOut, "at stdin:2\n") || !strings.Contains(errOut, "2 sent, 1 failed") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}

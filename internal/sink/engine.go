@@ -74,6 +74,9 @@ type Stats struct {
 	Inflight       atomic.Int64
 	Retries        atomic.Int64
 	Throttles      atomic.Int64
+	AuthFailures   atomic.Int64
+	Reauths        atomic.Int64
+	LastAuthErr    atomic.Pointer[string]
 }
 
 // Engine is shared by every sink and partition of one producer.

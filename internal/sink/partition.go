@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/kpush/kpush/internal/batch"
+	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 )
 
@@ -430,6 +431,39 @@ func (p *Partition) failBuffered(err error, close bool) []*Pending {
 		out = p.failBatchLocked(b, err, b.unknown, out)
 	}
 	p.retry, p.rewound = nil, nil
+	return out
+}
+
+// failUnsent fails the records and retry batches that wait for sink s, the
+// partition's leader, when s cannot connect (authentication failed). In
+// flight there is nothing: s's connection is gone. Dropped sequences are
+// renumbered as after an expiry.
+func (p *Partition) failUnsent(s *Sink, err error) []*Pending {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.leader != s {
+		return nil // a stale entry; the partition is queued elsewhere
+	}
+	p.queued = false
+	var out []*Pending
+	for _, r := range p.recs {
+		if r.FailBuffered(err) {
+			out = append(out, r)
+		}
+	}
+	clear(p.recs)
+	p.recs, p.recBytes = p.recs[:0], 0
+	if p.inflight == 0 && !p.rewind {
+		for _, b := range p.retry {
+			out = p.failBatchLocked(b, err, b.unknown, out)
+			p.dropSeqLocked(b)
+		}
+		clear(p.retry)
+		p.retry = p.retry[:0]
+		if p.reseq {
+			out = p.finishRewindLocked(clock.Mono(), out)
+		}
+	}
 	return out
 }
 

@@ -193,6 +193,13 @@ func (s *Sink) ensureConn() bool {
 	c, err := wire.Dial(s.eng.ctx, s.Addr(), s.eng.cfg.Wire)
 	if err != nil {
 		s.dialFails++
+		if errors.Is(err, wire.ErrAuth) {
+			// Retrying cannot fix credentials or certificates: fail what
+			// waits for this broker now, not at the delivery timeout.
+			s.failReady(err)
+			s.eng.cfg.TriggerMetadata()
+			return false
+		}
 		s.eng.cfg.Logger.Warn("kpush: broker connection failed", "broker", s.Node, "addr", s.Addr(), "err", err)
 		s.eng.cfg.TriggerMetadata()
 		return false
@@ -200,6 +207,16 @@ func (s *Sink) ensureConn() bool {
 	s.dialFails = 0
 	s.conn = c
 	return true
+}
+
+// failReady fails the unsent records of every partition on the ready list
+// (the connection could not be authenticated). Later records try again.
+func (s *Sink) failReady(err error) {
+	parts := s.takeReady()
+	for _, p := range parts {
+		s.eng.notifyAll(p.failUnsent(s, err), &s.cb)
+	}
+	s.giveBackSpare(parts)
 }
 
 // produce drains ready partitions into one request and writes it. It

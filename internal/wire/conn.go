@@ -10,8 +10,14 @@
 //     the pending queue, checks the correlation id, decodes the response and
 //     runs the call's done function on its own goroutine. done must not block
 //     for long: it delays every later response of this connection.
-//   - Conn.mu guards the pending queue, the dead error and the read deadline.
-//     Lock order: wmu before mu.
+//   - Conn.mu guards the pending queue, the dead error, the read deadline and
+//     the idle channel. Lock order: wmu before mu.
+//   - SASL (sasl.go) runs under wmu: the first authentication in Dial, and
+//     re-authentication (KIP-368) inside Do once the session nears its end.
+//     Re-authentication waits, holding wmu, until every pending call has
+//     been answered, then re-runs SaslHandshake and SaslAuthenticate on the
+//     same connection; callers of Do wait meanwhile, so no request is ever
+//     interleaved with an authentication exchange and none is dropped.
 //
 // When a connection dies (I/O error, timeout, Close) every pending call's done
 // runs exactly once with an error; errors of calls that were written wrap
@@ -32,6 +38,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
 )
 
 // ErrMaybeDelivered wraps the error of a request that was written to the
@@ -60,9 +67,15 @@ type Config struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLS enables TLS when non-nil.
 	TLS *tls.Config
-	// Authenticate runs after ApiVersions and before the connection is
-	// handed out (SASL). It may use c.Do.
-	Authenticate func(ctx context.Context, c *Conn) error
+	// SASL, when set, authenticates the connection after ApiVersions
+	// (SaslHandshake v1 and SaslAuthenticate, KIP-152) and again before the
+	// session lifetime the broker grants runs out (KIP-368).
+	SASL sasl.Mechanism
+	// AuthHook, when set, is called after every SASL authentication (reauth
+	// tells whether it was a re-authentication) and every failure to
+	// authenticate or secure a connection (err wraps ErrAuth). It runs on
+	// the dialing or requesting goroutine and must not block.
+	AuthHook func(addr string, reauth bool, err error)
 	// MaxVersions caps the version kpush uses per API key (index = key);
 	// a key absent or negative is not capped beyond kmsg's own maximum.
 	MaxVersions map[int16]int16
@@ -88,9 +101,14 @@ type Conn struct {
 	corr int32
 	wbuf []byte
 
-	mu      sync.Mutex // guards pending, dead
+	// Guarded by wmu: when the SASL session must be renewed (unix nanos;
+	// 0 when it never expires) and the mechanism it was made with.
+	reauthAt int64
+
+	mu      sync.Mutex // guards pending, dead, idle
 	pending []*call
 	dead    error
+	idle    chan struct{} // closed by the reader when pending empties; nil unless awaited
 
 	readerDone chan struct{}
 }
@@ -115,18 +133,9 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	if cfg.TLS != nil {
-		tc := cfg.TLS.Clone()
-		if tc.ServerName == "" {
-			if host, _, err := net.SplitHostPort(addr); err == nil {
-				tc.ServerName = host
-			}
+		if nc, err = handshakeTLS(ctx, nc, addr, cfg.TLS); err != nil {
+			return nil, cfg.authFailed(addr, false, err)
 		}
-		tlsConn := tls.Client(nc, tc)
-		if err := tlsConn.HandshakeContext(ctx); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
-		}
-		nc = tlsConn
 	}
 	c := &Conn{
 		addr:       addr,
@@ -152,12 +161,23 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err) // both match errors.Is
 		}
-		return nil, fmt.Errorf("api versions with %s: %w", addr, err)
+		err = fmt.Errorf("api versions with %s: %w", addr, err)
+		if cfg.TLS != nil && isTLSRejection(err) {
+			// With TLS 1.3 a broker that refuses our certificate says so
+			// only after the handshake, on the first read.
+			err = cfg.authFailed(addr, false, fmt.Errorf("%w: %w", ErrAuth, err))
+		} else if cfg.TLS == nil && closedByPeer(err) && speaksTLS(ctx, addr, cfg) {
+			err = cfg.authFailed(addr, false, fmt.Errorf("%w: the broker at %s expects TLS (enable TLS: WithTLS, security.protocol=SSL or SASL_SSL)", ErrAuth, addr))
+		}
+		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
 	go c.readLoop(br)
-	if cfg.Authenticate != nil {
-		if err := cfg.Authenticate(ctx, c); err != nil {
+	if cfg.SASL != nil {
+		c.wmu.Lock()
+		err := c.authenticateLocked(ctx, false)
+		c.wmu.Unlock()
+		if err != nil {
 			c.Close()
 			return nil, err
 		}
@@ -250,19 +270,44 @@ func (c *Conn) Done() <-chan struct{} { return c.readerDone }
 // Do returns an error, and does not call done, only when the request was
 // not written at all.
 func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) error {
+	c.wmu.Lock()
+	if c.reauthAt != 0 && time.Now().UnixNano() >= c.reauthAt {
+		if err := c.reauthenticateLocked(); err != nil {
+			c.wmu.Unlock()
+			c.fail(err)
+			return fmt.Errorf("%w: %w", ErrConnClosed, err)
+		}
+	}
+	err, werr := c.sendLocked(req, noResponse, done)
+	c.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	if noResponse {
+		if werr != nil {
+			done(nil, fmt.Errorf("%w: %w", ErrMaybeDelivered, werr))
+		} else {
+			done(nil, nil)
+		}
+	}
+	return nil
+}
+
+// sendLocked writes req with c.wmu held. err reports a request that was not
+// written (done will not run); werr a failed write, after which the
+// connection is dead and the reader completes the pending call (for
+// noResponse calls the caller runs done, after releasing wmu).
+func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) (err, werr error) {
 	v := c.Version(req.Key())
 	if v < 0 {
-		return fmt.Errorf("%w: api key %d on %s", ErrUnsupported, req.Key(), c.addr)
+		return fmt.Errorf("%w: api key %d on %s", ErrUnsupported, req.Key(), c.addr), nil
 	}
 	req.SetVersion(v)
-
-	timeout := c.cfg.RequestTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-
-	c.wmu.Lock()
+	timeout := c.requestTimeout()
 	c.corr++
+	if need := sizeHint(req); cap(c.wbuf) < need {
+		c.wbuf = getBigBuf(need)
+	}
 	c.wbuf = c.fmtr.AppendRequest(c.wbuf[:0], req, c.corr)
 	now := time.Now()
 	cl := &call{req: req, corr: c.corr, deadline: now.Add(timeout), done: done}
@@ -272,8 +317,7 @@ func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, er
 	if c.dead != nil {
 		err := c.dead
 		c.mu.Unlock()
-		c.wmu.Unlock()
-		return fmt.Errorf("%w: %v", ErrConnClosed, err)
+		return fmt.Errorf("%w: %v", ErrConnClosed, err), nil
 	}
 	if !noResponse {
 		c.pending = append(c.pending, cl)
@@ -283,35 +327,92 @@ func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, er
 	}
 	c.mu.Unlock()
 	c.nc.SetWriteDeadline(now.Add(timeout))
-	_, err := c.nc.Write(c.wbuf)
-	if cap(c.wbuf) > 4<<20 {
-		c.wbuf = nil // do not pin one huge request's buffer forever
+	_, werr = c.nc.Write(c.wbuf)
+	if cap(c.wbuf) > maxKeptBuf {
+		putBigBuf(c.wbuf) // do not pin one huge request's buffer to the connection
+		c.wbuf = nil
 	}
-	c.wmu.Unlock()
-	if err != nil {
+	if werr != nil {
 		// Part of the request may be on the wire: the broker may process
 		// it. The reader completes the pending call.
-		c.fail(fmt.Errorf("write to %s: %w", c.addr, err))
-		if noResponse {
-			done(nil, fmt.Errorf("%w: %w", ErrMaybeDelivered, err))
+		c.fail(fmt.Errorf("write to %s: %w", c.addr, werr))
+	}
+	return nil, werr
+}
+
+func (c *Conn) requestTimeout() time.Duration {
+	if c.cfg.RequestTimeout <= 0 {
+		return 30 * time.Second
+	}
+	return c.cfg.RequestTimeout
+}
+
+// maxKeptBuf bounds the write buffer a connection keeps between requests;
+// larger ones go back to bigBufs, which the GC may empty.
+const maxKeptBuf = 4 << 20
+
+// bigBufs recycles write buffers of large produce requests (*[]byte).
+// Without it each such request grew a fresh buffer by doubling: under
+// heavy async load that was a fifth of kpush's CPU and 500 bytes of
+// garbage per record.
+var bigBufs sync.Pool
+
+func getBigBuf(need int) []byte {
+	if bp, ok := bigBufs.Get().(*[]byte); ok {
+		if cap(*bp) >= need {
+			return (*bp)[:0]
 		}
-		return nil
+		bigBufs.Put(bp) // too small for this one; another request may fit
 	}
-	if noResponse {
-		done(nil, nil)
+	return make([]byte, 0, need+need/4)
+}
+
+func putBigBuf(b []byte) {
+	b = b[:0]
+	bigBufs.Put(&b)
+}
+
+// sizeHint estimates the encoded size of a produce request (its record
+// batches dominate), so that its buffer is allocated once; 0 for others.
+func sizeHint(req kmsg.Request) int {
+	pr, ok := req.(*kmsg.ProduceRequest)
+	if !ok {
+		return 0
 	}
-	return nil
+	n := 512
+	for i := range pr.Topics {
+		t := &pr.Topics[i]
+		n += 32 + len(t.Topic)
+		for j := range t.Partitions {
+			n += 32 + len(t.Partitions[j].Records)
+		}
+	}
+	return n
 }
 
 // Request is the blocking form of Do for control requests (metadata,
-// InitProducerID, SASL).
+// InitProducerID).
 func (c *Conn) Request(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
-	type result struct {
-		resp kmsg.Response
-		err  error
-	}
+	return c.request(ctx, req, c.Do)
+}
+
+// requestLocked is Request for a caller holding c.wmu (SASL).
+func (c *Conn) requestLocked(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
+	return c.request(ctx, req, func(req kmsg.Request, _ bool, done func(kmsg.Response, error)) error {
+		err, _ := c.sendLocked(req, false, done)
+		return err
+	})
+}
+
+type result struct {
+	resp kmsg.Response
+	err  error
+}
+
+// request issues req with do (Do, or sendLocked under wmu) and waits.
+func (c *Conn) request(ctx context.Context, req kmsg.Request, do func(kmsg.Request, bool, func(kmsg.Response, error)) error) (kmsg.Response, error) {
 	ch := make(chan result, 1)
-	if err := c.Do(req, false, func(r kmsg.Response, err error) { ch <- result{r, err} }); err != nil {
+	if err := do(req, false, func(r kmsg.Response, err error) { ch <- result{r, err} }); err != nil {
 		return nil, err
 	}
 	select {
@@ -365,6 +466,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 		} else {
 			c.nc.SetReadDeadline(time.Time{})
 			c.pending = c.pending[:0:0] // let the backing array go
+			c.signalIdleLocked()
 		}
 		c.mu.Unlock()
 		resp, derr := decode(cl, body)
@@ -387,6 +489,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 	dead := c.dead
 	pending := c.pending
 	c.pending = nil
+	c.signalIdleLocked()
 	c.mu.Unlock()
 	c.nc.Close()
 	for _, cl := range pending {

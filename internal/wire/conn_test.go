@@ -469,33 +469,3 @@ func TestDo_BrokerClosesConnection(t *testing.T) {
 		t.Errorf("Do on a dead conn = %v, want ErrConnClosed", err)
 	}
 }
-
-func TestDial_Authenticate(t *testing.T) {
-	_, addr := newCluster(t)
-	t.Run("can issue requests", func(t *testing.T) {
-		var authed atomic.Bool
-		c := dial(t, addr, &wire.Config{Authenticate: func(ctx context.Context, c *wire.Conn) error {
-			_, err := c.Request(ctx, metadataReq("t"))
-			authed.Store(err == nil)
-			return err
-		}})
-		if !authed.Load() {
-			t.Fatal("Authenticate did not run or its request failed")
-		}
-		if _, err := c.Request(context.Background(), metadataReq("t")); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Run("failure fails Dial", func(t *testing.T) {
-		errAuth := errors.New("bad password")
-		var authConn *wire.Conn
-		c, err := wire.Dial(context.Background(), addr, &wire.Config{Authenticate: func(_ context.Context, c *wire.Conn) error {
-			authConn = c
-			return errAuth
-		}})
-		if !errors.Is(err, errAuth) || c != nil {
-			t.Fatalf("Dial = %v, %v; want nil, the Authenticate error", c, err)
-		}
-		requireClosed(t, authConn.Done(), "Done of the conn closed after a failed Authenticate")
-	})
-}
