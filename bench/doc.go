@@ -212,7 +212,7 @@ func writeMethod(w func(string, ...any), m meta, rawName string) {
 		first = false
 		w("%s %d", c, m.Records[c.String()])
 	}
-	w(" (a run stops sending after %.0f s; records/s counts what it sent). Before measuring, each client sends a few hundred records (connections, metadata, producer ID).\n", m.MaxSeconds)
+	w(" (a run stops sending after %.0f s; records/s counts what it sent). Before measuring, each client sends up to 300 records (sync) or 2,000 (async) to open connections and load metadata and its producer ID.\n", m.MaxSeconds)
 	w("- **Measures.** records/s = records ÷ wall time from the first send to the last acknowledgement. CPU µs/record = process CPU over that window ÷ records; it includes the harness (two clock reads per record) and the Go scheduler's cost of parking and waking one goroutine per record, which every client pays. Latency percentiles are over every record of the run (not measured in async mode, to keep the callback free of per-record state). Peak RSS is the process's maximum over its life, and includes the harness's latency array (8 bytes per record). allocs/record counts Go heap allocations (`runtime.MemStats.Mallocs`), so librdkafka's C allocations are not in confluent's figure.\n")
 	w("- **kafka-go's BatchTimeout** is set to 1 ms: its 1 s default makes a lone synchronous sender wait a second per record. Even at 1 ms, each of its sync sends waits for the batch timer, which is why kafka-go's C=1 numbers trail by far. Its BatchSize stays at the default 100 messages.\n")
 	w("- **confluent's linger.ms** is set to 0 like the Go clients' (librdkafka's default is 5 ms, which would add 5 ms to every C=1 send).\n")
@@ -222,6 +222,7 @@ func writeMethod(w func(string, ...any), m meta, rawName string) {
 	w("go run -C bench . -full     # 1 and 3 brokers, 3 and 12 partitions, 100 B and 1 KiB, keyed, every idempotence variant\n")
 	w("go run -C bench . -quick -clients kpush,franz-go -reps 5 -out ''      # print the table only\n")
 	w("go run -C bench . -quick -clients kpush -c 10000 -cpuprofile /tmp/prof -out ''   # profile kpush's runs\n")
+	w("go run -C bench . -clients kpush,franz-go -s 1024 -c async -n 300000 -out ''   # one layout: -brokers, -partitions, -s, -keyed\n")
 	w("go run -C bench . -replot ../docs/benchmarks.json   # rewrite this doc from the saved raw results\n```\n\n")
 	w("`bench/` is its own Go module (it `replace`s kpush with the repository), so `-C bench` (Go ≥ 1.21) runs it from the repository root; `cd bench && go run . -quick` is the same. ")
 	w("confluent-kafka-go needs cgo and a C compiler (its module ships a static librdkafka for linux/amd64, linux/arm64 and darwin). ")

@@ -67,6 +67,7 @@ Examples:
   go run -C bench . -full
   go run -C bench . -quick -clients kpush,franz-go -reps 5
   go run -C bench . -quick -clients kpush -c 10000 -cpuprofile /tmp/prof -out ''
+  go run -C bench . -clients kpush,franz-go -s 1024 -c async -n 300000 -out ''
   go run -C bench . -replot ../docs/benchmarks.json   # rewrite the doc from saved results
 
 Flags:
