@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kpush/kpush"
+)
+
+// client is one producer under test, built for one mode.
+type client interface {
+	// Send produces one record and waits for its acknowledgement (sync
+	// mode). Safe for concurrent use.
+	Send(ctx context.Context, key, value []byte) error
+	// Produce hands one record over without waiting (async mode); the done
+	// function given to the constructor runs once with its outcome. Called
+	// from one goroutine.
+	Produce(key, value []byte)
+	// Close flushes and releases the client.
+	Close()
+}
+
+// clientConfig is what every constructor gets.
+type clientConfig struct {
+	addrs []string
+	async bool
+	idem  bool        // the idempotence setting of this variant
+	keyed bool        // records carry keys
+	done  func(error) // async mode: called once per record
+}
+
+// peer describes one client variant: its name in the tables, how it is
+// built and its settings, as the doc prints them.
+type peer struct {
+	name     string
+	idem     bool
+	settings string // non-default settings and notable defaults, for the doc
+	build    func(clientConfig) (client, error)
+}
+
+// maxBuffered is the record limit given to every client that has one, so
+// that the 1 M-record async pipeline is bounded by the same number.
+const maxBuffered = 1 << 20
+
+// peers lists every variant, base variants (each client at its default
+// idempotence) first.
+var peers = []peer{
+	{"kpush", true, "defaults (acks=all, idempotent, linger 0, no compression); " +
+		"`WithMaxBufferedRecords(1<<20)` (the default)", newKpush},
+	{"franz-go", true, "`ProducerBatchCompression(NoCompression())` (default: snappy), " +
+		"`MaxBufferedRecords(1<<20)` (default 50,000); acks=all and idempotence are defaults; " +
+		"linger default 10 ms (ProduceSync skips it, async Produce lingers)", newFranz},
+	{"sarama", false, "`RequiredAcks=WaitForAll`, `Return.Successes=true` (needed by SyncProducer); " +
+		"sync: SyncProducer, async: AsyncProducer; hash partitioner (default)", newSarama},
+	{"kafka-go", false, "`RequiredAcks=RequireAll` (default: none), `BatchTimeout=1ms` (default 1 s, " +
+		"which holds a lone sender for a second per record); keyed: `Murmur2Balancer` " +
+		"(default RoundRobin ignores keys); no idempotence support", newKafkaGo},
+	{"confluent", false, "`acks=all`, `linger.ms=0` (librdkafka default 5 ms), " +
+		"`queue.buffering.max.messages=1048576`; sync: one delivery channel per Send (pooled)", newConfluent},
+	{"kpush/idem-off", false, "as kpush, `WithIdempotence(false)`", newKpush},
+	{"franz-go/idem-off", false, "as franz-go, `DisableIdempotentWrite()`", newFranz},
+	{"sarama/idem-on", true, "as sarama, `Producer.Idempotent=true`, `Net.MaxOpenRequests=1` (required)", newSarama},
+	{"confluent/idem-on", true, "as confluent, `enable.idempotence=true`", newConfluent},
+}
+
+// basePeers is how many of peers are the five clients at their defaults.
+const basePeers = 5
+
+// findPeer looks a client variant up by name.
+func findPeer(name string) (peer, error) {
+	i := slices.IndexFunc(peers, func(p peer) bool { return p.name == name })
+	if i < 0 {
+		return peer{}, fmt.Errorf("unknown client %q", name)
+	}
+	return peers[i], nil
+}
+
+// kpushClient adapts kpush.
+type kpushClient struct {
+	p  *kpush.Producer
+	cb func(kpush.Result, error)
+}
+
+// newKpush builds kpush; its options are the defaults but for idempotence.
+func newKpush(cfg clientConfig) (client, error) {
+	p, err := kpush.New(kpush.WithBrokers(cfg.addrs...), kpush.WithIdempotence(cfg.idem),
+		kpush.WithMaxBufferedRecords(maxBuffered))
+	if err != nil {
+		return nil, err
+	}
+	c := &kpushClient{p: p}
+	if cfg.done != nil {
+		c.cb = func(_ kpush.Result, err error) { cfg.done(err) }
+	}
+	return c, nil
+}
+
+func (c *kpushClient) Send(ctx context.Context, key, value []byte) error {
+	_, err := c.p.Send(ctx, &kpush.Record{Topic: benchTopic, Key: key, Value: value})
+	return err
+}
+
+func (c *kpushClient) Produce(key, value []byte) {
+	c.p.SendAsync(context.Background(), &kpush.Record{Topic: benchTopic, Key: key, Value: value}, c.cb)
+}
+
+func (c *kpushClient) Close() { c.p.Close(context.Background()) }
+
+// franzClient adapts franz-go's kgo.
+type franzClient struct {
+	cl      *kgo.Client
+	promise func(*kgo.Record, error)
+}
+
+// newFranz builds franz-go with compression off and kpush's buffer limit.
+func newFranz(cfg clientConfig) (client, error) {
+	opts := []kgo.Opt{kgo.SeedBrokers(cfg.addrs...), kgo.DefaultProduceTopic(benchTopic),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.MaxBufferedRecords(maxBuffered)}
+	if !cfg.idem {
+		opts = append(opts, kgo.DisableIdempotentWrite())
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	c := &franzClient{cl: cl}
+	if cfg.done != nil {
+		c.promise = func(_ *kgo.Record, err error) { cfg.done(err) }
+	}
+	return c, nil
+}
+
+func (c *franzClient) Send(ctx context.Context, key, value []byte) error {
+	return c.cl.ProduceSync(ctx, &kgo.Record{Topic: benchTopic, Key: key, Value: value}).FirstErr()
+}
+
+func (c *franzClient) Produce(key, value []byte) {
+	c.cl.Produce(context.Background(), &kgo.Record{Topic: benchTopic, Key: key, Value: value}, c.promise)
+}
+
+func (c *franzClient) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c.cl.Flush(ctx)
+	c.cl.Close()
+}

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// options are the command-line flags.
+type options struct {
+	quick, full bool
+	clients     string
+	levels      string
+	reps        int
+	records     int
+	layout      layout // -brokers, -partitions, -s, -keyed: one layout instead of the mode's
+	out         string
+	replot      string
+	cpuProfile  string
+	spec        string // internal: the run given to a child
+}
+
+func defineFlags(fs *flag.FlagSet) *options {
+	o := &options{}
+	fs.BoolVar(&o.quick, "quick", false, "the ~2-minute subset (the default): 1 broker, 12 partitions, 100 B keyless values, C=1..10000 and async, the five clients plus kpush and franz-go with idempotence off")
+	fs.BoolVar(&o.full, "full", false, "every cell: 1 and 3 brokers, 3 and 12 partitions, 100 B and 1 KiB, keyless and keyed, every idempotence variant, 1 M async records")
+	fs.StringVar(&o.clients, "clients", "", "comma-separated clients to run (default: the five clients at their defaults and the idempotence-off kpush and franz-go with -quick, every variant with -full); known: "+peerNames())
+	fs.StringVar(&o.levels, "c", "", "comma-separated sync concurrency levels, plus \"async\" (default 1,100,1000,10000,async)")
+	fs.IntVar(&o.records, "n", 0, "records per run, overriding the mode's counts (0: the mode's)")
+	fs.IntVar(&o.layout.Brokers, "brokers", 0, "run one layout with this many brokers (0: the mode's layouts)")
+	fs.IntVar(&o.layout.Partitions, "partitions", 0, "run one layout with this many partitions (0: the mode's)")
+	fs.IntVar(&o.layout.ValueSize, "s", 0, "run one layout with values of this many bytes (0: the mode's)")
+	fs.BoolVar(&o.layout.Keyed, "keyed", false, "run one layout with keyed records")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of every cell, interleaved across clients")
+	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "the doc to write (charts and a .json of the raw results go beside it); empty: print the table only")
+	fs.StringVar(&o.replot, "replot", "", "rewrite the doc from a saved .json of results instead of measuring")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for a CPU profile of every kpush run (its measured part)")
+	fs.StringVar(&o.spec, "spec", "", "internal: the run, as JSON (with -role)")
+	return o
+}
+
+func peerNames() string { return strings.Join(clientNames(peers), ", ") }
+
+// layout is the broker side of a cell and the record shape.
+type layout struct {
+	Brokers    int  `json:"brokers"`
+	Partitions int  `json:"partitions"`
+	ValueSize  int  `json:"value_size"`
+	Keyed      bool `json:"keyed"`
+}
+
+func (l layout) String() string {
+	keys := "keyless"
+	if l.Keyed {
+		keys = "keyed"
+	}
+	brokers := "1 broker"
+	if l.Brokers > 1 {
+		brokers = fmt.Sprintf("%d brokers", l.Brokers)
+	}
+	return fmt.Sprintf("%s, %d partitions, %d B values, %s", brokers, l.Partitions, l.ValueSize, keys)
+}
+
+// level is one workload: a sync concurrency C, or async (C = 0).
+type level int
+
+const asyncLevel level = 0
+
+func (c level) String() string {
+	if c == asyncLevel {
+		return "async"
+	}
+	return "C=" + strconv.Itoa(int(c))
+}
+
+// recordCounts are a mode's records per run: at C=1, at C up to 100, at
+// higher C, and async.
+type recordCounts struct{ c1, c100, more, async int }
+
+func (n recordCounts) of(c level) int {
+	switch {
+	case c == asyncLevel:
+		return n.async
+	case c == 1:
+		return n.c1
+	case c <= 100:
+		return n.c100
+	}
+	return n.more
+}
+
+// plan is everything one invocation runs.
+type plan struct {
+	mode       string // "quick", "full" or "custom"
+	layouts    []layout
+	levels     []level
+	clients    []string
+	reps       int
+	records    func(level) int
+	maxSeconds float64
+}
+
+// makePlan turns the flags into the cells to run.
+func makePlan(o *options) (*plan, error) {
+	if o.quick && o.full {
+		return nil, fmt.Errorf("-quick and -full exclude each other")
+	}
+	base := layout{Brokers: 1, Partitions: 12, ValueSize: 100}
+	p := &plan{mode: "quick", layouts: []layout{base}, reps: o.reps, maxSeconds: 5,
+		records: recordCounts{c1: 5_000, c100: 50_000, more: 150_000, async: 500_000}.of}
+	// The five clients at their defaults, and kpush and franz-go with
+	// idempotence off too (both default to on).
+	p.clients = append(clientNames(peers[:basePeers]), "kpush/idem-off", "franz-go/idem-off")
+	if o.full {
+		p.mode = "full"
+		p.layouts = []layout{base, {3, 12, 100, false}, {1, 3, 100, false}, {1, 12, 1024, false}, {1, 12, 100, true}}
+		p.clients = clientNames(peers)
+		p.maxSeconds = 20
+		p.records = recordCounts{c1: 10_000, c100: 200_000, more: 500_000, async: 1_000_000}.of
+	}
+	p.levels = []level{1, 100, 1000, 10000, asyncLevel}
+	if o.levels != "" {
+		p.levels = nil
+		for _, f := range strings.Split(o.levels, ",") {
+			if f = strings.TrimSpace(f); f == "async" {
+				p.levels = append(p.levels, asyncLevel)
+				continue
+			}
+			c, err := strconv.Atoi(f)
+			if err != nil || c < 1 || c > 100_000 {
+				return nil, fmt.Errorf("-c: %q is not a level from 1 to 100000 or async", f)
+			}
+			p.levels = append(p.levels, level(c))
+		}
+	}
+	if o.clients != "" {
+		p.clients = strings.Split(o.clients, ",")
+		for _, c := range p.clients {
+			if _, err := findPeer(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if o.records > 0 {
+		p.records = func(level) int { return o.records }
+	}
+	custom := o.layout != layout{}
+	if custom {
+		l := o.layout
+		l.Brokers, l.Partitions, l.ValueSize = cmp.Or(l.Brokers, base.Brokers), cmp.Or(l.Partitions, base.Partitions), cmp.Or(l.ValueSize, base.ValueSize)
+		p.layouts = []layout{l}
+	}
+	if o.levels != "" || o.clients != "" || o.records > 0 || custom {
+		p.mode += " (custom)"
+	}
+	if p.reps < 1 {
+		return nil, fmt.Errorf("-reps must be at least 1")
+	}
+	return p, nil
+}
+
+// clientNames lists the names of ps.
+func clientNames(ps []peer) []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.name
+	}
+	return names
+}
+
+// runParent measures every cell (or reloads saved results), prints the
+// table and writes the doc.
+func runParent(ctx context.Context, o *options) error {
+	var res *results
+	if o.replot != "" {
+		b, err := os.ReadFile(o.replot)
+		if err != nil {
+			return err
+		}
+		res = &results{}
+		if err := json.Unmarshal(b, res); err != nil {
+			return fmt.Errorf("%s: %w", o.replot, err)
+		}
+		now := time.Now().UTC()
+		res.Meta.Replotted = &now
+	} else {
+		p, err := makePlan(o)
+		if err != nil {
+			return err
+		}
+		if o.cpuProfile != "" {
+			if err := os.MkdirAll(o.cpuProfile, 0o755); err != nil {
+				return err
+			}
+		}
+		res, err = p.run(ctx, o.cpuProfile)
+		if err != nil {
+			return err
+		}
+	}
+	printSummary(os.Stdout, res)
+	if o.out == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(strings.TrimSuffix(o.out, ".md")+".json", append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := writeDoc(o.out, res); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s\n", o.out)
+	return nil
+}
+
+// run measures every cell: layouts, then levels, then repetitions, with
+// the clients in a different order in every repetition.
+func (p *plan) run(ctx context.Context, profDir string) (*results, error) {
+	res := newResults(p)
+	total := len(p.layouts) * len(p.levels) * p.reps * len(p.clients)
+	n := 0
+	start := time.Now()
+	for _, l := range p.layouts {
+		for _, c := range p.levels {
+			for rep := range p.reps {
+				for i := range p.clients {
+					if err := ctx.Err(); err != nil {
+						return nil, err
+					}
+					name := p.clients[(i+rep)%len(p.clients)]
+					s := runSpec{Client: name, Mode: "sync", C: int(c), Records: p.records(c),
+						ValueSize: l.ValueSize, Keyed: l.Keyed, Brokers: l.Brokers, Partitions: l.Partitions,
+						MaxSeconds: p.maxSeconds, Rep: rep + 1}
+					if c == asyncLevel {
+						s.Mode, s.C = "async", 1
+					}
+					n++
+					r := runOne(s, profDir)
+					res.Runs = append(res.Runs, r)
+					fmt.Fprintf(os.Stderr, "[%d/%d %s] %s %s %-18s rep %d: %s\n", n, total,
+						time.Since(start).Round(time.Second), l, c, name, rep+1, r.brief())
+				}
+			}
+		}
+	}
+	return res, nil
+}
+
+// runOne runs one spec: a fresh broker process, then a client process.
+// Failures are recorded in the result, never fatal to the whole run.
+func runOne(s runSpec, profDir string) result {
+	fail := func(err error) result {
+		return result{runSpec: s, Errors: 1, FirstError: err.Error()}
+	}
+	broker, addrs, err := startBroker(s)
+	if err != nil {
+		return fail(err)
+	}
+	defer broker.stop()
+	s.Addrs = addrs
+	var extra []string
+	if profDir != "" && strings.HasPrefix(s.Client, "kpush") {
+		name := fmt.Sprintf("%s-%s-c%d-%db-rep%d.prof", strings.ReplaceAll(s.Client, "/", "_"), s.Mode, s.C, s.ValueSize, s.Rep)
+		extra = append(extra, "-cpuprofile", filepath.Join(profDir, name))
+	}
+	cl, err := startChild("client", s, extra...)
+	if err != nil {
+		return fail(err)
+	}
+	line, err := cl.readLine(time.Duration(s.MaxSeconds)*time.Second + 3*time.Minute)
+	cl.stop()
+	if err != nil {
+		return fail(err)
+	}
+	var r result
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		return fail(fmt.Errorf("client output %q: %w", line, err))
+	}
+	return r
+}
+
+// brief is one progress line's measurements.
+func (r result) brief() string {
+	if r.Sent == 0 {
+		return "FAILED: " + r.FirstError
+	}
+	s := fmt.Sprintf("%7.0f rec/s %6.2f µs CPU/rec p99 %8.0f µs, %4.0f MiB, %.1f allocs/rec",
+		r.RecordsPerSec, r.CPUMicros, r.P99Micros, r.PeakRSSMiB, r.AllocsPerRecord)
+	if r.Errors > 0 {
+		s += fmt.Sprintf(", %d ERRORS (%s)", r.Errors, r.FirstError)
+	}
+	return s
+}
