@@ -16,7 +16,9 @@ package sink
 //     them in sequence order even across a sequence wrap.
 //   - Batches of one partition are in flight on one sink (connection) at a
 //     time, at most maxPartitionInflight of them, under one producer ID, so
-//     the broker sees them in sequence order.
+//     the broker sees them in sequence order; until one batch under the
+//     current producer ID is acknowledged on the partition, only one is in
+//     flight (a broker without state for the ID takes any first sequence).
 //   - When a batch fails (retriable or not), the partition "rewinds": it
 //     sends nothing until every in-flight batch has come back; the failed
 //     retriable batches then go to the head of the queue in order.
@@ -153,6 +155,14 @@ func (p *Partition) sendableLocked(s *Sink, cur idem.ID) bool {
 		}
 		if p.id != cur {
 			return false // a new producer epoch starts once the old one's batches are back
+		}
+		if p.ackedOrd < 0 {
+			// Nothing acknowledged yet under this producer ID here: the
+			// broker may have no state for it on this partition, and then
+			// it accepts any sequence as the first batch (KIP-360), so a
+			// second batch could be written ahead of a first one that
+			// failed. One batch at a time until the first is acknowledged.
+			return false
 		}
 	}
 	return len(p.retry) > 0 || len(p.recs) > 0
