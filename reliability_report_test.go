@@ -9,13 +9,16 @@ package kpush_test
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/kpush/kpush"
@@ -233,4 +236,134 @@ func writeReliabilityReport() error {
 		}
 	}
 	return os.WriteFile(*relReportPath, []byte(b.String()), 0o644)
+}
+
+func (e *relEnv) counts() (acked, notWritten, unknown int) {
+	for k := range e.keys {
+		for i := range e.perKey {
+			switch e.recs[k][i].outcome {
+			case relAcked:
+				acked++
+			case relNotWritten:
+				notWritten++
+			case relUnknown:
+				unknown++
+			}
+		}
+	}
+	return
+}
+
+// causes summarizes error causes, most frequent first.
+func (e *relEnv) causes() string {
+	m := map[string]int{}
+	for k := range e.keys {
+		for i := range e.perKey {
+			if err := e.recs[k][i].err; err != nil {
+				var pe *kpush.ProduceError
+				s := err.Error()
+				if errors.As(err, &pe) && pe.Err != nil {
+					s = pe.Err.Error()
+				}
+				if len(s) > 60 {
+					s = s[:60]
+				}
+				m[s]++
+			}
+		}
+	}
+	type kv struct {
+		k string
+		v int
+	}
+	var l []kv
+	for k, v := range m {
+		l = append(l, kv{k, v})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v })
+	var b strings.Builder
+	for i, x := range l {
+		if i == 4 {
+			fmt.Fprintf(&b, " …")
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%d× %s", x.v, x.k)
+	}
+	return b.String()
+}
+
+func (e *relEnv) report(sendTime time.Duration) {
+	t := e.t
+	acked, nw, unk := e.counts()
+	e.vmu.Lock()
+	lost, dup, reord := e.violations["lost"], e.violations["duplicated"], e.violations["reordered"]
+	notes := strings.Join(e.notes, ", ")
+	var bad []string
+	for kind, n := range e.violations {
+		if n > 0 {
+			bad = append(bad, fmt.Sprintf("%s=%d", kind, n))
+		}
+	}
+	examples := strings.Join(e.examples, "\n  ")
+	e.vmu.Unlock()
+	sort.Strings(bad)
+	st := e.p.Stats()
+	checked := fmt.Sprintf("lost=%d duplicated=%d reordered=%d", lost, dup, reord)
+	if e.sc.noRead {
+		checked = "lost=n/a duplicated=n/a reordered=n/a (cluster closed, not read back)"
+	}
+	if n := e.seqResets.Load(); n > 0 {
+		notes += fmt.Sprintf(", %d of the unknown are ErrSequenceReset (an earlier attempt may have been written when the epoch was bumped; see 05b)", n)
+	}
+	e.summary = &scenarioRow{name: e.sc.name, records: e.records(), acked: acked, notWritten: nw, unknown: unk,
+		lost: strconv.Itoa(lost), duplicated: strconv.Itoa(dup), reordered: strconv.Itoa(reord),
+		took: sendTime, requests: e.produceReqs.Load(), retries: st.Retries, notes: notes}
+	if e.sc.noRead {
+		e.summary.lost, e.summary.duplicated, e.summary.reordered = "n/a", "n/a", "n/a"
+		e.summary.notes += " (cluster closed: not read back; outcomes and timing checked)"
+	}
+	t.Logf("%s: records=%d acked=%d not-written=%d unknown=%d %s | %v, %d produce requests, %d retries | %s | errors: %s",
+		e.sc.name, e.records(), acked, nw, unk, checked, sendTime.Round(time.Millisecond), e.produceReqs.Load(), st.Retries, notes, e.causes())
+	if len(bad) > 0 {
+		t.Errorf("%s: model violations: %s\n  %s", e.sc.name, strings.Join(bad, " "), examples)
+	}
+	if min, resets := int(e.sc.minAcked*float64(e.records())), int(e.seqResets.Load()); acked+resets < min {
+		t.Errorf("%s: %d of %d records acknowledged (+%d ErrSequenceReset), want at least %d", e.sc.name, acked, e.records(), resets, min)
+	}
+	if t.Failed() {
+		if f := os.Getenv("KPUSH_REL_LOG"); f != "" {
+			os.WriteFile(f, []byte(e.log.full.String()), 0o644)
+		}
+		logs := e.log.String()
+		t.Logf("%s: producer log tail:\n%s", e.sc.name, logs[max(0, len(logs)-6000):])
+		if os.Getenv("KPUSH_DUMP_LOG") != "" {
+			os.WriteFile(os.Getenv("KPUSH_DUMP_LOG"), []byte(logs), 0o644)
+		}
+	}
+}
+
+// relRow is the scenario's line in the reliability report; e is nil if
+// the scenario was skipped.
+func relRow(t *testing.T, sc *relScenario, e *relEnv) scenarioRow {
+	var r scenarioRow
+	switch {
+	case e == nil:
+		r = scenarioRow{name: sc.name, lost: "—", duplicated: "—", reordered: "—", notes: "skipped: " + sc.skip}
+	case e.summary == nil:
+		r = scenarioRow{name: sc.name, records: e.records(), lost: "?", duplicated: "?", reordered: "?", notes: "stopped before the model check"}
+	default:
+		r = *e.summary
+	}
+	switch {
+	case t.Failed():
+		r.result = "FAIL"
+	case t.Skipped():
+		r.result = "SKIP"
+	default:
+		r.result = "PASS"
+	}
+	return r
 }
