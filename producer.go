@@ -308,8 +308,9 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		return notWritten(name, -1, ErrRecordTooLarge)
 	}
 	if int64(size) > p.cfg.maxBufBytes {
-		// It would wait for buffer space forever, and hold up every
-		// record queued behind it.
+		// The limiter would admit it only once the buffer is empty
+		// (holding up every sender queued behind it, then exceeding the
+		// bound); like Java's buffer.memory, the bound is hard instead.
 		return notWritten(name, -1, fmt.Errorf("%w: %d bytes, more than the buffer holds (WithMaxBufferedBytes %d)", ErrRecordTooLarge, size, p.cfg.maxBufBytes))
 	}
 
