@@ -109,24 +109,29 @@ func okResp(topic string, part int32, code int16) *kmsg.ProduceResponse {
 	return r
 }
 
+// idemPartition returns an idempotent engine's partition led by a test sink,
+// a notifier for its records and a deadline far in the future.
+func idemPartition() (*Sink, *Partition, *countN, int64) {
+	e := testEngine(true)
+	s1 := &Sink{eng: e, Node: 1}
+	p := e.NewPartition("t", 0)
+	p.SetLeader(s1)
+	return s1, p, &countN{}, clock.Mono() + int64(time.Hour)
+}
+
 // Split halves share their drain order; when the second half is dropped
 // (definitely not written) while the first (maybe written) is retried, the
 // first must keep its sequence, or the broker could take it twice.
 func TestSplit_DroppedHalfDoesNotRenumberEarlierHalf(t *testing.T) {
-	e := testEngine(true)
-	s1 := &Sink{eng: e, Node: 1}
-	var nt countN
-	p := e.NewPartition("t", 0)
-	p.SetLeader(s1)
-	far := clock.Mono() + int64(time.Hour)
+	s1, p, nt, far := idemPartition()
 	// A first batch acknowledged, so the partition pipelines (until then it
 	// keeps one batch in flight).
-	p.Add(newRec(&nt, far))
+	p.Add(newRec(nt, far))
 	s1.takeReady()
 	first, _, _, _ := p.drain(s1, 0, clock.Mono(), 1<<20)
 	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0)
-	p.Add(newRec(&nt, far))
-	p.Add(newRec(&nt, far))
+	p.Add(newRec(nt, far))
+	p.Add(newRec(nt, far))
 	s1.takeReady()
 	b, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
 	if b == nil || len(b.recs) != 2 {
@@ -182,19 +187,14 @@ func TestCallbacks_PushAfterExitIsDelivered(t *testing.T) {
 // of a first one that failed (reordering; seen once in a million records of
 // reliability scenario 06 before this rule).
 func TestPartition_OneBatchInFlightUntilFirstAck(t *testing.T) {
-	e := testEngine(true)
-	s1 := &Sink{eng: e, Node: 1}
-	var nt countN
-	p := e.NewPartition("t", 0)
-	p.SetLeader(s1)
-	far := clock.Mono() + int64(time.Hour)
-	p.Add(newRec(&nt, far))
+	s1, p, nt, far := idemPartition()
+	p.Add(newRec(nt, far))
 	s1.takeReady()
 	first, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
 	if first == nil {
 		t.Fatal("no first batch")
 	}
-	p.Add(newRec(&nt, far))
+	p.Add(newRec(nt, far))
 	s1.takeReady()
 	if b, _, _, _ := p.drain(s1, 2, clock.Mono(), 1<<20); b != nil {
 		t.Fatalf("second batch drained before the first was acknowledged: %s", p.DebugString())
@@ -202,7 +202,7 @@ func TestPartition_OneBatchInFlightUntilFirstAck(t *testing.T) {
 	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0)
 	s1.takeReady()
 	second, _, _, _ := p.drain(s1, 3, clock.Mono(), 1<<20)
-	p.Add(newRec(&nt, far))
+	p.Add(newRec(nt, far))
 	s1.takeReady()
 	third, _, _, _ := p.drain(s1, 4, clock.Mono(), 1<<20)
 	if second == nil || third == nil {
