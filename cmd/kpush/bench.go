@@ -92,17 +92,12 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	codec := fs.String("z", "none", "compression: none, gzip, snappy, lz4, zstd")
 	acks := fs.String("acks", "all", "acks: all, 1 (leader) or 0 (none)")
 	fs.BoolVar(&cfg.json, "json", false, "print results as JSON")
-	var xErr error // reported after parsing: the flag package would print the value (a password)
-	fs.Func("X", "security property prop=value (see above); repeatable", func(s string) error {
-		name, value, _ := strings.Cut(s, "=")
+	xErr := xFlag(fs, "security property prop=value (see above); repeatable", func(name, value string) error {
 		known, err := cfg.sec.set(name, value)
 		if !known {
 			err = fmt.Errorf("-X %s: not a security property (known: %s)", name, securityPropNames)
 		}
-		if err != nil && xErr == nil {
-			xErr = err
-		}
-		return nil
+		return err
 	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -118,8 +113,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 		fmt.Fprintf(stderr, "kpush bench: "+format+"\n", a...)
 		return nil, errUsage
 	}
-	if xErr != nil {
-		return bad("%v", xErr)
+	if *xErr != nil {
+		return bad("%v", *xErr)
 	}
 	for _, f := range strings.Split(*levels, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(f))

@@ -135,23 +135,7 @@ func parseProduceFlags(args []string, stderr io.Writer) (*produceConfig, error) 
 	fs.Func("z", "compression codec: none, gzip, snappy, lz4, zstd", func(s string) error {
 		return cfg.props.set("compression.type", s)
 	})
-	var xErr error // reported after parsing: the flag package would print the value (a password)
-	nx := 0
-	fs.Func("X", "producer property prop=value (see above); repeatable", func(s string) error {
-		nx++
-		name, value, ok := strings.Cut(s, "=")
-		var err error
-		if !ok {
-			// Not echoed: a mistyped "sasl.password:secret" would print it.
-			err = fmt.Errorf("-X number %d is not prop=value", nx)
-		} else {
-			err = cfg.props.set(name, value)
-		}
-		if err != nil && xErr == nil {
-			xErr = err
-		}
-		return nil
-	})
+	xErr := xFlag(fs, "producer property prop=value (see above); repeatable", cfg.props.set)
 	format := fs.String("format", "line", "input format: line or json")
 	fs.BoolVar(&cfg.skipBad, "skip-bad", false, "skip malformed json lines (reported with their line numbers) instead of stopping")
 	fs.StringVar(&cfg.failedOut, "failed-out", "", "write failed records to this file as json lines")
@@ -166,8 +150,8 @@ func parseProduceFlags(args []string, stderr io.Writer) (*produceConfig, error) 
 		fmt.Fprintf(stderr, "kpush produce: "+format+"\n", a...)
 		return nil, errUsage
 	}
-	if xErr != nil {
-		return bad("%v", xErr)
+	if *xErr != nil {
+		return bad("%v", *xErr)
 	}
 	if *brokers == "" {
 		return bad("-b is required (e.g. -b localhost:9092)")

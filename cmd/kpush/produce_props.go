@@ -4,6 +4,7 @@ package main
 // they become.
 
 import (
+	"flag"
 	"fmt"
 	"strconv"
 	"strings"
@@ -153,4 +154,27 @@ var optionFlags = map[string]string{
 	"WithCompression":     "-X compression.type",
 	"WithSASL":            "-X sasl.*",
 	"WithTLS":             "-X ssl.*",
+}
+
+// xFlag defines the repeatable -X prop=value flag on fs; set applies one
+// property. The first error is kept and returned through the pointer after
+// parsing, instead of being handed to the flag package, which would print
+// the whole argument — possibly a password. An argument without '=' is
+// named by its position, not echoed (a mistyped "sasl.password:secret").
+func xFlag(fs *flag.FlagSet, usage string, set func(name, value string) error) *error {
+	var first error
+	n := 0
+	fs.Func("X", usage, func(s string) error {
+		n++
+		name, value, ok := strings.Cut(s, "=")
+		err := fmt.Errorf("-X number %d is not prop=value", n)
+		if ok {
+			err = set(name, value)
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+		return nil
+	})
+	return &first
 }

@@ -28,3 +28,21 @@ func TestX_ErrorsDoNotEchoPassword(t *testing.T) {
 		}
 	}
 }
+
+// An -X argument without "=" (a mistyped "sasl.password:secret") is named by
+// its position, never echoed, by every subcommand that takes -X.
+func TestX_ArgumentWithoutEqualsIsNotEchoed(t *testing.T) {
+	const secret = "s3cr3t-value"
+	for _, args := range [][]string{
+		{"produce", "-b", "127.0.0.1:1", "-t", "x", "-X", "sasl.password:" + secret},
+		{"bench", "-b", "127.0.0.1:1", "-X", "sasl.password:" + secret},
+	} {
+		code, out, errOut := runCmd(t, args...)
+		if code != 2 || !strings.Contains(errOut, "-X number 1 is not prop=value") {
+			t.Errorf("%q: exit %d, want 2 and the position named:\n%s", args, code, errOut)
+		}
+		if strings.Contains(out+errOut, secret) {
+			t.Errorf("%q: the output shows the password:\n%s", args, errOut)
+		}
+	}
+}
