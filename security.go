@@ -180,11 +180,7 @@ func (p *Producer) failWaitingTopics(err error) {
 		if isReady(t) {
 			continue // its partitions' sinks fail their own records
 		}
-		t.err = err
-		p.mu.Lock()
-		p.removeTopicLocked(name) // a later Send tries again
-		p.mu.Unlock()
-		close(t.ready)
+		p.failTopic(name, t, err)
 	}
 }
 

@@ -112,6 +112,17 @@ func (p *Producer) addTopic(name string) *topic {
 	return t
 }
 
+// failTopic fails the records waiting for topic t's first metadata with
+// err and forgets the topic, so a later Send asks the cluster again. Runs
+// on the metadata goroutine, for a topic that is not ready.
+func (p *Producer) failTopic(name string, t *topic, err error) {
+	t.err = err
+	p.mu.Lock()
+	p.removeTopicLocked(name)
+	p.mu.Unlock()
+	close(t.ready)
+}
+
 func (p *Producer) removeTopicLocked(name string) {
 	old := *p.topics.Load()
 	m := maps.Clone(old)
@@ -176,11 +187,7 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			uerr := fmt.Errorf("%w %q", ErrUnknownTopic, name)
 			t.setLastErr(uerr)
 			if !isReady(t) && t.unknown >= unknownTopicTries {
-				t.err = uerr
-				p.mu.Lock()
-				p.removeTopicLocked(name) // a later Send asks again
-				p.mu.Unlock()
-				close(t.ready)
+				p.failTopic(name, t, uerr)
 				continue
 			}
 			again = true
@@ -189,11 +196,7 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			t.setLastErr(mt.Err)
 			if !kerr.IsRetriable(mt.Err) && !isReady(t) {
 				// Authorization and similar: fail the waiting records.
-				t.err = mt.Err
-				p.mu.Lock()
-				p.removeTopicLocked(name)
-				p.mu.Unlock()
-				close(t.ready)
+				p.failTopic(name, t, mt.Err)
 				continue
 			}
 			again = true
