@@ -430,17 +430,24 @@ func (p *Partition) failBuffered(err error, close bool) []*Pending {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = p.closed || close
-	var out []*Pending
+	out := p.failRecsLocked(err, nil)
+	for _, b := range append(p.rewound, p.retry...) {
+		out = p.failBatchLocked(b, err, b.unknown, out)
+	}
+	p.retry, p.rewound = nil, nil
+	return out
+}
+
+// failRecsLocked fails the buffered records (never in a batch) with err
+// and appends those whose notification the caller now owns to out.
+func (p *Partition) failRecsLocked(err error, out []*Pending) []*Pending {
 	for _, r := range p.recs {
 		if r.FailBuffered(err) {
 			out = append(out, r)
 		}
 	}
-	p.recs, p.recBytes = nil, 0
-	for _, b := range append(p.rewound, p.retry...) {
-		out = p.failBatchLocked(b, err, b.unknown, out)
-	}
-	p.retry, p.rewound = nil, nil
+	clear(p.recs)
+	p.recs, p.recBytes = p.recs[:0], 0
 	return out
 }
 
@@ -455,14 +462,7 @@ func (p *Partition) failUnsent(s *Sink, err error) []*Pending {
 		return nil // a stale entry; the partition is queued elsewhere
 	}
 	p.queued = false
-	var out []*Pending
-	for _, r := range p.recs {
-		if r.FailBuffered(err) {
-			out = append(out, r)
-		}
-	}
-	clear(p.recs)
-	p.recs, p.recBytes = p.recs[:0], 0
+	out := p.failRecsLocked(err, nil)
 	if p.inflight == 0 && !p.rewind {
 		for _, b := range p.retry {
 			out = p.failBatchLocked(b, err, b.unknown, out)
