@@ -31,9 +31,9 @@ var (
 	ErrNilRecord = errors.New("kpush: nil record")
 	// ErrNoTopic: the record has no topic and the producer no default topic.
 	ErrNoTopic = errors.New("kpush: record has no topic and no default topic is set")
-	// ErrInvalidTopic: the topic name is not one Kafka accepts (empty
-	// after defaults, longer than 249 bytes, "." or "..", or a character
-	// other than ASCII letters, digits, '.', '_' and '-').
+	// ErrInvalidTopic: the topic name is not one Kafka accepts (longer
+	// than 249 bytes, "." or "..", or a character other than ASCII
+	// letters, digits, '.', '_' and '-'). An empty topic is ErrNoTopic.
 	ErrInvalidTopic = errors.New("kpush: invalid topic name")
 	// ErrInvalidHeader: a header key is not valid UTF-8 (Kafka header
 	// keys are strings; consumers would decode it lossily).

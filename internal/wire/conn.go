@@ -115,8 +115,8 @@ type Conn struct {
 	readerDone chan struct{}
 }
 
-// Dial connects to addr, negotiates API versions, runs cfg.Authenticate, and
-// starts the reader goroutine.
+// Dial connects to addr (with TLS when cfg.TLS is set), negotiates API
+// versions, starts the reader goroutine and authenticates with cfg.SASL.
 func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	c, err := dial(ctx, addr, cfg, false)
 	if errors.Is(err, errSASLClosed) && ctx.Err() == nil {
