@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/kpush/kpush"
 	"github.com/kpush/kpush/kafkatest"
 )
@@ -176,11 +178,21 @@ func TestBadInput(t *testing.T) {
 	})
 
 	// A second cluster holds every produce request, so that records stay
-	// in flight while Flush and Close are misused.
+	// in flight while Flush and Close are misused. The control function
+	// blocks instead of using kfake's SleepControl: a slept request
+	// released while its connection is already closed (Close below) and
+	// the cluster closing right after could deadlock kfake's run loop
+	// (seen twice under load: "cluster goroutines still running ... in
+	// continueSleptControl"). Blocking only stalls this test's own cluster.
 	held := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 1))
 	release := make(chan struct{})
-	holdProduce(held, release)
-	defer close(release)
+	hf := held.Fake()
+	hf.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		hf.KeepControl()
+		<-release
+		return nil, nil, false
+	})
+	defer close(release) // before the cluster's Close (a t.Cleanup)
 	q := newProducer(t, held, kpush.WithMaxBufferedRecords(1), kpush.WithFailFastWhenFull(true))
 	qOutcomes := make(chan error, 4)
 	q.SendAsync(ctx, &kpush.Record{Topic: "t", Value: []byte("held")}, func(_ kpush.Result, err error) { qOutcomes <- err })
