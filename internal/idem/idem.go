@@ -155,3 +155,11 @@ func NewLoaded(id ID) *Manager {
 	close(m.ready)
 	return m
 }
+
+// Set replaces the current ID as a completed Bump would, for tests and
+// tools that drive the engine without a broker.
+func (m *Manager) Set(id ID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setLocked(id)
+}
