@@ -82,6 +82,7 @@ type config struct {
 	idempotentSet   bool
 	maxInflight     int
 	maxBatchBytes   int
+	maxRequestBytes int
 	linger          time.Duration
 	maxBufBytes     int64
 	maxBufRecords   int64
@@ -109,6 +110,7 @@ func defaultConfig() config {
 		idempotent:      true,
 		maxInflight:     5,
 		maxBatchBytes:   1 << 20,
+		maxRequestBytes: 32 << 20,
 		linger:          0,
 		maxBufBytes:     64 << 20,
 		maxBufRecords:   1 << 20,
@@ -158,6 +160,20 @@ func WithMaxInflight(n int) Option { return optionFunc(func(c *config) { c.maxIn
 // partition's batch holds whatever accumulated while earlier requests were
 // in flight.
 func WithMaxBatchBytes(n int) Option { return optionFunc(func(c *config) { c.maxBatchBytes = n }) }
+
+// WithMaxRequestBytes caps the record batches of one ProduceRequest, all
+// partitions together, in bytes (Java max.request.size, in its role as a
+// cap on how many batches one request carries). Default 32 MiB. A broker
+// closes the connection of a request larger than its
+// socket.request.max.bytes (default 100 MiB), and every batch in it would
+// end with an unknown outcome; so keep this below that setting, with room
+// for the request's framing (a few dozen bytes per partition). Partitions
+// that do not fit one request go in the next. Must be at least
+// WithMaxBatchBytes: one batch always fits (unlike Java, the largest record
+// is bounded by WithMaxBatchBytes alone).
+func WithMaxRequestBytes(n int) Option {
+	return optionFunc(func(c *config) { c.maxRequestBytes = n })
+}
 
 // WithLinger makes a partition wait up to d for more records before sending
 // a batch that is not full (Java linger.ms). Default 0: batching comes from
@@ -299,6 +315,9 @@ func (c *config) validate() error {
 	}
 	if c.maxBatchBytes < 1024 || c.maxBatchBytes > 1<<30 {
 		return bad("WithMaxBatchBytes", "%d is not between 1 KiB and 1 GiB", c.maxBatchBytes)
+	}
+	if c.maxRequestBytes < c.maxBatchBytes || c.maxRequestBytes > 1<<30 {
+		return bad("WithMaxRequestBytes", "%d is not between WithMaxBatchBytes (%d) and 1 GiB", c.maxRequestBytes, c.maxBatchBytes)
 	}
 	if c.linger < 0 {
 		return bad("WithLinger", "%v is negative", c.linger)

@@ -78,3 +78,76 @@ func TestSend_CanceledRecordsStayWithinMemoryBound(t *testing.T) {
 		t.Errorf("Stats().BytesBuffered = %d, but %d bytes are held", st, h)
 	}
 }
+
+// Defect 9: one ProduceRequest never carries more than WithMaxRequestBytes
+// of batches (a broker closes the connection of a request above its
+// socket.request.max.bytes); the partitions that do not fit go in the next
+// request.
+func TestProduce_RequestSizeCapped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const parts, perPart, limit = 8, 40, 40 << 10
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", parts))
+	p := newProducer(t, c, kpush.WithPartitioner(kpush.ManualPartitioner), kpush.WithMaxInflight(1),
+		kpush.WithMaxBatchBytes(16<<10), kpush.WithMaxRequestBytes(limit))
+	for i := range parts { // warm up: metadata, producer ID, every partition acknowledged
+		if _, err := p.Send(ctx, &kpush.Record{Topic: "t", Partition: int32(i), Value: []byte("warm")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) }) // before the cluster's Close (a t.Cleanup)
+	arrived := make(chan struct{}, 1)
+	var mu sync.Mutex
+	largest := 0
+	f := c.Fake()
+	f.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		n := 0
+		for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+			for _, pp := range tp.Partitions {
+				n += len(pp.Records)
+			}
+		}
+		mu.Lock()
+		largest = max(largest, n)
+		mu.Unlock()
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		<-release // the first request is held while every partition fills up
+		return nil, nil, false
+	})
+
+	errs := make(chan error, 1+parts*perPart)
+	cb := func(_ kpush.Result, err error) { errs <- err }
+	p.SendAsync(ctx, &kpush.Record{Topic: "t", Value: []byte("held")}, cb)
+	select {
+	case <-arrived:
+	case <-ctx.Done():
+		t.Fatal("no produce request arrived")
+	}
+	value := make([]byte, 1000)
+	for i := range parts * perPart {
+		p.SendAsync(ctx, &kpush.Record{Topic: "t", Partition: int32(i % parts), Value: value}, cb)
+	}
+	releaseOnce.Do(func() { close(release) })
+	for range 1 + parts*perPart {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("record failed: %v", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("outcomes missing")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if largest > limit {
+		t.Errorf("a produce request carried %d bytes of batches, WithMaxRequestBytes is %d", largest, limit)
+	}
+}

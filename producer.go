@@ -99,6 +99,7 @@ func New(opts ...Option) (*Producer, error) {
 		Acks:            int16(cfg.acks),
 		MaxInflight:     cfg.maxInflight,
 		MaxBatchBytes:   cfg.maxBatchBytes,
+		MaxRequestBytes: cfg.maxRequestBytes,
 		Codec:           batch.Codec(cfg.compression),
 		Linger:          cfg.linger,
 		RequestTimeout:  cfg.requestTimeout,

@@ -70,6 +70,19 @@ type Batch struct {
 	unknown  bool // some attempt may have reached the broker
 }
 
+// wireSize is the batch's size in a request: encoded, or an upper bound
+// before encoding (compression only shrinks it).
+func (b *Batch) wireSize() int {
+	if b.bytes != nil {
+		return len(b.bytes)
+	}
+	return b.size
+}
+
+// framing bounds the bytes a request spends on one partition besides its
+// batch: topic name, partition number, length prefixes.
+func framing(p *Partition) int { return 16 + len(p.Topic) }
+
 func (b *Batch) before(o *Batch) int {
 	return cmp.Or(cmp.Compare(b.ord, o.ord), cmp.Compare(b.sub, o.sub))
 }
