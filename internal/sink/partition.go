@@ -454,10 +454,12 @@ func (p *Partition) Held() (recs int, bytes int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	recs, bytes = len(p.recs), int64(p.recBytes)
-	for _, b := range append(p.rewound, p.retry...) {
-		for _, r := range b.recs {
-			recs++
-			bytes += int64(r.Size)
+	for _, q := range [][]*Batch{p.rewound, p.retry} {
+		for _, b := range q {
+			for _, r := range b.recs {
+				recs++
+				bytes += int64(r.Size)
+			}
 		}
 	}
 	return recs, bytes
