@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kpush/kpush"
@@ -149,5 +151,65 @@ func TestProduce_RequestSizeCapped(t *testing.T) {
 	defer mu.Unlock()
 	if largest > limit {
 		t.Errorf("a produce request carried %d bytes of batches, WithMaxRequestBytes is %d", largest, limit)
+	}
+}
+
+// Defect 1: NOT_ENOUGH_REPLICAS for longer than the delivery timeout, then
+// the broker recovers: records sent after the recovery must be written.
+// Before the fix a retry that expired in drain (nothing in flight) left the
+// partition queued with its sink asleep, and every later record of the
+// partition ended in ErrDeliveryTimeout. Several partitions make the
+// interleaving (drain, not the reaper, expiring the retry) near certain.
+func TestSend_RecoversAfterFaultLongerThanDeliveryTimeout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const parts = 8
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", parts))
+	var fault atomic.Bool
+	fault.Store(true)
+	f := c.Fake()
+	f.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		if !fault.Load() {
+			return nil, nil, false
+		}
+		req := r.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		resp.Version = req.Version
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.NotEnoughReplicas.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	p := newProducer(t, c, kpush.WithPartitioner(kpush.ManualPartitioner),
+		kpush.WithRequestTimeout(500*time.Millisecond), kpush.WithDeliveryTimeout(time.Second),
+		kpush.WithRetryBackoff(30*time.Millisecond))
+	send := func(phase string, want error) {
+		var wg sync.WaitGroup
+		for i := range parts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := p.Send(ctx, &kpush.Record{Topic: "t", Partition: int32(i), Value: []byte(phase)})
+				if (want == nil) != (err == nil) || (want != nil && !errors.Is(err, want)) {
+					t.Errorf("%s: partition %d: %v, want %v", phase, i, err, want)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	send("during the fault", kpush.ErrDeliveryTimeout)
+	fault.Store(false)
+	send("after the fault", nil)
+	if t.Failed() {
+		t.Log(p.DebugPartitions())
 	}
 }

@@ -98,28 +98,29 @@ type Partition struct {
 	ID    int32
 	eng   *Engine
 
-	mu        sync.Mutex
-	phase     phase      // changed only by stepLocked
-	resume    phase      // phaseProbe or phaseSteady: where a rewind or backoff ends
-	retriable bool       // in phaseRewind: a retriable failure was seen, back off before resending
-	recs      []*Pending // buffered, not yet in a batch (canceled ones too, until dropped)
-	recBytes  int        // Size of recs, canceled ones included
-	canceled  int        // records of recs whose Send gave up
-	retry     []*Batch   // batches to send again, head first, in order
-	rewound   []*Batch   // failed batches collected while others are in flight
-	inflight  int
-	inSink    *Sink   // the sink whose connection carries the in-flight batches
-	reseqAt   *Batch  // the earliest dropped, not-written batch: renumber from it; nil when none
-	ackedOrd  int64   // ord of the latest acknowledged batch under id
-	nextOrd   int64   // ord of the next batch drained
-	fails     int     // consecutive failed rounds, for backoff
-	seq       int32   // next sequence under id
-	id        idem.ID // producer ID of the partition's sequences
-	bumpFrom  idem.ID // this partition's sequences broke under this ID: it asked for a new epoch
-	leader    *Sink   // current leader's sink, nil when unknown
-	queued    bool    // on leader's ready list
-	drainGen  uint64  // with drainSink: the request this partition was last drained into
-	drainSink *Sink
+	mu         sync.Mutex
+	phase      phase      // changed only by stepLocked
+	resume     phase      // phaseProbe or phaseSteady: where a rewind or backoff ends
+	retriable  bool       // in phaseRewind: a retriable failure was seen, back off before resending
+	recs       []*Pending // buffered, not yet in a batch (canceled ones too, until dropped)
+	recBytes   int        // Size of recs, canceled ones included
+	canceled   int        // records of recs whose Send gave up
+	retry      []*Batch   // batches to send again, head first, in order
+	rewound    []*Batch   // failed batches collected while others are in flight
+	inflight   int
+	inSink     *Sink   // the sink whose connection carries the in-flight batches
+	reseqAt    *Batch  // the earliest dropped, not-written batch: renumber from it; nil when none
+	ackedOrd   int64   // ord of the latest acknowledged batch under id
+	nextOrd    int64   // ord of the next batch drained
+	fails      int     // consecutive failed rounds, for backoff
+	backoffGen uint32  // number of the latest backoff, so a stale timer is ignored
+	seq        int32   // next sequence under id
+	id         idem.ID // producer ID of the partition's sequences
+	bumpFrom   idem.ID // this partition's sequences broke under this ID: it asked for a new epoch
+	leader     *Sink   // current leader's sink, nil when unknown
+	queued     bool    // on leader's ready list
+	drainGen   uint64  // with drainSink: the request this partition was last drained into
+	drainSink  *Sink
 
 	// Space of canceled records dropped under mu, released by unlock.
 	relRecs  int
@@ -418,15 +419,28 @@ func (p *Partition) Requeue() {
 	}
 }
 
-// endBackoff runs on the backoff timer's goroutine.
-func (p *Partition) endBackoff() {
+// backoffFired runs on the timer goroutine of backoff number gen; a timer
+// of a backoff that already ended (its retries were dropped) does nothing.
+func (p *Partition) backoffFired(gen uint32) {
 	p.mu.Lock()
-	p.stepLocked(evBackoffEnd)
-	s := p.queueLocked()
+	var s *Sink
+	if gen == p.backoffGen {
+		p.stepLocked(evBackoffEnd)
+		s = p.queueLocked()
+	}
 	p.mu.Unlock()
 	if s != nil {
 		s.nudge()
 	}
+}
+
+// endBackoff ends the current backoff, if any (tests drive it directly).
+func (p *Partition) endBackoff() { p.backoffFired(p.curBackoff()) }
+
+func (p *Partition) curBackoff() uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.backoffGen
 }
 
 // DebugString describes the partition's state, for tests and debugging.

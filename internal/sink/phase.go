@@ -55,7 +55,7 @@ const (
 	evFailed                  // a batch failed, or an expired retry waits for in-flight batches
 	evLostState               // a batch failed in a way that shows the broker lost our producer state
 	evRewound                 // a rewind ended: nothing in flight, failed batches requeued
-	evBackoffEnd              // the backoff timer fired
+	evBackoffEnd              // the backoff timer fired, or no retry is left to wait for
 	evNewID                   // the partition moved to a new producer ID (sequences from 0)
 	evClose                   // Close failed the buffered records
 )
@@ -67,7 +67,7 @@ const (
 //	any sending or rewind --lostState--> rewind (resume in probe)
 //	rewind  --rewound-->    backoff  (retriable failure, retries waiting; timer started)
 //	rewind  --rewound-->    resume
-//	backoff --backoffEnd--> resume
+//	backoff --backoffEnd--> resume   (timer, or every retry dropped: new records need no backoff)
 //	probe|steady --newID--> probe
 //	any     --close-->      closed
 //
@@ -98,7 +98,9 @@ func (p *Partition) stepLocked(ev event) {
 		if p.retriable && len(p.retry) > 0 {
 			p.fails++
 			p.phase = phaseBackoff
-			time.AfterFunc(p.eng.backoff(p.fails), p.endBackoff)
+			p.backoffGen++
+			gen := p.backoffGen
+			time.AfterFunc(p.eng.backoff(p.fails), func() { p.backoffFired(gen) })
 		} else if p.retriable {
 			p.fails = 0
 		}
@@ -163,6 +165,11 @@ func (p *Partition) dropRetriesLocked(now int64, err error, failed []*Pending) [
 		p.seq = next
 	}
 	p.reseqAt = nil
+	if len(p.retry) == 0 {
+		// Like Java's per-batch retry.backoff.ms: the wait is for the
+		// retries; records behind them that never failed need none.
+		p.stepLocked(evBackoffEnd)
+	}
 	return failed
 }
 
@@ -288,8 +295,18 @@ func (p *Partition) failUnsent(s *Sink, err error) []*Pending {
 // callback goroutine should run async callbacks.
 func (p *Partition) expireBuffered(now int64) ([]*Pending, *Sink) {
 	p.mu.Lock()
-	defer p.unlock()
-	var out []*Pending
+	out, ready := p.expireLocked(now)
+	leader := p.leader
+	p.unlock()
+	if ready != nil {
+		ready.nudge()
+	}
+	return out, leader
+}
+
+// expireLocked does expireBuffered's work; it returns the sink to nudge
+// when dropping the retries let the partition send again.
+func (p *Partition) expireLocked(now int64) (out []*Pending, ready *Sink) {
 	if len(p.recs) > 0 && (p.canceled > 0 || p.recs[0].Deadline < now) {
 		keep := p.recs[:0]
 		for _, r := range p.recs {
@@ -310,8 +327,9 @@ func (p *Partition) expireBuffered(now int64) ([]*Pending, *Sink) {
 	}
 	if p.inflight == 0 && p.phase != phaseRewind && len(p.retry) > 0 && p.retry[0].deadline < now {
 		out = p.dropRetriesLocked(now, nil, out)
+		ready = p.queueLocked()
 	}
-	return out, p.leader
+	return out, ready
 }
 
 // canceled reports whether the record's Send gave up before it was sent.

@@ -175,3 +175,25 @@ func TestDrain_OtherPartitionsBumpKeepsOldIDRetry(t *testing.T) {
 		t.Errorf("retried record: %v", out.errs[r])
 	}
 }
+
+// A backoff waits for the retries: once the reaper has expired every retry
+// batch, records buffered behind them go out at once instead of waiting out
+// a backoff (up to 1.2 s) that could outlast their own delivery timeout.
+func TestExpire_DroppedRetriesEndBackoff(t *testing.T) {
+	s1, p, nt, far := idemPartition()
+	now := clock.Mono()
+	p.Add(newRec(nt, now+int64(time.Second)))
+	s1.takeReady()
+	b, _, _, _ := p.drain(s1, 1, now, 1<<20)
+	s1.handle([]*Batch{b}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0) // backoff (an hour in tests)
+	p.Add(newRec(nt, far))
+	if out, _ := p.expireBuffered(now + 2*int64(time.Second)); len(out) != 1 {
+		t.Fatalf("expired %d records, want the retry's one", len(out))
+	}
+	if parts := s1.takeReady(); len(parts) != 1 {
+		t.Fatalf("partition not ready after its only retry expired: %s", p.DebugString())
+	}
+	if b2, _, _, _ := p.drain(s1, 2, now+2*int64(time.Second), 1<<20); b2 == nil {
+		t.Errorf("buffered record waits for a backoff with no retry left: %s", p.DebugString())
+	}
+}
