@@ -6,6 +6,7 @@ package kpush_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -211,5 +212,89 @@ func TestSend_RecoversAfterFaultLongerThanDeliveryTimeout(t *testing.T) {
 	send("after the fault", nil)
 	if t.Failed() {
 		t.Log(p.DebugPartitions())
+	}
+}
+
+// Defect 10: a Produce v8+ answer of INVALID_RECORD naming one record of a
+// batch (KIP-467) fails that record only; the other records of the batch,
+// other goroutines' records, are written.
+func TestSend_RecordErrorsFailOnlyNamedRecord(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 1))
+	p := newProducer(t, c, kpush.WithMaxInflight(1)) // the three records queue behind the held request
+	if _, err := p.Send(ctx, &kpush.Record{Topic: "t", Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) }) // before the cluster's Close (a t.Cleanup)
+	arrived := make(chan struct{}, 1)
+	var calls atomic.Int32
+	f := c.Fake()
+	f.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		switch calls.Add(1) {
+		case 1: // hold the first request while three records queue behind it
+			arrived <- struct{}{}
+			<-release
+		case 2: // the three records' batch: the broker refuses the second one
+			req := r.(*kmsg.ProduceRequest)
+			resp := req.ResponseKind().(*kmsg.ProduceResponse)
+			resp.Version = req.Version
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = "t"
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.ErrorCode = kerr.InvalidRecord.Code
+			msg := "bad record"
+			er := kmsg.NewProduceResponseTopicPartitionErrorRecord()
+			er.RelativeOffset, er.ErrorMessage = 1, &msg
+			sp.ErrorRecords = append(sp.ErrorRecords, er)
+			st.Partitions = append(st.Partitions, sp)
+			resp.Topics = append(resp.Topics, st)
+			return resp, nil, true
+		}
+		return nil, nil, false
+	})
+	type outcome struct {
+		i   int
+		err error
+	}
+	outs := make(chan outcome, 4)
+	p.SendAsync(ctx, &kpush.Record{Topic: "t", Value: []byte("held")}, func(_ kpush.Result, err error) { outs <- outcome{-1, err} })
+	select {
+	case <-arrived:
+	case <-ctx.Done():
+		t.Fatal("no produce request arrived")
+	}
+	for i := range 3 {
+		p.SendAsync(ctx, &kpush.Record{Topic: "t", Value: []byte{'a' + byte(i)}}, func(_ kpush.Result, err error) { outs <- outcome{i, err} })
+	}
+	releaseOnce.Do(func() { close(release) })
+	for range 4 {
+		var o outcome
+		select {
+		case o = <-outs:
+		case <-ctx.Done():
+			t.Fatal("outcomes missing")
+		}
+		switch {
+		case o.i == 1 && !(errors.Is(o.err, kpush.ErrInvalidRecord) && errors.Is(o.err, kpush.ErrNotWritten)):
+			t.Errorf("named record: %v, want ErrInvalidRecord, not written", o.err)
+		case o.i != 1 && o.err != nil:
+			t.Errorf("record %d, not named by the broker: %v", o.i, o.err)
+		}
+	}
+	recs, err := c.ReadAll(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		got = append(got, string(r.Value))
+	}
+	if want := "[warm held a c]"; fmt.Sprint(got) != want {
+		t.Errorf("log holds %v, want %s", got, want)
 	}
 }
