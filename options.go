@@ -162,15 +162,19 @@ func WithMaxInflight(n int) Option { return optionFunc(func(c *config) { c.maxIn
 func WithMaxBatchBytes(n int) Option { return optionFunc(func(c *config) { c.maxBatchBytes = n }) }
 
 // WithMaxRequestBytes caps the record batches of one ProduceRequest, all
-// partitions together, in bytes (Java max.request.size, in its role as a
-// cap on how many batches one request carries). Default 32 MiB. A broker
-// closes the connection of a request larger than its
-// socket.request.max.bytes (default 100 MiB), and every batch in it would
-// end with an unknown outcome; so keep this below that setting, with room
-// for the request's framing (a few dozen bytes per partition). Partitions
-// that do not fit one request go in the next. Must be at least
-// WithMaxBatchBytes: one batch always fits (unlike Java, the largest record
-// is bounded by WithMaxBatchBytes alone).
+// partitions together, in bytes. Default 32 MiB. A broker closes the
+// connection of a request larger than its socket.request.max.bytes (default
+// 100 MiB), and every batch in it would end with an unknown outcome; keep
+// this below that setting, with room for the request's framing (a few dozen
+// bytes per partition). Partitions whose batches do not fit one request go
+// in the next; one batch always fits, so it must be at least
+// WithMaxBatchBytes.
+//
+// The Java property max.request.size (default 1 MiB) plays two roles: it
+// caps a request's size, as this option does, and the size of one record,
+// which kpush leaves to WithMaxBatchBytes. Java applies it to the
+// uncompressed request; kpush counts encoded (possibly compressed) batches
+// once encoded and the uncompressed size before.
 func WithMaxRequestBytes(n int) Option {
 	return optionFunc(func(c *config) { c.maxRequestBytes = n })
 }

@@ -201,7 +201,7 @@ func (p *Partition) dropCanceledLocked() {
 
 // dropRecLocked accounts for a canceled record leaving recs.
 func (p *Partition) dropRecLocked(r *Pending) {
-	p.canceled--
+	p.canceled = max(p.canceled-1, 0) // only Cancel cancels, so never below zero
 	p.recBytes -= int(r.Size)
 	p.relRecs++
 	p.relBytes += int64(r.Size)
@@ -313,7 +313,7 @@ func (p *Partition) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batc
 		}
 	}
 	if len(p.retry) > 0 {
-		if r := p.retry[0]; r.size <= maxBytes || maxBytes >= p.eng.cfg.MaxBatchBytes {
+		if r := p.retry[0]; r.wireSize() <= maxBytes || maxBytes >= p.eng.cfg.MaxBatchBytes {
 			b = r
 			p.retry[0] = nil
 			p.retry = p.retry[1:]

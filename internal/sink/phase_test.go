@@ -197,3 +197,53 @@ func TestExpire_DroppedRetriesEndBackoff(t *testing.T) {
 		t.Errorf("buffered record waits for a backoff with no retry left: %s", p.DebugString())
 	}
 }
+
+// A canceled record's buffer space is released exactly once, when its
+// partition drops it (not when Cancel runs), on every path that drops it:
+// compaction, drain, expiry and close.
+func TestCancel_SpaceReleasedOnceWhenDropped(t *testing.T) {
+	var released, releasedRecs int64
+	e := NewEngine(Config{MaxBatchBytes: 1 << 20, RetryBackoff: time.Hour, MaxInflight: 5, Acks: -1,
+		ReleaseCanceled: func(n int, b int64) { releasedRecs += int64(n); released += b }}, idem.NewLoaded(idem.ID{Producer: 1}))
+	s1 := &Sink{eng: e, Node: 1}
+	p := e.NewPartition("t", 0)
+	p.SetLeader(s1)
+	var nt countN
+	now := clock.Mono()
+	var recs []*Pending
+	add := func(n int, deadline int64) {
+		for range n {
+			r := newRec(&nt, deadline)
+			recs = append(recs, r)
+			p.Add(r)
+		}
+	}
+	add(4, now+int64(time.Hour))
+	if !p.Cancel(recs[0]) || released != 0 {
+		t.Fatalf("space released at Cancel (%d bytes), before the record left the queue", released)
+	}
+	p.Cancel(recs[1])
+	p.Cancel(recs[2]) // three of four canceled: compacted now
+	if releasedRecs != 3 || released != 30 {
+		t.Fatalf("after compaction: %d records, %d bytes released, want 3, 30", releasedRecs, released)
+	}
+	add(2, now+int64(time.Hour))
+	p.Cancel(recs[4])
+	s1.takeReady()
+	b, _, _, _ := p.drain(s1, 1, now, 1<<20) // drops the canceled record it meets
+	if b == nil || len(b.recs) != 2 || releasedRecs != 4 {
+		t.Fatalf("drain: batch %v, %d released, want 2 records and 4 released", b != nil, releasedRecs)
+	}
+	add(2, now+int64(time.Second))
+	p.Cancel(recs[6])
+	p.expireBuffered(now + 2*int64(time.Second))
+	add(2, now+int64(time.Hour))
+	p.Cancel(recs[8])
+	p.failBuffered(errors.New("closed"), true)
+	if releasedRecs != 6 || released != 60 {
+		t.Errorf("%d records, %d bytes released for 6 canceled records of 10 bytes", releasedRecs, released)
+	}
+	if p.Cancel(recs[9]) {
+		t.Error("Cancel succeeded on a record that already has an outcome")
+	}
+}
