@@ -298,3 +298,96 @@ func TestSend_RecordErrorsFailOnlyNamedRecord(t *testing.T) {
 		t.Errorf("log holds %v, want %s", got, want)
 	}
 }
+
+// Defect 4: partition 1's OUT_OF_ORDER_SEQUENCE_NUMBER bumps the producer
+// ID while partition 0 waits to retry a batch whose outcome is unknown
+// (REQUEST_TIMED_OUT). Partition 0's retry goes out under the old ID,
+// whose state the broker still holds there, and is written; before the fix
+// it failed with ErrSequenceReset though it was never in the log.
+func TestSend_OtherPartitionsBumpDoesNotResetRetry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 2))
+	p := newProducer(t, c, kpush.WithPartitioner(kpush.ManualPartitioner), kpush.WithMaxInflight(1),
+		kpush.WithRetryBackoff(20*time.Millisecond))
+	for i := range 2 {
+		if _, err := p.Send(ctx, &kpush.Record{Topic: "t", Partition: int32(i), Value: []byte("warm")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) }) // before the cluster's Close (a t.Cleanup)
+	arrived := make(chan struct{}, 1)
+	var calls, inits atomic.Int32
+	f := c.Fake()
+	f.ControlKey(int16(kmsg.InitProducerID), func(kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		inits.Add(1)
+		return nil, nil, false
+	})
+	f.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		n := calls.Add(1)
+		if n == 1 { // hold the first request while both partitions queue a record
+			arrived <- struct{}{}
+			<-release
+			return nil, nil, false
+		}
+		if n == 2 || inits.Load() == 0 {
+			// Both records: partition 0 maybe written, partition 1 out of
+			// order; then their retries are refused (not written) until
+			// the epoch bump has happened.
+			codes := map[int32]int16{0: kerr.RequestTimedOut.Code, 1: kerr.OutOfOrderSequenceNumber.Code}
+			if n > 2 {
+				codes = map[int32]int16{0: kerr.NotEnoughReplicas.Code, 1: kerr.NotEnoughReplicas.Code}
+			}
+			req := r.(*kmsg.ProduceRequest)
+			resp := req.ResponseKind().(*kmsg.ProduceResponse)
+			resp.Version = req.Version
+			for _, rt := range req.Topics {
+				st := kmsg.NewProduceResponseTopic()
+				st.Topic = rt.Topic
+				for _, rp := range rt.Partitions {
+					sp := kmsg.NewProduceResponseTopicPartition()
+					sp.Partition = rp.Partition
+					sp.ErrorCode = codes[rp.Partition]
+					st.Partitions = append(st.Partitions, sp)
+				}
+				resp.Topics = append(resp.Topics, st)
+			}
+			return resp, nil, true
+		}
+		return nil, nil, false
+	})
+	type outcome struct {
+		part int32
+		err  error
+	}
+	outs := make(chan outcome, 3)
+	send := func(part int32, v string) {
+		p.SendAsync(ctx, &kpush.Record{Topic: "t", Partition: part, Value: []byte(v)}, func(_ kpush.Result, err error) { outs <- outcome{part, err} })
+	}
+	send(0, "held")
+	select {
+	case <-arrived:
+	case <-ctx.Done():
+		t.Fatal("no produce request arrived")
+	}
+	send(0, "a")
+	send(1, "b")
+	releaseOnce.Do(func() { close(release) })
+	for range 3 {
+		select {
+		case o := <-outs:
+			if o.err != nil {
+				t.Errorf("partition %d: %v", o.part, o.err)
+			}
+		case <-ctx.Done():
+			t.Fatal("outcomes missing")
+		}
+	}
+	if inits.Load() == 0 {
+		t.Errorf("no epoch bump: the test did not exercise the case (%d produce requests)\n%s", calls.Load(), p.DebugPartitions())
+	}
+}
