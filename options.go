@@ -83,6 +83,7 @@ type config struct {
 	maxInflight     int
 	maxBatchBytes   int
 	maxRequestBytes int
+	maxRequestSet   bool
 	linger          time.Duration
 	maxBufBytes     int64
 	maxBufRecords   int64
@@ -168,7 +169,8 @@ func WithMaxBatchBytes(n int) Option { return optionFunc(func(c *config) { c.max
 // this below that setting, with room for the request's framing (a few dozen
 // bytes per partition). Partitions whose batches do not fit one request go
 // in the next; one batch always fits, so it must be at least
-// WithMaxBatchBytes.
+// WithMaxBatchBytes (when not given, it is raised to WithMaxBatchBytes if
+// that is larger).
 //
 // The Java property max.request.size (default 1 MiB) plays two roles: it
 // caps a request's size, as this option does, and the size of one record,
@@ -176,7 +178,7 @@ func WithMaxBatchBytes(n int) Option { return optionFunc(func(c *config) { c.max
 // uncompressed request; kpush counts encoded (possibly compressed) batches
 // once encoded and the uncompressed size before.
 func WithMaxRequestBytes(n int) Option {
-	return optionFunc(func(c *config) { c.maxRequestBytes = n })
+	return optionFunc(func(c *config) { c.maxRequestBytes, c.maxRequestSet = n, true })
 }
 
 // WithLinger makes a partition wait up to d for more records before sending
@@ -319,6 +321,9 @@ func (c *config) validate() error {
 	}
 	if c.maxBatchBytes < 1024 || c.maxBatchBytes > 1<<30 {
 		return bad("WithMaxBatchBytes", "%d is not between 1 KiB and 1 GiB", c.maxBatchBytes)
+	}
+	if !c.maxRequestSet {
+		c.maxRequestBytes = max(c.maxRequestBytes, c.maxBatchBytes)
 	}
 	if c.maxRequestBytes < c.maxBatchBytes || c.maxRequestBytes > 1<<30 {
 		return bad("WithMaxRequestBytes", "%d is not between WithMaxBatchBytes (%d) and 1 GiB", c.maxRequestBytes, c.maxBatchBytes)

@@ -391,3 +391,13 @@ func TestSend_OtherPartitionsBumpDoesNotResetRetry(t *testing.T) {
 		t.Errorf("no epoch bump: the test did not exercise the case (%d produce requests)\n%s", calls.Load(), p.DebugPartitions())
 	}
 }
+
+// A batch limit above the default request cap raises the cap when
+// WithMaxRequestBytes is not given (the CLI's -X batch.size goes to 1 GiB).
+func TestNew_LargeBatchRaisesDefaultRequestCap(t *testing.T) {
+	p, err := kpush.New(kpush.WithBrokers("127.0.0.1:1"), kpush.WithMaxBatchBytes(64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close(context.Background())
+}
