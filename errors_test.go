@@ -31,6 +31,8 @@ func TestNew_InvalidOptions(t *testing.T) {
 		{"zero inflight", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxInflight(0)}, "WithMaxInflight"},
 		{"idempotent inflight 6", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxInflight(6)}, "WithMaxInflight"},
 		{"tiny batch", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxBatchBytes(10)}, "WithMaxBatchBytes"},
+		{"request cap below the batch size", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxRequestBytes(1000)}, "WithMaxRequestBytes"},
+		{"request cap above 1 GiB", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxRequestBytes(1<<30 + 1)}, "WithMaxRequestBytes"},
 		{"negative linger", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithLinger(-time.Second)}, "WithLinger"},
 		{"zero buffer bytes", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxBufferedBytes(0)}, "WithMaxBufferedBytes"},
 		{"negative buffer records", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxBufferedRecords(-1)}, "WithMaxBufferedRecords"},

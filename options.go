@@ -83,6 +83,8 @@ type config struct {
 	idempotentSet   bool
 	maxInflight     int
 	maxBatchBytes   int
+	maxRequestBytes int
+	maxRequestSet   bool
 	linger          time.Duration
 	maxBufBytes     int64
 	maxBufRecords   int64
@@ -110,6 +112,7 @@ func defaultConfig() config {
 		idempotent:      true,
 		maxInflight:     5,
 		maxBatchBytes:   1 << 20,
+		maxRequestBytes: 32 << 20,
 		linger:          0,
 		maxBufBytes:     64 << 20,
 		maxBufRecords:   1 << 20,
@@ -159,6 +162,25 @@ func WithMaxInflight(n int) Option { return optionFunc(func(c *config) { c.maxIn
 // partition's batch holds whatever accumulated while earlier requests were
 // in flight.
 func WithMaxBatchBytes(n int) Option { return optionFunc(func(c *config) { c.maxBatchBytes = n }) }
+
+// WithMaxRequestBytes caps the record batches of one ProduceRequest, all
+// partitions together, in bytes. Default 32 MiB. A broker closes the
+// connection of a request larger than its socket.request.max.bytes (default
+// 100 MiB), and every batch in it would end with an unknown outcome; keep
+// this below that setting, with room for the request's framing (a few dozen
+// bytes per partition). Partitions whose batches do not fit one request go
+// in the next; one batch always fits, so it must be at least
+// WithMaxBatchBytes (when not given, it is raised to WithMaxBatchBytes if
+// that is larger).
+//
+// The Java property max.request.size (default 1 MiB) plays two roles: it
+// caps a request's size, as this option does, and the size of one record,
+// which kpush leaves to WithMaxBatchBytes. Java applies it to the
+// uncompressed request; kpush counts encoded (possibly compressed) batches
+// once encoded and the uncompressed size before.
+func WithMaxRequestBytes(n int) Option {
+	return optionFunc(func(c *config) { c.maxRequestBytes, c.maxRequestSet = n, true })
+}
 
 // WithLinger makes a partition wait up to d for more records before sending
 // a batch that is not full (Java linger.ms). Default 0: batching comes from
@@ -300,6 +322,12 @@ func (c *config) validate() error {
 	}
 	if c.maxBatchBytes < 1024 || c.maxBatchBytes > 1<<30 {
 		return bad("WithMaxBatchBytes", "%d is not between 1 KiB and 1 GiB", c.maxBatchBytes)
+	}
+	if !c.maxRequestSet {
+		c.maxRequestBytes = max(c.maxRequestBytes, c.maxBatchBytes)
+	}
+	if c.maxRequestBytes < c.maxBatchBytes || c.maxRequestBytes > 1<<30 {
+		return bad("WithMaxRequestBytes", "%d is not between WithMaxBatchBytes (%d) and 1 GiB", c.maxRequestBytes, c.maxBatchBytes)
 	}
 	if c.linger < 0 {
 		return bad("WithLinger", "%v is negative", c.linger)

@@ -99,6 +99,7 @@ func New(opts ...Option) (*Producer, error) {
 		Acks:            int16(cfg.acks),
 		MaxInflight:     cfg.maxInflight,
 		MaxBatchBytes:   cfg.maxBatchBytes,
+		MaxRequestBytes: cfg.maxRequestBytes,
 		Codec:           batch.Codec(cfg.compression),
 		Linger:          cfg.linger,
 		RequestTimeout:  cfg.requestTimeout,
@@ -108,6 +109,7 @@ func New(opts ...Option) (*Producer, error) {
 		TriggerMetadata: p.triggerMetadata,
 		RequestBump:     p.requestBump,
 		Release:         p.release,
+		ReleaseCanceled: p.releaseCanceled,
 	}, p.idem)
 	p.ref = meta.Refresher{
 		Fetcher:     meta.NewFetcher(wcfg, cfg.brokers),
@@ -129,6 +131,7 @@ type syncWaiter struct {
 	pend sink.Pending
 	ch   chan struct{}
 	prod *Producer
+	part *sink.Partition // where enqueue put pend
 }
 
 // Notify implements sink.Notifier; it runs on the goroutine that learned
@@ -174,6 +177,10 @@ func (p *Producer) release(n, failed int, bytes int64) {
 		p.failed.Add(int64(failed))
 	}
 }
+
+// releaseCanceled returns the buffer space of canceled records once their
+// partition dropped them (their Send already counted them failed).
+func (p *Producer) releaseCanceled(n int, bytes int64) { p.lim.ReleaseN(int64(n), bytes) }
 
 func (p *Producer) outcome(pd *sink.Pending) (Result, error) {
 	if pd.Err != nil {
@@ -225,10 +232,10 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 // takes it as usual.
 func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, err error) {
 	pd := &w.pend
-	if pd.TryCancel() {
-		// Never sent: the partition skips it; w is not reused because the
-		// partition's queue still points at it.
-		p.lim.Release(int64(pd.Size))
+	if w.part.Cancel(pd) {
+		// Never sent: the partition drops it and only then releases its
+		// buffer space (releaseCanceled), so the memory bound holds; w is
+		// not reused because the partition's queue may still point at it.
 		p.failed.Add(1)
 		p.delivered()
 		return true, notWritten(pd.Topic, pd.Partition, ctx.Err())
@@ -343,7 +350,10 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	pd.Deadline = pd.Enqueued + int64(p.cfg.deliveryTimeout)
 	pd.Done = n
 	p.undelivered.TryReserve(0) // cannot fail: at most maxBufRecords records are accepted
-	if !parts[part].Add(pd) {   // Close got there first
+	if w, ok := n.(*syncWaiter); ok {
+		w.part = parts[part] // a canceled Send withdraws its record there
+	}
+	if !parts[part].Add(pd) { // Close got there first
 		p.lim.Release(int64(size))
 		p.delivered()
 		return notWritten(name, int32(part), ErrClosed)

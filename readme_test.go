@@ -20,6 +20,7 @@ func TestREADMEDefaults(t *testing.T) {
 		"WithIdempotence":        fmt.Sprint(c.idempotent),
 		"WithMaxInflight":        fmt.Sprint(c.maxInflight),
 		"WithMaxBatchBytes":      fmtBytes(int64(c.maxBatchBytes)),
+		"WithMaxRequestBytes":    fmtBytes(int64(c.maxRequestBytes)),
 		"WithLinger":             fmtDur(c.linger),
 		"WithMaxBufferedBytes":   fmtBytes(c.maxBufBytes),
 		"WithMaxBufferedRecords": fmt.Sprint(c.maxBufRecords),

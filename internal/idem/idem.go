@@ -5,8 +5,11 @@
 //
 // Goroutines and ownership: Manager.mu guards every field but cur, which
 // is read lock-free by sink goroutines on every drain (an atomic pointer to
-// an immutable ID). The metadata goroutine calls Load and Bump. Nothing here
-// starts a goroutine.
+// an immutable ID). The metadata goroutine calls Load and Bump (Set stands in
+// for them in tests). Nothing here starts a goroutine. A bump changes the
+// producer-wide ID; each partition moves to it on its own (internal/sink:
+// retries under the old ID first, since brokers keep each ID's state per
+// partition).
 package idem
 
 import (
@@ -154,4 +157,12 @@ func NewLoaded(id ID) *Manager {
 	m.loaded = true
 	close(m.ready)
 	return m
+}
+
+// Set replaces the current ID as a completed Bump would, for tests and
+// tools that drive the engine without a broker.
+func (m *Manager) Set(id ID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setLocked(id)
 }

@@ -64,6 +64,13 @@ type Config struct {
 	// (n records, failed of them failed, bytes in all); called once per
 	// batch of outcomes, before synchronous waiters wake.
 	Release func(n, failed int, bytes int64)
+	// ReleaseCanceled returns the buffer space of n canceled records (their
+	// Send already gave up and counted them) once their partition dropped
+	// them, so the memory bound covers records not yet dropped.
+	ReleaseCanceled func(n int, bytes int64)
+	// MaxRequestBytes caps a whole ProduceRequest's batches (0: no cap
+	// beyond MaxBatchBytes per batch).
+	MaxRequestBytes int
 }
 
 // Stats are the engine's counters.
@@ -108,6 +115,9 @@ func NewEngine(cfg Config, m *idem.Manager) *Engine {
 	}
 	if cfg.Release == nil {
 		cfg.Release = func(int, int, int64) {}
+	}
+	if cfg.ReleaseCanceled == nil {
+		cfg.ReleaseCanceled = func(int, int64) {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Engine{cfg: cfg, idem: m, stop: make(chan struct{}), ctx: ctx, cancel: cancel}

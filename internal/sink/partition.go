@@ -1,13 +1,22 @@
 package sink
 
-// Partition accumulator.
+// Partition accumulator and its sending state machine.
 //
 // Ownership: every field below mu is guarded by mu, a lock per partition
-// (never one lock for the producer). Send goroutines append records; the
-// leader's sink goroutine drains batches; connection reader goroutines
-// complete batches. Lock order: Partition.mu before Sink.mu; no other kpush
-// lock is taken while holding it (idem.Manager.Current is lock-free), and no
-// Notifier runs under it.
+// (never one lock for the producer). Send goroutines append records and
+// cancel buffered ones; the leader's sink goroutine drains batches;
+// connection reader goroutines complete batches; the reaper expires; a
+// backoff timer (time.AfterFunc, at most one per partition at a time) ends
+// a backoff. Lock order: Partition.mu before Sink.mu; no other kpush lock is
+// taken while holding it (idem.Manager.Current is lock-free), and no
+// Notifier or Config.Release* hook runs under it: outcomes are returned to
+// the caller, and the space of dropped canceled records is released by
+// unlock.
+//
+// State: phase (see phase.go) says whether the partition may send and how
+// many batches it may keep in flight; every change of phase goes through
+// stepLocked. The other fields are data: the queues, sequence numbers, the
+// in-flight count and the ready-list bookkeeping (queued, drainGen).
 //
 // Ordering invariants:
 //   - Sequence numbers are assigned when a batch is first drained and stay
@@ -16,25 +25,29 @@ package sink
 //     them in sequence order even across a sequence wrap.
 //   - Batches of one partition are in flight on one sink (connection) at a
 //     time, at most maxPartitionInflight of them, under one producer ID, so
-//     the broker sees them in sequence order; until one batch under the
-//     current producer ID is acknowledged on the partition, only one is in
+//     the broker sees them in sequence order; in phaseProbe only one is in
 //     flight (a broker without state for the ID takes any first sequence).
-//   - When a batch fails (retriable or not), the partition "rewinds": it
+//   - When a batch fails (retriable or not), the partition rewinds: it
 //     sends nothing until every in-flight batch has come back; the failed
 //     retriable batches then go to the head of the queue in order.
 //   - A sequence is reused (renumbered) only for batches that were
 //     definitely not written and when no later batch was acknowledged;
 //     otherwise only a new producer epoch makes later sequences safe.
+//   - Retry batches of a partition whose own sequences are fine keep their
+//     old producer ID after another partition's epoch bump: the broker still
+//     holds that ID's state here. The partition moves to the new ID once they
+//     are done.
+//   - Bytes held: a buffered record keeps its buffer space until it has an
+//     outcome or, when its Send gave up (canceled), until the partition drops
+//     it from recs; canceled records are dropped when they are half of recs,
+//     or at the next drain or expiry.
 
 import (
 	"cmp"
 	"fmt"
-	"slices"
 	"sync"
-	"time"
 
 	"github.com/kpush/kpush/internal/batch"
-	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 )
 
@@ -52,9 +65,23 @@ type Batch struct {
 	ord      int64 // drain order within the partition
 	sub      int   // index of the first record within the drained batch (splits)
 	deadline int64 // earliest record deadline, clock.Mono nanoseconds
+	size     int   // record bytes plus batch overhead (before compression)
 	attempts int
 	unknown  bool // some attempt may have reached the broker
 }
+
+// wireSize is the batch's size in a request: encoded, or an upper bound
+// before encoding (compression only shrinks it).
+func (b *Batch) wireSize() int {
+	if b.bytes != nil {
+		return len(b.bytes)
+	}
+	return b.size
+}
+
+// framing bounds the bytes a request spends on one partition besides its
+// batch: topic name, partition number, length prefixes.
+func framing(p *Partition) int { return 16 + len(p.Topic) }
 
 func (b *Batch) before(o *Batch) int {
 	return cmp.Or(cmp.Compare(b.ord, o.ord), cmp.Compare(b.sub, o.sub))
@@ -71,33 +98,50 @@ type Partition struct {
 	ID    int32
 	eng   *Engine
 
-	mu        sync.Mutex
-	recs      []*Pending // buffered, not yet in a batch
-	recBytes  int
-	retry     []*Batch // batches to send again, head first, in order
-	rewound   []*Batch // failed batches collected while others are in flight
-	inflight  int
-	inSink    *Sink  // the sink whose connection carries the in-flight batches
-	rewind    bool   // a batch failed; hold sending until inflight is zero
-	reseq     bool   // a batch was dropped: renumber retries from it
-	reseqAt   *Batch // the earliest dropped batch (its order key and sequence)
-	ackedOrd  int64  // ord of the latest acknowledged batch under id
-	nextOrd   int64
-	backoff   bool // waiting for a retry backoff timer
-	fails     int  // consecutive failed rounds, for backoff
-	retriable bool // this rewind saw a retriable failure: back off before resending
-	seq       int32
-	id        idem.ID
-	leader    *Sink  // current leader's sink, nil when unknown
-	queued    bool   // on leader's ready list
-	drainGen  uint64 // with drainSink: the request this partition was last drained into
-	drainSink *Sink
-	closed    bool // Close failed the buffered records; Add refuses more
+	mu         sync.Mutex
+	phase      phase      // changed only by stepLocked
+	resume     phase      // phaseProbe or phaseSteady: where a rewind or backoff ends
+	retriable  bool       // in phaseRewind: a retriable failure was seen, back off before resending
+	recs       []*Pending // buffered, not yet in a batch (canceled ones too, until dropped)
+	recBytes   int        // Size of recs, canceled ones included
+	canceled   int        // records of recs whose Send gave up
+	retry      []*Batch   // batches to send again, head first, in order
+	rewound    []*Batch   // failed batches collected while others are in flight
+	inflight   int
+	inSink     *Sink   // the sink whose connection carries the in-flight batches
+	reseqAt    *Batch  // the earliest dropped, not-written batch: renumber from it; nil when none
+	ackedOrd   int64   // ord of the latest acknowledged batch under id
+	nextOrd    int64   // ord of the next batch drained
+	fails      int     // consecutive failed rounds, for backoff
+	backoffGen uint32  // number of the latest backoff, so a stale timer is ignored
+	seq        int32   // next sequence under id
+	id         idem.ID // producer ID of the partition's sequences
+	bumpFrom   idem.ID // this partition's sequences broke under this ID: it asked for a new epoch
+	leader     *Sink   // current leader's sink, nil when unknown
+	queued     bool    // on leader's ready list
+	drainGen   uint64  // with drainSink: the request this partition was last drained into
+	drainSink  *Sink
+
+	// Space of canceled records dropped under mu, released by unlock.
+	relRecs  int
+	relBytes int64
 }
 
 // NewPartition returns an empty partition accumulator.
 func (e *Engine) NewPartition(topic string, id int32) *Partition {
-	return &Partition{Topic: topic, ID: id, eng: e, id: idem.None, ackedOrd: -1}
+	return &Partition{Topic: topic, ID: id, eng: e, id: idem.None, bumpFrom: idem.None,
+		ackedOrd: -1, phase: phaseProbe, resume: phaseProbe}
+}
+
+// unlock releases mu, then the buffer space of canceled records dropped
+// while it was held.
+func (p *Partition) unlock() {
+	n, bytes := p.relRecs, p.relBytes
+	p.relRecs, p.relBytes = 0, 0
+	p.mu.Unlock()
+	if n > 0 {
+		p.eng.cfg.ReleaseCanceled(n, bytes)
+	}
 }
 
 // Add appends a buffered record and nudges the leader's sink when the
@@ -105,7 +149,7 @@ func (e *Engine) NewPartition(topic string, id int32) *Partition {
 // partition is closed (Close already failed what was buffered).
 func (p *Partition) Add(r *Pending) bool {
 	p.mu.Lock()
-	if p.closed {
+	if p.phase == phaseClosed {
 		p.mu.Unlock()
 		return false
 	}
@@ -117,6 +161,50 @@ func (p *Partition) Add(r *Pending) bool {
 		s.nudge()
 	}
 	return true
+}
+
+// Cancel withdraws a buffered record whose Send gave up (its ctx ended).
+// It reports false when the record is already being sent or has an outcome.
+// The record keeps its buffer space until the partition drops it, so the
+// memory bound counts it; Release is not called for it, nor Notify.
+func (p *Partition) Cancel(r *Pending) bool {
+	p.mu.Lock()
+	if !r.TryCancel() {
+		p.mu.Unlock()
+		return false
+	}
+	p.canceled++
+	if 2*p.canceled > len(p.recs) {
+		p.dropCanceledLocked()
+	}
+	p.unlock()
+	return true
+}
+
+// dropCanceledLocked removes the canceled records from recs, keeping the
+// others in order.
+func (p *Partition) dropCanceledLocked() {
+	if p.canceled == 0 {
+		return
+	}
+	keep := p.recs[:0]
+	for _, r := range p.recs {
+		if r.canceled() {
+			p.dropRecLocked(r)
+			continue
+		}
+		keep = append(keep, r)
+	}
+	clear(p.recs[len(keep):])
+	p.recs = keep
+}
+
+// dropRecLocked accounts for a canceled record leaving recs.
+func (p *Partition) dropRecLocked(r *Pending) {
+	p.canceled = max(p.canceled-1, 0) // only Cancel cancels, so never below zero
+	p.recBytes -= int(r.Size)
+	p.relRecs++
+	p.relBytes += int64(r.Size)
 }
 
 // SetLeader points the partition at a new leader's sink (nil when the
@@ -146,26 +234,25 @@ func (p *Partition) Leader() *Sink {
 // sendableLocked reports whether sink s may drain a batch now, given the
 // current producer ID.
 func (p *Partition) sendableLocked(s *Sink, cur idem.ID) bool {
-	if s == nil || p.leader != s || p.rewind || p.backoff || p.closed {
+	if s == nil || p.leader != s || !p.phase.sending() {
 		return false
 	}
 	if p.inflight > 0 {
 		if p.inSink != s || p.inflight >= maxPartitionInflight || !p.eng.idem.Enabled() {
 			return false
 		}
+		if p.phase == phaseProbe {
+			// The broker may hold no state for this producer ID here;
+			// then it accepts any sequence as the first batch (KIP-360),
+			// and a second batch could be written ahead of a first that
+			// failed. One batch at a time until one is acknowledged.
+			return false
+		}
 		if p.id != cur {
 			return false // a new producer epoch starts once the old one's batches are back
 		}
-		if p.ackedOrd < 0 {
-			// Nothing acknowledged yet under this producer ID here: the
-			// broker may have no state for it on this partition, and then
-			// it accepts any sequence as the first batch (KIP-360), so a
-			// second batch could be written ahead of a first one that
-			// failed. One batch at a time until the first is acknowledged.
-			return false
-		}
 	}
-	return len(p.retry) > 0 || len(p.recs) > 0
+	return len(p.retry) > 0 || len(p.recs) > p.canceled
 }
 
 // queueLocked puts the partition on its leader's ready list when it can
@@ -179,52 +266,59 @@ func (p *Partition) queueLocked() *Sink {
 	return p.leader
 }
 
-// drain takes the next batch for sink s's request number gen, or nil.
-// Records and retry batches whose delivery timeout passed are failed
-// (outside the lock, by the caller, through the returned list). With
-// linger, a partition whose batch is not full and whose oldest record is
-// younger than the linger returns no batch, stays queued, and reports when
-// to look again.
+// drain takes the next batch for sink s's request number gen, at most
+// maxBytes large (a retry batch larger than that stays queued unless
+// maxBytes is the whole batch limit), or nil. Records and retry batches
+// whose delivery timeout passed are failed (outside the lock, by the caller,
+// through the returned list). more reports that the partition stays on s's
+// ready list (the caller puts it back) and has a batch to give now, unless
+// lingerUntil is set: with linger, a partition whose batch is not full and
+// whose oldest record is younger than the linger returns no batch and
+// reports when to look again.
 func (p *Partition) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batch, expired []*Pending, more bool, lingerUntil int64) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	if p.leader != s || (p.drainSink == s && p.drainGen == gen) {
 		// A stale entry (the leader moved; the partition is queued on the
 		// new leader) or a second entry for this request: leave it alone.
 		return nil, nil, false, 0
 	}
 	p.queued = false
+	p.dropCanceledLocked()
 	cur := p.eng.idem.Current() // read once: a bump may land meanwhile
 	if !p.sendableLocked(s, cur) {
 		return nil, nil, false, 0
 	}
-	if p.id != cur { // inflight is zero here (sendableLocked)
+	if len(p.retry) > 0 && p.retry[0].deadline < now {
+		if p.inflight > 0 {
+			// Dropping it may renumber later sequences, which must wait
+			// for the batches in flight: rewind, the last one settles.
+			p.stepLocked(evFailed)
+			return nil, expired, false, 0
+		}
+		// Nothing in flight: drop it now and go on to send what follows
+		// in this same call (returning no batch while queued would leave
+		// the sink asleep with the partition on its list: issue 11 #1).
+		expired = p.dropRetriesLocked(now, nil, expired)
+		if !p.sendableLocked(s, cur) {
+			return nil, expired, false, 0
+		}
+	}
+	if p.id != cur && p.inflight == 0 && (len(p.retry) == 0 || p.bumpFrom == p.id) {
+		// A partition with retries under the old ID sends them first; the
+		// broker keeps that ID's state (only ours broke if we asked).
 		expired = p.switchIDLocked(cur, expired)
-	}
-	for len(p.retry) > 0 && p.retry[0].deadline < now {
-		old := p.retry[0]
-		p.retry[0] = nil
-		p.retry = p.retry[1:]
-		expired = p.failBatchLocked(old, p.eng.expiryErr(), old.unknown, expired)
-		p.dropSeqLocked(old)
-	}
-	if p.reseq {
-		// Later sequences must be renumbered before anything is sent;
-		// that happens once the in-flight batches are back.
-		p.rewind = true
-		if p.inflight == 0 {
-			expired = p.finishRewindLocked(now, expired)
+		if !p.sendableLocked(s, cur) {
+			return nil, expired, false, 0
 		}
-		if p.sendableLocked(s, cur) { // nothing else would queue it again
-			p.queued, more = true, true
-		}
-		return nil, expired, more, 0
 	}
 	if len(p.retry) > 0 {
-		b = p.retry[0]
-		p.retry[0] = nil
-		p.retry = p.retry[1:]
-	} else if len(p.recs) > 0 {
+		if r := p.retry[0]; r.wireSize() <= maxBytes || maxBytes >= p.eng.cfg.MaxBatchBytes {
+			b = r
+			p.retry[0] = nil
+			p.retry = p.retry[1:]
+		}
+	} else if p.id == cur {
 		if lg := p.eng.cfg.Linger; lg > 0 && p.recBytes+batch.BatchOverhead < maxBytes {
 			if until := p.recs[0].Enqueued + int64(lg); until > now {
 				p.queued = true
@@ -233,12 +327,19 @@ func (p *Partition) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batc
 		}
 		b, expired = p.takeRecordsLocked(now, maxBytes, expired)
 	}
-	if b != nil {
-		b.attempts++
-		p.inflight++
-		p.inSink = s
-		p.drainGen, p.drainSink = gen, s
+	if b == nil {
+		// Everything found had expired or been canceled, or the next batch
+		// does not fit this request (which then carries others, so the
+		// sink loops and drains again): stay on the list if there is more.
+		if p.sendableLocked(s, cur) {
+			p.queued, more = true, true
+		}
+		return nil, expired, more, 0
 	}
+	b.attempts++
+	p.inflight++
+	p.inSink = s
+	p.drainGen, p.drainSink = gen, s
 	if p.sendableLocked(s, cur) {
 		p.queued = true
 		more = true
@@ -257,16 +358,24 @@ func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pendin
 		if len(recs) > 0 && size+int(r.Size) > maxBytes {
 			break
 		}
+		if len(recs) == 0 && size+int(r.Size) > maxBytes && maxBytes < p.eng.cfg.MaxBatchBytes {
+			break // does not fit this request; it will fit the next one
+		}
 		n++
 		p.recBytes -= int(r.Size)
 		if r.Deadline < now {
 			if r.FailBuffered(p.eng.expiryErr()) {
 				expired = append(expired, r)
+			} else {
+				p.recBytes += int(r.Size) // canceled: dropRecLocked counts it
+				p.dropRecLocked(r)
 			}
 			continue
 		}
 		if !r.claim() {
-			continue // canceled or failed meanwhile
+			p.recBytes += int(r.Size)
+			p.dropRecLocked(r) // canceled meanwhile (only Cancel, under mu, cancels)
+			continue
 		}
 		if recs == nil {
 			recs = p.eng.getRecSlice()
@@ -285,122 +394,18 @@ func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pendin
 		} else {
 			p.recs = p.recs[:0]
 		}
-		p.recBytes = 0
 	} else {
 		p.recs = p.recs[n:]
 	}
 	if len(recs) == 0 {
 		return nil, expired
 	}
-	b := &Batch{p: p, recs: recs, id: p.id, seq: p.seq, ord: p.nextOrd, deadline: deadline}
+	b := &Batch{p: p, recs: recs, id: p.id, seq: p.seq, ord: p.nextOrd, deadline: deadline, size: size}
 	p.nextOrd++
 	if p.id != idem.None {
 		p.seq = addSeq(p.seq, len(recs))
 	}
 	return b, expired
-}
-
-// switchIDLocked moves the partition to a new producer ID/epoch (KIP-360):
-// sequences restart at zero. Retry batches that were definitely not written
-// are renumbered; those whose outcome is unknown cannot be resent under the
-// new epoch without risking a duplicate, so they fail as unknown.
-func (p *Partition) switchIDLocked(cur idem.ID, failed []*Pending) []*Pending {
-	p.id, p.seq = cur, 0
-	p.reseq, p.reseqAt, p.ackedOrd = false, nil, -1
-	keep := p.retry[:0]
-	for _, b := range p.retry {
-		if b.unknown {
-			failed = p.failBatchLocked(b, ErrSequenceReset, true, failed)
-			continue
-		}
-		p.renumberLocked(b, cur, p.seq)
-		p.seq = addSeq(p.seq, len(b.recs))
-		keep = append(keep, b)
-	}
-	clear(p.retry[len(keep):])
-	p.retry = keep
-	return failed
-}
-
-func (p *Partition) renumberLocked(b *Batch, id idem.ID, seq int32) {
-	b.id, b.seq = id, seq
-	if b.bytes != nil {
-		batch.SetProducer(b.bytes, id.Producer, id.Epoch, seq)
-	}
-}
-
-// failBatchLocked marks every record of b failed and returns them appended
-// to out for notification outside the lock.
-func (p *Partition) failBatchLocked(b *Batch, err error, unknown bool, out []*Pending) []*Pending {
-	for _, r := range b.recs {
-		r.finishSent(-1, err, unknown)
-	}
-	return append(out, b.recs...)
-}
-
-// finishRewindLocked runs when the last in-flight batch of a rewinding
-// partition is back: failed batches go to the head of the queue in order
-// (after a backoff), expired ones fail, dropped sequences are renumbered.
-func (p *Partition) finishRewindLocked(now int64, failed []*Pending) []*Pending {
-	p.rewind = false
-	retry := append(p.rewound, p.retry...)
-	p.rewound = nil
-	// Responses of a dead connection and a refused write can come back out
-	// of order; sequence order is what the broker needs.
-	slices.SortStableFunc(retry, (*Batch).before)
-	p.retry = retry[:0]
-	for _, b := range retry {
-		if b.deadline < now {
-			failed = p.failBatchLocked(b, p.eng.expiryErr(), b.unknown, failed)
-			p.dropSeqLocked(b)
-			continue
-		}
-		p.retry = append(p.retry, b)
-	}
-	if p.reseq && p.id != idem.None {
-		next := p.reseqAt.seq
-		for _, b := range p.retry {
-			if b.before(p.reseqAt) < 0 {
-				continue // before the dropped batch: keeps its sequence
-			}
-			p.renumberLocked(b, b.id, next)
-			next = addSeq(next, len(b.recs))
-		}
-		p.seq = next
-	}
-	p.reseq, p.reseqAt = false, nil
-	if !p.retriable {
-		// Only definite rejections or splits: the broker is fine, the data
-		// was not; resend what is left at once.
-		return failed
-	}
-	p.retriable = false
-	if len(p.retry) > 0 {
-		p.fails++
-		p.backoff = true
-		time.AfterFunc(p.eng.backoff(p.fails), p.endBackoff)
-	} else {
-		p.fails = 0
-	}
-	return failed
-}
-
-// dropSeqLocked notes that batch b will never be sent again. If it was
-// definitely not written and nothing after it was acknowledged, later
-// sequences are renumbered from its own; otherwise only a new epoch makes
-// later sequences safe.
-func (p *Partition) dropSeqLocked(b *Batch) {
-	if b.id == idem.None || b.id != p.id {
-		return
-	}
-	if b.unknown || p.ackedOrd > b.ord {
-		p.eng.requestBump(b.id)
-		return
-	}
-	if !p.reseq || b.before(p.reseqAt) < 0 {
-		p.reseqAt = b
-	}
-	p.reseq = true
 }
 
 // Requeue puts the partition on its leader's ready list if it can send
@@ -414,108 +419,28 @@ func (p *Partition) Requeue() {
 	}
 }
 
-func (p *Partition) endBackoff() {
+// backoffFired runs on the timer goroutine of backoff number gen; a timer
+// of a backoff that already ended (its retries were dropped) does nothing.
+func (p *Partition) backoffFired(gen uint32) {
 	p.mu.Lock()
-	p.backoff = false
-	s := p.queueLocked()
+	var s *Sink
+	if gen == p.backoffGen {
+		p.stepLocked(evBackoffEnd)
+		s = p.queueLocked()
+	}
 	p.mu.Unlock()
 	if s != nil {
 		s.nudge()
 	}
 }
 
-// failBuffered fails every record that is not in flight; with close, the
-// partition also refuses later records (Close).
-func (p *Partition) failBuffered(err error, close bool) []*Pending {
+// endBackoff ends the current backoff, if any (tests drive it directly).
+func (p *Partition) endBackoff() { p.backoffFired(p.curBackoff()) }
+
+func (p *Partition) curBackoff() uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.closed = p.closed || close
-	out := p.failRecsLocked(err, nil)
-	for _, b := range append(p.rewound, p.retry...) {
-		out = p.failBatchLocked(b, err, b.unknown, out)
-	}
-	p.retry, p.rewound = nil, nil
-	return out
-}
-
-// failRecsLocked fails the buffered records (never in a batch) with err
-// and appends those whose notification the caller now owns to out.
-func (p *Partition) failRecsLocked(err error, out []*Pending) []*Pending {
-	for _, r := range p.recs {
-		if r.FailBuffered(err) {
-			out = append(out, r)
-		}
-	}
-	clear(p.recs)
-	p.recs, p.recBytes = p.recs[:0], 0
-	return out
-}
-
-// failUnsent fails the records and retry batches that wait for sink s, the
-// partition's leader, when s cannot connect (authentication failed). In
-// flight there is nothing: s's connection is gone. Dropped sequences are
-// renumbered as after an expiry.
-func (p *Partition) failUnsent(s *Sink, err error) []*Pending {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.leader != s {
-		return nil // a stale entry; the partition is queued elsewhere
-	}
-	p.queued = false
-	out := p.failRecsLocked(err, nil)
-	if p.inflight == 0 && !p.rewind {
-		for _, b := range p.retry {
-			out = p.failBatchLocked(b, err, b.unknown, out)
-			p.dropSeqLocked(b)
-		}
-		clear(p.retry)
-		p.retry = p.retry[:0]
-		if p.reseq {
-			out = p.finishRewindLocked(clock.Mono(), out)
-		}
-	}
-	return out
-}
-
-// expireBuffered fails records whose delivery timeout passed while the
-// partition could not send (no leader, broker down, backoff). It returns
-// them and the sink whose callback goroutine should run async callbacks.
-func (p *Partition) expireBuffered(now int64) ([]*Pending, *Sink) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []*Pending
-	if len(p.recs) > 0 && p.recs[0].Deadline < now {
-		keep := p.recs[:0]
-		for _, r := range p.recs {
-			if r.Deadline < now {
-				if r.FailBuffered(p.eng.expiryErr()) {
-					out = append(out, r)
-				}
-				p.recBytes -= int(r.Size)
-				continue
-			}
-			keep = append(keep, r)
-		}
-		clear(p.recs[len(keep):])
-		p.recs = keep
-	}
-	if p.inflight == 0 && !p.rewind && len(p.retry) > 0 && p.retry[0].deadline < now {
-		keep := p.retry[:0]
-		for _, b := range p.retry {
-			if b.deadline < now {
-				out = p.failBatchLocked(b, p.eng.expiryErr(), b.unknown, out)
-				p.dropSeqLocked(b)
-				continue
-			}
-			keep = append(keep, b)
-		}
-		clear(p.retry[len(keep):])
-		p.retry = keep
-		if p.reseq {
-			out = p.finishRewindLocked(now, out)
-		}
-	}
-	return out, p.leader
+	return p.backoffGen
 }
 
 // DebugString describes the partition's state, for tests and debugging.
@@ -532,6 +457,24 @@ func (p *Partition) DebugString() string {
 	for _, b := range p.retry {
 		rs = append(rs, fmt.Sprintf("seq%d/n%d/unk%v/att%d", b.seq, len(b.recs), b.unknown, b.attempts))
 	}
-	return fmt.Sprintf("%s[%d] recs=%d retry=%v rewound=%d inflight=%d inSink=%d leader=%d rewind=%v reseq=%v backoff=%v queued=%v fails=%d seq=%d id=%v cur=%v closed=%v",
-		p.Topic, p.ID, len(p.recs), rs, len(p.rewound), p.inflight, node(p.inSink), node(p.leader), p.rewind, p.reseq, p.backoff, p.queued, p.fails, p.seq, p.id, p.eng.idem.Current(), p.closed)
+	return fmt.Sprintf("%s[%d] phase=%v resume=%v recs=%d canceled=%d retry=%v rewound=%d inflight=%d inSink=%d leader=%d reseq=%v queued=%v fails=%d seq=%d id=%v cur=%v",
+		p.Topic, p.ID, p.phase, p.resume, len(p.recs), p.canceled, rs, len(p.rewound), p.inflight, node(p.inSink), node(p.leader), p.reseqAt != nil, p.queued, p.fails, p.seq, p.id, p.eng.idem.Current())
+}
+
+// Held reports the records and bytes the partition holds that are not in
+// flight: buffered (canceled ones not yet dropped included) and waiting for
+// a retry. For tests of the memory bound.
+func (p *Partition) Held() (recs int, bytes int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	recs, bytes = len(p.recs), int64(p.recBytes)
+	for _, q := range [][]*Batch{p.rewound, p.retry} {
+		for _, b := range q {
+			for _, r := range b.recs {
+				recs++
+				bytes += int64(r.Size)
+			}
+		}
+	}
+	return recs, bytes
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kpush/kpush/internal/batch"
 	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/wire"
@@ -132,19 +133,20 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		act, maybeWritten := actOK, false
 		consequence := false // refused only because an earlier batch failed
 		var cause error
+		var rp *kmsg.ProduceResponseTopicPartition
 		base := int64(-1)
 		switch {
 		case reqErr != nil:
 			act, maybeWritten, cause = actRetry, reqUnknown, reqErr
 		case resp == nil: // acks=0: written to the socket, no answer will come
 		default:
-			rp, ok := findPartition(resp, p.Topic, p.ID)
-			if !ok {
+			var ok bool
+			if rp, ok = findPartition(resp, p.Topic, p.ID); !ok {
 				act, maybeWritten, cause = actRetry, true, fmt.Errorf("%w: partition missing from produce response", wire.ErrMaybeDelivered)
 				break
 			}
 			p.mu.Lock()
-			rewinding := p.rewind
+			rewinding := p.phase == phaseRewind
 			p.mu.Unlock()
 			act, maybeWritten = classify(rp.ErrorCode, rewinding, e.cfg.Acks == -1)
 			consequence = rewinding && rp.ErrorCode == kerr.OutOfOrderSequenceNumber.Code
@@ -173,42 +175,54 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			}
 			done = append(done, b.recs...)
 			finished = append(finished, b)
-			if b.id == p.id && b.ord > p.ackedOrd {
-				p.ackedOrd = b.ord
+			if b.id == p.id {
+				p.ackedOrd = max(p.ackedOrd, b.ord)
+				p.stepLocked(evAcked)
 			}
 			p.fails = 0 // the partition works again: the next failure backs off from the start
 		case actRetry, actRefresh, actBump:
 			if act == actRefresh {
 				refresh = true
 			}
-			if act == actBump && b.id == p.id {
-				e.requestBump(b.id)
-			}
 			if cause != nil {
 				e.cfg.Logger.Debug("kpush: retrying batch", "topic", p.Topic, "partition", p.ID, "err", cause)
 			}
-			p.rewind = true
+			if act == actBump && b.id == p.id {
+				// The broker lost (or never had) our state: new epoch, and
+				// one batch in flight until the broker acknowledges again.
+				p.askBumpLocked()
+				p.stepLocked(evLostState)
+			} else {
+				p.stepLocked(evFailed)
+			}
 			p.retriable = p.retriable || !consequence
 			p.rewound = append(p.rewound, b)
 		case actFail:
+			p.stepLocked(evFailed) // later in-flight batches come back before anything is sent
 			if len(b.recs) > 1 && !b.unknown && errors.Is(cause, kerr.MessageTooLarge) {
 				// Like the Java producer: split the batch and resend the
 				// halves with the same sequences (their count is unchanged).
-				p.rewind = true
 				p.rewound = append(p.rewound, p.splitLocked(b)...)
 				e.Stats.Retries.Add(1)
 				break
 			}
+			if rp != nil && !b.unknown && len(rp.ErrorRecords) > 0 {
+				var bad []*Pending
+				if bad, done = p.failRecordsLocked(b, rp.ErrorRecords, cause, done); len(bad) > 0 {
+					e.putBuf(b.bytes)
+					b.bytes = nil
+					p.dropSeqLocked(b) // it shrank: later sequences move down
+					p.rewound = append(p.rewound, b)
+					break
+				}
+			}
 			done = p.failBatchLocked(b, cause, b.unknown, done)
 			finished = append(finished, b)
-			p.rewind = true // later in-flight batches come back before anything is sent
 			p.dropSeqLocked(b)
 		}
-		if p.rewind && p.inflight == 0 {
-			done = p.finishRewindLocked(now, done)
-		}
+		done = p.settleLocked(now, done)
 		q := p.queueLocked()
-		p.mu.Unlock()
+		p.unlock()
 		if q != nil && q != s {
 			q.nudge()
 		}
@@ -232,11 +246,57 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 func (p *Partition) splitLocked(b *Batch) []*Batch {
 	h := len(b.recs) / 2
 	second := &Batch{p: p, recs: append(p.eng.getRecSlice(), b.recs[h:]...), id: b.id,
-		seq: b.seq, ord: b.ord, sub: b.sub + h, deadline: b.deadline, attempts: b.attempts}
+		seq: b.seq, ord: b.ord, sub: b.sub + h, deadline: b.deadline, attempts: b.attempts, unknown: b.unknown}
 	if b.id != idem.None {
 		second.seq = addSeq(b.seq, h)
 	}
 	clear(b.recs[h:])
 	b.recs, b.bytes = b.recs[:h], nil
+	b.size, second.size = recsSize(b.recs), recsSize(second.recs)
 	return []*Batch{b, second}
+}
+
+// recsSize is the unencoded size of a batch of recs.
+func recsSize(recs []*Pending) int {
+	n := batch.BatchOverhead
+	for _, r := range recs {
+		n += int(r.Size)
+	}
+	return n
+}
+
+// failRecordsLocked handles a batch the broker rejected, not written,
+// naming the records at fault (KIP-467, Produce v8+): those fail with cause
+// (and the broker's message for them), the others stay in b, in order, to
+// be sent again. When the broker named every record or none that exists,
+// nothing changes and bad is nil: the whole batch fails.
+func (p *Partition) failRecordsLocked(b *Batch, errs []kmsg.ProduceResponseTopicPartitionErrorRecord, cause error, out []*Pending) (bad, _ []*Pending) {
+	named := make(map[int32]*string, len(errs))
+	for _, er := range errs {
+		if er.RelativeOffset >= 0 && int(er.RelativeOffset) < len(b.recs) {
+			named[er.RelativeOffset] = er.ErrorMessage
+		}
+	}
+	if len(named) == 0 || len(named) == len(b.recs) {
+		return nil, out
+	}
+	keep := b.recs[:0]
+	size := batch.BatchOverhead
+	for i, r := range b.recs {
+		msg, ok := named[int32(i)]
+		if !ok {
+			keep = append(keep, r)
+			size += int(r.Size)
+			continue
+		}
+		err := cause
+		if msg != nil && *msg != "" {
+			err = fmt.Errorf("%w: record %d: %s", cause, i, *msg)
+		}
+		r.finishSent(-1, err, false)
+		bad = append(bad, r)
+	}
+	clear(b.recs[len(keep):])
+	b.recs, b.size = keep, size
+	return bad, append(out, bad...)
 }

@@ -229,8 +229,16 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	nowNs := clock.Mono()
 	var batches []*Batch
 	var requeue []*Partition
+	used := 0 // request bytes taken by the batches so far (MaxRequestBytes)
 	for _, p := range parts {
-		b, exp, more, until := p.drain(s, s.gen, nowNs, e.cfg.MaxBatchBytes)
+		maxBytes := e.cfg.MaxBatchBytes
+		if limit := e.cfg.MaxRequestBytes; limit > 0 && len(batches) > 0 {
+			if maxBytes = min(maxBytes, limit-used-framing(p)); maxBytes <= batch.BatchOverhead {
+				requeue = append(requeue, p) // the request is full: the next one takes it
+				continue
+			}
+		}
+		b, exp, more, until := p.drain(s, s.gen, nowNs, maxBytes)
 		if until > 0 && (lingerUntil == 0 || until < lingerUntil) {
 			lingerUntil = until
 		}
@@ -242,6 +250,7 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 		}
 		if b != nil {
 			batches = append(batches, b)
+			used += b.wireSize() + framing(p)
 		}
 	}
 	if len(requeue) > 0 {
