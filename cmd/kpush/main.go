@@ -71,6 +71,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	cmd := args[0]
 	if strings.HasPrefix(cmd, "-") && cmd != "-h" && cmd != "--help" {
 		cmd = kcatMode(args)
+		if strings.HasPrefix(cmd, "-") {
+			fmt.Fprintf(stderr, "kpush: kcat's %s is not supported: %s\n", cmd, kcatUnsupported[cmd[1]])
+			return 2
+		}
 		if cmd == "" {
 			fmt.Fprintf(stderr, "kpush: %s: start with a command (produce, metadata, ...) or a kcat mode (-P, -L); see 'kpush -h'\n", args[0])
 			return 2
@@ -107,7 +111,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // kcatMode finds kcat's mode flag among args: "produce" for -P,
-// "metadata" for -L; "" if none (consume modes are not supported).
+// "metadata" for -L; the flag itself for an unsupported mode (-C, -G,
+// -Q); "" if none.
 func kcatMode(args []string) string {
 	for _, a := range args {
 		switch a {
@@ -115,6 +120,8 @@ func kcatMode(args []string) string {
 			return "produce"
 		case "-L":
 			return "metadata"
+		case "-C", "-G", "-Q":
+			return a
 		case "--":
 			return ""
 		}
