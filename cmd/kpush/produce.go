@@ -366,8 +366,8 @@ func (s *sender) noBrokerFailure(err error) {
 		return
 	}
 	s.abortOnce.Do(func() {
-		s.abortErr = fmt.Errorf("stopped reading: no broker reachable (%s unreachable since %s) and records fail after message.timeout.ms=%d; --keep-going keeps reading",
-			strings.Join(st.down, ", "), st.downSince.Format("15:04:05"), s.cfg.props.deliveryTimeout.Milliseconds())
+		s.abortErr = fmt.Errorf("stopped reading: no broker reachable (%s unreachable, nothing acknowledged since %s) and records fail after -X message.timeout.ms=%d; --keep-going keeps reading",
+			strings.Join(st.down, ", "), st.since.Format("15:04:05"), s.cfg.props.deliveryTimeout.Milliseconds())
 		close(s.abort)
 		s.stopSend(errStopped) // unblocks a SendAsync waiting for buffer space
 	})

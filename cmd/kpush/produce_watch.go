@@ -33,8 +33,8 @@ type stall struct {
 }
 
 // text is the stalled display, e.g. "waiting for broker 127.0.0.1:9092:
-// unreachable since 20:31:05 (3s); 1200 records wait, failing from
-// 20:31:35 (message.timeout.ms)".
+// unreachable, nothing acknowledged since 20:31:05 (3s ago); 1200 records
+// wait, failing from 20:31:35 (message.timeout.ms)".
 func (st *stall) text(now time.Time) string {
 	if len(st.down) == 0 {
 		return fmt.Sprintf("waiting for brokers: nothing acknowledged for %v, brokers accept connections; %d records wait, failing from %s (message.timeout.ms)",
@@ -44,8 +44,8 @@ func (st *stall) text(now time.Time) string {
 	if len(st.down) > 1 {
 		noun = "brokers"
 	}
-	return fmt.Sprintf("waiting for %s %s: unreachable since %s (%v); %d records wait, failing from %s (message.timeout.ms)",
-		noun, strings.Join(st.down, ", "), st.downSince.Format("15:04:05"), now.Sub(st.downSince).Round(time.Second),
+	return fmt.Sprintf("waiting for %s %s: unreachable, nothing acknowledged since %s (%v ago); %d records wait, failing from %s (message.timeout.ms)",
+		noun, strings.Join(st.down, ", "), st.since.Format("15:04:05"), now.Sub(st.since).Round(time.Second),
 		st.waiting, st.failFrom.Format("15:04:05"))
 }
 
@@ -86,7 +86,6 @@ func (w *watch) run() {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	lastAck, lastDone := time.Now(), int64(0)
-	var downSince time.Time
 	for {
 		select {
 		case <-w.done:
@@ -96,7 +95,6 @@ func (w *watch) run() {
 			waiting := w.handed.Load() - sent - failed
 			if sent+failed != lastDone || waiting <= 0 {
 				lastAck, lastDone = now, sent+failed
-				downSince = time.Time{}
 				w.state.Store(nil)
 				continue
 			}
@@ -113,11 +111,8 @@ func (w *watch) run() {
 				}
 				c.Close()
 			}
-			if len(down) > 0 && downSince.IsZero() {
-				downSince = now
-			}
 			prev := w.state.Load()
-			st := &stall{since: lastAck, down: down, downSince: downSince, allDown: len(down) == len(brokers) && len(down) > 0,
+			st := &stall{since: lastAck, down: down, allDown: len(down) == len(brokers) && len(down) > 0,
 				waiting: waiting, failFrom: lastAck.Add(w.timeout)}
 			w.state.Store(st)
 			if w.report != nil && (prev == nil || len(prev.down) != len(st.down)) {
