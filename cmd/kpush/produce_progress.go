@@ -57,14 +57,15 @@ func progressLine(s *sender, total int64, elapsed time.Duration) string {
 		acked := min(1, float64(s.tally.ackedBytes.Load())/float64(total))
 		done := int(acked * 20)
 		inRead := max(0, int(frac*20)-done)
-		fmt.Fprintf(&b, "[%s%s%s] read %3.0f%% acked %3.0f%%  ", strings.Repeat("#", done), strings.Repeat("-", inRead),
+		fmt.Fprintf(&b, "[%s%s%s] read %.0f%% acked %.0f%% ", strings.Repeat("#", done), strings.Repeat("-", inRead),
 			strings.Repeat(".", 20-done-inRead), frac*100, acked*100)
 	} else {
-		fmt.Fprintf(&b, "read %d records (%s)  ", handed, humanBytes(read))
+		fmt.Fprintf(&b, "read %d (%s) ", handed, humanBytes(read))
 	}
-	fmt.Fprintf(&b, "%d acked  %d failed  %.0f/s", sent, failed, rate)
+	fmt.Fprintf(&b, "%d acked %d failed %.0f/s", sent, failed, rate)
 	if st := s.watch.state.Load(); st != nil {
-		fmt.Fprintf(&b, "  %s", st.text(time.Now()))
+		// The whole story is on the line above (see startProgress).
+		fmt.Fprintf(&b, " STALLED %v", time.Since(st.since).Round(time.Second))
 		return b.String()
 	}
 	if total > 0 && rate > 0 && read > 0 {
@@ -72,7 +73,7 @@ func progressLine(s *sender, total int64, elapsed time.Duration) string {
 		ackedBytes := float64(s.tally.ackedBytes.Load())
 		if ackedBytes > 0 {
 			left := time.Duration(float64(total)-ackedBytes) * time.Duration(float64(elapsed)/ackedBytes)
-			fmt.Fprintf(&b, "  %v left", left.Round(time.Second))
+			fmt.Fprintf(&b, " %v left", left.Round(time.Second))
 		}
 	}
 	return b.String()
@@ -93,7 +94,10 @@ func humanBytes(n int64) string {
 // startProgress draws the progress line on stderr, a terminal, until the
 // returned function is called, which clears the line. With every input a
 // file of known size it shows percentages and the time left; otherwise
-// (stdin, a pipe) counts and the rate only.
+// (stdin, a pipe) counts and the rate only. When the run stalls, the
+// stall's full text (brokers, since when, records waiting, when they
+// fail) is printed once as its own line above the progress line, which
+// then says STALLED.
 func startProgress(stderr io.Writer, ins []input, s *sender) (stop func()) {
 	var total int64
 	for _, in := range ins {
@@ -111,12 +115,19 @@ func startProgress(stderr io.Writer, ins []input, s *sender) (stop func()) {
 		defer close(exited)
 		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
+		var shown *stall
 		for {
 			select {
 			case <-done:
 				fmt.Fprint(stderr, "\r\x1b[K")
 				return
 			case <-tick.C:
+				if st := s.watch.state.Load(); st != nil && (shown == nil || len(shown.down) != len(st.down)) {
+					fmt.Fprint(stderr, "\r\x1b[Kkpush produce: "+st.text(time.Now())+"\n")
+					shown = st
+				} else if st == nil {
+					shown = nil
+				}
 				fmt.Fprint(stderr, "\r"+fitLine(progressLine(s, total, time.Since(start)), width)+"\x1b[K")
 			}
 		}
