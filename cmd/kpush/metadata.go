@@ -22,7 +22,8 @@ const metadataUsage = `Usage: kpush metadata -b BROKERS [-t TOPIC]
 
 Lists the cluster's brokers, then each topic (or only -t TOPIC) with its
 partitions, their leaders and replicas. Plaintext connections only: for
-a secured cluster use kcat -L or kafka-topics.sh --describe.
+a secured cluster use kcat -L or kafka-topics.sh --describe. Exit
+status 1 if -t TOPIC does not exist.
 
 Examples:
   kpush metadata -b localhost:9092
@@ -72,6 +73,11 @@ func runMetadata(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("metadata from %s: %v", brokers, err)
 	}
 	writeMetadata(stdout, resp)
+	for _, t := range resp.Topics {
+		if t.ErrorCode != 0 && topic != "" {
+			return fmt.Errorf("topic %q: %s", topic, kerrName(t.ErrorCode))
+		}
+	}
 	return nil
 }
 

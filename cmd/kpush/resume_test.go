@@ -81,3 +81,44 @@ func TestProduce_OutcomeUnknownKeptApartFromNotWritten(t *testing.T) {
 		t.Fatalf("summary does not say the unknown-outcome file may duplicate:\n%s", errOut)
 	}
 }
+
+// TestProduce_KcatTeeFixedKeyNullEmpty: -T echoes each record sent to
+// stdout as read, -k gives every record a key (a -K key wins), -Z sends
+// an empty value as null.
+func TestProduce_KcatTeeFixedKeyNullEmpty(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 1))
+	code, stdout, errOut := runIn(t, strings.NewReader("a\nk2:b\n\n"), "-P", "-b"+strings.Join(c.Addrs(), ","), "-tt", "-T", "-kfixed", "-K:", "-Z", "-q")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if stdout != "a\nk2:b\n\n" {
+		t.Fatalf("-T wrote %q", stdout)
+	}
+	checkRecords(t, readBack(t, c, "t"), []rec{
+		{Key: []byte("fixed"), Value: []byte("a")},
+		{Key: []byte("k2"), Value: []byte("b")},
+		{Key: []byte("fixed"), Value: nil},
+	})
+}
+
+// TestMetadata_ListsBrokersTopicsPartitions: kpush metadata (kcat -L).
+func TestMetadata_ListsBrokersTopicsPartitions(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("orders", 2), kafkatest.WithTopic("audit", 1))
+	addr := strings.Join(c.Addrs(), ",")
+	for _, args := range [][]string{{"metadata", "-b", addr}, {"-L", "-b", addr}} {
+		code, stdout, errOut := runIn(t, strings.NewReader(""), args...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, errOut)
+		}
+		for _, want := range []string{"1 brokers:\n  broker 0 at " + addr, "2 topics:\n", `topic "audit" with 1 partitions:`,
+			`topic "orders" with 2 partitions:` + "\n    partition 0, leader 0, replicas: 0, isrs: 0\n    partition 1, leader 0"} {
+			if !strings.Contains(stdout, want) {
+				t.Fatalf("%q: output lacks %q:\n%s", args, want, stdout)
+			}
+		}
+	}
+	code, stdout, _ := runIn(t, strings.NewReader(""), "metadata", "-b", addr, "-t", "nope")
+	if code != 1 || !strings.Contains(stdout, `topic "nope": UNKNOWN_TOPIC_OR_PARTITION`) {
+		t.Fatalf("exit %d:\n%s", code, stdout)
+	}
+}
