@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -394,6 +395,10 @@ func TestProduce_InterruptReturnsPromptly(t *testing.T) {
 	case code := <-done:
 		if code != 1 || !strings.Contains(errb.String(), "interrupted") {
 			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+		// Ctrl-C says where to resume: before or after "first".
+		if !regexp.MustCompile(`reading stopped at stdin line (1, byte 0|2, byte 6); to send the rest: kpush produce \.\.\. --resume stdin:`).MatchString(errb.String()) {
+			t.Fatalf("no resume position after the interrupt:\n%s", errb.String())
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("produce did not return within 15s of the interrupt")
