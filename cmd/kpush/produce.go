@@ -77,7 +77,8 @@ Delivery and failures:
   --failed-out FILE the not-written records go to FILE and the
   outcome-unknown ones to --unknown-out (default FILE.unknown.jsonl for
   FILE.jsonl), as json lines (-H headers and the partition included);
-  each file is created only if a record goes in it. Replay FILE with
+  each file is created only if a record goes in it, and a file that
+  already holds records is refused, never overwritten. Replay FILE with
   --format json, without -H; check the topic before replaying the other.
   A record larger than batch.size fails; a line over 64 MiB fails and is
   dropped unread (it is not in --failed-out). If no broker gives the

@@ -101,10 +101,14 @@ func newTally(cfg *produceConfig, stderr io.Writer) (*tally, error) {
 				return nil, err
 			}
 		}
-		// A previous run's failures must not be mistaken for this run's
-		// (it would truncate the file anyway); this run creates it again
-		// only if a record fails.
-		if err := os.Remove(o.name); err != nil {
+		// An earlier run's failures (say, before a --resume) must be
+		// neither overwritten nor mixed with this run's.
+		if st.Size() > 0 {
+			err := &usageError{cmd: "produce", msg: fmt.Sprintf("%s %s already holds records (from an earlier run?); replay or move it first, or name another file", o.flag, o.name)}
+			fmt.Fprintln(stderr, err)
+			return nil, err
+		}
+		if err := os.Remove(o.name); err != nil { // empty: created only if a record fails
 			return nil, fmt.Errorf("%s: %w", o.flag, err)
 		}
 	}

@@ -122,3 +122,22 @@ func TestMetadata_ListsBrokersTopicsPartitions(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, stdout)
 	}
 }
+
+// TestProduce_FailedOutHoldingRecordsIsRefused: an earlier run's failures
+// (to be replayed after a --resume) are never overwritten.
+func TestProduce_FailedOutHoldingRecordsIsRefused(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 1))
+	failed := filepath.Join(t.TempDir(), "failed.jsonl")
+	earlier := `{"value":"x","source":"in.txt:7","error":"not written: delivery timeout expired"}` + "\n"
+	if err := os.WriteFile(failed, []byte(earlier), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, errOut := produceTo(t, c, "a\n", "-t", "t", "--failed-out", failed)
+	want := "kpush produce: --failed-out " + failed + " already holds records (from an earlier run?); replay or move it first, or name another file; see 'kpush produce -h'\n"
+	if code != 2 || errOut != want {
+		t.Fatalf("exit %d, stderr %q; want 2, %q", code, errOut, want)
+	}
+	if got, _ := os.ReadFile(failed); string(got) != earlier {
+		t.Fatalf("%s changed to %q", failed, got)
+	}
+}
