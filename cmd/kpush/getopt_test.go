@@ -109,3 +109,21 @@ func TestRun_KcatModeFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageErrors_OneLineEveryCommand: every subcommand reports a bad
+// command line in one line pointing at its -h, never the whole help.
+func TestUsageErrors_OneLineEveryCommand(t *testing.T) {
+	for _, args := range [][]string{
+		{"dev", "-nope"}, {"dev", "-brokers", "0"}, {"dev", "--port"},
+		{"bench", "-nope"}, {"bench", "-c", "0"}, {"bench", "extra"},
+		{"produce", "-nope"}, {"produce", "-b", "a:1"},
+		{"metadata", "-nope"}, {"metadata"},
+	} {
+		code, stdout, stderr := runCmd(t, args...)
+		want := "; see 'kpush " + args[0] + " -h'\n"
+		if code != 2 || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.HasSuffix(stderr, want) ||
+			!strings.HasPrefix(stderr, "kpush "+args[0]+": ") {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and one line ending in %q", args, code, stderr, want)
+		}
+	}
+}
