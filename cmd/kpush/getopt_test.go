@@ -127,3 +127,18 @@ func TestUsageErrors_OneLineEveryCommand(t *testing.T) {
 		}
 	}
 }
+
+// FuzzProduceFlags: any command line parses or gives a one-line usage
+// error; it never panics.
+func FuzzProduceFlags(f *testing.F) {
+	for _, s := range []string{"-b\x00a:1\x00-tt\x00-K:", "-Pq\x00--topic=t\x00-b=a:1\x00f\x00-c3", "--\x00-x", "-X\x00acks", "-K="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var b strings.Builder
+		_, err := parseProduceFlags(strings.Split(s, "\x00"), &b)
+		if err != nil && !errors.Is(err, errHelp) && strings.Count(b.String(), "\n") != 1 {
+			t.Fatalf("%q: error %v printed %q", s, err, b.String())
+		}
+	})
+}
