@@ -43,7 +43,8 @@ var (
 	ErrInvalidTimestamp = errors.New("kpush: invalid timestamp")
 	// ErrRecordTooLarge: the encoded record does not fit in a batch of
 	// WithMaxBatchBytes, or is larger than the whole buffer
-	// (WithMaxBufferedBytes).
+	// (WithMaxBufferedBytes). The cause is a *RecordTooLargeError, which
+	// has the record's size and the limit.
 	ErrRecordTooLarge = errors.New("kpush: record too large")
 	// ErrUnknownTopic: the cluster does not have the topic (and does not
 	// create it automatically).
@@ -89,6 +90,23 @@ var (
 	ErrTopicAuthorizationFailed = kerr.TopicAuthorizationFailed
 	ErrNotEnoughReplicas        = kerr.NotEnoughReplicas
 )
+
+// RecordTooLargeError is the cause of an ErrRecordTooLarge failure: it
+// says how large the record is and which limit it exceeds.
+// errors.Is(err, ErrRecordTooLarge) matches it.
+type RecordTooLargeError struct {
+	Size   int64  // the record's encoded size in bytes
+	Limit  int64  // the largest size the limit allows, in bytes
+	Option string // the option that sets the limit: "WithMaxBatchBytes" or "WithMaxBufferedBytes"
+}
+
+// Error implements error.
+func (e *RecordTooLargeError) Error() string {
+	return fmt.Sprintf("kpush: record too large: %d bytes encoded, %s allows at most %d", e.Size, e.Option, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrRecordTooLarge) true.
+func (e *RecordTooLargeError) Is(target error) bool { return target == ErrRecordTooLarge }
 
 // ErrInvalidConfig matches every error New returns for an invalid option.
 var ErrInvalidConfig = errors.New("kpush: invalid configuration")

@@ -312,13 +312,13 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	pd.Rec = batch.Record{Key: r.Key, Value: r.Value, Headers: engineHeaders(r.Headers), TimestampMs: tsMs}
 	size := batch.RecordSize(&pd.Rec)
 	if size+batch.BatchOverhead > p.cfg.maxBatchBytes {
-		return notWritten(name, -1, ErrRecordTooLarge)
+		return notWritten(name, -1, &RecordTooLargeError{Size: int64(size), Limit: int64(p.cfg.maxBatchBytes - batch.BatchOverhead), Option: "WithMaxBatchBytes"})
 	}
 	if int64(size) > p.cfg.maxBufBytes {
 		// The limiter would admit it only once the buffer is empty
 		// (holding up every sender queued behind it, then exceeding the
 		// bound); like Java's buffer.memory, the bound is hard instead.
-		return notWritten(name, -1, fmt.Errorf("%w: %d bytes, more than the buffer holds (WithMaxBufferedBytes %d)", ErrRecordTooLarge, size, p.cfg.maxBufBytes))
+		return notWritten(name, -1, &RecordTooLargeError{Size: int64(size), Limit: p.cfg.maxBufBytes, Option: "WithMaxBufferedBytes"})
 	}
 
 	t, err := p.topic(ctx, name, mono)
@@ -329,7 +329,7 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	var part int
 	if p.cfg.partitioner == ManualPartitioner {
 		if r.Partition < 0 || int(r.Partition) >= len(parts) {
-			return notWritten(name, r.Partition, ErrInvalidPartition)
+			return notWritten(name, r.Partition, fmt.Errorf("%w %d: the topic has %d partitions", ErrInvalidPartition, r.Partition, len(parts)))
 		}
 		part = int(r.Partition)
 	} else {

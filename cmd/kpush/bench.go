@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kpush/kpush"
@@ -73,50 +71,75 @@ type levelResult struct {
 }
 
 func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
-	cfg := &benchConfig{}
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, benchUsage)
-		fs.PrintDefaults()
+	cfg := &benchConfig{topic: "kpush-bench", partitions: 12, duration: 2 * time.Second, valueSize: 100}
+	opts := &optionSet{cmd: "bench"}
+	levels, codec, acks := "1,100,1000,10000", "none", "all"
+	num := func(p *int) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a whole number", v)
+			}
+			*p = n
+			return nil
+		}
 	}
-	fs.StringVar(&cfg.brokers, "b", "", "comma-separated brokers; empty starts an embedded broker")
-	fs.StringVar(&cfg.topic, "t", "kpush-bench", "topic (must exist when -b is given)")
-	fs.IntVar(&cfg.partitions, "partitions", 12, "partitions of the embedded broker's topic")
-	levels := fs.String("c", "1,100,1000,10000", "comma-separated concurrency levels")
-	fs.DurationVar(&cfg.duration, "d", 2*time.Second, "duration of each level (unless -n is given)")
-	fs.Int64Var(&cfg.records, "n", 0, "records per level instead of a duration (0: use -d)")
-	fs.BoolVar(&cfg.async, "async", false, "one goroutine pipelining SendAsync with callbacks instead of the -c levels")
-	fs.IntVar(&cfg.valueSize, "s", 100, "value size in bytes")
-	fs.BoolVar(&cfg.keyed, "keyed", false, "give every record a distinct key (murmur2 partitioning)")
-	codec := fs.String("z", "none", "compression: none, gzip, snappy, lz4, zstd")
-	acks := fs.String("acks", "all", "acks: all, 1 (leader) or 0 (none)")
-	fs.BoolVar(&cfg.json, "json", false, "print results as JSON")
-	xErr := xFlag(fs, "security property prop=value (see above); repeatable", func(name, value string) error {
+	opts.str('b', "brokers", "BROKERS", "comma-separated brokers; none: start an embedded broker", &cfg.brokers)
+	opts.str('t', "topic", "TOPIC", "topic (default kpush-bench; must exist when -b is given)", &cfg.topic)
+	opts.fn(0, "partitions", "N", "partitions of the embedded broker's topic (default 12)", num(&cfg.partitions))
+	opts.str('c', "concurrency", "LEVELS", "comma-separated concurrency levels (default 1,100,1000,10000)", &levels)
+	opts.fn('d', "duration", "DURATION", "duration of each level, e.g. 5s (default 2s; unless -n is given)", func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 5s", v)
+		}
+		cfg.duration = d
+		return nil
+	})
+	opts.fn('n', "records", "N", "records per level instead of a duration (0: use -d)", func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		cfg.records = n
+		return nil
+	})
+	opts.boolean(0, "async", "one goroutine pipelining SendAsync with callbacks instead of the -c levels", &cfg.async)
+	opts.fn('s', "size", "BYTES", "value size in bytes (default 100)", num(&cfg.valueSize))
+	opts.boolean(0, "keyed", "give every record a distinct key (murmur2 partitioning)", &cfg.keyed)
+	opts.str('z', "compression", "CODEC", "compression: none (default), gzip, snappy, lz4, zstd", &codec)
+	opts.str(0, "acks", "ACKS", "acks: all (default), 1 (leader) or 0 (none)", &acks)
+	opts.boolean(0, "json", "print results as JSON", &cfg.json)
+	xSet, xErr := xOption(func(name, value string) error {
 		known, err := cfg.sec.set(name, value)
 		if !known {
 			err = fmt.Errorf("-X %s: not a security property (known: %s)", name, securityPropNames)
 		}
 		return err
 	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, errHelp
-		}
-		return nil, errUsage
+	opts.fn('X', "", "PROP=VALUE", "security property (see above); repeatable", xSet)
+	rest, err := opts.parse(args)
+	if errors.Is(err, errHelp) {
+		fmt.Fprint(stderr, benchUsage)
+		opts.printOptions(stderr)
+		return nil, errHelp
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "kpush bench: unexpected argument %q\n", fs.Arg(0))
-		return nil, errUsage
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, err
 	}
 	bad := func(format string, a ...any) (*benchConfig, error) {
-		fmt.Fprintf(stderr, "kpush bench: "+format+"\n", a...)
-		return nil, errUsage
+		err := opts.errorf(format, a...)
+		fmt.Fprintln(stderr, err)
+		return nil, err
+	}
+	if len(rest) > 0 {
+		return bad("unexpected argument %q", rest[0])
 	}
 	if *xErr != nil {
 		return bad("%v", *xErr)
 	}
-	for _, f := range strings.Split(*levels, ",") {
+	for _, f := range strings.Split(levels, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || c < 1 || c > 1_000_000 {
 			return bad("-c: %q is not a concurrency between 1 and 1000000", f)
@@ -133,14 +156,14 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 		return bad("-s: %d is not between 0 and 900000", cfg.valueSize)
 	}
 	if cfg.partitions < 1 {
-		return bad("-partitions must be at least 1")
+		return bad("--partitions must be at least 1")
 	}
-	c, err := kpush.ParseCompression(*codec)
+	c, err := kpush.ParseCompression(codec)
 	if err != nil {
 		return bad("-z: %v", err)
 	}
 	cfg.compression = c
-	switch *acks {
+	switch acks {
 	case "all", "-1":
 		cfg.acks = kpush.AcksAll
 	case "1", "leader":
@@ -148,7 +171,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	case "0", "none":
 		cfg.acks = kpush.AcksNone
 	default:
-		return bad("-acks: %q is not all, 1 or 0", *acks)
+		return bad("--acks: %q is not all, 1 or 0", acks)
 	}
 	if cfg.secOpts, err = cfg.sec.options(); err != nil {
 		return bad("%v", err)
@@ -195,7 +218,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	_, err = p.Send(wctx, &kpush.Record{Topic: cfg.topic, Value: make([]byte, cfg.valueSize)})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("first record to %s: %w", cfg.topic, err)
+		return firstRecordError(cfg, err)
+	}
+	progress := io.Discard // carriage-return progress is for a terminal only
+	if isTerminal(stderr) {
+		progress = stderr
 	}
 
 	if !cfg.json {
@@ -213,11 +240,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		var r levelResult
 		if cfg.async {
-			r = runAsync(ctx, p, cfg, stderr)
+			r = runAsync(ctx, p, cfg, progress)
 		} else {
-			r = runLevel(ctx, p, cfg, c, stderr)
+			r = runLevel(ctx, p, cfg, c, progress)
 		}
 		results = append(results, r)
+		if !cfg.json {
+			if len(results) == 1 {
+				printHeader(stdout)
+			}
+			printRow(stdout, r) // as soon as the level ends
+		}
 		if r.Failed > 0 {
 			return fmt.Errorf("C=%d: %d of %d records failed", c, r.Failed, r.Records+r.Failed)
 		}
@@ -227,7 +260,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		enc.SetIndent("", "  ")
 		return enc.Encode(results)
 	}
-	printTable(stdout, results)
 	if cfg.brokers == "" {
 		fmt.Fprintln(stdout, "\ncpu µs/record counts this whole process, the embedded broker included.")
 	}
@@ -382,16 +414,39 @@ func runAsync(ctx context.Context, p *kpush.Producer, cfg *benchConfig, progress
 	return r
 }
 
-func printTable(w io.Writer, results []levelResult) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "concurrency\trecords\trecords/s\tcpu µs/record\tp50 µs\tp99 µs\trecords/batch\t")
-	for _, r := range results {
-		c := strconv.Itoa(r.Concurrency)
-		if r.Mode == "async" {
-			c = "async"
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.0f\t%.0f\t%.1f\t\n",
-			c, r.Records, r.RecordsPerSec, r.CPUMicros, r.P50Micros, r.P99Micros, r.RecsPerBatch)
+// The table is printed a row at a time, as each level ends, so its
+// columns have fixed widths rather than tabwriter's.
+const rowFormat = "%11s %9s %10s %13s %7s %7s %13s\n"
+
+func printHeader(w io.Writer) {
+	// One more byte for each "µ", which takes two bytes but one column.
+	fmt.Fprintf(w, "%11s %9s %10s %14s %8s %8s %13s\n", "concurrency", "records", "records/s", "cpu µs/record", "p50 µs", "p99 µs", "records/batch")
+}
+
+func printRow(w io.Writer, r levelResult) {
+	c := strconv.Itoa(r.Concurrency)
+	if r.Mode == "async" {
+		c = "async"
 	}
-	tw.Flush()
+	fmt.Fprintf(w, rowFormat, c, strconv.FormatInt(r.Records, 10), fmt.Sprintf("%.0f", r.RecordsPerSec),
+		fmt.Sprintf("%.2f", r.CPUMicros), fmt.Sprintf("%.0f", r.P50Micros), fmt.Sprintf("%.0f", r.P99Micros),
+		fmt.Sprintf("%.1f", r.RecsPerBatch))
+}
+
+// firstRecordError explains why the first record failed, in terms of the
+// command's flags.
+func firstRecordError(cfg *benchConfig, err error) error {
+	cause := strings.TrimPrefix(err.Error(), "kpush: ")
+	var pe *kpush.ProduceError
+	if errors.As(err, &pe) {
+		cause = strings.TrimPrefix(pe.Err.Error(), "kpush: ")
+	}
+	switch {
+	case errors.Is(err, kpush.ErrUnknownTopic):
+		return fmt.Errorf("topic %q does not exist on %s: create it (e.g. kafka-topics.sh --bootstrap-server %s --create --topic %s --partitions 12) or pass -t TOPIC",
+			cfg.topic, cfg.brokers, strings.Split(cfg.brokers, ",")[0], cfg.topic)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kpush.ErrNoBroker):
+		return fmt.Errorf("the first record to %s was not acknowledged within 15s (%s): is the broker at -b %s up?", cfg.topic, cause, cfg.brokers)
+	}
+	return fmt.Errorf("the first record to %s failed: %s", cfg.topic, cause)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -72,18 +71,23 @@ type devConfig struct {
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
-	cfg := &devConfig{}
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, devUsage)
-		fs.PrintDefaults()
-	}
+	cfg := &devConfig{brokers: 1}
+	opts := &optionSet{cmd: "dev"}
 	var saslErr error
-	fs.IntVar(&cfg.port, "port", 0, "port of the first broker; the others take the next ports (0: random free ports)")
-	fs.IntVar(&cfg.brokers, "brokers", 1, "number of brokers")
-	fs.IntVar(&cfg.autoCreate, "auto-create", 0, "create a missing topic with this many partitions when a client's metadata request asks for it (kcat and librdkafka producers do, kpush does not; 0: off)")
-	fs.Func("topic", `topic to create, "name:partitions" or "name" (1 partition); repeatable (default "test:3")`,
+	num := func(p *int) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a whole number", v)
+			}
+			*p = n
+			return nil
+		}
+	}
+	opts.fn(0, "port", "PORT", "port of the first broker; the others take the next ports (default 0: random free ports)", num(&cfg.port))
+	opts.fn(0, "brokers", "N", "number of brokers (default 1)", num(&cfg.brokers))
+	opts.fn(0, "auto-create", "N", "create a missing topic with N partitions when a client's metadata request asks for it (kcat and librdkafka producers do, kpush does not; default 0: off)", num(&cfg.autoCreate))
+	opts.fn(0, "topic", "NAME[:PARTITIONS]", `topic to create (1 partition without a count); repeatable (default test:3)`,
 		func(s string) error {
 			t, err := parseDevTopic(s)
 			if err != nil {
@@ -97,9 +101,9 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 			cfg.topics = append(cfg.topics, t)
 			return nil
 		})
-	fs.Func("sasl", `require SASL: "user:password[,MECHANISM]" (PLAIN, SCRAM-SHA-256 (default) or SCRAM-SHA-512); repeatable`,
+	opts.fn(0, "sasl", "USER:PASSWORD[,MECH]", `require SASL: PLAIN, SCRAM-SHA-256 (default) or SCRAM-SHA-512; repeatable`,
 		func(s string) error {
-			// Reported after parsing: the flag package would print the value.
+			// Reported after parsing, without the value (a password).
 			u, err := parseDevUser(s)
 			if err != nil && saslErr == nil {
 				saslErr = err
@@ -107,19 +111,24 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 			cfg.users = append(cfg.users, u)
 			return nil
 		})
-	fs.BoolVar(&cfg.tls, "tls", false, "serve TLS only, with a throwaway CA written to a temporary directory (its path is printed)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, errHelp
-		}
-		return nil, errUsage
+	opts.boolean(0, "tls", "serve TLS only, with a throwaway CA written to a temporary directory (its path is printed)", &cfg.tls)
+	rest, err := opts.parse(args)
+	if errors.Is(err, errHelp) {
+		fmt.Fprint(stderr, devUsage)
+		opts.printOptions(stderr)
+		return nil, errHelp
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, err
 	}
 	bad := func(format string, a ...any) (*devConfig, error) {
-		fmt.Fprintf(stderr, "kpush dev: "+format+"\n", a...)
-		return nil, errUsage
+		err := opts.errorf(format, a...)
+		fmt.Fprintln(stderr, err)
+		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return bad("unexpected argument %q", fs.Arg(0))
+	if len(rest) > 0 {
+		return bad("unexpected argument %q", rest[0])
 	}
 	if saslErr != nil {
 		return bad("--sasl: %v", saslErr)

@@ -65,12 +65,12 @@ func TestProduce_SummaryGolden(t *testing.T) {
 	tl := &tally{batchBytes: 1024, groups: map[string]*reasonGroup{}}
 	tl.sent.Store(1234)
 	for i := 1; i <= 13; i++ {
-		tl.fail(&item{name: "in.txt", line: i * 10}, &kpush.ProduceError{Topic: "t", Partition: -1, Err: kpush.ErrRecordTooLarge})
+		tl.fail(&item{name: "in.txt", line: i * 10}, &kpush.ProduceError{Topic: "t", Partition: -1, Err: &kpush.RecordTooLargeError{Size: 1500, Limit: 963, Option: "WithMaxBatchBytes"}})
 	}
 	tl.fail(&item{name: "in.txt", line: 7}, &kpush.ProduceError{Topic: "t", Partition: 2, Unknown: true, Err: kpush.ErrDeliveryTimeout})
 	tl.fail(&item{name: "stdin", line: 1, tooLong: 1 << 30}, errors.New("line longer than 67108864 bytes (dropped unread, not in --failed-out)"))
 	tl.skip(&item{name: "in.txt", line: 3, bad: errors.New("invalid JSON: unexpected end of JSON input")})
-	tl.outName, tl.outN = "failed.jsonl", 14
+	tl.notWritten, tl.unknown = outFile{name: "failed.jsonl", n: 13}, outFile{name: "failed.unknown.jsonl", n: 1}
 	var b bytes.Buffer
 	tl.writeSummary(&b, 1500*time.Millisecond)
 	golden(t, "produce-summary.golden", b.String())

@@ -3,7 +3,11 @@
 //	kpush dev        run a fake Kafka cluster on 127.0.0.1 until Ctrl-C
 //	kpush produce    produce records from stdin or files (kcat-style flags)
 //	kpush bench      benchmark the seed workload (starts a broker if -b is not given)
+//	kpush metadata   list brokers, topics, partitions and leaders (kcat -L)
 //	kpush version    print the version
+//
+// kcat's mode flags work as the first word: "kpush -P ..." is produce,
+// "kpush -L ..." is metadata.
 //
 // Exit codes: 0 success, 1 the command failed (for produce: any record
 // failed), 2 usage error.
@@ -16,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -31,7 +36,11 @@ Usage:
   kpush dev [flags]                 run a fake Kafka cluster on 127.0.0.1 until Ctrl-C
   kpush produce [flags] [FILE ...]  produce records from stdin or files
   kpush bench [flags]               benchmark many goroutines each sending one record and waiting
+  kpush metadata -b BROKERS         list brokers, topics, partitions and leaders
   kpush version                     print the version
+
+kcat style: "kpush -P -b BROKERS -t TOPIC ..." is produce, "kpush -L ..."
+is metadata.
 
 Run "kpush COMMAND -h" for a command's flags and examples.
 
@@ -59,20 +68,35 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	cmd := args[0]
+	if strings.HasPrefix(cmd, "-") && cmd != "-h" && cmd != "--help" {
+		cmd = kcatMode(args)
+		if strings.HasPrefix(cmd, "-") {
+			fmt.Fprintf(stderr, "kpush: kcat's %s is not supported: %s\n", cmd, kcatUnsupported[cmd[1]])
+			return 2
+		}
+		if cmd == "" {
+			fmt.Fprintf(stderr, "kpush: %s: start with a command (produce, metadata, ...) or a kcat mode (-P, -L); see 'kpush -h'\n", args[0])
+			return 2
+		}
+		args = append([]string{cmd}, args...)
+	}
 	var err error
-	switch args[0] {
+	switch cmd {
 	case "bench":
 		err = runBench(ctx, args[1:], stdout, stderr)
 	case "dev":
 		err = runDev(ctx, args[1:], stdout, stderr)
 	case "produce":
 		err = runProduce(ctx, args[1:], stdin, stdout, stderr)
+	case "metadata":
+		err = runMetadata(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "kpush", version)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
-		fmt.Fprintf(stderr, "kpush: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "kpush: unknown command %q; see 'kpush -h'\n", args[0])
 		return 2
 	}
 	switch {
@@ -84,4 +108,23 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "kpush:", err)
 		return 1
 	}
+}
+
+// kcatMode finds kcat's mode flag among args: "produce" for -P,
+// "metadata" for -L; the flag itself for an unsupported mode (-C, -G,
+// -Q); "" if none.
+func kcatMode(args []string) string {
+	for _, a := range args {
+		switch a {
+		case "-P":
+			return "produce"
+		case "-L":
+			return "metadata"
+		case "-C", "-G", "-Q":
+			return a
+		case "--":
+			return ""
+		}
+	}
+	return ""
 }

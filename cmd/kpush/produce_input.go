@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -34,18 +35,24 @@ type item struct {
 	bad      error  // malformed input: the record is skipped or stops the run
 	tooLong  int64  // > 0: the record had this many bytes and was dropped
 
+	offset int64  // byte offset of the record in its input
+	end    int64  // byte offset just past the record and its delimiter
+	raw    []byte // the record as read, for -T
+
 	done    atomic.Bool // the producer's callback ran
 	bounded bool        // sent with the first-metadata deadline
+	unsent  bool        // not handed over: the run stopped first
 }
 
 func (it *item) where() string { return it.name + ":" + strconv.Itoa(it.line) }
 
 // recordReader splits a stream into records at a delimiter.
 type recordReader struct {
-	r     *bufio.Reader
-	delim []byte
-	max   int
-	buf   []byte
+	r        *bufio.Reader
+	delim    []byte
+	max      int
+	buf      []byte
+	consumed int64 // bytes the last next call read, delimiter included
 }
 
 func newRecordReader(r io.Reader, delim []byte, max int) *recordReader {
@@ -65,6 +72,7 @@ func (rr *recordReader) next() (rec []byte, tooLong int64, err error) {
 	rr.buf = rr.buf[:0]
 	var n int64 // bytes read for this record, delimiter included
 	dropping := false
+	defer func() { rr.consumed = n }()
 	for {
 		chunk, err := rr.r.ReadSlice(last)
 		n += int64(len(chunk))
@@ -164,7 +172,7 @@ func parseJSONLine(line []byte, r *kpush.Record) (explicit bool, err error) {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&jl); err != nil {
-		return false, fmt.Errorf("invalid JSON: %w", err)
+		return false, jsonError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return false, errors.New("invalid JSON: more than one value on the line")
@@ -188,6 +196,35 @@ func parseJSONLine(line []byte, r *kpush.Record) (explicit bool, err error) {
 		}
 	}
 	return false, nil
+}
+
+// jsonFields lists the fields of a --format json line, for messages.
+const jsonFields = "key, key_b64, value, value_b64, headers, partition"
+
+// jsonError says what is wrong with a --format json line in the format's
+// own terms, not encoding/json's (no Go struct or field names).
+func jsonError(err error) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		want := map[string]string{"partition": "a whole number (-1 for the partitioner)", "headers": "an object or a list"}[te.Field]
+		if want == "" {
+			want = "a string (or null)"
+		}
+		if te.Field == "" {
+			return fmt.Errorf("invalid JSON: the line is a %s, not an object {\"value\": ...}", te.Value)
+		}
+		return fmt.Errorf("invalid JSON: %q must be %s, not a %s", te.Field, want, te.Value)
+	case errors.As(err, &se):
+		return fmt.Errorf("invalid JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return errors.New("invalid JSON: the line ends inside the object")
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Errorf("invalid JSON: unknown field %s (known: %s)", f, jsonFields)
+	}
+	return fmt.Errorf("invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
 func stringOrB64(field string, s, b64 *string) ([]byte, error) {
@@ -377,9 +414,67 @@ func openInputs(files []string, stdin io.Reader) ([]input, func(), error) {
 	return ins, closeAll, nil
 }
 
-// readInputs reads and parses every input, sending items in batches on
-// out. It stops early when stop is closed.
-func (s *sender) readInputs(ins []input, out chan<- []*item, stop <-chan struct{}) error {
+// position is where reading stopped or resumes: a record's input, its
+// line (record number, from 1) and its byte offset.
+type position struct {
+	name   string
+	line   int
+	offset int64
+	index  int // of the input in the command line's list
+}
+
+func (p position) String() string { return fmt.Sprintf("%s:%d:%d", p.name, p.line, p.offset) }
+
+// parsePosition parses --resume FILE:LINE:OFFSET; FILE is one of files
+// ("stdin" or "-" for standard input; no files is stdin).
+func parsePosition(s string, files []string) (*position, error) {
+	rest, off, ok1 := cutLast(s)
+	name, line, ok2 := cutLast(rest)
+	l, err1 := strconv.Atoi(line)
+	o, err2 := strconv.ParseInt(off, 10, 64)
+	if !ok1 || !ok2 || err1 != nil || err2 != nil || l < 1 || o < 0 || name == "" {
+		return nil, fmt.Errorf("%q is not FILE:LINE:OFFSET (as the summary prints it)", s)
+	}
+	if len(files) == 0 {
+		files = []string{"-"}
+	}
+	for i, f := range files {
+		if f == name || f == "-" && name == "stdin" {
+			return &position{name: name, line: l, offset: o, index: i}, nil
+		}
+	}
+	return nil, fmt.Errorf("%s is not one of the inputs (give the same files as the interrupted run)", name)
+}
+
+func cutLast(s string) (before, after string, ok bool) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+1:], true
+}
+
+// seekTo positions in at offset: a seek for a file, else the bytes are
+// read and discarded.
+func seekTo(in input, offset int64) error {
+	if sk, ok := in.r.(io.Seeker); ok && in.size >= 0 {
+		if offset > in.size {
+			return fmt.Errorf("--resume: %s has only %d bytes, not %d", in.name, in.size, offset)
+		}
+		_, err := sk.Seek(offset, io.SeekStart)
+		return err
+	}
+	n, err := io.CopyN(io.Discard, in.r, offset)
+	if n < offset {
+		return fmt.Errorf("--resume: %s ended after %d bytes, before offset %d: %v", in.name, n, offset, err)
+	}
+	return nil
+}
+
+// readInputs reads and parses every input from start (nil: the
+// beginning), sending items in batches on out. It stops early when stop is
+// closed. The first item of input i+1 follows the last of input i.
+func (s *sender) readInputs(ins []input, start *position, out chan<- []*item, stop <-chan struct{}) error {
 	batch := make([]*item, 0, 128)
 	flush := func() bool {
 		if len(batch) == 0 {
@@ -393,9 +488,23 @@ func (s *sender) readInputs(ins []input, out chan<- []*item, stop <-chan struct{
 			return false
 		}
 	}
-	for _, in := range ins {
+	for i, in := range ins {
+		line, offset := 1, int64(0)
+		if start != nil {
+			if i < start.index {
+				s.read.Add(max(in.size, 0))
+				continue
+			}
+			if i == start.index {
+				if err := seekTo(in, start.offset); err != nil {
+					return err
+				}
+				line, offset = start.line, start.offset
+				s.read.Add(offset)
+			}
+		}
 		rr := newRecordReader(countingReader{in.r, &s.read}, s.cfg.recDelim, maxLineBytes)
-		for line := 1; ; line++ {
+		for ; ; line++ {
 			data, tooLong, err := rr.next()
 			if errors.Is(err, io.EOF) {
 				break
@@ -404,7 +513,11 @@ func (s *sender) readInputs(ins []input, out chan<- []*item, stop <-chan struct{
 				flush()
 				return fmt.Errorf("read %s: %w", in.name, err)
 			}
-			it := &item{name: in.name, line: line, tooLong: tooLong}
+			it := &item{name: in.name, line: line, tooLong: tooLong, offset: offset, end: offset + rr.consumed}
+			offset = it.end
+			if s.cfg.tee {
+				it.raw = data
+			}
 			if tooLong > 0 || s.parse(it, data) {
 				batch = append(batch, it)
 			}
@@ -431,11 +544,14 @@ func (s *sender) parse(it *item, data []byte) bool {
 		r.Partition, it.explicit = cfg.partition, true
 	}
 	if !cfg.json {
-		r.Value, r.Headers = data, cfg.headers
+		r.Key, r.Value, r.Headers = cfg.fixedKey, data, cfg.headers
 		if cfg.keyDelim != nil {
 			if k, v, ok := bytes.Cut(data, cfg.keyDelim); ok {
 				r.Key, r.Value = k, v
 			}
+		}
+		if cfg.nullEmpty && len(r.Value) == 0 {
+			r.Value = nil
 		}
 		return true
 	}

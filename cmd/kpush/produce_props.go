@@ -4,7 +4,6 @@ package main
 // they become.
 
 import (
-	"flag"
 	"fmt"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ type producerProps struct {
 	linger          time.Duration
 	deliveryTimeout time.Duration // 0: not given
 	requestTimeout  time.Duration // 0: not given
+	requestSet      bool          // request.timeout.ms was given (set by resolve)
 	sec             securityProps
 	secOpts         []kpush.Option // from sec, set by resolve
 }
@@ -99,6 +99,7 @@ func (pp *producerProps) set(name, value string) error {
 // does: the delivery timeout must cover the request timeout plus linger.
 func (pp *producerProps) resolve() error {
 	const def = 30 * time.Second
+	pp.requestSet = pp.requestTimeout != 0
 	switch {
 	case pp.deliveryTimeout == 0 && pp.requestTimeout == 0:
 		pp.deliveryTimeout, pp.requestTimeout = def, def-pp.linger
@@ -107,9 +108,16 @@ func (pp *producerProps) resolve() error {
 	case pp.requestTimeout == 0:
 		pp.requestTimeout = min(def, pp.deliveryTimeout-pp.linger)
 	}
-	if pp.requestTimeout <= 0 || pp.deliveryTimeout < pp.requestTimeout+pp.linger {
-		return fmt.Errorf("-X message.timeout.ms=%d must be at least request.timeout.ms (%d) plus linger.ms (%d)",
-			pp.deliveryTimeout.Milliseconds(), max(pp.requestTimeout, time.Millisecond).Milliseconds(), pp.linger.Milliseconds())
+	switch {
+	case !pp.requestSet && pp.deliveryTimeout <= pp.linger:
+		return fmt.Errorf("-X message.timeout.ms=%d must be more than -X linger.ms=%d (records wait linger.ms before they are sent)",
+			pp.deliveryTimeout.Milliseconds(), pp.linger.Milliseconds())
+	case pp.requestTimeout <= 0 || pp.deliveryTimeout < pp.requestTimeout+pp.linger:
+		return fmt.Errorf("-X message.timeout.ms=%d must be at least -X request.timeout.ms=%d plus -X linger.ms=%d",
+			pp.deliveryTimeout.Milliseconds(), pp.requestTimeout.Milliseconds(), pp.linger.Milliseconds())
+	}
+	if pp.idempotence != nil && *pp.idempotence && pp.acks != kpush.AcksAll {
+		return fmt.Errorf("-X enable.idempotence=true needs -X acks=all (or leave acks unset); -X acks=%s was given", acksName(pp.acks))
 	}
 	var err error
 	pp.secOpts, err = pp.sec.options()
@@ -156,25 +164,39 @@ var optionFlags = map[string]string{
 	"WithTLS":             "-X ssl.*",
 }
 
-// xFlag defines the repeatable -X prop=value flag on fs; set applies one
+// xOption is the repeatable -X prop=value option; set applies one
 // property. The first error is kept and returned through the pointer after
-// parsing, instead of being handed to the flag package, which would print
-// the whole argument — possibly a password. An argument without '=' is
-// named by its position, not echoed (a mistyped "sasl.password:secret").
-func xFlag(fs *flag.FlagSet, usage string, set func(name, value string) error) *error {
+// parsing, so it can be reported after the other flags. An argument without
+// '=' is named, not echoed, unless it is a known property name: it may be
+// a mistyped "sasl.password:secret".
+func xOption(set func(name, value string) error) (func(string) error, *error) {
 	var first error
 	n := 0
-	fs.Func("X", usage, func(s string) error {
+	return func(s string) error {
 		n++
 		name, value, ok := strings.Cut(s, "=")
-		err := fmt.Errorf("-X number %d is not prop=value", n)
-		if ok {
+		var err error
+		switch {
+		case ok:
 			err = set(name, value)
+		case knownProp(s):
+			err = fmt.Errorf("-X %s needs a value: -X %s=VALUE", s, s)
+		default:
+			err = fmt.Errorf("-X argument %d is not prop=value, e.g. -X acks=all (not repeated here: it may hold a password)", n)
 		}
 		if err != nil && first == nil {
 			first = err
 		}
 		return nil
-	})
-	return &first
+	}, &first
+}
+
+// knownProp reports whether name is a -X property name.
+func knownProp(name string) bool {
+	for _, p := range strings.Split(propNames, ", ") {
+		if p == name {
+			return true
+		}
+	}
+	return name == "request.required.acks" || name == "compression.codec" || name == "queue.buffering.max.ms" || name == "delivery.timeout.ms"
 }

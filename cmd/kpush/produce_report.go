@@ -30,6 +30,7 @@ type reasonGroup struct {
 // concurrently; mu guards every field but sent.
 type tally struct {
 	sent       atomic.Int64
+	ackedBytes atomic.Int64 // input bytes of the acknowledged records
 	batchBytes int
 
 	mu       sync.Mutex
@@ -40,35 +41,84 @@ type tally struct {
 	skippedN int64
 	fatal    error // once set, every later record fails with it
 
-	outName string
-	outFile *os.File
-	out     *bufio.Writer
-	outN    int64
-	outErr  error
-	line    []byte // encoding buffer for out
+	notWritten, unknown outFile // --failed-out, --unknown-out
+	outErr              error
+	line                []byte // encoding buffer
+}
+
+// outFile is a file of failed records, created with its first record (so
+// no empty file is left behind).
+type outFile struct {
+	name string
+	f    *os.File
+	w    *bufio.Writer
+	n    int64
+}
+
+// write appends one line, creating the file first if need be.
+func (o *outFile) write(line []byte) error {
+	if o.f == nil {
+		f, err := os.Create(o.name)
+		if err != nil {
+			return err
+		}
+		o.f, o.w = f, bufio.NewWriter(f)
+	}
+	o.n++
+	_, err := o.w.Write(line)
+	return err
+}
+
+func (o *outFile) close() error {
+	if o.f == nil {
+		return nil
+	}
+	err := o.w.Flush()
+	if cerr := o.f.Close(); err == nil {
+		err = cerr
+	}
+	o.f = nil
+	return err
 }
 
 // newTally creates the tally and the --failed-out file, which must not be
 // one of the inputs.
 func newTally(cfg *produceConfig, stderr io.Writer) (*tally, error) {
 	t := &tally{batchBytes: cfg.props.batchBytes, groups: map[string]*reasonGroup{}}
-	if cfg.failedOut == "" {
-		return t, nil
-	}
-	if st, err := os.Stat(cfg.failedOut); err == nil {
+	t.notWritten.name, t.unknown.name = cfg.failedOut, cfg.unknownOut
+	for _, o := range []struct{ flag, name string }{{"--failed-out", cfg.failedOut}, {"--unknown-out", cfg.unknownOut}} {
+		if o.name == "" {
+			continue
+		}
+		st, err := os.Stat(o.name)
+		if err != nil {
+			continue
+		}
 		for _, in := range cfg.files {
 			if ist, err := os.Stat(in); err == nil && os.SameFile(st, ist) {
-				fmt.Fprintf(stderr, "kpush produce: --failed-out %s is also an input; write failures to another file\n", cfg.failedOut)
-				return nil, errUsage
+				err := &usageError{cmd: "produce", msg: fmt.Sprintf("%s %s is also an input; write failures to another file", o.flag, o.name)}
+				fmt.Fprintln(stderr, err)
+				return nil, err
 			}
 		}
+		// An earlier run's failures (say, before a --resume) must be
+		// neither overwritten nor mixed with this run's.
+		if st.Size() > 0 {
+			err := &usageError{cmd: "produce", msg: fmt.Sprintf("%s %s already holds records (from an earlier run?); replay or move it first, or name another file", o.flag, o.name)}
+			fmt.Fprintln(stderr, err)
+			return nil, err
+		}
+		if err := os.Remove(o.name); err != nil { // empty: created only if a record fails
+			return nil, fmt.Errorf("%s: %w", o.flag, err)
+		}
 	}
-	f, err := os.Create(cfg.failedOut)
-	if err != nil {
-		return nil, fmt.Errorf("--failed-out: %w", err)
-	}
-	t.outName, t.outFile, t.out = cfg.failedOut, f, bufio.NewWriter(f)
 	return t, nil
+}
+
+// ack counts an acknowledged record.
+func (t *tally) ack(it *item) {
+	t.sent.Add(1)
+	t.ackedBytes.Add(it.end - it.offset)
 }
 
 // reasonText is the summary's grouping key: the outcome category, then
@@ -83,8 +133,14 @@ func reasonText(err error, batchBytes int) string {
 		what = "outcome unknown"
 	}
 	cause := strings.TrimPrefix(pe.Err.Error(), "kpush: ")
-	if errors.Is(err, kpush.ErrRecordTooLarge) {
-		cause += fmt.Sprintf(" (batch.size=%d)", batchBytes)
+	var tl *kpush.RecordTooLargeError
+	if errors.As(err, &tl) {
+		switch tl.Option {
+		case "WithMaxBatchBytes":
+			cause = fmt.Sprintf("record too large: %d bytes encoded, -X batch.size=%d fits at most %d", tl.Size, batchBytes, tl.Limit)
+		default:
+			cause = fmt.Sprintf("record too large: %d bytes encoded, more than the %d-byte buffer", tl.Size, tl.Limit)
+		}
 	}
 	return what + ": " + cause
 }
@@ -105,10 +161,15 @@ func (t *tally) fail(it *item, err error) {
 	if len(g.where) < maxListed {
 		g.where = append(g.where, it.where())
 	}
-	if t.out != nil && it.tooLong == 0 && t.outErr == nil {
+	out := &t.notWritten
+	if errors.Is(err, kpush.ErrOutcomeUnknown) {
+		out = &t.unknown
+	}
+	if out.name != "" && it.tooLong == 0 && t.outErr == nil {
 		t.line = appendJSONLine(t.line[:0], &it.rec, it.explicit, it.where(), reason)
-		_, t.outErr = t.out.Write(t.line)
-		t.outN++
+		if err := out.write(t.line); err != nil {
+			t.outErr = fmt.Errorf("%s: %w", out.name, err)
+		}
 	}
 }
 
@@ -147,16 +208,11 @@ func (t *tally) counts() (sent, failed, skipped int64) {
 func (t *tally) closeFailedOut() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.outFile == nil {
-		return nil
+	for _, o := range []*outFile{&t.notWritten, &t.unknown} {
+		if err := o.close(); err != nil && t.outErr == nil {
+			t.outErr = fmt.Errorf("%s: %w", o.name, err)
+		}
 	}
-	if err := t.out.Flush(); t.outErr == nil {
-		t.outErr = err
-	}
-	if err := t.outFile.Close(); t.outErr == nil {
-		t.outErr = err
-	}
-	t.out = nil
 	return t.outErr
 }
 
@@ -187,8 +243,13 @@ func (t *tally) writeSummary(w io.Writer, elapsed time.Duration) {
 			fmt.Fprintf(w, "  and %d more\n", n)
 		}
 	}
-	if t.outName != "" && t.outN > 0 {
-		fmt.Fprintf(w, "%d failed records written to %s (replay: kpush produce --format json ... %s)\n", t.outN, t.outName, t.outName)
+	if t.notWritten.n > 0 {
+		fmt.Fprintf(w, "%d records definitely not written are in %s: safe to replay (kpush produce --format json ... %s)\n",
+			t.notWritten.n, t.notWritten.name, t.notWritten.name)
+	}
+	if t.unknown.n > 0 {
+		fmt.Fprintf(w, "%d records with an unknown outcome are in %s: they may have been written, so replaying them may duplicate them; check the topic first\n",
+			t.unknown.n, t.unknown.name)
 	}
 }
 
@@ -197,50 +258,4 @@ func more(total int64, listed int) string {
 		return fmt.Sprintf(" and %d more", n)
 	}
 	return ""
-}
-
-// startProgress shows a progress line on stderr when it is a terminal and
-// every input is a file of known size; it returns the function that stops
-// it and clears the line.
-func startProgress(stderr io.Writer, ins []input, read *atomic.Int64, t *tally) (stop func()) {
-	f, ok := stderr.(*os.File)
-	if !ok {
-		return func() {}
-	}
-	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
-		return func() {}
-	}
-	var total int64
-	for _, in := range ins {
-		if in.size < 0 {
-			return func() {}
-		}
-		total += in.size
-	}
-	if total == 0 {
-		return func() {}
-	}
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				fmt.Fprintf(f, "\r%70s\r", "")
-				return
-			case <-tick.C:
-				frac := min(1, float64(read.Load())/float64(total))
-				bar := strings.Repeat("#", int(frac*30)) + strings.Repeat(".", 30-int(frac*30))
-				sent, failed, _ := t.counts()
-				fmt.Fprintf(f, "\r[%s] %3.0f%%  %d sent  %d failed", bar, frac*100, sent, failed)
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-exited
-	}
 }

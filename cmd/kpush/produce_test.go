@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -241,7 +242,7 @@ func TestProduce_MalformedJSON(t *testing.T) {
 		if code != 0 || !strings.Contains(errOut, "3 sent, 0 failed, 8 skipped") {
 			t.Fatalf("exit %d: %s", code, errOut)
 		}
-		for _, want := range []string{"stdin:2: invalid JSON", "stdin:4: invalid JSON", `stdin:5: invalid JSON: json: unknown field "colour"`,
+		for _, want := range []string{"stdin:2: invalid JSON", "stdin:4: invalid JSON", `stdin:5: invalid JSON: unknown field "colour" (known: key`,
 			"stdin:6: both value and value_b64", "stdin:7: invalid JSON: more than one value", "stdin:8: partition -2",
 			"stdin:9: headers:", "stdin:10: value_b64:"} {
 			if !strings.Contains(errOut, want) {
@@ -300,7 +301,7 @@ func TestProduce_RecordLargerThanBatchSize(t *testing.T) {
 	failed := filepath.Join(t.TempDir(), "failed.jsonl")
 	big := strings.Repeat("x", 2000)
 	code, errOut := produceTo(t, c, "small\n"+big+"\nsmall too\n", "-t", "t", "-X", "batch.size=1024", "--failed-out", failed)
-	if code != 1 || !strings.Contains(errOut, "record too large (batch.size=1024)") ||
+	if code != 1 || !strings.Contains(errOut, "record too large: 2022 bytes encoded, -X batch.size=1024 fits at most 963") ||
 		!strings.Contains(errOut, "at stdin:2\n") || !strings.Contains(errOut, "2 sent, 1 failed") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -395,6 +396,10 @@ func TestProduce_InterruptReturnsPromptly(t *testing.T) {
 		if code != 1 || !strings.Contains(errb.String(), "interrupted") {
 			t.Fatalf("exit %d: %s", code, errb.String())
 		}
+		// Ctrl-C says where to resume: before or after "first".
+		if !regexp.MustCompile(`reading stopped at stdin line (1, byte 0|2, byte 6); to send the rest: kpush produce \.\.\. --resume stdin:`).MatchString(errb.String()) {
+			t.Fatalf("no resume position after the interrupt:\n%s", errb.String())
+		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("produce did not return within 15s of the interrupt")
 	}
@@ -407,7 +412,7 @@ func TestProduce_UsageErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown property", []string{"-X", "foo.bar=1"}, `unknown property "foo.bar"`},
-		{"property without value", []string{"-X", "acks=all", "-X", "sasl.password:secret"}, "-X number 2 is not prop=value"},
+		{"property without value", []string{"-X", "acks=all", "-X", "sasl.password:secret"}, "-X argument 2 is not prop=value"},
 		{"bad acks", []string{"-X", "acks=2"}, "-X acks=2"},
 		{"bad linger", []string{"-X", "linger.ms=soon"}, "-X linger.ms=soon"},
 		{"negative linger", []string{"-X", "linger.ms=-1"}, "-X linger.ms=-1"},
@@ -418,7 +423,7 @@ func TestProduce_UsageErrors(t *testing.T) {
 		{"zero message.timeout", []string{"-X", "message.timeout.ms=0"}, "-X message.timeout.ms=0"},
 		{"bad request.timeout", []string{"-X", "request.timeout.ms=x"}, "-X request.timeout.ms=x"},
 		{"timeouts disagree", []string{"-X", "message.timeout.ms=1000", "-X", "request.timeout.ms=5000"}, "message.timeout.ms=1000 must be at least"},
-		{"idempotence needs acks=all", []string{"-X", "acks=1", "-X", "enable.idempotence=true"}, "-X enable.idempotence: idempotence needs AcksAll"},
+		{"idempotence needs acks=all", []string{"-X", "acks=1", "-X", "enable.idempotence=true"}, "-X enable.idempotence=true needs -X acks=all"},
 		{"bad -z", []string{"-z", "brotli"}, "-z"},
 		{"bad broker", []string{"-b", "nohost"}, `-b: "nohost" is not host:port`},
 		{"no -b", []string{"-b", ""}, "-b is required"},
@@ -429,7 +434,7 @@ func TestProduce_UsageErrors(t *testing.T) {
 		{"bad -H", []string{"-H", "novalue"}, `"novalue" is not name=value`},
 		{"bad format", []string{"--format", "xml"}, `--format: "xml"`},
 		{"skip-bad without json", []string{"--skip-bad"}, "--skip-bad needs --format json"},
-		{"unknown flag", []string{"--nope"}, "flag provided but not defined: -nope"},
+		{"unknown flag", []string{"--nope"}, "unknown option --nope; see 'kpush produce -h'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"produce", "-b", "127.0.0.1:9092", "-t", "t"}, tc.args...)

@@ -38,7 +38,7 @@ func TestX_ArgumentWithoutEqualsIsNotEchoed(t *testing.T) {
 		{"bench", "-b", "127.0.0.1:1", "-X", "sasl.password:" + secret},
 	} {
 		code, out, errOut := runCmd(t, args...)
-		if code != 2 || !strings.Contains(errOut, "-X number 1 is not prop=value") {
+		if code != 2 || !strings.Contains(errOut, "-X argument 1 is not prop=value") {
 			t.Errorf("%q: exit %d, want 2 and the position named:\n%s", args, code, errOut)
 		}
 		if strings.Contains(out+errOut, secret) {
