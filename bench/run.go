@@ -83,7 +83,7 @@ func runClient(specJSON, cpuProfile string) error {
 		out outcomes
 		wg  sync.WaitGroup
 	)
-	cfg := clientConfig{addrs: s.Addrs, async: s.Mode == "async", idem: p.idem, keyed: s.Keyed}
+	cfg := clientConfig{addrs: s.Addrs, async: s.Mode == "async", idem: p.idem, keyed: s.Keyed, variant: p.name}
 	if cfg.async {
 		cfg.done = func(err error) {
 			out.add(err)
