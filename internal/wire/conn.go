@@ -201,10 +201,14 @@ func dial(ctx context.Context, addr string, cfg *Config, closeIsVerdict bool) (*
 	return c, nil
 }
 
-// negotiate issues ApiVersions synchronously (v3, falling back to v0 when
-// the broker answers UNSUPPORTED_VERSION, as KIP-511 describes).
+// negotiate issues ApiVersions synchronously: v3 first; a broker that does
+// not know that version (Kafka before 2.4) answers, as KIP-511 describes,
+// with a v0-format body carrying UNSUPPORTED_VERSION and its own
+// ApiVersions range, and negotiate retries once at the broker's highest
+// version (v0 when it names none), as the Java client does.
 func (c *Conn) negotiate(br *bufio.Reader) error {
-	for _, v := range []int16{3, 0} {
+	v := int16(3)
+	for attempt := 0; ; attempt++ {
 		req := kmsg.NewPtrApiVersionsRequest()
 		req.SetVersion(v)
 		req.ClientSoftwareName = "kpush"
@@ -221,16 +225,34 @@ func (c *Conn) negotiate(br *bufio.Reader) error {
 		if len(body) < 4 || int32(binary.BigEndian.Uint32(body)) != c.corr {
 			return errors.New("bad correlation id in ApiVersions response")
 		}
-		// ApiVersions responses always use response header v0 (no tags).
+		body = body[4:]
+		// ApiVersions responses always use response header v0 (no tags),
+		// and every version starts with the error code: read it before
+		// choosing the body's format.
+		if len(body) >= 2 && int16(binary.BigEndian.Uint16(body)) == kerr.UnsupportedVersion.Code {
+			if attempt > 0 || v == 0 {
+				return fmt.Errorf("%w: ApiVersions v%d", kerr.UnsupportedVersion, v)
+			}
+			old := kmsg.NewPtrApiVersionsResponse()
+			old.SetVersion(0)
+			if err := old.ReadFrom(body); err != nil {
+				return fmt.Errorf("decode v0 ApiVersions response: %w", err)
+			}
+			next := int16(0)
+			for _, k := range old.ApiKeys {
+				if k.ApiKey == int16(kmsg.ApiVersions) {
+					next = min(k.MaxVersion, v-1)
+				}
+			}
+			v = max(next, 0)
+			continue
+		}
 		resp := req.ResponseKind().(*kmsg.ApiVersionsResponse)
 		resp.SetVersion(v)
-		if err := resp.ReadFrom(body[4:]); err != nil {
+		if err := resp.ReadFrom(body); err != nil {
 			return err
 		}
 		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-			if errors.Is(err, kerr.UnsupportedVersion) && v > 0 {
-				continue
-			}
 			return err
 		}
 		for _, k := range resp.ApiKeys {
@@ -255,7 +277,6 @@ func (c *Conn) negotiate(br *bufio.Reader) error {
 		}
 		return nil
 	}
-	return errors.New("no ApiVersions version accepted")
 }
 
 // Addr returns the address this connection was dialed to.
