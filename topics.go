@@ -214,6 +214,7 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			t.parts.Store(&grown)
 			parts = grown
 		}
+		hasLeader := make([]bool, len(mt.Partitions))
 		for i, mp := range mt.Partitions {
 			var leader *sink.Sink
 			if mp.Leader >= 0 {
@@ -222,8 +223,11 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			if leader == nil {
 				again = true
 			}
+			hasLeader[i] = leader != nil
 			parts[i].SetLeader(leader)
 		}
+		// Keyless records avoid partitions without a leader (KIP-794).
+		t.picker.SetAvailable(hasLeader)
 		if !isReady(t) && len(parts) > 0 {
 			close(t.ready)
 		}
