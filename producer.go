@@ -97,7 +97,11 @@ func New(opts ...Option) (*Producer, error) {
 		TLS:            cfg.tls,
 		SASL:           cfg.sasl,
 		AuthHook:       p.authEvent,
-		MaxVersions:    map[int16]int16{0: 11}, // Produce v12+ adds nothing kpush uses; v13 needs topic IDs
+		IdleTimeout:    cfg.connMaxIdle,
+		OnIdleClose: func(addr string) {
+			cfg.logger.Debug("kpush: closed idle broker connection", "addr", addr, "idle", cfg.connMaxIdle)
+		},
+		MaxVersions: map[int16]int16{0: 11}, // Produce v12+ adds nothing kpush uses; v13 needs topic IDs
 	}
 	p.eng = sink.NewEngine(sink.Config{
 		Acks:            int16(cfg.acks),

@@ -12,6 +12,11 @@
 //     for long: it delays every later response of this connection.
 //   - Conn.mu guards the pending queue, the dead error, the read deadline and
 //     the idle channel. Lock order: wmu before mu.
+//   - Idle closing (idle.go): a timer goroutine per Conn (time.AfterFunc)
+//     closes the connection once nothing was written or read for
+//     Config.IdleTimeout, only while it holds wmu (no write in progress)
+//     and the pending queue is empty, so no request is ever in flight on a
+//     connection kpush closes for idleness. lastUse is an atomic.
 //   - SASL (sasl.go) runs under wmu: the first authentication in Dial, and
 //     re-authentication (KIP-368) inside Do once the session nears its end.
 //     Re-authentication waits, holding wmu, until every pending call has
@@ -34,6 +39,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -81,6 +87,20 @@ type Config struct {
 	// MaxVersions caps the version kpush uses per API key (index = key);
 	// a key absent or negative is not capped beyond kmsg's own maximum.
 	MaxVersions map[int16]int16
+	// IdleTimeout, when positive, closes a connection on which nothing
+	// was written or read for that long, with nothing in flight (Java's
+	// connections.max.idle.ms), before the broker's own idle closing
+	// (connections.max.idle.ms, 10 minutes) can race with a new request.
+	// The Conn then reports ErrIdle.
+	IdleTimeout time.Duration
+	// OnIdleClose, when set, is called (on the timer's goroutine, after
+	// the connection is closed) for every connection closed for being
+	// idle. It must not block.
+	OnIdleClose func(addr string)
+
+	// testHookIdleCheck, when set (tests only), runs after every idle
+	// check with whether it closed the connection.
+	testHookIdleCheck func(closed bool)
 }
 
 type call struct {
@@ -113,6 +133,9 @@ type Conn struct {
 	idle    chan struct{} // closed by the reader when pending empties; nil unless awaited
 
 	readerDone chan struct{}
+
+	lastUse   atomic.Int64               // clock.Mono of the last write or response
+	idleTimer atomic.Pointer[time.Timer] // nil without Config.IdleTimeout
 }
 
 // Dial connects to addr (with TLS when cfg.TLS is set), negotiates API
@@ -188,6 +211,7 @@ func dial(ctx context.Context, addr string, cfg *Config, closeIsVerdict bool) (*
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
+	c.touch()
 	go c.readLoop(br)
 	if cfg.SASL != nil {
 		c.wmu.Lock()
@@ -198,6 +222,7 @@ func dial(ctx context.Context, addr string, cfg *Config, closeIsVerdict bool) (*
 			return nil, err
 		}
 	}
+	c.startIdleTimer()
 	return c, nil
 }
 
@@ -364,6 +389,7 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 	}
 	c.mu.Unlock()
 	c.nc.SetWriteDeadline(now.Add(timeout))
+	c.touch()
 	_, werr = c.nc.Write(c.wbuf)
 	if cap(c.wbuf) > maxKeptBuf {
 		putBigBuf(c.wbuf) // do not pin one huge request's buffer to the connection
@@ -478,6 +504,7 @@ func (c *Conn) fail(err error) {
 	}
 	c.mu.Unlock()
 	c.nc.Close()
+	c.stopIdleTimer()
 }
 
 func (c *Conn) readLoop(br *bufio.Reader) {
@@ -504,6 +531,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 			c.nc.SetReadDeadline(time.Time{})
 			c.pending = c.pending[:0:0] // let the backing array go
 			c.signalIdleLocked()
+			c.touch() // the idle period starts with the last response
 		}
 		c.mu.Unlock()
 		resp, derr := decode(cl, body)
@@ -529,6 +557,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 	c.signalIdleLocked()
 	c.mu.Unlock()
 	c.nc.Close()
+	c.stopIdleTimer()
 	for _, cl := range pending {
 		cl.done(nil, fmt.Errorf("%w: %s: %w", ErrMaybeDelivered, c.addr, dead))
 	}
