@@ -4,9 +4,12 @@ package kpush
 //   - Callers' goroutines run Send/SendAsync: validate, reserve buffer space,
 //     find the topic (atomic copy-on-write map), pick a partition, append to
 //     that partition's queue under the partition's own lock.
-//   - The metadata goroutine (meta.Refresher.Run) owns topic and sink
-//     creation, leader changes, producer-ID loading and epoch bumps; writers
-//     of p.topics and p.sinks hold p.mu.
+//   - The metadata goroutine (meta.Refresher.Run) owns topic creation,
+//     producer-ID loading and epoch bumps, and applies metadata (sinks,
+//     leader changes). Connection readers may also move a partition (and
+//     create its new leader's sink) from a KIP-951 leader hint; leader
+//     changes hold p.leaderMu (leaders.go). Writers of p.topics and
+//     p.sinks hold p.mu.
 //   - The reaper goroutine fails records whose delivery timeout passed
 //     while they could not be sent.
 //   - Sink, connection-reader and callback goroutines: see internal/sink.
@@ -45,9 +48,12 @@ type Producer struct {
 
 	topics atomic.Pointer[map[string]*topic] // copy-on-write; writers hold mu
 
-	mu    sync.Mutex // guards writes to topics, sinks, bumpFrom
-	sinks map[int32]*sink.Sink
-	bump  *idem.ID // a requested epoch bump, handled by the metadata goroutine
+	mu sync.Mutex // guards writes to topics, sinks, bumpFrom
+	// leaderMu serializes leader changes (metadata and KIP-951 hints) and
+	// guards topic.epochs; taken before mu and partition locks (leaders.go).
+	leaderMu sync.Mutex
+	sinks    map[int32]*sink.Sink
+	bump     *idem.ID // a requested epoch bump, handled by the metadata goroutine
 
 	closed    atomic.Bool
 	closing   chan struct{} // closed when Close starts
@@ -117,6 +123,7 @@ func New(opts ...Option) (*Producer, error) {
 		RequestBump:     p.requestBump,
 		Release:         p.release,
 	}, p.idem)
+	p.eng.SetLeaderHints(p.applyLeaderHints)
 	p.ref = meta.Refresher{
 		Fetcher:     meta.NewFetcher(wcfg, cfg.brokers),
 		Interval:    cfg.metadataMaxAge,
