@@ -101,6 +101,9 @@ type Config struct {
 	// testHookIdleCheck, when set (tests only), runs after every idle
 	// check with whether it closed the connection.
 	testHookIdleCheck func(closed bool)
+	// testHookReauthWaiting, when set (tests only), runs when a
+	// re-authentication starts waiting for the pending calls to drain.
+	testHookReauthWaiting func()
 }
 
 type call struct {

@@ -232,6 +232,9 @@ func (c *Conn) reauthenticateLocked() error {
 		}
 		idle := c.idle
 		c.mu.Unlock()
+		if h := c.cfg.testHookReauthWaiting; h != nil {
+			h()
+		}
 		<-idle // the reader closes it when pending empties or the conn dies
 	} else {
 		c.mu.Unlock()

@@ -157,17 +157,27 @@ func (f failingMech) Authenticate(context.Context, string) (sasl.Session, []byte
 }
 
 // writeLog is a net.Conn that records the API key of every request frame
-// written, so a test can see what the client sent and when.
+// written, so a test can see what the client sent and when; each write of
+// a key in watch is also reported on wrote.
 type writeLog struct {
 	net.Conn
-	mu   sync.Mutex
-	keys []int16
+	mu    sync.Mutex
+	keys  []int16
+	watch map[int16]bool
+	wrote chan int16
 }
 
 func (w *writeLog) Write(b []byte) (int, error) {
 	if len(b) >= 6 {
+		key := int16(binary.BigEndian.Uint16(b[4:6]))
 		w.mu.Lock()
-		w.keys = append(w.keys, int16(binary.BigEndian.Uint16(b[4:6])))
+		w.keys = append(w.keys, key)
+		if w.watch[key] {
+			select {
+			case w.wrote <- key:
+			default:
+			}
+		}
 		w.mu.Unlock()
 	}
 	return w.Conn.Write(b)
@@ -185,14 +195,29 @@ func (w *writeLog) count(key kmsg.Key) int {
 	return n
 }
 
-// TestDo_Reauthenticates checks KIP-368 re-authentication with a 1s
-// session: a request due after the renewal point waits for the request in
-// flight (no SaslHandshake is written while it is pending), then the
-// session is renewed on the same connection and both requests succeed.
+// startWatch starts reporting writes of keys on w.wrote.
+func (w *writeLog) startWatch(keys ...kmsg.Key) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.watch = map[int16]bool{}
+	for _, k := range keys {
+		w.watch[int16(k)] = true
+	}
+	w.wrote = make(chan int16, len(keys)+1)
+}
+
+// TestDo_Reauthenticates checks KIP-368 re-authentication: a request due
+// after the renewal point waits for the request in flight (no SaslHandshake
+// and no request is written while it is pending), then the session is
+// renewed on the same connection and both requests succeed. The session is
+// made due with ExpireSession instead of waiting for it; the test waits
+// until the renewal has stopped to wait for the in-flight request, or
+// fails as soon as the client writes a SaslHandshake or the request.
 func TestDo_Reauthenticates(t *testing.T) {
-	cl, addr := saslCluster(t, kfake.BrokerConfigs(map[string]string{"connections.max.reauth.ms": "1000"}))
+	cl, addr := saslCluster(t, kfake.BrokerConfigs(map[string]string{"connections.max.reauth.ms": "3600000"}))
 	var wl *writeLog
 	var reauths atomic.Int32
+	reauthWaiting := make(chan struct{}, 1)
 	cfg := &wire.Config{
 		SASL: mechanisms("alice", secret)["SCRAM-SHA-256"],
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -212,6 +237,12 @@ func TestDo_Reauthenticates(t *testing.T) {
 			}
 		},
 	}
+	wire.SetReauthWaitingHook(cfg, func() {
+		select {
+		case reauthWaiting <- struct{}{}:
+		default:
+		}
+	})
 	c := dial(t, addr, cfg)
 	if n := wl.count(kmsg.SASLHandshake); n != 1 {
 		t.Fatalf("%d SaslHandshakes after Dial, want 1", n)
@@ -233,12 +264,19 @@ func TestDo_Reauthenticates(t *testing.T) {
 		t.Fatal(err)
 	}
 	recv(t, held, "held ListOffsets")
-	time.Sleep(600 * time.Millisecond) // past the renewal point (500ms into a 1s session)
+	wire.ExpireSession(c) // past the renewal point
+	wl.startWatch(kmsg.SASLHandshake, kmsg.Metadata)
 
 	second := newResult()
 	issued := make(chan error, 1)
 	go func() { issued <- c.Do(metadataReq("t"), false, second.done) }()
-	time.Sleep(200 * time.Millisecond) // time for a wrong implementation to write
+	select {
+	case <-reauthWaiting:
+	case key := <-wl.wrote:
+		t.Fatalf("%s was written while a request was in flight", kmsg.Key(key).Name())
+	case <-time.After(waitTimeout):
+		t.Fatal("Do past the renewal point neither waited for the in-flight request nor wrote anything")
+	}
 	if n := wl.count(kmsg.SASLHandshake); n != 1 {
 		t.Fatalf("a SaslHandshake was written while a request was in flight")
 	}
