@@ -143,21 +143,11 @@ type Conn struct {
 
 // Dial connects to addr (with TLS when cfg.TLS is set), negotiates API
 // versions, starts the reader goroutine and authenticates with cfg.SASL.
+// Only an explicit rejection (a SASL error code, a TLS alert or an
+// untrusted certificate) wraps ErrAuth; a connection the broker closes
+// during the SASL exchange wraps ErrSASLClosed and is worth retrying (a
+// broker restart looks the same).
 func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
-	c, err := dial(ctx, addr, cfg, false)
-	if errors.Is(err, errSASLClosed) && ctx.Err() == nil {
-		// One closed connection mid-SASL may be a broker restart or a
-		// reset; the same again on a fresh connection is the broker's
-		// verdict on the credentials (brokers before KIP-152, kfake).
-		c, err = dial(ctx, addr, cfg, true)
-	}
-	return c, err
-}
-
-// dial is one attempt of Dial. With closeIsVerdict, a connection the
-// broker closes during the SASL exchange fails with ErrAuth; without, with
-// errSASLClosed.
-func dial(ctx context.Context, addr string, cfg *Config, closeIsVerdict bool) (*Conn, error) {
 	dialTimeout := cfg.DialTimeout
 	if dialTimeout <= 0 {
 		dialTimeout = 10 * time.Second
@@ -218,7 +208,7 @@ func dial(ctx context.Context, addr string, cfg *Config, closeIsVerdict bool) (*
 	go c.readLoop(br)
 	if cfg.SASL != nil {
 		c.wmu.Lock()
-		err := c.authenticateLocked(ctx, false, closeIsVerdict)
+		err := c.authenticateLocked(ctx, false)
 		c.wmu.Unlock()
 		if err != nil {
 			c.Close()
