@@ -31,6 +31,21 @@ func (t *topic) acceptEpochLocked(i int, epoch int32) bool {
 	return true
 }
 
+// checkTopicIDLocked forgets the known leader epochs when the topic's ID
+// changed (the topic was deleted and created again, KIP-516): the new
+// topic's epochs start again from 0, and like the Java client's Metadata
+// we accept them. A zero id (Metadata before v10) changes nothing.
+// leaderMu is held.
+func (t *topic) checkTopicIDLocked(id [16]byte) {
+	if id == ([16]byte{}) || id == t.topicID {
+		return
+	}
+	if t.topicID != ([16]byte{}) {
+		t.epochs = t.epochs[:0]
+	}
+	t.topicID = id
+}
+
 // applyLeaderHints moves partitions to the leaders that produce responses
 // name (KIP-951), without waiting for a metadata refresh. Like franz-go,
 // only a newer epoch than the one known moves a partition (an equal or

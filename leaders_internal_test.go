@@ -83,4 +83,17 @@ func TestApplyMetadata_LeaderEpochs(t *testing.T) {
 	step("hint naming a broker known only from its endpoints", 3)
 	apply(1, -1)
 	step("metadata without epochs", 1)
+
+	// The topic is deleted and created again: a new topic ID, epochs from 0.
+	applyID := func(id byte, leader, epoch int32) {
+		p.applyMetadata(&meta.Snapshot{Brokers: brokers, Topics: map[string]meta.Topic{
+			"t": {Name: "t", ID: [16]byte{id}, Partitions: []meta.Partition{{ID: 0, Leader: leader, LeaderEpoch: epoch}}},
+		}}, nil)
+	}
+	applyID(1, 2, 20)
+	step("topic ID 1, epoch 20", 2)
+	applyID(1, 1, 3)
+	step("topic ID 1, stale epoch 3", 2)
+	applyID(2, 1, 0)
+	step("recreated topic (ID 2), epoch 0", 1)
 }

@@ -38,8 +38,10 @@ type topic struct {
 	err   error         // set before ready is closed when the topic failed
 
 	// epochs is the highest leader epoch applied per partition (-1:
-	// unknown); guarded by Producer.leaderMu (see leaders.go).
-	epochs []int32
+	// unknown), for the topic ID topicID; both guarded by
+	// Producer.leaderMu (see leaders.go).
+	epochs  []int32
+	topicID [16]byte
 
 	// Owned by the metadata goroutine.
 	unknown int
@@ -220,6 +222,7 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 		}
 		hasLeader := make([]bool, len(mt.Partitions))
 		p.leaderMu.Lock()
+		t.checkTopicIDLocked(mt.ID)
 		for i, mp := range mt.Partitions {
 			if !t.acceptEpochLocked(i, mp.LeaderEpoch) {
 				// Stale (KIP-320): this broker has not seen the latest
