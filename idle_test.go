@@ -2,6 +2,7 @@ package kpush_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -74,5 +75,15 @@ func TestSend_IdleConnectionsClosedFirst(t *testing.T) {
 	}
 	if s := p.Stats(); s.Retries != 0 || s.RecordsFailed != 0 {
 		t.Errorf("Retries = %d, RecordsFailed = %d; an idle close must affect no record", s.Retries, s.RecordsFailed)
+	}
+}
+
+// TestNew_NegativeConnMaxIdle: a negative idle time is a *ConfigError
+// naming WithConnMaxIdle.
+func TestNew_NegativeConnMaxIdle(t *testing.T) {
+	_, err := kpush.New(kpush.WithBrokers("127.0.0.1:1"), kpush.WithConnMaxIdle(-time.Second))
+	var ce *kpush.ConfigError
+	if !errors.As(err, &ce) || ce.Option != "WithConnMaxIdle" || !errors.Is(err, kpush.ErrInvalidConfig) {
+		t.Fatalf("New = %v; want a *ConfigError for WithConnMaxIdle", err)
 	}
 }

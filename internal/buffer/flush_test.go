@@ -93,3 +93,26 @@ func TestTracker_Concurrent(t *testing.T) {
 		t.Fatalf("after the load: Wait = %v, Pending = %d", err, tr.Pending())
 	}
 }
+
+// BenchmarkUndelivered compares the per-record cost of the Flush
+// accounting: the generation Tracker (Add + Done) against the Limiter it
+// replaced (TryReserve + Release), from parallel goroutines.
+func BenchmarkUndelivered(b *testing.B) {
+	b.Run("Tracker", func(b *testing.B) {
+		tr := NewTracker()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				tr.Add().Done()
+			}
+		})
+	})
+	b.Run("Limiter", func(b *testing.B) {
+		l := New(MaxBytes, MaxRecords)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				l.TryReserve(0)
+				l.Release(0)
+			}
+		})
+	})
+}
