@@ -296,7 +296,7 @@ func TestBadInput(t *testing.T) {
 				defer cancel()
 				return q.Flush(fctx)
 			}},
-		badCase{api: "Close", input: "canceled ctx while a record is in flight", want: context.Canceled,
+		badCase{api: "Close", input: "canceled ctx while a record is in flight", want: context.Canceled, category: kpush.ErrOutcomeUnknown,
 			run: func() error { return q.Close(canceled) }},
 		badCase{api: "Close", input: "second Close", want: kpush.ErrClosed, run: func() error { return q.Close(ctx) }},
 		badCase{api: "Flush", input: "after Close", want: kpush.ErrClosed, run: func() error { return q.Flush(ctx) }},

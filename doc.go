@@ -5,7 +5,7 @@
 //
 // Create one Producer per process with New and share it. Send blocks until
 // the record is acknowledged; SendAsync returns at once and calls a
-// callback. Flush waits for everything buffered; Close flushes and stops.
+// callback. Flush waits for every record sent before it; Close flushes and stops.
 //
 //	p, err := kpush.New(kpush.WithBrokers("localhost:9092"))
 //	if err != nil { ... }

@@ -4,9 +4,12 @@ package kpush
 //   - Callers' goroutines run Send/SendAsync: validate, reserve buffer space,
 //     find the topic (atomic copy-on-write map), pick a partition, append to
 //     that partition's queue under the partition's own lock.
-//   - The metadata goroutine (meta.Refresher.Run) owns topic and sink
-//     creation, leader changes, producer-ID loading and epoch bumps; writers
-//     of p.topics and p.sinks hold p.mu.
+//   - The metadata goroutine (meta.Refresher.Run) owns topic creation,
+//     producer-ID loading and epoch bumps, and applies metadata (sinks,
+//     leader changes). Connection readers may also move a partition (and
+//     create its new leader's sink) from a KIP-951 leader hint; leader
+//     changes hold p.leaderMu (leaders.go). Writers of p.topics and
+//     p.sinks hold p.mu.
 //   - The reaper goroutine fails records whose delivery timeout passed
 //     while they could not be sent.
 //   - Sink, connection-reader and callback goroutines: see internal/sink.
@@ -38,15 +41,19 @@ type Producer struct {
 	idem *idem.Manager
 	lim  *buffer.Limiter
 	// undelivered counts accepted records whose outcome has not been
-	// delivered yet; Flush and Close wait for it to reach zero.
-	undelivered *buffer.Limiter
+	// delivered yet, by generation: Flush and Close wait for the records
+	// accepted before they were called.
+	undelivered *buffer.Tracker
 	ref         meta.Refresher
 
 	topics atomic.Pointer[map[string]*topic] // copy-on-write; writers hold mu
 
-	mu    sync.Mutex // guards writes to topics, sinks, bumpFrom
-	sinks map[int32]*sink.Sink
-	bump  *idem.ID // a requested epoch bump, handled by the metadata goroutine
+	mu sync.Mutex // guards writes to topics, sinks, bumpFrom
+	// leaderMu serializes leader changes (metadata and KIP-951 hints) and
+	// guards topic.epochs; taken before mu and partition locks (leaders.go).
+	leaderMu sync.Mutex
+	sinks    map[int32]*sink.Sink
+	bump     *idem.ID // a requested epoch bump, handled by the metadata goroutine
 
 	closed    atomic.Bool
 	closing   chan struct{} // closed when Close starts
@@ -58,6 +65,10 @@ type Producer struct {
 
 	waiters sync.Pool // *syncWaiter
 	asyncs  sync.Pool // *asyncRecord
+
+	// testHookFlushSealed, when set (tests only, before any Flush), runs in
+	// Flush once the records it waits for are fixed.
+	testHookFlushSealed func()
 }
 
 // New validates the options and returns a producer. It does not connect:
@@ -76,11 +87,10 @@ func New(opts ...Option) (*Producer, error) {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Producer{
-		cfg:  cfg,
-		idem: idem.NewManager(cfg.idempotent),
-		lim:  buffer.New(cfg.maxBufBytes, cfg.maxBufRecords),
-		// Never full: the buffer bounds records well below MaxRecords.
-		undelivered: buffer.New(buffer.MaxBytes, buffer.MaxRecords),
+		cfg:         cfg,
+		idem:        idem.NewManager(cfg.idempotent),
+		lim:         buffer.New(cfg.maxBufBytes, cfg.maxBufRecords),
+		undelivered: buffer.NewTracker(),
 		sinks:       make(map[int32]*sink.Sink),
 		closing:     make(chan struct{}),
 	}
@@ -93,7 +103,11 @@ func New(opts ...Option) (*Producer, error) {
 		TLS:            cfg.tls,
 		SASL:           cfg.sasl,
 		AuthHook:       p.authEvent,
-		MaxVersions:    map[int16]int16{0: 11}, // Produce v12+ adds nothing kpush uses; v13 needs topic IDs
+		IdleTimeout:    cfg.connMaxIdle,
+		OnIdleClose: func(addr string) {
+			cfg.logger.Debug("kpush: closed idle broker connection", "addr", addr, "idle", cfg.connMaxIdle)
+		},
+		MaxVersions: map[int16]int16{0: 11}, // Produce v12+ adds nothing kpush uses; v13 needs topic IDs
 	}
 	p.eng = sink.NewEngine(sink.Config{
 		Acks:            int16(cfg.acks),
@@ -111,6 +125,7 @@ func New(opts ...Option) (*Producer, error) {
 		Release:         p.release,
 		ReleaseCanceled: p.releaseCanceled,
 	}, p.idem)
+	p.eng.SetLeaderHints(p.applyLeaderHints)
 	p.ref = meta.Refresher{
 		Fetcher:     meta.NewFetcher(wcfg, cfg.brokers),
 		Interval:    cfg.metadataMaxAge,
@@ -132,12 +147,13 @@ type syncWaiter struct {
 	ch   chan struct{}
 	prod *Producer
 	part *sink.Partition // where enqueue put pend
+	gen  *buffer.Gen     // the record's Flush generation
 }
 
 // Notify implements sink.Notifier; it runs on the goroutine that learned
 // the outcome.
 func (w *syncWaiter) Notify(*sink.Pending) {
-	w.prod.delivered()
+	w.gen.Done()
 	w.ch <- struct{}{}
 }
 
@@ -146,6 +162,7 @@ type asyncRecord struct {
 	pend sink.Pending
 	cb   func(Result, error)
 	prod *Producer
+	gen  *buffer.Gen // the record's Flush generation
 }
 
 // Notify implements sink.Notifier; it runs the user's callback, then
@@ -157,14 +174,14 @@ func (a *asyncRecord) Notify(pd *sink.Pending) {
 		a.cb(res, err)
 	}
 	a.cb = nil
+	gen := a.gen
+	a.gen = nil
 	p.asyncs.Put(a)
-	p.delivered() // after the callback: Flush waits for callbacks to finish
+	// After the callback: Flush waits for callbacks to finish. Buffer
+	// space is accounted separately and may be released earlier (see
+	// sink.callbacks.deliver).
+	gen.Done()
 }
-
-// delivered counts one accepted record's outcome as delivered (its waiter
-// woken or its callback returned). Buffer space is accounted separately
-// and may be released earlier (see sink.callbacks.deliver).
-func (p *Producer) delivered() { p.undelivered.Release(0) }
 
 // release returns the buffer space of records with outcomes and counts
 // them; the engine calls it once per batch of outcomes.
@@ -205,7 +222,7 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 		w = &syncWaiter{ch: make(chan struct{}, 1), prod: p}
 	}
 	w.pend.Reset()
-	if err := p.enqueue(ctx, r, &w.pend, w); err != nil {
+	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen); err != nil {
 		p.waiters.Put(w)
 		p.failed.Add(1)
 		return Result{}, err
@@ -237,7 +254,7 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 		// buffer space (releaseCanceled), so the memory bound holds; w is
 		// not reused because the partition's queue may still point at it.
 		p.failed.Add(1)
-		p.delivered()
+		w.gen.Done()
 		return true, notWritten(pd.Topic, pd.Partition, ctx.Err())
 	}
 	if pd.TryAbandon() {
@@ -267,7 +284,7 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 	a.pend.Reset()
 	a.pend.Async = true
 	a.cb = cb
-	if err := p.enqueue(ctx, r, &a.pend, a); err != nil {
+	if err := p.enqueue(ctx, r, &a.pend, a, &a.gen); err != nil {
 		a.cb = nil
 		p.asyncs.Put(a)
 		p.failed.Add(1)
@@ -278,8 +295,9 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 }
 
 // enqueue validates r, reserves buffer space and appends it to its
-// partition. Errors are *ProduceError, definite.
-func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier) error {
+// partition, storing the record's Flush generation in *gen (before the
+// record can have an outcome). Errors are *ProduceError, definite.
+func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier, gen **buffer.Gen) error {
 	if r == nil {
 		return notWritten("", -1, ErrNilRecord)
 	}
@@ -349,46 +367,66 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	pd.Enqueued = mono
 	pd.Deadline = pd.Enqueued + int64(p.cfg.deliveryTimeout)
 	pd.Done = n
-	p.undelivered.TryReserve(0) // cannot fail: at most maxBufRecords records are accepted
+	*gen = p.undelivered.Add()
 	if w, ok := n.(*syncWaiter); ok {
 		w.part = parts[part] // a canceled Send withdraws its record there
 	}
 	if !parts[part].Add(pd) { // Close got there first
 		p.lim.Release(int64(size))
-		p.delivered()
+		(*gen).Done()
 		return notWritten(name, int32(part), ErrClosed)
 	}
 	return nil
 }
 
-// Flush waits until every record accepted so far has had its outcome
-// delivered — its Send returned or its SendAsync callback returned — or
-// until ctx is done. Records sent concurrently with Flush may or may not be
-// waited for. Calling Flush from a callback deadlocks. After Close, Flush
-// returns ErrClosed (Close has already delivered every outcome).
+// Flush waits until every record accepted before the call has had its
+// outcome delivered — its Send returned or its SendAsync callback returned
+// (the Java producer's flush()). Records sent while Flush waits are not
+// waited for, so Flush returns under steady load. Calling Flush from a
+// callback deadlocks.
+//
+// Flush and Close report errors the same way: nil when every waited-for
+// record has its outcome; when ctx ends first, a *ProduceError (empty
+// Topic, Partition -1) that matches ErrOutcomeUnknown and wraps ctx's
+// error: the records still waited for may or may not be written, and each
+// gets its own outcome later (Flush) or before Close returns. ErrClosed,
+// unwrapped, for Flush after Close and for a second Close.
 func (p *Producer) Flush(ctx context.Context) error {
-	if err := p.undelivered.WaitEmpty(ctx); err != nil {
-		return &ProduceError{Partition: -1, Err: err, Unknown: true}
-	}
 	if p.closed.Load() {
-		return ErrClosed // every outcome was delivered, but the call is a mistake
+		// Every outcome was delivered (or is being, by Close); the call
+		// is a mistake.
+		return ErrClosed
 	}
-	return nil
+	b := p.undelivered.Seal()
+	if p.testHookFlushSealed != nil {
+		p.testHookFlushSealed()
+	}
+	return waitError(b.Wait(ctx))
 }
 
-// Close stops taking records, waits (bounded by ctx) for buffered records
-// to be sent, then fails whatever is left: records never sent with
-// ErrClosed (ErrNotWritten), records in flight with ErrOutcomeUnknown. Every
-// record gets exactly one outcome before Close returns, and every kpush
-// goroutine has exited. Close returns ctx's error if it gave up waiting, and
-// ErrClosed if the producer was already closed.
+// waitError is Flush's and Close's error when ctx ended before the records
+// they waited for had their outcomes.
+func waitError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ProduceError{Partition: -1, Unknown: true, Err: err}
+}
+
+// Close stops taking records, waits (bounded by ctx) for the records
+// accepted before it to be sent, then fails whatever is left: records
+// never sent with ErrClosed (ErrNotWritten), records in flight with
+// ErrOutcomeUnknown. Every record gets exactly one outcome before Close
+// returns, and every kpush goroutine has exited. Errors are shaped as
+// Flush's (see there): the *ProduceError wrapping ctx's error if Close
+// gave up waiting, ErrClosed if the producer was already closed.
 func (p *Producer) Close(ctx context.Context) error {
 	first := false
 	p.closeOnce.Do(func() {
 		first = true
 		p.closed.Store(true)
 		close(p.closing)
-		p.closeErr = p.undelivered.WaitEmpty(ctx)
+		p.closeErr = waitError(p.undelivered.Wait(ctx))
 		p.eng.Stop()
 		p.eng.Wait() // sinks close connections; in-flight batches come back as unknown
 		// Fails what is left and closes every partition, so a Send that

@@ -29,6 +29,7 @@ func TestREADMEDefaults(t *testing.T) {
 		"WithRequestTimeout":     fmtDur(c.requestTimeout),
 		"WithRetryBackoff":       fmtDur(c.retryBackoff),
 		"WithDialTimeout":        fmtDur(c.dialTimeout),
+		"WithConnMaxIdle":        fmtDur(c.connMaxIdle),
 		"WithCompression":        map[Compression]string{NoCompression: "NoCompression"}[c.compression],
 		"WithPartitioner":        map[Partitioner]string{StickyPartitioner: "StickyPartitioner"}[c.partitioner],
 		"WithDefaultTopic":       fmt.Sprintf("%q", c.defaultTopic),

@@ -37,6 +37,12 @@ type topic struct {
 	ready chan struct{} // closed when parts is first set or err is set
 	err   error         // set before ready is closed when the topic failed
 
+	// epochs is the highest leader epoch applied per partition (-1:
+	// unknown), for the topic ID topicID; both guarded by
+	// Producer.leaderMu (see leaders.go).
+	epochs  []int32
+	topicID [16]byte
+
 	// Owned by the metadata goroutine.
 	unknown int
 	// lastErr is why the topic is not usable yet; read by waiting senders.
@@ -175,7 +181,7 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			p.sinks[id] = p.eng.NewSink(id, b.Addr)
 		}
 	}
-	sinks := p.sinks
+	sinks := maps.Clone(p.sinks) // leader hints may add sinks meanwhile
 	p.mu.Unlock()
 
 	again := false
@@ -214,7 +220,16 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			t.parts.Store(&grown)
 			parts = grown
 		}
+		hasLeader := make([]bool, len(mt.Partitions))
+		p.leaderMu.Lock()
+		t.checkTopicIDLocked(mt.ID)
 		for i, mp := range mt.Partitions {
+			if !t.acceptEpochLocked(i, mp.LeaderEpoch) {
+				// Stale (KIP-320): this broker has not seen the latest
+				// leader change; keep the leader we know.
+				hasLeader[i] = parts[i].Leader() != nil
+				continue
+			}
 			var leader *sink.Sink
 			if mp.Leader >= 0 {
 				leader = sinks[mp.Leader]
@@ -222,8 +237,12 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			if leader == nil {
 				again = true
 			}
+			hasLeader[i] = leader != nil
 			parts[i].SetLeader(leader)
 		}
+		p.leaderMu.Unlock()
+		// Keyless records avoid partitions without a leader (KIP-794).
+		t.picker.SetAvailable(hasLeader)
 		if !isReady(t) && len(parts) > 0 {
 			close(t.ready)
 		}

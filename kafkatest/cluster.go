@@ -135,6 +135,12 @@ func (c *Cluster) Start() error {
 			fake.Close()
 			return errors.Join(err, waitGoroutines(c.label, c.cfg.closeTimeout))
 		}
+		if err := c.answerBadCredentials(fake, addrs[0]); err != nil {
+			fake.Close()
+			return errors.Join(err, waitGoroutines(c.label, c.cfg.closeTimeout))
+		}
+	} else {
+		answerHandshakeWithoutSASL(fake)
 	}
 	c.fake = fake
 	c.addrs = addrs

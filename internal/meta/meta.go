@@ -42,6 +42,7 @@ type Partition struct {
 // Topic is one topic's metadata.
 type Topic struct {
 	Name       string
+	ID         [16]byte    // topic ID (KIP-516, Metadata v10+); zero when not sent
 	Partitions []Partition // indexed by partition id
 	Err        error       // topic-level error (e.g. UNKNOWN_TOPIC_OR_PARTITION)
 }
@@ -140,7 +141,7 @@ func (f *Fetcher) Fetch(ctx context.Context, topics []string) (*Snapshot, error)
 		if t.Topic == nil {
 			continue
 		}
-		mt := Topic{Name: *t.Topic, Err: kerr.ErrorForCode(t.ErrorCode)}
+		mt := Topic{Name: *t.Topic, ID: t.TopicID, Err: kerr.ErrorForCode(t.ErrorCode)}
 		if mt.Err == nil {
 			n := int32(0)
 			for _, p := range t.Partitions {

@@ -5,9 +5,10 @@
 //
 // Goroutines and ownership: this package starts no goroutines. A Picker
 // belongs to one topic and is shared by every goroutine sending to it. Its
-// only mutable state is one atomic word (the sticky partition and the bytes
-// it has received, or the round-robin counter); there are no locks, so there
-// is no lock order.
+// mutable state is one atomic word (the sticky partition and the bytes it
+// has received, or the round-robin counter) and an atomic pointer to an
+// immutable availability set, replaced by SetAvailable (the metadata
+// goroutine); there are no locks, so there is no lock order.
 package partition
 
 import (
@@ -91,6 +92,74 @@ type Picker interface {
 	// sticky strategy counts it toward switching. n may change between
 	// calls; it must be positive, and Pick panics otherwise.
 	Pick(key []byte, size int, n int) int
+	// SetAvailable tells the picker which partitions have a leader
+	// (ok[i] for partition i; partitions beyond len(ok) count as
+	// available; nil means all are). Keyless and round-robin picks skip
+	// the others while any partition is available, like the Java
+	// client's BuiltInPartitioner (KIP-794) and RoundRobinPartitioner;
+	// keyed picks ignore it (a key's partition never changes). ok is
+	// copied. Safe to call concurrently with Pick.
+	SetAvailable(ok []bool)
+}
+
+// avail is an immutable availability set.
+type avail struct {
+	ok []bool  // by partition; beyond the end: available
+	up []int32 // the available partitions among ok's, ascending
+}
+
+// newAvail returns the set for ok, or nil when every partition is available.
+func newAvail(ok []bool) *avail {
+	a := &avail{ok: append([]bool(nil), ok...)}
+	for i, v := range ok {
+		if v {
+			a.up = append(a.up, int32(i))
+		}
+	}
+	if len(a.up) == len(ok) {
+		return nil
+	}
+	return a
+}
+
+// has reports whether partition part is available.
+func (a *avail) has(part int32) bool {
+	return a == nil || int(part) >= len(a.ok) || a.ok[part]
+}
+
+// choose returns an available partition in [0, n) other than not, chosen
+// by r (a random or counter value), or -1 when a is nil or no partition
+// is known available. Partitions at or beyond len(a.ok) count as
+// available.
+func (a *avail) choose(n int, not int32, r uint64) int {
+	if a == nil {
+		return -1
+	}
+	// Candidates: a.up below n, plus [len(a.ok), n).
+	ups := a.up
+	for len(ups) > 0 && int(ups[len(ups)-1]) >= n {
+		ups = ups[:len(ups)-1]
+	}
+	extra := max(n-len(a.ok), 0)
+	total := len(ups) + extra
+	if total == 0 {
+		return -1
+	}
+	at := func(i int) int32 {
+		if i < len(ups) {
+			return ups[i]
+		}
+		return int32(len(a.ok) + i - len(ups))
+	}
+	if total == 1 {
+		return int(at(0))
+	}
+	i := int(r % uint64(total))
+	if at(i) == not {
+		// Uniform among the others: skip not by taking a different draw.
+		i = (i + 1 + int((r/uint64(total))%uint64(total-1))) % total
+	}
+	return int(at(i))
 }
 
 // NewPicker returns a Picker for one topic. stickyBytes is how many bytes a
@@ -129,6 +198,7 @@ type sticky struct {
 	// counted toward it (uint32, low 32 bits), so one CompareAndSwap moves
 	// both. Read and written by every Pick of a keyless record.
 	state atomic.Uint64
+	avail atomic.Pointer[avail] // nil: every partition has a leader
 }
 
 func newSticky(keyed func([]byte, int) int, stickyBytes int) *sticky {
@@ -158,18 +228,22 @@ func (s *sticky) Pick(key []byte, size int, n int) int {
 		// retries, an add never does.
 		st := s.state.Add(add)
 		part, used := unpack(st)
+		av := s.avail.Load()
 		valid := part >= 0 && int(part) < n
-		if valid && uint64(used)-add < uint64(s.limit) { // under the limit before this record
+		if valid && uint64(used)-add < uint64(s.limit) && av.has(part) { // under the limit before this record
 			return int(part)
 		}
-		// The partition is full, not chosen yet, or gone after a shrink.
-		var next int
-		if valid {
+		// The partition is full, not chosen yet, gone after a shrink, or
+		// without a leader: move to one with a leader when there is one.
+		next := av.choose(n, part, rand.Uint64())
+		switch {
+		case next >= 0:
+		case valid:
 			next = rand.IntN(n - 1) // uniform among the n-1 others
 			if next >= int(part) {
 				next++
 			}
-		} else {
+		default:
 			next = rand.IntN(n)
 		}
 		if s.state.CompareAndSwap(st, pack(int32(next), uint32(add))) {
@@ -179,16 +253,29 @@ func (s *sticky) Pick(key []byte, size int, n int) int {
 	}
 }
 
+// SetAvailable implements Picker.
+func (s *sticky) SetAvailable(ok []bool) { s.avail.Store(newAvail(ok)) }
+
 // roundRobin is the RoundRobin Picker.
 type roundRobin struct {
-	next atomic.Uint64 // records picked so far; every Pick adds one
+	next  atomic.Uint64 // records picked so far; every Pick adds one
+	avail atomic.Pointer[avail]
 }
 
 // Pick implements Picker.
 func (r *roundRobin) Pick(_ []byte, _ int, n int) int {
 	checkN(n)
-	return int((r.next.Add(1) - 1) % uint64(n))
+	i := r.next.Add(1) - 1
+	if av := r.avail.Load(); av != nil {
+		if part := av.choose(n, -1, i); part >= 0 {
+			return part // in turn among the partitions with a leader
+		}
+	}
+	return int(i % uint64(n))
 }
+
+// SetAvailable implements Picker.
+func (r *roundRobin) SetAvailable(ok []bool) { r.avail.Store(newAvail(ok)) }
 
 func checkN(n int) {
 	if n <= 0 {

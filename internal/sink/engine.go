@@ -100,6 +100,8 @@ type Engine struct {
 
 	recSlices sync.Pool // []*Pending for batches
 	bufs      sync.Pool // []byte for encoded batches
+
+	leaderHints func([]LeaderHint, []Endpoint) // see hint.go; set before any sink
 }
 
 // NewEngine returns an engine; nothing starts until sinks are created.

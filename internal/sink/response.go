@@ -236,6 +236,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		e.putBuf(b.bytes) // the request that carried it is done
 		b.recs, b.bytes = nil, nil
 	}
+	e.reportLeaderHints(resp) // KIP-951, see hint.go
 	if refresh {
 		e.cfg.TriggerMetadata()
 	}

@@ -12,6 +12,11 @@
 //     for long: it delays every later response of this connection.
 //   - Conn.mu guards the pending queue, the dead error, the read deadline and
 //     the idle channel. Lock order: wmu before mu.
+//   - Idle closing (idle.go): a timer goroutine per Conn (time.AfterFunc)
+//     closes the connection once nothing was written or read for
+//     Config.IdleTimeout, only while it holds wmu (no write in progress)
+//     and the pending queue is empty, so no request is ever in flight on a
+//     connection kpush closes for idleness. lastUse is an atomic.
 //   - SASL (sasl.go) runs under wmu: the first authentication in Dial, and
 //     re-authentication (KIP-368) inside Do once the session nears its end.
 //     Re-authentication waits, holding wmu, until every pending call has
@@ -34,9 +39,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 
@@ -81,6 +86,23 @@ type Config struct {
 	// MaxVersions caps the version kpush uses per API key (index = key);
 	// a key absent or negative is not capped beyond kmsg's own maximum.
 	MaxVersions map[int16]int16
+	// IdleTimeout, when positive, closes a connection on which nothing
+	// was written or read for that long, with nothing in flight (Java's
+	// connections.max.idle.ms), before the broker's own idle closing
+	// (connections.max.idle.ms, 10 minutes) can race with a new request.
+	// The Conn then reports ErrIdle.
+	IdleTimeout time.Duration
+	// OnIdleClose, when set, is called (on the timer's goroutine, after
+	// the connection is closed) for every connection closed for being
+	// idle. It must not block.
+	OnIdleClose func(addr string)
+
+	// testHookIdleCheck, when set (tests only), runs after every idle
+	// check with whether it closed the connection.
+	testHookIdleCheck func(closed bool)
+	// testHookReauthWaiting, when set (tests only), runs when a
+	// re-authentication starts waiting for the pending calls to drain.
+	testHookReauthWaiting func()
 }
 
 type call struct {
@@ -113,25 +135,18 @@ type Conn struct {
 	idle    chan struct{} // closed by the reader when pending empties; nil unless awaited
 
 	readerDone chan struct{}
+
+	lastUse   atomic.Int64               // clock.Mono of the last write or response
+	idleTimer atomic.Pointer[time.Timer] // nil without Config.IdleTimeout
 }
 
 // Dial connects to addr (with TLS when cfg.TLS is set), negotiates API
 // versions, starts the reader goroutine and authenticates with cfg.SASL.
+// Only an explicit rejection (a SASL error code, a TLS alert or an
+// untrusted certificate) wraps ErrAuth; a connection the broker closes
+// during the SASL exchange wraps ErrSASLClosed and is worth retrying (a
+// broker restart looks the same).
 func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
-	c, err := dial(ctx, addr, cfg, false)
-	if errors.Is(err, errSASLClosed) && ctx.Err() == nil {
-		// One closed connection mid-SASL may be a broker restart or a
-		// reset; the same again on a fresh connection is the broker's
-		// verdict on the credentials (brokers before KIP-152, kfake).
-		c, err = dial(ctx, addr, cfg, true)
-	}
-	return c, err
-}
-
-// dial is one attempt of Dial. With closeIsVerdict, a connection the
-// broker closes during the SASL exchange fails with ErrAuth; without, with
-// errSASLClosed.
-func dial(ctx context.Context, addr string, cfg *Config, closeIsVerdict bool) (*Conn, error) {
 	dialTimeout := cfg.DialTimeout
 	if dialTimeout <= 0 {
 		dialTimeout = 10 * time.Second
@@ -188,74 +203,19 @@ func dial(ctx context.Context, addr string, cfg *Config, closeIsVerdict bool) (*
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
+	c.touch()
 	go c.readLoop(br)
 	if cfg.SASL != nil {
 		c.wmu.Lock()
-		err := c.authenticateLocked(ctx, false, closeIsVerdict)
+		err := c.authenticateLocked(ctx, false)
 		c.wmu.Unlock()
 		if err != nil {
 			c.Close()
 			return nil, err
 		}
 	}
+	c.startIdleTimer()
 	return c, nil
-}
-
-// negotiate issues ApiVersions synchronously (v3, falling back to v0 when
-// the broker answers UNSUPPORTED_VERSION, as KIP-511 describes).
-func (c *Conn) negotiate(br *bufio.Reader) error {
-	for _, v := range []int16{3, 0} {
-		req := kmsg.NewPtrApiVersionsRequest()
-		req.SetVersion(v)
-		req.ClientSoftwareName = "kpush"
-		req.ClientSoftwareVersion = "0.1.0"
-		c.corr++
-		buf := c.fmtr.AppendRequest(nil, req, c.corr)
-		if _, err := c.nc.Write(buf); err != nil {
-			return err
-		}
-		body, err := readFrame(br, nil)
-		if err != nil {
-			return err
-		}
-		if len(body) < 4 || int32(binary.BigEndian.Uint32(body)) != c.corr {
-			return errors.New("bad correlation id in ApiVersions response")
-		}
-		// ApiVersions responses always use response header v0 (no tags).
-		resp := req.ResponseKind().(*kmsg.ApiVersionsResponse)
-		resp.SetVersion(v)
-		if err := resp.ReadFrom(body[4:]); err != nil {
-			return err
-		}
-		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-			if errors.Is(err, kerr.UnsupportedVersion) && v > 0 {
-				continue
-			}
-			return err
-		}
-		for _, k := range resp.ApiKeys {
-			if k.ApiKey < 0 || int(k.ApiKey) >= len(c.versions) {
-				continue
-			}
-			ours := kmsg.RequestForKey(k.ApiKey)
-			if ours == nil {
-				continue
-			}
-			maxV := ours.MaxVersion()
-			if capV, ok := c.cfg.MaxVersions[k.ApiKey]; ok && capV >= 0 && capV < maxV {
-				maxV = capV
-			}
-			if k.MaxVersion < maxV {
-				maxV = k.MaxVersion
-			}
-			if maxV < k.MinVersion {
-				continue
-			}
-			c.versions[k.ApiKey] = maxV
-		}
-		return nil
-	}
-	return errors.New("no ApiVersions version accepted")
 }
 
 // Addr returns the address this connection was dialed to.
@@ -343,6 +303,7 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 	}
 	c.mu.Unlock()
 	c.nc.SetWriteDeadline(now.Add(timeout))
+	c.touch()
 	_, werr = c.nc.Write(c.wbuf)
 	if cap(c.wbuf) > maxKeptBuf {
 		putBigBuf(c.wbuf) // do not pin one huge request's buffer to the connection
@@ -457,6 +418,7 @@ func (c *Conn) fail(err error) {
 	}
 	c.mu.Unlock()
 	c.nc.Close()
+	c.stopIdleTimer()
 }
 
 func (c *Conn) readLoop(br *bufio.Reader) {
@@ -483,6 +445,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 			c.nc.SetReadDeadline(time.Time{})
 			c.pending = c.pending[:0:0] // let the backing array go
 			c.signalIdleLocked()
+			c.touch() // the idle period starts with the last response
 		}
 		c.mu.Unlock()
 		resp, derr := decode(cl, body)
@@ -508,6 +471,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 	c.signalIdleLocked()
 	c.mu.Unlock()
 	c.nc.Close()
+	c.stopIdleTimer()
 	for _, cl := range pending {
 		cl.done(nil, fmt.Errorf("%w: %s: %w", ErrMaybeDelivered, c.addr, dead))
 	}

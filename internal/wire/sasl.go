@@ -92,10 +92,14 @@ func isTLSRejection(err error) bool {
 		errors.As(err, &op) && op.Op == "remote error" // the broker's TLS alert
 }
 
-// errSASLClosed: the broker closed the connection during the SASL
-// exchange, once. Dial tries a second connection before calling that a
-// rejection of the credentials: a broker restart or a reset looks the same.
-var errSASLClosed = errors.New("the broker closed the connection during SASL authentication")
+// ErrSASLClosed is wrapped by a Dial that failed because the broker closed
+// the connection during the SASL exchange. It is not ErrAuth: brokers since
+// Kafka 1.0 (KIP-152) answer bad credentials with
+// SASL_AUTHENTICATION_FAILED, and a closed connection is what a broker
+// restart or a reset looks like, so it is retried like any failed dial.
+// (Brokers before 1.0, and kfake, close the connection for bad
+// credentials too; the error says so.)
+var ErrSASLClosed = errors.New("the broker closed the connection during SASL authentication")
 
 // closedByPeer reports whether err means the broker closed the connection.
 func closedByPeer(err error) bool {
@@ -134,24 +138,20 @@ func speaksTLS(ctx context.Context, addr string, cfg *Config) bool {
 // cfg.SASL and schedules re-authentication when the broker grants a
 // limited session. Every error wraps ErrAuth; none contains a credential
 // (only mechanism names and the broker's own messages), except that a
-// connection closed by the broker mid-exchange wraps errSASLClosed unless
-// closeIsVerdict. c.wmu is held.
-func (c *Conn) authenticateLocked(ctx context.Context, reauth, closeIsVerdict bool) error {
+// connection closed by the broker mid-exchange wraps ErrSASLClosed
+// instead. c.wmu is held.
+func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 	m := c.cfg.SASL
 	fail := func(format string, args ...any) error {
 		args = append([]any{ErrAuth, c.addr, m.Name()}, args...)
 		return c.cfg.authFailed(c.addr, reauth, fmt.Errorf("%w: %s: SASL %s: "+format, args...))
 	}
-	// A broker that closes the connection mid-exchange rejected us: brokers
-	// before KIP-152 (and kfake) do so for bad credentials. A timeout, or
-	// our own Close, is no verdict on the credentials; nor is one closed
-	// connection (a restart, a reset): Dial decides after a second one.
+	// Only the broker's explicit answer is a verdict on the credentials. A
+	// closed connection (a restart, a reset; or, from brokers before
+	// KIP-152, bad credentials), a timeout or our own Close is retried.
 	reqErr := func(step string, err error) error {
 		if closedByPeer(err) {
-			if !closeIsVerdict {
-				return fmt.Errorf("%s with %s: %w: %w", step, c.addr, errSASLClosed, err)
-			}
-			return fail("%s: the broker closed the connection (wrong user name or password?)", step)
+			return fmt.Errorf("%s with %s: %w (brokers before Kafka 1.0 do this for a wrong user name or password): %w", step, c.addr, ErrSASLClosed, err)
 		}
 		return fmt.Errorf("%s with %s: %w", step, c.addr, err)
 	}
@@ -232,13 +232,16 @@ func (c *Conn) reauthenticateLocked() error {
 		}
 		idle := c.idle
 		c.mu.Unlock()
+		if h := c.cfg.testHookReauthWaiting; h != nil {
+			h()
+		}
 		<-idle // the reader closes it when pending empties or the conn dies
 	} else {
 		c.mu.Unlock()
 	}
 	// A closed connection is no verdict here: the requests are retried on
 	// a new connection, whose Dial judges the credentials.
-	return c.authenticateLocked(ctx, true, false)
+	return c.authenticateLocked(ctx, true)
 }
 
 // signalIdleLocked wakes a re-authentication waiting for pending calls to
