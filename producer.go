@@ -244,11 +244,13 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 // receives the outcome exactly once.
 //
 // ctx bounds only the wait for buffer space and first metadata; once the
-// record is buffered, ctx is no longer watched. Callbacks of one broker run
-// one at a time on a goroutine of that broker's sink, in order per
-// partition; a slow callback delays later callbacks of that broker (and
-// keeps their buffer space reserved), never the acknowledgements of other
-// brokers or the reading of responses. Records that fail before being
+// record is buffered, ctx is no longer watched. Callbacks of one partition
+// run one at a time in send order, also across leader moves; they run on a
+// goroutine of the partition's leader's sink (the old leader's until its
+// queued callbacks for the partition have run). A slow callback delays
+// later callbacks that share its goroutine (and keeps their buffer space
+// reserved), never the acknowledgements of other brokers or the reading of
+// responses. Records that fail before being
 // buffered (invalid, buffer full, closed) have cb run on the calling
 // goroutine before SendAsync returns. A callback must not call Flush or
 // Close.

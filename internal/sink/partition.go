@@ -93,6 +93,8 @@ type Partition struct {
 	drainGen  uint64 // with drainSink: the request this partition was last drained into
 	drainSink *Sink
 	closed    bool // Close failed the buffered records; Add refuses more
+
+	cbq cbQueue // async outcomes waiting for callbacks (callbacks.go); own lock
 }
 
 // NewPartition returns an empty partition accumulator.
@@ -109,6 +111,7 @@ func (p *Partition) Add(r *Pending) bool {
 		p.mu.Unlock()
 		return false
 	}
+	r.cbq = &p.cbq
 	p.recs = append(p.recs, r)
 	p.recBytes += int(r.Size)
 	s := p.queueLocked()

@@ -39,6 +39,8 @@ type Pending struct {
 	Async     bool  // Notify runs on the sink's callback goroutine
 	Done      Notifier
 
+	cbq *cbQueue // the partition's callback queue; set by Partition.Add
+
 	state atomic.Uint32
 
 	// Outcome, written before Notify.
