@@ -184,7 +184,14 @@ func WithFailFastWhenFull(on bool) Option { return optionFunc(func(c *config) { 
 
 // WithDeliveryTimeout bounds the time from Send to an outcome, retries
 // included (Java delivery.timeout.ms). Default 2 minutes. Must be at least
-// the request timeout plus linger.
+// the request timeout plus linger. The bound is hard: it covers the wait
+// for buffer space and first metadata too, and every outcome arrives by
+// the deadline plus a slack of at most 100ms on an unloaded machine
+// (timer and scheduling latency). A record still buffered then fails with
+// ErrDeliveryTimeout (not written); a record in a request that has not
+// been answered yet, or in a batch waiting to be retried, ends as
+// ErrOutcomeUnknown with cause ErrDeliveryTimeout, and the late answer is
+// ignored.
 func WithDeliveryTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.deliveryTimeout = d })
 }

@@ -154,7 +154,9 @@ func (a *asyncRecord) Notify(pd *sink.Pending) {
 		a.cb(res, err)
 	}
 	a.cb = nil
-	p.asyncs.Put(a)
+	if !pd.HeldByBatch() { // else a batch still refers to it
+		p.asyncs.Put(a)
+	}
 	p.delivered() // after the callback: Flush waits for callbacks to finish
 }
 
@@ -216,7 +218,9 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 		}
 	}
 	res, err := p.outcome(&w.pend)
-	p.waiters.Put(w)
+	if !w.pend.HeldByBatch() { // else a batch still refers to it
+		p.waiters.Put(w)
+	}
 	return res, err
 }
 
@@ -331,18 +335,20 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		part = t.picker.Pick(r.Key, size, len(parts))
 	}
 
-	if p.cfg.failFast {
-		if !p.lim.TryReserve(int64(size)) {
+	deadline := mono + int64(p.cfg.deliveryTimeout)
+	if !p.lim.TryReserve(int64(size)) {
+		if p.cfg.failFast {
 			return notWritten(name, int32(part), ErrBufferFull)
 		}
-	} else if err := p.lim.Reserve(ctx, int64(size), p.closing, ErrClosed); err != nil {
-		return notWritten(name, int32(part), err)
+		if err := p.reserve(ctx, int64(size), deadline); err != nil {
+			return notWritten(name, int32(part), err)
+		}
 	}
 	pd.Topic = name
 	pd.Partition = int32(part)
 	pd.Size = int32(size)
 	pd.Enqueued = mono
-	pd.Deadline = pd.Enqueued + int64(p.cfg.deliveryTimeout)
+	pd.Deadline = deadline
 	pd.Done = n
 	p.undelivered.TryReserve(0) // cannot fail: at most maxBufRecords records are accepted
 	if !parts[part].Add(pd) {   // Close got there first
@@ -393,18 +399,58 @@ func (p *Producer) Close(ctx context.Context) error {
 	return p.closeErr
 }
 
-// reap fails records whose delivery timeout passed while they could not
-// be sent (no leader, broker unreachable).
+// reserve waits for buffer space, bounded by ctx, Close and the record's
+// delivery deadline (the time from Send to an outcome includes this wait).
+func (p *Producer) reserve(ctx context.Context, size, deadline int64) error {
+	wait := time.Duration(deadline - clock.Mono())
+	if wait <= 0 {
+		return ErrDeliveryTimeout
+	}
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	err := p.lim.Reserve(rctx, size, p.closing, ErrClosed)
+	if err != nil && ctx.Err() == nil && rctx.Err() != nil {
+		return fmt.Errorf("%w: waiting for buffer space", ErrDeliveryTimeout)
+	}
+	return err
+}
+
+// reapSlack is how late, at most, the reaper delivers an outcome after its
+// record's delivery deadline on an unloaded machine (timer and scheduling
+// latency; documented in WithDeliveryTimeout).
+const reapSlack = 100 * time.Millisecond
+
+// reap fails records whose delivery deadline passed: buffered ones
+// definitely, ones in a batch in flight or awaiting a retry as outcome
+// unknown. It sleeps until the earliest deadline it knows, and at most a
+// quarter of the delivery timeout (capped at 1s), so a record buffered
+// after a scan is seen before its own deadline.
 func (p *Producer) reap() {
-	every := min(time.Second, p.cfg.deliveryTimeout/4)
-	t := time.NewTicker(every)
+	maxWait := min(time.Second, p.cfg.deliveryTimeout/4)
+	t := time.NewTimer(maxWait)
 	defer t.Stop()
 	for {
 		select {
 		case <-p.eng.Stopping():
 			return
 		case <-t.C:
-			sink.ExpireAll(p.allPartitions())
 		}
+		next := sink.ExpireAll(p.allPartitions(), p.sinkList())
+		wait := maxWait
+		if next > 0 {
+			wait = min(wait, max(time.Duration(next-clock.Mono()), time.Millisecond))
+		}
+		t.Reset(wait)
 	}
+}
+
+// sinkList returns every sink.
+func (p *Producer) sinkList() []*sink.Sink {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*sink.Sink, 0, len(p.sinks))
+	for _, s := range p.sinks {
+		out = append(out, s)
+	}
+	return out
 }

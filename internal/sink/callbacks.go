@@ -163,13 +163,20 @@ func (e *Engine) deliver(recs []*Pending) {
 		recs = recs[len(chunk):]
 		var failed int
 		var bytes int64
+		n := 0
 		for _, r := range chunk {
+			if r.HeldByBatch() {
+				continue // released when its batch is done (notifyAll)
+			}
+			n++
 			bytes += int64(r.Size)
 			if r.Err != nil {
 				failed++
 			}
 		}
-		e.cfg.Release(len(chunk), failed, bytes)
+		if n > 0 {
+			e.cfg.Release(n, failed, bytes)
+		}
 		for _, r := range chunk {
 			r.Done.Notify(r)
 		}

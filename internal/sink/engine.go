@@ -28,7 +28,6 @@ import (
 	"time"
 
 	"github.com/kpush/kpush/internal/batch"
-	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/wire"
 )
@@ -190,15 +189,20 @@ func (e *Engine) putRecSlice(s []*Pending) {
 // anything is delivered: a woken waiter or a finished callback may reuse
 // its Pending at once. Buffer space is released once for all synchronous
 // records, before they are woken; async records release theirs just before
-// their callbacks run (backpressure).
+// their callbacks run (backpressure). Records that expired while their
+// batch held them (HeldByBatch) had their outcome delivered already: only
+// their buffer space is released here.
 func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
-	var n, failed int
+	var n, failed, nAsync, nHeld int
 	var bytes int64
-	nAsync := 0
 	for _, r := range recs {
-		if r.Async {
+		held := r.HeldByBatch()
+		if r.Async && !held {
 			nAsync++
 			continue
+		}
+		if held {
+			nHeld++
 		}
 		n++
 		bytes += int64(r.Size)
@@ -209,27 +213,48 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 	if n > 0 {
 		e.cfg.Release(n, failed, bytes)
 	}
-	switch nAsync {
-	case 0:
+	switch {
+	case nAsync == 0 && nHeld == 0:
 		for _, r := range recs {
 			r.Done.Notify(r)
 		}
-	case len(recs):
+	case nAsync == len(recs):
 		e.pushAsync(recs, cb)
-	default: // sync and async records in one response: split them
-		async := make([]*Pending, 0, nAsync)
-		sync := make([]*Pending, 0, len(recs)-nAsync)
+	case nAsync == 0 && nHeld == len(recs):
+	default: // a mix: split them
+		var async []*Pending
+		if nAsync > 0 {
+			async = make([]*Pending, 0, nAsync)
+		}
 		for _, r := range recs {
-			if r.Async {
+			switch {
+			case r.HeldByBatch():
+			case r.Async:
 				async = append(async, r)
-			} else {
-				sync = append(sync, r)
+			default:
+				r.Done.Notify(r)
 			}
 		}
-		e.pushAsync(async, cb)
-		for _, r := range sync {
-			r.Done.Notify(r)
+		if len(async) > 0 {
+			e.pushAsync(async, cb)
 		}
+	}
+}
+
+// notifyExpired delivers the outcomes of records that expired while a
+// batch holds them (expireSent): their buffer space is released when the
+// batch is done, not now.
+func (e *Engine) notifyExpired(recs []*Pending, cb *callbacks) {
+	var async []*Pending
+	for _, r := range recs {
+		if r.Async {
+			async = append(async, r)
+			continue
+		}
+		r.Done.Notify(r)
+	}
+	if len(async) > 0 {
+		e.pushAsync(async, cb)
 	}
 }
 
@@ -250,22 +275,6 @@ func FailBuffered(parts []*Partition, err error) {
 			cb = &l.cb
 		}
 		p.eng.notifyAll(p.failBuffered(err, false), cb)
-	}
-}
-
-// ExpireAll fails records of the given partitions whose delivery timeout
-// passed while they could not be sent. Async callbacks run on the
-// partition's leader's callback goroutine when it has a leader.
-func ExpireAll(parts []*Partition) {
-	ns := clock.Mono()
-	for _, p := range parts {
-		if out, leader := p.expireBuffered(ns); len(out) > 0 {
-			var cb *callbacks
-			if leader != nil {
-				cb = &leader.cb
-			}
-			p.eng.notifyAll(out, cb)
-		}
 	}
 }
 

@@ -6,7 +6,9 @@ package sink
 // guards ready (partitions with something to send); wake is a one-slot
 // channel so nudges coalesce. inflight is written by the loop (increment)
 // and the reader goroutine (decrement); the reader wakes the loop when a
-// slot frees.
+// slot frees. rmu guards reqs, the in-flight requests' batches: the loop
+// adds, the reader goroutine removes (before handling a response), the
+// reaper reads (expire.go). Partition.mu → Sink.mu; rmu nests with nothing.
 
 import (
 	"errors"
@@ -45,6 +47,9 @@ type Sink struct {
 	gen       uint64 // request number, so a partition joins a request once
 
 	throttleUntil atomic.Int64 // clock.Mono nanoseconds; written by the reader
+
+	rmu  sync.Mutex          // guards reqs
+	reqs map[uint64][]*Batch // in-flight requests' batches by request number (expire.go)
 
 	latency atomic.Int64 // EWMA of request round trips, nanoseconds
 }
@@ -253,6 +258,7 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	if len(batches) == 0 {
 		return false, lingerUntil
 	}
+	s.track(s.gen, batches) // before encoding: the reaper may expire their records meanwhile
 
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks = e.cfg.Acks
@@ -279,11 +285,14 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	e.Stats.Inflight.Add(1)
 	e.Stats.Requests.Add(1)
 	sentAt := nowNs
+	gen := s.gen
 	err := s.conn.Do(req, e.cfg.Acks == 0, func(r kmsg.Response, err error) {
+		s.untrack(gen)
 		s.handle(batches, r, err, sentAt)
 	})
 	if err != nil {
 		// Not written: the batches are retried, definitely unsent.
+		s.untrack(gen)
 		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt)
 	}
 	return true, lingerUntil
