@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -228,8 +229,44 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			close(t.ready)
 		}
 	}
+	p.removeGoneSinks(s)
 	if again {
 		p.ref.Trigger()
+	}
+}
+
+// removeGoneSinks stops the sinks of brokers that left the cluster once no
+// partition leads through them and nothing is queued or in flight there
+// (else the next metadata answer tries again). A stale sink would dial
+// its broker forever. Runs on the metadata goroutine, after the leaders
+// were updated.
+func (p *Producer) removeGoneSinks(s *meta.Snapshot) {
+	p.mu.Lock()
+	var gone []*sink.Sink
+	for id, sk := range p.sinks {
+		if _, ok := s.Brokers[id]; !ok {
+			gone = append(gone, sk)
+		}
+	}
+	p.mu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	// Partition locks are taken without Producer.mu held.
+	for _, part := range p.allPartitions() {
+		if l := part.Leader(); l != nil {
+			gone = slices.DeleteFunc(gone, func(sk *sink.Sink) bool { return sk == l })
+		}
+	}
+	for _, sk := range gone {
+		if !sk.Idle() {
+			continue
+		}
+		p.mu.Lock()
+		delete(p.sinks, sk.Node)
+		p.mu.Unlock()
+		sk.Stop()
+		p.cfg.logger.Debug("kpush: broker left the cluster; its sink is stopped", "broker", sk.Node)
 	}
 }
 

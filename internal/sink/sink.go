@@ -36,6 +36,8 @@ type Sink struct {
 	spare []*Partition
 
 	wake     chan struct{}
+	quit     chan struct{} // closed by Stop
+	quitOnce sync.Once
 	inflight atomic.Int32
 	cb       callbacks
 	loopDone chan struct{} // closed when the loop and its connection are done
@@ -56,7 +58,7 @@ type Sink struct {
 
 // NewSink creates and starts the sink for broker node at addr.
 func (e *Engine) NewSink(node int32, addr string) *Sink {
-	s := &Sink{eng: e, Node: node, wake: make(chan struct{}, 1), loopDone: make(chan struct{})}
+	s := &Sink{eng: e, Node: node, wake: make(chan struct{}, 1), quit: make(chan struct{}), loopDone: make(chan struct{})}
 	s.cb.wake = make(chan struct{}, 1)
 	s.cb.eng = e
 	s.addr.Store(&addr)
@@ -131,9 +133,13 @@ func (s *Sink) loop() {
 			timerC = nil
 		case <-e.stop:
 			return
+		case <-s.quit:
+			return
 		}
 		select {
 		case <-e.stop: // Close gave up: send nothing new
+			return
+		case <-s.quit:
 			return
 		default:
 		}
@@ -146,10 +152,7 @@ func (s *Sink) loop() {
 			if int(s.inflight.Load()) >= e.cfg.MaxInflight {
 				break // the reader goroutine nudges when a slot frees
 			}
-			s.mu.Lock()
-			empty := len(s.ready) == 0
-			s.mu.Unlock()
-			if empty {
+			if !s.pruneReady() {
 				break
 			}
 			if !s.ensureConn() {
@@ -184,6 +187,55 @@ func resetTimer(t *time.Timer, d time.Duration) (*time.Timer, <-chan time.Time) 
 		t.Reset(d)
 	}
 	return t, t.C
+}
+
+// pruneReady drops stale ready-list entries (partitions that moved to
+// another leader since they were queued here) and reports whether any
+// partition this sink leads is left. Only then is dialing worth it: a
+// broker that left the cluster must not be dialed for a stale entry.
+func (s *Sink) pruneReady() bool {
+	s.mu.Lock()
+	r := s.ready
+	s.ready = nil
+	s.mu.Unlock()
+	if len(r) == 0 {
+		return false
+	}
+	keep := r[:0]
+	for _, p := range r {
+		if p.Leader() == s { // Partition.mu is taken without Sink.mu held
+			keep = append(keep, p)
+		}
+	}
+	clear(r[len(keep):])
+	s.mu.Lock()
+	s.ready = append(keep, s.ready...) // entries pushed meanwhile go after
+	live := len(s.ready) > 0
+	s.mu.Unlock()
+	return live
+}
+
+// Stop ends the sink (its broker left the cluster): the loop closes the
+// connection, which completes what is in flight, and exits; the callback
+// goroutine delivers what is queued and exits. Partitions must no longer
+// name this sink as their leader. Safe to call more than once.
+func (s *Sink) Stop() { s.quitOnce.Do(func() { close(s.quit) }) }
+
+// Idle reports whether the sink has nothing queued and nothing in flight,
+// so that it can be stopped.
+func (s *Sink) Idle() bool {
+	if s.inflight.Load() > 0 {
+		return false
+	}
+	s.mu.Lock()
+	r := append([]*Partition(nil), s.ready...)
+	s.mu.Unlock()
+	for _, p := range r {
+		if p.Leader() == s {
+			return false
+		}
+	}
+	return true
 }
 
 // ensureConn dials when there is no live connection.
