@@ -44,9 +44,13 @@ type Producer struct {
 
 	topics atomic.Pointer[map[string]*topic] // copy-on-write; writers hold mu
 
-	mu    sync.Mutex // guards writes to topics, sinks, bumpFrom
-	sinks map[int32]*sink.Sink
-	bump  *idem.ID // a requested epoch bump, handled by the metadata goroutine
+	mu      sync.Mutex // guards writes to topics, sinks, retired, bump
+	sinks   map[int32]*sink.Sink
+	retired map[string]*topic // topics dropped from metadata (topics.go)
+	// topicIdle: a topic unused this long (nanoseconds) stops being asked
+	// about (Java metadata.max.idle.ms, 5 min); atomic so tests can shorten it.
+	topicIdle atomic.Int64
+	bump      *idem.ID // a requested epoch bump, handled by the metadata goroutine
 
 	closed    atomic.Bool
 	closing   chan struct{} // closed when Close starts
@@ -82,10 +86,12 @@ func New(opts ...Option) (*Producer, error) {
 		// Never full: the buffer bounds records well below MaxRecords.
 		undelivered: buffer.New(buffer.MaxBytes, buffer.MaxRecords),
 		sinks:       make(map[int32]*sink.Sink),
+		retired:     make(map[string]*topic),
 		closing:     make(chan struct{}),
 	}
 	empty := map[string]*topic{}
 	p.topics.Store(&empty)
+	p.topicIdle.Store(int64(defaultTopicIdle))
 	wcfg := &wire.Config{
 		ClientID:       cfg.clientID,
 		DialTimeout:    cfg.dialTimeout,
@@ -355,6 +361,9 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		p.lim.Release(int64(size))
 		p.delivered()
 		return notWritten(name, int32(part), ErrClosed)
+	}
+	if t.leaderless.Load() { // no sink will ask for metadata (refreshes back off)
+		p.ref.Trigger()
 	}
 	return nil
 }

@@ -6,7 +6,12 @@
 //     (and so its connection), so at most one metadata request is in flight.
 //     It exits when its stop channel is closed.
 //   - Trigger may be called from any goroutine; triggers coalesce in a
-//     one-slot channel, and refreshes are spaced by the minimum interval.
+//     one-slot channel. Triggered refreshes back off exponentially with
+//     jitter (KIP-580): the n-th refresh of a run of triggered ones waits
+//     MinInterval·2^(n-1), capped at MaxInterval, after the previous one; a
+//     trigger after a quiet spell (2·MaxInterval without a refresh) starts
+//     a new run. A steady stream of triggers therefore costs at most about
+//     one request per MaxInterval once the run has grown.
 //   - Snapshots are immutable once handed to Apply.
 package meta
 
@@ -14,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -170,7 +176,8 @@ func (f *Fetcher) Fetch(ctx context.Context, topics []string) (*Snapshot, error)
 type Refresher struct {
 	Fetcher     *Fetcher
 	Interval    time.Duration // periodic refresh; default 5m
-	MinInterval time.Duration // spacing between triggered refreshes; default 100ms
+	MinInterval time.Duration // first backoff between triggered refreshes; default 100ms
+	MaxInterval time.Duration // backoff cap for triggered refreshes; default 1s (Java retry.backoff.max.ms)
 	Timeout     time.Duration // bound on one refresh; default 10s
 	// Topics returns the topics to ask about.
 	Topics func() []string
@@ -192,6 +199,9 @@ func (r *Refresher) Init() {
 	if r.MinInterval <= 0 {
 		r.MinInterval = 100 * time.Millisecond
 	}
+	if r.MaxInterval < r.MinInterval {
+		r.MaxInterval = max(time.Second, r.MinInterval)
+	}
 	if r.Timeout <= 0 {
 		r.Timeout = 10 * time.Second
 	}
@@ -205,6 +215,17 @@ func (r *Refresher) Trigger() {
 	}
 }
 
+// Backoff returns the wait before the n-th refresh (n ≥ 1) of a run of
+// triggered refreshes: MinInterval·2^(n-1) capped at MaxInterval, with
+// ±20% jitter so producers do not refresh in lockstep.
+func (r *Refresher) Backoff(n int) time.Duration {
+	d := r.MinInterval << min(max(n-1, 0), 20)
+	if d > r.MaxInterval || d <= 0 {
+		d = r.MaxInterval
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
 // Run refreshes until stop is closed.
 func (r *Refresher) Run(stop <-chan struct{}) {
 	defer r.Fetcher.Close()
@@ -216,20 +237,36 @@ func (r *Refresher) Run(stop <-chan struct{}) {
 	}()
 	tick := time.NewTicker(r.Interval)
 	defer tick.Stop()
-	pace := time.NewTimer(0)
-	defer pace.Stop()
+	var last time.Time // end of the previous refresh
+	run := 0           // triggered refreshes in the current run
 	for {
+		triggered := false
 		select {
 		case <-stop:
 			return
 		case <-r.trigger:
+			triggered = true
 		case <-tick.C:
 		}
-		// Space refreshes so an error storm cannot turn into a request storm.
-		select {
-		case <-stop:
-			return
-		case <-pace.C:
+		// Back off so an error storm cannot turn into a request storm.
+		switch {
+		case !triggered || last.IsZero():
+			run = 0
+		case time.Since(last) > 2*r.MaxInterval:
+			run = 1 // a new run after a quiet spell
+		default:
+			run++
+		}
+		if run > 0 {
+			if wait := r.Backoff(run) - time.Since(last); wait > 0 {
+				pace := time.NewTimer(wait)
+				select {
+				case <-stop:
+					pace.Stop()
+					return
+				case <-pace.C:
+				}
+			}
 		}
 		fctx, fcancel := context.WithTimeout(ctx, r.Timeout)
 		s, err := r.Fetcher.Fetch(fctx, r.Topics())
@@ -238,6 +275,6 @@ func (r *Refresher) Run(stop <-chan struct{}) {
 		if r.OnIdle != nil {
 			r.OnIdle(ctx)
 		}
-		pace.Reset(r.MinInterval)
+		last = time.Now()
 	}
 }

@@ -147,3 +147,13 @@ func (s *Sink) expireInflight(now int64) (held []*Pending, next int64) {
 	}
 	return held, next
 }
+
+// Idle reports whether the partition holds no record: nothing buffered,
+// waiting for a retry or in flight. Its topic may then stop being
+// refreshed (a leaderless or deleted topic needs metadata only while
+// records wait for it).
+func (p *Partition) Idle() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.recs) == 0 && len(p.retry) == 0 && len(p.rewound) == 0 && p.inflight == 0
+}
