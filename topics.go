@@ -234,13 +234,15 @@ func (p *Producer) dropIdleTopics(now int64) {
 	}
 }
 
-// applyMetadata runs on the metadata goroutine after every fetch.
-func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
+// applyMetadata runs on the metadata goroutine after every fetch. It
+// reports whether the answer was healthy (nothing waits for a better one),
+// which resets the refresh backoff.
+func (p *Producer) applyMetadata(s *meta.Snapshot, err error) (healthy bool) {
 	topics := *p.topics.Load()
 	if err != nil {
 		if errors.Is(err, ErrAuthentication) {
 			p.failWaitingTopics(err)
-			return // logged by authEvent; the next Send asks again
+			return false // logged by authEvent; the next Send asks again
 		}
 		p.cfg.logger.Warn("kpush: metadata fetch failed", "err", err)
 		again := false
@@ -251,7 +253,7 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 		if again { // backs off (meta.Refresher); idle topics wait for the periodic refresh
 			p.ref.Trigger()
 		}
-		return
+		return false
 	}
 	p.mu.Lock()
 	for id, b := range s.Brokers {
@@ -333,6 +335,7 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 	if again {
 		p.ref.Trigger()
 	}
+	return !again
 }
 
 // removeGoneSinks stops the sinks of brokers that left the cluster once no

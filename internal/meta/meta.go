@@ -7,11 +7,13 @@
 //     It exits when its stop channel is closed.
 //   - Trigger may be called from any goroutine; triggers coalesce in a
 //     one-slot channel. Triggered refreshes back off exponentially with
-//     jitter (KIP-580): the n-th refresh of a run of triggered ones waits
-//     MinInterval·2^(n-1), capped at MaxInterval, after the previous one; a
-//     trigger after a quiet spell (2·MaxInterval without a refresh) starts
-//     a new run. A steady stream of triggers therefore costs at most about
-//     one request per MaxInterval once the run has grown.
+//     jitter (KIP-580): after n unhealthy answers in a row (Apply reports
+//     whether an answer left something waiting), the next triggered
+//     refresh waits MinInterval·2^n, capped at MaxInterval, after the
+//     previous one; after a healthy answer it waits MinInterval. A problem
+//     that metadata cannot fix (deleted topic, no leader, unreachable
+//     cluster) therefore costs at most about one request per MaxInterval
+//     once the backoff has grown, while leader moves are followed at once.
 //   - Snapshots are immutable once handed to Apply.
 package meta
 
@@ -181,8 +183,11 @@ type Refresher struct {
 	Timeout     time.Duration // bound on one refresh; default 10s
 	// Topics returns the topics to ask about.
 	Topics func() []string
-	// Apply receives every fetch result, on the Run goroutine.
-	Apply func(s *Snapshot, err error)
+	// Apply receives every fetch result, on the Run goroutine, and reports
+	// whether it was healthy: false when something still waits for a
+	// better answer (fetch failed, no leader, unknown topic), so the next
+	// triggered refresh backs off further.
+	Apply func(s *Snapshot, err error) (healthy bool)
 	// OnIdle, when set, runs on the Run goroutine after each refresh and is
 	// a place for other control requests that need the Fetcher's connection.
 	OnIdle func(ctx context.Context)
@@ -215,9 +220,9 @@ func (r *Refresher) Trigger() {
 	}
 }
 
-// Backoff returns the wait before the n-th refresh (n ≥ 1) of a run of
-// triggered refreshes: MinInterval·2^(n-1) capped at MaxInterval, with
-// ±20% jitter so producers do not refresh in lockstep.
+// Backoff returns the wait before a triggered refresh after n-1 unhealthy
+// answers in a row (n ≥ 1): MinInterval·2^(n-1) capped at MaxInterval,
+// with ±20% jitter so producers do not refresh in lockstep.
 func (r *Refresher) Backoff(n int) time.Duration {
 	d := r.MinInterval << min(max(n-1, 0), 20)
 	if d > r.MaxInterval || d <= 0 {
@@ -238,7 +243,7 @@ func (r *Refresher) Run(stop <-chan struct{}) {
 	tick := time.NewTicker(r.Interval)
 	defer tick.Stop()
 	var last time.Time // end of the previous refresh
-	run := 0           // triggered refreshes in the current run
+	unhealthy := 0     // answers in a row that left something waiting
 	for {
 		triggered := false
 		select {
@@ -249,16 +254,8 @@ func (r *Refresher) Run(stop <-chan struct{}) {
 		case <-tick.C:
 		}
 		// Back off so an error storm cannot turn into a request storm.
-		switch {
-		case !triggered || last.IsZero():
-			run = 0
-		case time.Since(last) > 2*r.MaxInterval:
-			run = 1 // a new run after a quiet spell
-		default:
-			run++
-		}
-		if run > 0 {
-			if wait := r.Backoff(run) - time.Since(last); wait > 0 {
+		if triggered && !last.IsZero() {
+			if wait := r.Backoff(unhealthy+1) - time.Since(last); wait > 0 {
 				pace := time.NewTimer(wait)
 				select {
 				case <-stop:
@@ -271,7 +268,11 @@ func (r *Refresher) Run(stop <-chan struct{}) {
 		fctx, fcancel := context.WithTimeout(ctx, r.Timeout)
 		s, err := r.Fetcher.Fetch(fctx, r.Topics())
 		fcancel()
-		r.Apply(s, err)
+		if r.Apply(s, err) {
+			unhealthy = 0
+		} else {
+			unhealthy++
+		}
 		if r.OnIdle != nil {
 			r.OnIdle(ctx)
 		}
