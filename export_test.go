@@ -1,6 +1,9 @@
 package kpush
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // DebugPartitions describes every partition's state (tests only).
 func (p *Producer) DebugPartitions() string {
@@ -11,3 +14,7 @@ func (p *Producer) DebugPartitions() string {
 	}
 	return b.String()
 }
+
+// SetTopicIdle shortens how long a topic may go unused before it is
+// dropped from metadata requests (tests only).
+func (p *Producer) SetTopicIdle(d time.Duration) { p.topicIdle.Store(int64(d)) }

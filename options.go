@@ -208,7 +208,14 @@ func WithFailFastWhenFull(on bool) Option { return optionFunc(func(c *config) { 
 
 // WithDeliveryTimeout bounds the time from Send to an outcome, retries
 // included (Java delivery.timeout.ms). Default 2 minutes. Must be at least
-// the request timeout plus linger.
+// the request timeout plus linger. The bound is hard: it covers the wait
+// for buffer space and first metadata too, and every outcome arrives by
+// the deadline plus a slack of at most 100ms on an unloaded machine
+// (timer and scheduling latency). A record still buffered then fails with
+// ErrDeliveryTimeout (not written); a record in a request that has not
+// been answered yet, or in a batch waiting to be retried, ends as
+// ErrOutcomeUnknown with cause ErrDeliveryTimeout, and the late answer is
+// ignored.
 func WithDeliveryTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.deliveryTimeout = d })
 }
@@ -222,8 +229,19 @@ func WithRequestTimeout(d time.Duration) Option {
 }
 
 // WithRetryBackoff sets the first wait before retrying a failed batch; it
-// doubles per consecutive failure up to 1s, with jitter (Java
-// retry.backoff.ms / retry.backoff.max.ms). Default 100ms.
+// doubles per consecutive failure up to 1s (or d when larger), with ±20%
+// jitter (Java retry.backoff.ms / retry.backoff.max.ms, KIP-580). Default
+// 100ms. The same schedule paces reconnecting to a broker that refuses
+// connections (Java reconnect.backoff.ms / reconnect.backoff.max.ms) and
+// the metadata refreshes that errors trigger. Request rates that follow:
+// against an unreachable broker that still leads partitions with records
+// waiting, at most one dial per backoff step, so about one a second once
+// the backoff has grown; a broker that left the cluster is never dialed
+// again once its partitions moved. A topic that is deleted, denied or
+// has a partition without a leader costs at most one metadata request
+// per step (about one a second) while records wait for it, and none once
+// they have their outcome. An idle producer sends only the periodic
+// metadata request (WithMetadataMaxAge).
 func WithRetryBackoff(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.retryBackoff = d })
 }
@@ -266,7 +284,10 @@ func WithDefaultTopic(topic string) Option {
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
 
 // WithMetadataMaxAge sets how often metadata is refreshed when nothing
-// forces a refresh (Java metadata.max.age.ms). Default 5 minutes.
+// forces a refresh (Java metadata.max.age.ms). Default 5 minutes: an idle
+// producer sends one metadata request per interval and nothing else. A
+// topic that no record used for 5 minutes (Java metadata.max.idle.ms) is
+// no longer asked about; its next record brings it back.
 func WithMetadataMaxAge(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.metadataMaxAge = d })
 }

@@ -48,12 +48,16 @@ type Producer struct {
 
 	topics atomic.Pointer[map[string]*topic] // copy-on-write; writers hold mu
 
-	mu sync.Mutex // guards writes to topics, sinks, bumpFrom
+	mu sync.Mutex // guards writes to topics, sinks, retired, bump
 	// leaderMu serializes leader changes (metadata and KIP-951 hints) and
 	// guards topic.epochs; taken before mu and partition locks (leaders.go).
 	leaderMu sync.Mutex
 	sinks    map[int32]*sink.Sink
-	bump     *idem.ID // a requested epoch bump, handled by the metadata goroutine
+	retired  map[string]*topic // topics dropped from metadata (topics.go)
+	// topicIdle: a topic unused this long (nanoseconds) stops being asked
+	// about (Java metadata.max.idle.ms, 5 min); atomic so tests can shorten it.
+	topicIdle atomic.Int64
+	bump      *idem.ID // a requested epoch bump, handled by the metadata goroutine
 
 	closed    atomic.Bool
 	closing   chan struct{} // closed when Close starts
@@ -92,10 +96,12 @@ func New(opts ...Option) (*Producer, error) {
 		lim:         buffer.New(cfg.maxBufBytes, cfg.maxBufRecords),
 		undelivered: buffer.NewTracker(),
 		sinks:       make(map[int32]*sink.Sink),
+		retired:     make(map[string]*topic),
 		closing:     make(chan struct{}),
 	}
 	empty := map[string]*topic{}
 	p.topics.Store(&empty)
+	p.topicIdle.Store(int64(defaultTopicIdle))
 	wcfg := &wire.Config{
 		ClientID:       cfg.clientID,
 		DialTimeout:    cfg.dialTimeout,
@@ -176,7 +182,9 @@ func (a *asyncRecord) Notify(pd *sink.Pending) {
 	a.cb = nil
 	gen := a.gen
 	a.gen = nil
-	p.asyncs.Put(a)
+	if !pd.HeldByBatch() { // else a batch still refers to it
+		p.asyncs.Put(a)
+	}
 	// After the callback: Flush waits for callbacks to finish. Buffer
 	// space is accounted separately and may be released earlier (see
 	// sink.callbacks.deliver).
@@ -240,7 +248,9 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 		}
 	}
 	res, err := p.outcome(&w.pend)
-	p.waiters.Put(w)
+	if !w.pend.HeldByBatch() { // else a batch still refers to it
+		p.waiters.Put(w)
+	}
 	return res, err
 }
 
@@ -268,11 +278,13 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 // receives the outcome exactly once.
 //
 // ctx bounds only the wait for buffer space and first metadata; once the
-// record is buffered, ctx is no longer watched. Callbacks of one broker run
-// one at a time on a goroutine of that broker's sink, in order per
-// partition; a slow callback delays later callbacks of that broker (and
-// keeps their buffer space reserved), never the acknowledgements of other
-// brokers or the reading of responses. Records that fail before being
+// record is buffered, ctx is no longer watched. Callbacks of one partition
+// run one at a time in send order, also across leader moves; they run on a
+// goroutine of the partition's leader's sink (the old leader's until its
+// queued callbacks for the partition have run). A slow callback delays
+// later callbacks that share its goroutine (and keeps their buffer space
+// reserved), never the acknowledgements of other brokers or the reading of
+// responses. Records that fail before being
 // buffered (invalid, buffer full, closed) have cb run on the calling
 // goroutine before SendAsync returns. A callback must not call Flush or
 // Close.
@@ -354,18 +366,20 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		part = t.picker.Pick(r.Key, size, len(parts))
 	}
 
-	if p.cfg.failFast {
-		if !p.lim.TryReserve(int64(size)) {
+	deadline := mono + int64(p.cfg.deliveryTimeout)
+	if !p.lim.TryReserve(int64(size)) {
+		if p.cfg.failFast {
 			return notWritten(name, int32(part), ErrBufferFull)
 		}
-	} else if err := p.lim.Reserve(ctx, int64(size), p.closing, ErrClosed); err != nil {
-		return notWritten(name, int32(part), err)
+		if err := p.reserve(ctx, int64(size), deadline); err != nil {
+			return notWritten(name, int32(part), err)
+		}
 	}
 	pd.Topic = name
 	pd.Partition = int32(part)
 	pd.Size = int32(size)
 	pd.Enqueued = mono
-	pd.Deadline = pd.Enqueued + int64(p.cfg.deliveryTimeout)
+	pd.Deadline = deadline
 	pd.Done = n
 	*gen = p.undelivered.Add()
 	if w, ok := n.(*syncWaiter); ok {
@@ -375,6 +389,9 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		p.lim.Release(int64(size))
 		(*gen).Done()
 		return notWritten(name, int32(part), ErrClosed)
+	}
+	if t.leaderless.Load() { // no sink will ask for metadata (refreshes back off)
+		p.ref.Trigger()
 	}
 	return nil
 }
@@ -439,18 +456,58 @@ func (p *Producer) Close(ctx context.Context) error {
 	return p.closeErr
 }
 
-// reap fails records whose delivery timeout passed while they could not
-// be sent (no leader, broker unreachable).
+// reserve waits for buffer space, bounded by ctx, Close and the record's
+// delivery deadline (the time from Send to an outcome includes this wait).
+func (p *Producer) reserve(ctx context.Context, size, deadline int64) error {
+	wait := time.Duration(deadline - clock.Mono())
+	if wait <= 0 {
+		return ErrDeliveryTimeout
+	}
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	err := p.lim.Reserve(rctx, size, p.closing, ErrClosed)
+	if err != nil && ctx.Err() == nil && rctx.Err() != nil {
+		return fmt.Errorf("%w: waiting for buffer space", ErrDeliveryTimeout)
+	}
+	return err
+}
+
+// reapSlack is how late, at most, the reaper delivers an outcome after its
+// record's delivery deadline on an unloaded machine (timer and scheduling
+// latency; documented in WithDeliveryTimeout).
+const reapSlack = 100 * time.Millisecond
+
+// reap fails records whose delivery deadline passed: buffered ones
+// definitely, ones in a batch in flight or awaiting a retry as outcome
+// unknown. It sleeps until the earliest deadline it knows, and at most a
+// quarter of the delivery timeout (capped at 1s), so a record buffered
+// after a scan is seen before its own deadline.
 func (p *Producer) reap() {
-	every := min(time.Second, p.cfg.deliveryTimeout/4)
-	t := time.NewTicker(every)
+	maxWait := min(time.Second, p.cfg.deliveryTimeout/4)
+	t := time.NewTimer(maxWait)
 	defer t.Stop()
 	for {
 		select {
 		case <-p.eng.Stopping():
 			return
 		case <-t.C:
-			sink.ExpireAll(p.allPartitions())
 		}
+		next := sink.ExpireAll(p.allPartitions(), p.sinkList())
+		wait := maxWait
+		if next > 0 {
+			wait = min(wait, max(time.Duration(next-clock.Mono()), time.Millisecond))
+		}
+		t.Reset(wait)
 	}
+}
+
+// sinkList returns every sink.
+func (p *Producer) sinkList() []*sink.Sink {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*sink.Sink, 0, len(p.sinks))
+	for _, s := range p.sinks {
+		out = append(out, s)
+	}
+	return out
 }

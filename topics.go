@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,10 @@ import (
 // created a moment ago may not be known to every broker yet).
 const unknownTopicTries = 3
 
+// defaultTopicIdle is how long a topic may go without records before it
+// is dropped from metadata requests (Java metadata.max.idle.ms).
+const defaultTopicIdle = 5 * time.Minute
+
 // stickyBytes is how many bytes keyless records send to one partition
 // before the sticky partitioner moves on (Java batch.size default).
 const stickyBytes = 16 << 10
@@ -42,6 +47,14 @@ type topic struct {
 	// Producer.leaderMu (see leaders.go).
 	epochs  []int32
 	topicID [16]byte
+	// lastUse is when a record last asked for the topic (clock.Mono
+	// nanoseconds), refreshed at most once a second; a topic unused for
+	// topicIdle and holding no record is dropped from metadata requests.
+	lastUse atomic.Int64
+	// leaderless is set by the metadata goroutine while some partition has
+	// no leader (or the topic was deleted or denied): a record added then
+	// asks for a refresh, since no sink will.
+	leaderless atomic.Bool
 
 	// Owned by the metadata goroutine.
 	unknown int
@@ -65,6 +78,9 @@ func (p *Producer) topic(ctx context.Context, name string, mono int64) (*topic, 
 			return nil, err
 		}
 		t = p.addTopic(name)
+	}
+	if mono-t.lastUse.Load() > int64(time.Second) { // a shared read; a store once a second
+		t.lastUse.Store(mono)
 	}
 	select {
 	case <-t.ready:
@@ -97,6 +113,16 @@ func (p *Producer) addTopic(name string) *topic {
 	defer p.mu.Unlock()
 	old := *p.topics.Load()
 	if t := old[name]; t != nil {
+		return t
+	}
+	if t := p.retired[name]; t != nil {
+		// Dropped a while ago: the same partitions (and their sequence
+		// state) come back, so one topic partition never has two.
+		delete(p.retired, name)
+		m := maps.Clone(old)
+		m[name] = t
+		p.topics.Store(&m)
+		p.ref.Trigger()
 		return t
 	}
 	var strategy partition.Strategy
@@ -148,30 +174,91 @@ func (p *Producer) topicNames() []string {
 
 func (p *Producer) triggerMetadata() { p.ref.Trigger() }
 
+// allPartitions returns the partitions of every topic, including dropped
+// ones (a Send that found a topic just before it was dropped may still
+// add a record there; the reaper and Close must see it).
 func (p *Producer) allPartitions() []*sink.Partition {
 	var all []*sink.Partition
 	for _, t := range *p.topics.Load() {
 		all = append(all, *t.parts.Load()...)
 	}
+	p.mu.Lock()
+	for _, t := range p.retired {
+		all = append(all, *t.parts.Load()...)
+	}
+	p.mu.Unlock()
 	return all
 }
 
-// applyMetadata runs on the metadata goroutine after every fetch.
-func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
+// busy reports whether records wait for topic t: senders waiting for its
+// first metadata, or a partition holding records. Only then is a refresh
+// worth triggering for its troubles (no leader, deleted, denied).
+func busy(t *topic) bool {
+	if !isReady(t) {
+		return true
+	}
+	for _, part := range *t.parts.Load() {
+		if !part.Idle() {
+			return true
+		}
+	}
+	return false
+}
+
+// dropIdleTopics stops asking about topics no record used for topicIdle
+// whose partitions hold nothing (Java metadata.max.idle.ms); a dropped
+// topic's partitions are kept aside (p.retired) and come back with the
+// next record. Retired topics idle for another topicIdle are forgotten.
+// Runs on the metadata goroutine.
+func (p *Producer) dropIdleTopics(now int64) {
+	idle := p.topicIdle.Load()
+	for name, t := range *p.topics.Load() {
+		if !isReady(t) || now-t.lastUse.Load() < idle || busy(t) {
+			continue
+		}
+		p.mu.Lock()
+		if cur := (*p.topics.Load())[name]; cur == t {
+			p.removeTopicLocked(name)
+			t.lastUse.Store(now) // retired since
+			p.retired[name] = t
+		}
+		p.mu.Unlock()
+	}
+	p.mu.Lock()
+	retired := maps.Clone(p.retired)
+	p.mu.Unlock()
+	for name, t := range retired {
+		if now-t.lastUse.Load() < idle || busy(t) {
+			continue
+		}
+		p.mu.Lock()
+		if p.retired[name] == t {
+			delete(p.retired, name)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// applyMetadata runs on the metadata goroutine after every fetch. It
+// reports whether the answer was healthy (nothing waits for a better one),
+// which resets the refresh backoff.
+func (p *Producer) applyMetadata(s *meta.Snapshot, err error) (healthy bool) {
 	topics := *p.topics.Load()
 	if err != nil {
 		if errors.Is(err, ErrAuthentication) {
 			p.failWaitingTopics(err)
-			return // logged by authEvent; the next Send asks again
+			return false // logged by authEvent; the next Send asks again
 		}
 		p.cfg.logger.Warn("kpush: metadata fetch failed", "err", err)
+		again := false
 		for _, t := range topics {
 			t.setLastErr(fmt.Errorf("%w: %w", ErrNoBroker, err))
+			again = again || busy(t)
 		}
-		if len(topics) > 0 {
+		if again { // backs off (meta.Refresher); idle topics wait for the periodic refresh
 			p.ref.Trigger()
 		}
-		return
+		return false
 	}
 	p.mu.Lock()
 	for id, b := range s.Brokers {
@@ -192,20 +279,29 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			t.unknown++
 			uerr := fmt.Errorf("%w %q", ErrUnknownTopic, name)
 			t.setLastErr(uerr)
-			if !isReady(t) && t.unknown >= unknownTopicTries {
-				p.failTopic(name, t, uerr)
-				continue
+			if t.unknown >= unknownTopicTries {
+				if !isReady(t) {
+					p.failTopic(name, t, uerr)
+					continue
+				}
+				// Deleted while in use: what waits fails now, not at the
+				// delivery timeout — not written where nothing was sent,
+				// outcome unknown for retry batches that may have been.
+				p.failTopicRecords(t, uerr)
 			}
-			again = true
+			again = again || busy(t)
 			continue
 		case mt.Err != nil:
 			t.setLastErr(mt.Err)
-			if !kerr.IsRetriable(mt.Err) && !isReady(t) {
+			if !kerr.IsRetriable(mt.Err) {
 				// Authorization and similar: fail the waiting records.
-				p.failTopic(name, t, mt.Err)
-				continue
+				if !isReady(t) {
+					p.failTopic(name, t, mt.Err)
+					continue
+				}
+				p.failTopicRecords(t, mt.Err)
 			}
-			again = true
+			again = again || busy(t)
 			continue
 		}
 		t.unknown = 0
@@ -221,6 +317,7 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 			parts = grown
 		}
 		hasLeader := make([]bool, len(mt.Partitions))
+		leaderless := false
 		p.leaderMu.Lock()
 		t.checkTopicIDLocked(mt.ID)
 		for i, mp := range mt.Partitions {
@@ -228,27 +325,83 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) {
 				// Stale (KIP-320): this broker has not seen the latest
 				// leader change; keep the leader we know.
 				hasLeader[i] = parts[i].Leader() != nil
+				leaderless = leaderless || !hasLeader[i]
 				continue
 			}
 			var leader *sink.Sink
 			if mp.Leader >= 0 {
 				leader = sinks[mp.Leader]
 			}
-			if leader == nil {
-				again = true
-			}
 			hasLeader[i] = leader != nil
 			parts[i].SetLeader(leader)
+			if leader == nil {
+				leaderless = true
+				if !parts[i].Idle() {
+					again = true // records wait for a leader; backs off (meta.Refresher)
+				}
+			}
 		}
 		p.leaderMu.Unlock()
 		// Keyless records avoid partitions without a leader (KIP-794).
 		t.picker.SetAvailable(hasLeader)
+		t.leaderless.Store(leaderless)
 		if !isReady(t) && len(parts) > 0 {
 			close(t.ready)
 		}
 	}
+	p.removeGoneSinks(s)
+	p.dropIdleTopics(clock.Mono())
 	if again {
 		p.ref.Trigger()
+	}
+	return !again
+}
+
+// removeGoneSinks stops the sinks of brokers that left the cluster once no
+// partition leads through them and nothing is queued or in flight there
+// (else the next metadata answer tries again). A stale sink would dial
+// its broker forever. Runs on the metadata goroutine, after the leaders
+// were updated.
+func (p *Producer) removeGoneSinks(s *meta.Snapshot) {
+	p.mu.Lock()
+	var gone []*sink.Sink
+	for id, sk := range p.sinks {
+		if _, ok := s.Brokers[id]; !ok {
+			gone = append(gone, sk)
+		}
+	}
+	p.mu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	// Partition locks are taken without Producer.mu held.
+	for _, part := range p.allPartitions() {
+		if l := part.Leader(); l != nil {
+			gone = slices.DeleteFunc(gone, func(sk *sink.Sink) bool { return sk == l })
+		}
+	}
+	for _, sk := range gone {
+		if !sk.Idle() {
+			continue
+		}
+		p.mu.Lock()
+		delete(p.sinks, sk.Node)
+		p.mu.Unlock()
+		sk.Stop()
+		p.cfg.logger.Debug("kpush: broker left the cluster; its sink is stopped", "broker", sk.Node)
+	}
+}
+
+// failTopicRecords fails what a ready topic's partitions hold but have not
+// in flight (the topic was deleted or access to it denied) and detaches
+// them from their leaders, so nothing more is sent until metadata names
+// the topic again. Batches in flight come back and fail on a later answer.
+func (p *Producer) failTopicRecords(t *topic, err error) {
+	parts := *t.parts.Load()
+	t.leaderless.Store(true)
+	sink.FailBuffered(parts, err)
+	for _, part := range parts {
+		part.SetLeader(nil)
 	}
 }
 

@@ -6,7 +6,14 @@
 //     (and so its connection), so at most one metadata request is in flight.
 //     It exits when its stop channel is closed.
 //   - Trigger may be called from any goroutine; triggers coalesce in a
-//     one-slot channel, and refreshes are spaced by the minimum interval.
+//     one-slot channel. Triggered refreshes back off exponentially with
+//     jitter (KIP-580): after n unhealthy answers in a row (Apply reports
+//     whether an answer left something waiting), the next triggered
+//     refresh waits MinInterval·2^n, capped at MaxInterval, after the
+//     previous one; after a healthy answer it waits MinInterval. A problem
+//     that metadata cannot fix (deleted topic, no leader, unreachable
+//     cluster) therefore costs at most about one request per MaxInterval
+//     once the backoff has grown, while leader moves are followed at once.
 //   - Snapshots are immutable once handed to Apply.
 package meta
 
@@ -14,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -171,12 +179,16 @@ func (f *Fetcher) Fetch(ctx context.Context, topics []string) (*Snapshot, error)
 type Refresher struct {
 	Fetcher     *Fetcher
 	Interval    time.Duration // periodic refresh; default 5m
-	MinInterval time.Duration // spacing between triggered refreshes; default 100ms
+	MinInterval time.Duration // first backoff between triggered refreshes; default 100ms
+	MaxInterval time.Duration // backoff cap for triggered refreshes; default 1s (Java retry.backoff.max.ms)
 	Timeout     time.Duration // bound on one refresh; default 10s
 	// Topics returns the topics to ask about.
 	Topics func() []string
-	// Apply receives every fetch result, on the Run goroutine.
-	Apply func(s *Snapshot, err error)
+	// Apply receives every fetch result, on the Run goroutine, and reports
+	// whether it was healthy: false when something still waits for a
+	// better answer (fetch failed, no leader, unknown topic), so the next
+	// triggered refresh backs off further.
+	Apply func(s *Snapshot, err error) (healthy bool)
 	// OnIdle, when set, runs on the Run goroutine after each refresh and is
 	// a place for other control requests that need the Fetcher's connection.
 	OnIdle func(ctx context.Context)
@@ -193,6 +205,9 @@ func (r *Refresher) Init() {
 	if r.MinInterval <= 0 {
 		r.MinInterval = 100 * time.Millisecond
 	}
+	if r.MaxInterval < r.MinInterval {
+		r.MaxInterval = max(time.Second, r.MinInterval)
+	}
 	if r.Timeout <= 0 {
 		r.Timeout = 10 * time.Second
 	}
@@ -206,6 +221,17 @@ func (r *Refresher) Trigger() {
 	}
 }
 
+// Backoff returns the wait before a triggered refresh after n-1 unhealthy
+// answers in a row (n ≥ 1): MinInterval·2^(n-1) capped at MaxInterval,
+// with ±20% jitter so producers do not refresh in lockstep.
+func (r *Refresher) Backoff(n int) time.Duration {
+	d := r.MinInterval << min(max(n-1, 0), 20)
+	if d > r.MaxInterval || d <= 0 {
+		d = r.MaxInterval
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
 // Run refreshes until stop is closed.
 func (r *Refresher) Run(stop <-chan struct{}) {
 	defer r.Fetcher.Close()
@@ -217,28 +243,40 @@ func (r *Refresher) Run(stop <-chan struct{}) {
 	}()
 	tick := time.NewTicker(r.Interval)
 	defer tick.Stop()
-	pace := time.NewTimer(0)
-	defer pace.Stop()
+	var last time.Time // end of the previous refresh
+	unhealthy := 0     // answers in a row that left something waiting
 	for {
+		triggered := false
 		select {
 		case <-stop:
 			return
 		case <-r.trigger:
+			triggered = true
 		case <-tick.C:
 		}
-		// Space refreshes so an error storm cannot turn into a request storm.
-		select {
-		case <-stop:
-			return
-		case <-pace.C:
+		// Back off so an error storm cannot turn into a request storm.
+		if triggered && !last.IsZero() {
+			if wait := r.Backoff(unhealthy+1) - time.Since(last); wait > 0 {
+				pace := time.NewTimer(wait)
+				select {
+				case <-stop:
+					pace.Stop()
+					return
+				case <-pace.C:
+				}
+			}
 		}
 		fctx, fcancel := context.WithTimeout(ctx, r.Timeout)
 		s, err := r.Fetcher.Fetch(fctx, r.Topics())
 		fcancel()
-		r.Apply(s, err)
+		if r.Apply(s, err) {
+			unhealthy = 0
+		} else {
+			unhealthy++
+		}
 		if r.OnIdle != nil {
 			r.OnIdle(ctx)
 		}
-		pace.Reset(r.MinInterval)
+		last = time.Now()
 	}
 }

@@ -12,8 +12,9 @@
 //     each response, in order: it updates partitions and wakes synchronous
 //     waiters directly (one wake per record, no herd).
 //   - One callback goroutine per sink (callbacks.run) runs asynchronous
-//     callbacks, in order per partition, so a slow callback never delays
-//     reading responses.
+//     callbacks from per-partition queues (callbacks.go), so a slow
+//     callback never delays reading responses, and one partition's
+//     callbacks keep their order across leader moves.
 package sink
 
 import (
@@ -27,7 +28,6 @@ import (
 	"time"
 
 	"github.com/kpush/kpush/internal/batch"
-	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/wire"
 )
@@ -195,20 +195,26 @@ func (e *Engine) putRecSlice(s []*Pending) {
 	e.recSlices.Put(&s)
 }
 
-// notifyAll delivers outcomes outside any lock. Async records go to cb
-// when given (a sink's callback goroutine), else run here. Every record's
-// Async flag, size and error are read before anything is delivered: a woken
-// waiter or a finished callback may reuse its Pending at once. Buffer space
-// is released once for all synchronous records, before they are woken;
-// async records release theirs after their callbacks ran (backpressure).
+// notifyAll delivers outcomes outside any lock. Async records go to their
+// partitions' callback queues, run by cb's goroutine (a sink's) when given,
+// else here. Every record's Async flag, size and error are read before
+// anything is delivered: a woken waiter or a finished callback may reuse
+// its Pending at once. Buffer space is released once for all synchronous
+// records, before they are woken; async records release theirs just before
+// their callbacks run (backpressure). Records that expired while their
+// batch held them (HeldByBatch) had their outcome delivered already: only
+// their buffer space is released here.
 func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
-	var n, failed int
+	var n, failed, nAsync, nHeld int
 	var bytes int64
-	nAsync := 0
 	for _, r := range recs {
-		if r.Async && cb != nil {
+		held := r.HeldByBatch()
+		if r.Async && !held {
 			nAsync++
 			continue
+		}
+		if held {
+			nHeld++
 		}
 		n++
 		bytes += int64(r.Size)
@@ -219,27 +225,48 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 	if n > 0 {
 		e.cfg.Release(n, failed, bytes)
 	}
-	switch nAsync {
-	case 0:
+	switch {
+	case nAsync == 0 && nHeld == 0:
 		for _, r := range recs {
 			r.Done.Notify(r)
 		}
-	case len(recs):
-		cb.push(recs)
-	default: // sync and async records in one response: split them
-		async := make([]*Pending, 0, nAsync)
-		sync := make([]*Pending, 0, len(recs)-nAsync)
+	case nAsync == len(recs):
+		e.pushAsync(recs, cb)
+	case nAsync == 0 && nHeld == len(recs):
+	default: // a mix: split them
+		var async []*Pending
+		if nAsync > 0 {
+			async = make([]*Pending, 0, nAsync)
+		}
 		for _, r := range recs {
-			if r.Async {
+			switch {
+			case r.HeldByBatch():
+			case r.Async:
 				async = append(async, r)
-			} else {
-				sync = append(sync, r)
+			default:
+				r.Done.Notify(r)
 			}
 		}
-		cb.push(async)
-		for _, r := range sync {
-			r.Done.Notify(r)
+		if len(async) > 0 {
+			e.pushAsync(async, cb)
 		}
+	}
+}
+
+// notifyExpired delivers the outcomes of records that expired while a
+// batch holds them (expireSent): their buffer space is released when the
+// batch is done, not now.
+func (e *Engine) notifyExpired(recs []*Pending, cb *callbacks) {
+	var async []*Pending
+	for _, r := range recs {
+		if r.Async {
+			async = append(async, r)
+			continue
+		}
+		r.Done.Notify(r)
+	}
+	if len(async) > 0 {
+		e.pushAsync(async, cb)
 	}
 }
 
@@ -263,22 +290,6 @@ func FailBuffered(parts []*Partition, err error) {
 	}
 }
 
-// ExpireAll fails records of the given partitions whose delivery timeout
-// passed while they could not be sent. Async callbacks run on the
-// partition's leader's callback goroutine when it has a leader.
-func ExpireAll(parts []*Partition) {
-	ns := clock.Mono()
-	for _, p := range parts {
-		if out, leader := p.expireBuffered(ns); len(out) > 0 {
-			var cb *callbacks
-			if leader != nil {
-				cb = &leader.cb
-			}
-			p.eng.notifyAll(out, cb)
-		}
-	}
-}
-
 // expiryErr is the cause for records whose delivery timeout passed; when
 // the producer ID could not be obtained, that is the real reason.
 func (e *Engine) expiryErr() error {
@@ -286,91 +297,4 @@ func (e *Engine) expiryErr() error {
 		return fmt.Errorf("%w: %w", ErrDeliveryTimeout, err)
 	}
 	return ErrDeliveryTimeout
-}
-
-// callbacks runs asynchronous records' notifications on one goroutine.
-// Once that goroutine has exited (closed), pushes run inline instead, so a
-// late expiry or failure during Close still reaches its callback.
-type callbacks struct {
-	eng    *Engine
-	mu     sync.Mutex
-	queue  []*Pending
-	spare  []*Pending
-	wake   chan struct{}
-	closed bool
-}
-
-func (c *callbacks) push(recs []*Pending) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		c.deliver(recs)
-		return
-	}
-	c.queue = append(c.queue, recs...)
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-// run delivers queued notifications until stop is closed, then delivers
-// what is left and switches push to inline delivery.
-func (c *callbacks) run(stop <-chan struct{}) {
-	for {
-		select {
-		case <-c.wake:
-		case <-stop:
-			c.mu.Lock()
-			c.closed = true
-			c.mu.Unlock()
-			c.drain()
-			return
-		}
-		c.drain()
-	}
-}
-
-func (c *callbacks) drain() {
-	for {
-		c.mu.Lock()
-		q := c.queue
-		c.queue, c.spare = c.spare[:0], nil
-		c.mu.Unlock()
-		if len(q) == 0 {
-			return
-		}
-		c.deliver(q)
-		clear(q)
-		c.mu.Lock()
-		c.spare = q
-		c.mu.Unlock()
-	}
-}
-
-// deliverChunk bounds how many async records have their buffer space
-// released ahead of their callbacks.
-const deliverChunk = 64
-
-// deliver runs callbacks in order. Each chunk's buffer space is released
-// before its callbacks run: a callback that sends again (chained produce)
-// must not wait for space its own record still holds.
-func (c *callbacks) deliver(recs []*Pending) {
-	for len(recs) > 0 {
-		chunk := recs[:min(len(recs), deliverChunk)]
-		recs = recs[len(chunk):]
-		var failed int
-		var bytes int64
-		for _, r := range chunk {
-			bytes += int64(r.Size)
-			if r.Err != nil {
-				failed++
-			}
-		}
-		c.eng.cfg.Release(len(chunk), failed, bytes)
-		for _, r := range chunk {
-			r.Done.Notify(r)
-		}
-	}
 }

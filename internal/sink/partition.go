@@ -125,6 +125,8 @@ type Partition struct {
 	// Space of canceled records dropped under mu, released by unlock.
 	relRecs  int
 	relBytes int64
+
+	cbq cbQueue // async outcomes waiting for callbacks (callbacks.go); own lock
 }
 
 // NewPartition returns an empty partition accumulator.
@@ -153,6 +155,7 @@ func (p *Partition) Add(r *Pending) bool {
 		p.mu.Unlock()
 		return false
 	}
+	r.cbq = &p.cbq
 	p.recs = append(p.recs, r)
 	p.recBytes += int(r.Size)
 	s := p.queueLocked()

@@ -174,7 +174,7 @@ func TestCallbacks_PushAfterExitIsDelivered(t *testing.T) {
 	p.Add(r)
 	e.Stop()
 	e.Wait()
-	ExpireAll([]*Partition{p}) // a reaper tick in progress when Stop landed
+	ExpireAll([]*Partition{p}, nil) // a reaper tick in progress when Stop landed
 	FailAll([]*Partition{p}, errors.New("closed"))
 	if nt.n.Load() != 1 { // inline delivery: no waiting needed
 		t.Errorf("LOST: async record got %d outcomes", nt.n.Load())

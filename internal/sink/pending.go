@@ -10,12 +10,18 @@ import (
 // Buffered for Canceled (its waiter gave up before it was sent) or Done
 // (failed while buffered). A waiter that gives up while its record is being
 // sent moves it Sending → Abandoned; the outcome is then delivered to nobody.
+// A record still in a batch (in flight or waiting for a retry) when its
+// delivery deadline passes moves Sending → Expired: the reaper delivers
+// ErrOutcomeUnknown (cause ErrDeliveryTimeout) at once, and the batch keeps
+// the record — its bytes stay reserved and its Pending must not be reused —
+// until the batch's own outcome arrives, which is then dropped.
 const (
 	stateBuffered uint32 = iota
 	stateSending
 	stateCanceled
 	stateDone
 	stateAbandoned
+	stateExpired
 )
 
 // Notifier receives a record's outcome. Notify is called exactly once per
@@ -38,6 +44,8 @@ type Pending struct {
 	Deadline  int64 // clock.Mono nanoseconds; delivery timeout
 	Async     bool  // Notify runs on the sink's callback goroutine
 	Done      Notifier
+
+	cbq *cbQueue // the partition's callback queue; set by Partition.Add
 
 	state atomic.Uint32
 
@@ -78,8 +86,29 @@ func (p *Pending) FailBuffered(err error) bool {
 }
 
 // finishSent records the outcome of a sent record and reports whether
-// someone is still waiting for it (false when abandoned).
+// someone is still waiting for it (false when abandoned or expired). The
+// outcome is written only after the state moved: an expired record's
+// outcome was already delivered and may be being read.
 func (p *Pending) finishSent(offset int64, err error, unknown bool) bool {
+	if !p.state.CompareAndSwap(stateSending, stateDone) {
+		return false
+	}
 	p.Offset, p.Err, p.Unknown = offset, err, unknown
-	return p.state.CompareAndSwap(stateSending, stateDone)
+	return true
 }
+
+// expireSent ends a record whose delivery deadline passed while its batch
+// was in flight or waiting for a retry: outcome unknown with cause err. It
+// reports whether the caller now owns the notification.
+func (p *Pending) expireSent(err error) bool {
+	if !p.state.CompareAndSwap(stateSending, stateExpired) {
+		return false
+	}
+	p.Offset, p.Err, p.Unknown = -1, err, true
+	return true
+}
+
+// HeldByBatch reports whether the record's outcome was delivered at its
+// delivery deadline while a batch still refers to it: its owner must not
+// reuse the Pending (the engine lets go of it when the batch is done).
+func (p *Pending) HeldByBatch() bool { return p.state.Load() == stateExpired }

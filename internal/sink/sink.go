@@ -6,7 +6,9 @@ package sink
 // guards ready (partitions with something to send); wake is a one-slot
 // channel so nudges coalesce. inflight is written by the loop (increment)
 // and the reader goroutine (decrement); the reader wakes the loop when a
-// slot frees.
+// slot frees. rmu guards reqs, the in-flight requests' batches: the loop
+// adds, the reader goroutine removes (before handling a response), the
+// reaper reads (expire.go). Partition.mu → Sink.mu; rmu nests with nothing.
 
 import (
 	"errors"
@@ -34,6 +36,8 @@ type Sink struct {
 	spare []*Partition
 
 	wake     chan struct{}
+	quit     chan struct{} // closed by Stop
+	quitOnce sync.Once
 	inflight atomic.Int32
 	cb       callbacks
 	loopDone chan struct{} // closed when the loop and its connection are done
@@ -46,12 +50,15 @@ type Sink struct {
 
 	throttleUntil atomic.Int64 // clock.Mono nanoseconds; written by the reader
 
+	rmu  sync.Mutex          // guards reqs
+	reqs map[uint64][]*Batch // in-flight requests' batches by request number (expire.go)
+
 	latency atomic.Int64 // EWMA of request round trips, nanoseconds
 }
 
 // NewSink creates and starts the sink for broker node at addr.
 func (e *Engine) NewSink(node int32, addr string) *Sink {
-	s := &Sink{eng: e, Node: node, wake: make(chan struct{}, 1), loopDone: make(chan struct{})}
+	s := &Sink{eng: e, Node: node, wake: make(chan struct{}, 1), quit: make(chan struct{}), loopDone: make(chan struct{})}
 	s.cb.wake = make(chan struct{}, 1)
 	s.cb.eng = e
 	s.addr.Store(&addr)
@@ -126,9 +133,13 @@ func (s *Sink) loop() {
 			timerC = nil
 		case <-e.stop:
 			return
+		case <-s.quit:
+			return
 		}
 		select {
 		case <-e.stop: // Close gave up: send nothing new
+			return
+		case <-s.quit:
 			return
 		default:
 		}
@@ -141,10 +152,7 @@ func (s *Sink) loop() {
 			if int(s.inflight.Load()) >= e.cfg.MaxInflight {
 				break // the reader goroutine nudges when a slot frees
 			}
-			s.mu.Lock()
-			empty := len(s.ready) == 0
-			s.mu.Unlock()
-			if empty {
+			if !s.pruneReady() {
 				break
 			}
 			if !s.ensureConn() {
@@ -179,6 +187,55 @@ func resetTimer(t *time.Timer, d time.Duration) (*time.Timer, <-chan time.Time) 
 		t.Reset(d)
 	}
 	return t, t.C
+}
+
+// pruneReady drops stale ready-list entries (partitions that moved to
+// another leader since they were queued here) and reports whether any
+// partition this sink leads is left. Only then is dialing worth it: a
+// broker that left the cluster must not be dialed for a stale entry.
+func (s *Sink) pruneReady() bool {
+	s.mu.Lock()
+	r := s.ready
+	s.ready = nil
+	s.mu.Unlock()
+	if len(r) == 0 {
+		return false
+	}
+	keep := r[:0]
+	for _, p := range r {
+		if p.Leader() == s { // Partition.mu is taken without Sink.mu held
+			keep = append(keep, p)
+		}
+	}
+	clear(r[len(keep):])
+	s.mu.Lock()
+	s.ready = append(keep, s.ready...) // entries pushed meanwhile go after
+	live := len(s.ready) > 0
+	s.mu.Unlock()
+	return live
+}
+
+// Stop ends the sink (its broker left the cluster): the loop closes the
+// connection, which completes what is in flight, and exits; the callback
+// goroutine delivers what is queued and exits. Partitions must no longer
+// name this sink as their leader. Safe to call more than once.
+func (s *Sink) Stop() { s.quitOnce.Do(func() { close(s.quit) }) }
+
+// Idle reports whether the sink has nothing queued and nothing in flight,
+// so that it can be stopped.
+func (s *Sink) Idle() bool {
+	if s.inflight.Load() > 0 {
+		return false
+	}
+	s.mu.Lock()
+	r := append([]*Partition(nil), s.ready...)
+	s.mu.Unlock()
+	for _, p := range r {
+		if p.Leader() == s {
+			return false
+		}
+	}
+	return true
 }
 
 // ensureConn dials when there is no live connection.
@@ -262,6 +319,7 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	if len(batches) == 0 {
 		return false, lingerUntil
 	}
+	s.track(s.gen, batches) // before encoding: the reaper may expire their records meanwhile
 
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks = e.cfg.Acks
@@ -288,11 +346,14 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	e.Stats.Inflight.Add(1)
 	e.Stats.Requests.Add(1)
 	sentAt := nowNs
+	gen := s.gen
 	err := s.conn.Do(req, e.cfg.Acks == 0, func(r kmsg.Response, err error) {
+		s.untrack(gen)
 		s.handle(batches, r, err, sentAt)
 	})
 	if err != nil {
 		// Not written: the batches are retried, definitely unsent.
+		s.untrack(gen)
 		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt)
 	}
 	return true, lingerUntil

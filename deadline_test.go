@@ -1,0 +1,124 @@
+package kpush_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kpush/kpush"
+	"github.com/kpush/kpush/kafkatest"
+)
+
+// deadlineSlack is how late an outcome may arrive after its record's
+// delivery deadline: the documented 100ms (WithDeliveryTimeout), wider
+// under the race detector, which slows the engine about tenfold on busy
+// cores. It is a correctness bound on the reaper, not a speed target.
+func deadlineSlack() time.Duration {
+	if raceEnabled {
+		return 400 * time.Millisecond
+	}
+	return 100 * time.Millisecond
+}
+
+// TestDeliveryTimeout_IsABound: the broker stops answering produce
+// requests (its connections stay open, like a SIGSTOPped broker). Records
+// in flight must end ErrOutcomeUnknown with cause ErrDeliveryTimeout at
+// their deadline — not when the request times out much later — and
+// records still buffered behind them fail definitely at theirs.
+func TestDeliveryTimeout_IsABound(t *testing.T) {
+	const (
+		topic    = "deadline"
+		delivery = time.Second
+		request  = 500 * time.Millisecond // the wire gives up after 5.5s
+	)
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic(topic, 3))
+	p := newProducer(t, c, kpush.WithDeliveryTimeout(delivery), kpush.WithRequestTimeout(request))
+	ctx := testCtx(t)
+	for range 3 { // metadata and producer ID loaded, a batch acknowledged per partition
+		if _, err := p.Send(ctx, &kpush.Record{Topic: topic, Value: []byte("warm")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := c.Fake()
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		<-release
+		return nil, nil, false
+	})
+	defer unblock() // before the cluster's Close (a t.Cleanup)
+
+	type outcome struct {
+		late time.Duration
+		err  error
+	}
+	const n = 40
+	outcomes := make(chan outcome, 2*n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			_, err := p.Send(context.Background(), &kpush.Record{Topic: topic, Key: []byte{byte(i)}, Value: []byte("sync")})
+			outcomes <- outcome{time.Since(start) - delivery, err}
+		}()
+		go func() {
+			start := time.Now()
+			p.SendAsync(context.Background(), &kpush.Record{Topic: topic, Key: []byte{byte(i)}, Value: []byte("async")}, func(_ kpush.Result, err error) {
+				outcomes <- outcome{time.Since(start) - delivery, err}
+				wg.Done()
+			})
+		}()
+	}
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		t.Fatal("outcomes missing after 30s")
+	}
+	close(outcomes)
+	var unknown, definite int
+	var worst time.Duration
+	for o := range outcomes {
+		worst = max(worst, o.late)
+		switch {
+		case o.err == nil:
+			t.Errorf("acknowledged while the broker does not answer")
+		case !errors.Is(o.err, kpush.ErrDeliveryTimeout):
+			t.Errorf("err %v, want ErrDeliveryTimeout", o.err)
+		case errors.Is(o.err, kpush.ErrOutcomeUnknown):
+			unknown++
+		default:
+			definite++
+		}
+		if o.late > deadlineSlack() {
+			t.Errorf("outcome %v after its deadline (slack %v): %v", o.late, deadlineSlack(), o.err)
+		}
+	}
+	t.Logf("%d in flight (unknown), %d buffered (not written); latest outcome %v after its deadline", unknown, definite, worst)
+	if unknown == 0 {
+		t.Fatal("no record was in flight at its deadline: the test did not exercise in-flight expiry")
+	}
+
+	// The held requests are answered late: their outcome is dropped, and
+	// every partition goes on sending (sequence state intact).
+	unblock()
+	for part := range 3 {
+		if _, err := p.Send(ctx, &kpush.Record{Topic: topic, Key: []byte{byte(part)}, Value: []byte("after")}); err != nil {
+			t.Fatalf("after the broker answers again: %v", err)
+		}
+	}
+	if got, err := c.ReadAll(ctx, topic); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("%d records in the log (3 warm-up, 3 after, and whichever expired ones the broker wrote)", len(got))
+	}
+}
