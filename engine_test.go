@@ -5,7 +5,6 @@ package kpush_test
 
 import (
 	"context"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -272,10 +271,10 @@ var errCut = &kerr.Error{Message: "test: cut the connection"}
 func TestClose_NoGoroutineLeak(t *testing.T) {
 	c := kafkatest.NewTestCluster(t, kafkatest.WithBrokers(2), kafkatest.WithTopic("leak", 4))
 	ctx := testCtx(t)
-	before := runtime.NumGoroutine()
 	if _, err := kpush.New(kpush.WithBrokers("bad")); err == nil {
 		t.Fatal("New accepted a bad broker")
 	}
+	checkNoKpushGoroutines(t, "after a failed New")
 	p, err := kpush.New(kpush.WithBrokers(c.Addrs()...))
 	if err != nil {
 		t.Fatal(err)
@@ -294,13 +293,5 @@ func TestClose_NoGoroutineLeak(t *testing.T) {
 	p2.SendAsync(short, &kpush.Record{Topic: "leak"}, nil) // waits for metadata until short ends
 	p2.Close(short)
 
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
+	checkNoKpushGoroutines(t, "after Close")
 }

@@ -129,8 +129,6 @@ type relEnv struct {
 	seqResets   atomic.Int64 // ErrSequenceReset outcomes (unknown; see 05b)
 	quiet       atomic.Bool  // fault injection stopped
 
-	goroutinesBefore int
-
 	summary *scenarioRow // set by report
 
 	vmu        sync.Mutex
@@ -242,7 +240,6 @@ func runReliability(t *testing.T, sc *relScenario) {
 		sc.setup(e)
 	}
 
-	e.goroutinesBefore = runtime.NumGoroutine()
 	popts := append([]kpush.Option{
 		kpush.WithBrokers(e.c.Addrs()...),
 		kpush.WithRetryBackoff(2 * time.Millisecond),
@@ -482,24 +479,6 @@ func (e *relEnv) check() {
 	e.vmu.Lock()
 	e.violations["lost"], e.violations["duplicated"], e.violations["reordered"] = lost, dup, reord
 	e.vmu.Unlock()
-}
-
-// waitGoroutines waits (bounded) until the goroutine count is back to n.
-func relWaitGoroutines(t *testing.T, n int, what string) {
-	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for runtime.NumGoroutine() > n {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			buf := make([]byte, 1<<20)
-			t.Errorf("%s: %d goroutines, want at most %d:\n%s", what, runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
-			return
-		}
-	}
 }
 
 type relLogBuf struct {

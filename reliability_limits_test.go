@@ -222,7 +222,7 @@ func relCloseGraceful() *relScenario {
 			if c.err != nil {
 				e.t.Errorf("Close: %v", c.err)
 			}
-			relWaitGoroutines(e.t, e.goroutinesBefore, "after Close")
+			checkNoKpushGoroutines(e.t, "after Close")
 		},
 		after: func(e *relEnv) {
 			e.note("Close took %v; %d records ErrClosed", c.took.Round(time.Millisecond), c.closedN.Load())
@@ -279,7 +279,7 @@ func relCloseAbrupt() *relScenario {
 			if !errors.Is(c.err, context.DeadlineExceeded) {
 				e.t.Errorf("Close: %v, want the ctx's deadline", c.err)
 			}
-			relWaitGoroutines(e.t, e.goroutinesBefore, "after Close")
+			checkNoKpushGoroutines(e.t, "after Close")
 		},
 		after: func(e *relEnv) {
 			e.note("Close took %v; %d requests held; %d ErrClosed, %d unknown", c.took.Round(time.Millisecond), held.Load(), c.closedN.Load(), c.unknownN.Load())
