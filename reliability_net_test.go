@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -22,6 +24,9 @@ type relNet struct {
 
 	refuse atomic.Bool // accept and immediately close new connections
 	quiet  atomic.Bool // hooks off (set before reading back)
+	// recordProduce makes each connection keep the arrival times of its
+	// produce requests (relConn.produceAt).
+	recordProduce atomic.Bool
 
 	// hook sees every response frame (size, corr, [tag], body) with its
 	// request's key and version; it returns a replacement frame (nil keeps
@@ -170,6 +175,24 @@ type relConn struct {
 
 	mu   sync.Mutex
 	reqs map[int32]relReqInfo // unanswered requests by correlation id
+	// produceAt holds when each produce request's header arrived, in
+	// order; kept only when relNet.recordProduce is set.
+	produceAt []time.Time
+}
+
+// produceWithin counts the produce requests that arrived on c strictly
+// after at and before at+d.
+func (c *relConn) produceWithin(at time.Time, d time.Duration) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(c.produceAt, at, func(a, t time.Time) int { return a.Compare(t) })
+	n := 0
+	for ; i < len(c.produceAt) && c.produceAt[i].Before(at.Add(d)); i++ {
+		if c.produceAt[i].After(at) {
+			n++
+		}
+	}
+	return n
 }
 
 var errRelCut = errors.New("reliability test: connection cut")
@@ -204,6 +227,9 @@ func (c *relConn) parse(p []byte) {
 		corr := int32(binary.BigEndian.Uint32(c.hdr[8:12]))
 		c.mu.Lock()
 		c.reqs[corr] = info
+		if info.key == int16(kmsg.Produce) && c.l.net.recordProduce.Load() {
+			c.produceAt = append(c.produceAt, time.Now())
+		}
 		c.mu.Unlock()
 		c.hdrN, c.skip = 0, max(0, size-8)
 	}
