@@ -27,6 +27,14 @@ type relNet struct {
 	// recordProduce makes each connection keep the arrival times of its
 	// produce requests (relConn.produceAt).
 	recordProduce atomic.Bool
+	// requests counts the requests brokers received, by key.
+	requests [128]atomic.Int64
+
+	// silent makes the connections on one port half-open: neither side's
+	// bytes get through until unsilence (relNet.silence).
+	silentMu   sync.Mutex
+	silentPort int
+	silentEnd  chan struct{}
 
 	// hook sees every response frame (size, corr, [tag], body) with its
 	// request's key and version; it returns a replacement frame (nil keeps
@@ -48,6 +56,50 @@ func (n *relNet) listen(network, addr string) (net.Listener, error) {
 	n.lns[l.port] = l
 	n.mu.Unlock()
 	return l, nil
+}
+
+// silence stops all traffic on the connections of port, both ways, as a
+// half-open TCP connection would, until unsilence.
+func (n *relNet) silence(port int) {
+	n.silentMu.Lock()
+	defer n.silentMu.Unlock()
+	n.silentPort, n.silentEnd = port, make(chan struct{})
+}
+
+// unsilence lets the traffic silence stopped through again.
+func (n *relNet) unsilence() {
+	n.silentMu.Lock()
+	defer n.silentMu.Unlock()
+	if n.silentEnd != nil {
+		close(n.silentEnd)
+	}
+	n.silentPort, n.silentEnd = 0, nil
+}
+
+// waitSpeak blocks while c's port is silenced (or until c is closed).
+func (c *relConn) waitSpeak() {
+	n := c.l.net
+	n.silentMu.Lock()
+	port, end := n.silentPort, n.silentEnd
+	n.silentMu.Unlock()
+	if end == nil || port != c.l.port {
+		return
+	}
+	select {
+	case <-end:
+	case <-c.closed:
+	}
+}
+
+// requestCounts returns the requests received so far by key.
+func (n *relNet) requestCounts() map[int16]int64 {
+	m := map[int16]int64{}
+	for key := range n.requests {
+		if v := n.requests[key].Load(); v > 0 {
+			m[int16(key)] = v
+		}
+	}
+	return m
 }
 
 // listener returns the listener on port, or nil.
@@ -198,6 +250,7 @@ func (c *relConn) produceWithin(at time.Time, d time.Duration) int {
 var errRelCut = errors.New("reliability test: connection cut")
 
 func (c *relConn) Read(b []byte) (int, error) {
+	c.waitSpeak()
 	n, err := c.Conn.Read(b)
 	c.parse(b[:n])
 	if err != nil {
@@ -225,6 +278,9 @@ func (c *relConn) parse(p []byte) {
 		size := int(binary.BigEndian.Uint32(c.hdr[0:4]))
 		info := relReqInfo{key: int16(binary.BigEndian.Uint16(c.hdr[4:6])), version: int16(binary.BigEndian.Uint16(c.hdr[6:8]))}
 		corr := int32(binary.BigEndian.Uint32(c.hdr[8:12]))
+		if info.key >= 0 && int(info.key) < len(c.l.net.requests) {
+			c.l.net.requests[info.key].Add(1)
+		}
 		c.mu.Lock()
 		c.reqs[corr] = info
 		if info.key == int16(kmsg.Produce) && c.l.net.recordProduce.Load() {
@@ -236,6 +292,7 @@ func (c *relConn) parse(p []byte) {
 }
 
 func (c *relConn) Write(b []byte) (int, error) {
+	c.waitSpeak()
 	if len(b) < 8 {
 		return c.Conn.Write(b)
 	}

@@ -32,7 +32,7 @@ import (
 var relLong = flag.Bool("kpush.long", false, "reliability scenarios: send at least 1,000,000 records each (default 100,000)")
 
 func TestReliability(t *testing.T) {
-	for _, mk := range []func() *relScenario{
+	for _, mk := range append([]func() *relScenario{
 		relLeaderMoves,
 		relBrokerBounce,
 		relCutBeforeApply,
@@ -54,7 +54,7 @@ func TestReliability(t *testing.T) {
 		relRejectedPartitionBacksOff,
 		relUnreachable,
 		relClusterClosed,
-	} {
+	}, relDefectScenarios...) {
 		sc := mk()
 		t.Run(sc.name, func(t *testing.T) { runReliability(t, sc) })
 	}
