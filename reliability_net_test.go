@@ -23,7 +23,9 @@ type relNet struct {
 	lns map[int]*relListener // by port; the latest listener on that port
 
 	refuse atomic.Bool // accept and immediately close new connections
-	quiet  atomic.Bool // hooks off (set before reading back)
+	// refusePort does the same for one port only (0: none).
+	refusePort atomic.Int64
+	quiet      atomic.Bool // hooks off (set before reading back)
 	// recordProduce makes each connection keep the arrival times of its
 	// produce requests (relConn.produceAt).
 	recordProduce atomic.Bool
@@ -183,7 +185,7 @@ func (l *relListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.net.refuse.Load() {
+		if l.net.refuse.Load() || int64(l.port) == l.net.refusePort.Load() {
 			nc.Close()
 			continue
 		}
