@@ -1,6 +1,6 @@
 package kpush_test
 
-// Reliability scenarios 16–22 (issue 11): the liveness, bound and order
+// Reliability scenarios 16–23 (issue 11): the liveness, bound and order
 // defects an independent review found and the first 21 scenarios missed.
 // Each names the defect it reproduces; a scenario (or a check) that fails
 // on today's engine is gated through awaitingFix (awaiting_fix_test.go).
@@ -38,6 +38,7 @@ var relDefectScenarios = []func() *relScenario{
 	relHalfOpen,
 	relPerRecordError,
 	relLongOutage,
+	relLostProducerState,
 }
 
 // relFault runs a fault for a stated time once a share of the outcomes is
@@ -439,5 +440,28 @@ func relLongOutage() *relScenario {
 			return err
 		},
 		finish: func(e *relEnv) { f.wait(e) },
+	}
+}
+
+// 23 (defect 11). Every 400th produce request is answered
+// UNKNOWN_PRODUCER_ID on every partition (the broker lost the producer's
+// state, as after producer.id.expiration.ms or DeleteRecords), and the
+// request after it is cut before it is applied: batches pipelined behind
+// the failed ones must still land in send order.
+func relLostProducerState() *relScenario {
+	var lost atomic.Int64
+	return &relScenario{
+		name: "23-broker-loses-producer-state", keys: 24, perKey: 400, window: 16, minAcked: 1,
+		onProduce: func(e *relEnv, n int64, req *kmsg.ProduceRequest) (kmsg.Response, error, bool) {
+			switch n % 400 {
+			case 0:
+				lost.Add(1)
+				return rejectProduce(req, kerr.UnknownProducerID, 0), nil, true
+			case 1:
+				return nil, errRelCutBefore, true
+			}
+			return nil, nil, false
+		},
+		after: func(e *relEnv) { e.note("%d UNKNOWN_PRODUCER_ID answers", lost.Load()) },
 	}
 }
