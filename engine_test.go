@@ -5,7 +5,6 @@ package kpush_test
 
 import (
 	"context"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -130,24 +129,49 @@ func TestEngine_EpochBumpOnUnknownProducerID(t *testing.T) {
 
 // TestEngine_ThrottledResponses: responses carrying a throttle time (and
 // a retriable error) are honoured and retried; nothing is lost or doubled.
+// Honoured means held back (KIP-219): after reading a throttled response,
+// kpush writes no produce request to that broker until the throttle time
+// has passed, so within the throttle time after the broker answered, the
+// broker sees only requests kpush wrote before it read the answer — at most
+// the rest of its in-flight window.
 func TestEngine_ThrottledResponses(t *testing.T) {
+	const (
+		throttle    = 30 * time.Millisecond
+		maxInflight = 5 // kpush's default
+	)
 	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("throttle", 2))
 	p := newProducer(t, c, kpush.WithRetryBackoff(time.Millisecond))
 	ctx := testCtx(t)
 	sendKeyed(t, ctx, p, "throttle", 4, 5)
-	var throttled atomic.Int32 // written on the cluster's goroutine
+	// Written on the cluster's goroutine, read after the senders are done.
+	var (
+		mu        sync.Mutex
+		arrivals  []time.Time // every produce request, as the broker handles it
+		throttled []time.Time // when each throttled answer was given
+	)
 	c.Fake().ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.Fake().KeepControl()
-		if throttled.Load() == 5 {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		arrivals = append(arrivals, now)
+		if len(throttled) == 5 {
 			return nil, nil, false
 		}
-		throttled.Add(1)
-		return rejectProduce(req.(*kmsg.ProduceRequest), kerr.NotEnoughReplicas, 30), nil, true
+		throttled = append(throttled, now)
+		return rejectProduce(req.(*kmsg.ProduceRequest), kerr.NotEnoughReplicas, int32(throttle/time.Millisecond)), nil, true
 	})
 	sendKeyed(t, ctx, p, "throttle", 4, 25)
 	if got := p.Stats().Throttles; got != 5 {
 		t.Fatalf("%d throttled responses counted, want 5", got)
 	}
+	mu.Lock()
+	for i, at := range throttled {
+		if n := requestsWithin(arrivals, at, throttle); n > maxInflight-1 {
+			t.Errorf("throttled answer %d: %d produce requests within %v after it, want at most %d (written before it was read): the throttle was not honoured", i, n, throttle, maxInflight-1)
+		}
+	}
+	mu.Unlock()
 	got, err := c.ReadAll(ctx, "throttle")
 	if err != nil {
 		t.Fatal(err)
@@ -168,6 +192,18 @@ func TestEngine_ThrottledResponses(t *testing.T) {
 	if len(got) != 4*30 {
 		t.Fatalf("read %d records, want %d", len(got), 4*30)
 	}
+}
+
+// requestsWithin counts the times in sorted arrivals strictly after at and
+// before at+d.
+func requestsWithin(arrivals []time.Time, at time.Time, d time.Duration) int {
+	n := 0
+	for _, a := range arrivals {
+		if a.After(at) && a.Before(at.Add(d)) {
+			n++
+		}
+	}
+	return n
 }
 
 // rejectProduce answers every partition of req with code and a throttle.
@@ -272,10 +308,10 @@ var errCut = &kerr.Error{Message: "test: cut the connection"}
 func TestClose_NoGoroutineLeak(t *testing.T) {
 	c := kafkatest.NewTestCluster(t, kafkatest.WithBrokers(2), kafkatest.WithTopic("leak", 4))
 	ctx := testCtx(t)
-	before := runtime.NumGoroutine()
 	if _, err := kpush.New(kpush.WithBrokers("bad")); err == nil {
 		t.Fatal("New accepted a bad broker")
 	}
+	checkNoKpushGoroutines(t, "after a failed New")
 	p, err := kpush.New(kpush.WithBrokers(c.Addrs()...))
 	if err != nil {
 		t.Fatal(err)
@@ -294,13 +330,5 @@ func TestClose_NoGoroutineLeak(t *testing.T) {
 	p2.SendAsync(short, &kpush.Record{Topic: "leak"}, nil) // waits for metadata until short ends
 	p2.Close(short)
 
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
+	checkNoKpushGoroutines(t, "after Close")
 }

@@ -364,10 +364,13 @@ func TestSend_DeliveryTimeoutWhenBrokerUnreachable(t *testing.T) {
 }
 
 // TestSend_RequestTimeoutIsUnknown: a response that never comes makes the
-// outcome unknown once the delivery timeout passes.
+// outcome unknown once the delivery timeout passes — at the delivery
+// deadline (plus deadlineSlack), not when the request's own timeout would
+// end, and never before the deadline.
 func TestSend_RequestTimeoutIsUnknown(t *testing.T) {
+	const delivery = 300 * time.Millisecond
 	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 1))
-	p := newProducer(t, c, kpush.WithRequestTimeout(100*time.Millisecond), kpush.WithDeliveryTimeout(300*time.Millisecond), kpush.WithRetryBackoff(10*time.Millisecond))
+	p := newProducer(t, c, kpush.WithRequestTimeout(100*time.Millisecond), kpush.WithDeliveryTimeout(delivery), kpush.WithRetryBackoff(10*time.Millisecond))
 	ctx := testCtx(t)
 	if _, err := p.Send(ctx, &kpush.Record{Topic: "t"}); err != nil {
 		t.Fatal(err)
@@ -375,8 +378,16 @@ func TestSend_RequestTimeoutIsUnknown(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	holdProduce(c, release)
+	start := time.Now()
 	_, err := p.Send(ctx, &kpush.Record{Topic: "t"})
+	took := time.Since(start)
 	checkErr(t, err, kpush.ErrOutcomeUnknown, kpush.ErrDeliveryTimeout)
+	if took < delivery {
+		t.Errorf("outcome after %v, before the %v delivery timeout", took, delivery)
+	}
+	if bound := delivery + deadlineSlack(); took > bound {
+		failUnlessAwaiting(t, "defect8", "outcome after %v, want at most %v (delivery timeout + slack)", took, bound)
+	}
 }
 
 // TestClose_FailsBufferedRecords: Close with an expired ctx gives every

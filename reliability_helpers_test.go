@@ -58,6 +58,12 @@ type relRecord struct {
 	err     error
 	start   int64 // ns since the run began: Send called
 	end     int64 // ns since the run began: outcome delivered
+	// deadline: ns since the run began by which the outcome is due
+	// (before deadlineSlack); seqReset: the error is ErrSequenceReset;
+	// reached: a produce request holding the record went on to the broker.
+	deadline int64
+	seqReset bool
+	reached  atomic.Bool
 
 	// Filled by the read-back.
 	seen  int
@@ -80,9 +86,25 @@ type relScenario struct {
 	// windowDiv > 0 sets the window to records per key / windowDiv.
 	windowDiv int
 	opts      []kpush.Option
-	stall     time.Duration // bound on the sending phase (default 30s)
-	minAcked  float64       // fraction of records that must be acknowledged
-	noRead    bool          // the cluster cannot be read back (closed)
+	// delivery is the producer's delivery timeout (default 30s) and
+	// maxBufBytes its WithMaxBufferedBytes (default kpush's); the runner
+	// sets both, for the deadline and memory invariants to know them.
+	delivery    time.Duration
+	maxBufBytes int64
+	// valuePad makes each record's value that many bytes longer.
+	valuePad int
+	// awaits names the awaitingFix defect the whole scenario reproduces:
+	// it is skipped until the fix merges.
+	awaits string
+	// stallDefect names the awaitingFix defect a stall of the senders
+	// reproduces: while it awaits its fix, a stall skips the scenario.
+	stallDefect string
+	// noScale keeps perKey as given: the scenario is about time (faults
+	// longer than the delivery timeout), not volume.
+	noScale  bool
+	stall    time.Duration // bound on the sending phase (default 30s)
+	minAcked float64       // fraction of records that must be acknowledged
+	noRead   bool          // the cluster cannot be read back (closed)
 	// skip names an engine bug this scenario reproduces; it is skipped
 	// unless KPUSH_REL_BUGS=1.
 	skip string
@@ -129,9 +151,8 @@ type relEnv struct {
 	seqResets   atomic.Int64 // ErrSequenceReset outcomes (unknown; see 05b)
 	quiet       atomic.Bool  // fault injection stopped
 
-	goroutinesBefore int
-
 	summary *scenarioRow // set by report
+	inv     relInv       // reliability_invariants_test.go
 
 	vmu        sync.Mutex
 	violations map[string]int
@@ -161,9 +182,28 @@ func (e *relEnv) note(format string, args ...any) {
 
 func (e *relEnv) records() int { return e.keys * e.perKey }
 
-// value and key of record i of key k.
-func relValue(k, i int) []byte { return []byte(strconv.Itoa(k) + "/" + strconv.Itoa(i)) }
-func relKey(k int) []byte      { return []byte("key-" + strconv.Itoa(k)) }
+// value and key of record i of key k: "k/i", then "/" and padding if the
+// scenario asks for it.
+func (e *relEnv) value(k, i int) []byte {
+	v := []byte(strconv.Itoa(k) + "/" + strconv.Itoa(i))
+	if e.sc.valuePad > 0 {
+		v = append(append(v, '/'), strings.Repeat("p", e.sc.valuePad)...)
+	}
+	return v
+}
+func relKey(k int) []byte { return []byte("key-" + strconv.Itoa(k)) }
+
+// parseValue returns the key and record number a value names.
+func (e *relEnv) parseValue(v []byte) (k, i int, ok bool) {
+	ks, rest, ok := strings.Cut(string(v), "/")
+	is, _, _ := strings.Cut(rest, "/")
+	k, err1 := strconv.Atoi(ks)
+	i, err2 := strconv.Atoi(is)
+	if !ok || err1 != nil || err2 != nil || k < 0 || k >= e.keys || i < 0 || i >= e.perKey {
+		return 0, 0, false
+	}
+	return k, i, true
+}
 
 // relTarget is the least number of records each scenario sends: 100,000
 // by default, 1,000,000 with -kpush.long, 10,000 with -short or the race
@@ -181,6 +221,9 @@ func relTarget() int {
 // relPerKey scales a scenario's records per key so that it sends at least
 // relTarget records, and returns the factor its time bounds grow by.
 func relPerKey(sc *relScenario) (perKey, scale int) {
+	if sc.noScale {
+		return sc.perKey, 1
+	}
 	target := relTarget()
 	perKey = max(sc.perKey, (target+sc.keys-1)/sc.keys)
 	return perKey, (perKey + sc.perKey - 1) / sc.perKey
@@ -191,6 +234,9 @@ func runReliability(t *testing.T, sc *relScenario) {
 	t.Cleanup(func() { relReport.addScenario(relRow(t, sc, e)) })
 	if sc.skip != "" && os.Getenv("KPUSH_REL_BUGS") != "1" {
 		t.Skip(sc.skip)
+	}
+	if sc.awaits != "" {
+		skipUntilFixed(t, sc.awaits)
 	}
 	perKey, scale := relPerKey(sc)
 	e = &relEnv{
@@ -206,6 +252,12 @@ func runReliability(t *testing.T, sc *relScenario) {
 	}
 	if sc.stall == 0 {
 		sc.stall = 30 * time.Second
+	}
+	if sc.delivery == 0 {
+		sc.delivery = 30 * time.Second
+	}
+	if sc.maxBufBytes == 0 {
+		sc.maxBufBytes = defaultMaxBufBytes
 	}
 	sc.stall *= time.Duration(scale)
 	e.net.hook = func(c *relConn, key, version int16, frame []byte) ([]byte, bool) {
@@ -233,21 +285,27 @@ func runReliability(t *testing.T, sc *relScenario) {
 	f.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		f.KeepControl()
 		n := e.produceReqs.Add(1)
+		pr := req.(*kmsg.ProduceRequest)
 		if sc.onProduce == nil || e.quiet.Load() {
+			e.sawProduce(pr)
 			return nil, nil, false
 		}
-		return sc.onProduce(e, n, req.(*kmsg.ProduceRequest))
+		resp, err, handled := sc.onProduce(e, n, pr)
+		if !handled {
+			e.sawProduce(pr)
+		}
+		return resp, err, handled
 	})
 	if sc.setup != nil {
 		sc.setup(e)
 	}
 
-	e.goroutinesBefore = runtime.NumGoroutine()
 	popts := append([]kpush.Option{
 		kpush.WithBrokers(e.c.Addrs()...),
 		kpush.WithRetryBackoff(2 * time.Millisecond),
 		kpush.WithRequestTimeout(2 * time.Second),
-		kpush.WithDeliveryTimeout(30 * time.Second),
+		kpush.WithDeliveryTimeout(sc.delivery),
+		kpush.WithMaxBufferedBytes(sc.maxBufBytes),
 		kpush.WithLogger(slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 	}, sc.opts...)
 	p, err := kpush.New(popts...)
@@ -268,6 +326,12 @@ func runReliability(t *testing.T, sc *relScenario) {
 	for k := range e.recs {
 		e.recs[k] = make([]relRecord, e.perKey)
 	}
+	e.initInvariants()
+	sampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() { defer close(sampled); e.sampleMemoryUntil(sampling) }()
+	stopSampling := sync.OnceFunc(func() { close(sampling); <-sampled })
+	t.Cleanup(stopSampling)
 	e.t0 = time.Now()
 	var wg sync.WaitGroup
 	for k := range e.keys {
@@ -291,6 +355,12 @@ func runReliability(t *testing.T, sc *relScenario) {
 		}
 		buf := make([]byte, 1<<20)
 		logs := e.log.String()
+		if why, ok := awaiting(sc.stallDefect); ok {
+			e.summary = &scenarioRow{name: sc.name, records: e.records(), lost: "?", duplicated: "?", reordered: "?", awaiting: sc.stallDefect,
+				notes: fmt.Sprintf("senders stalled after %v: %d of %d outcomes", sc.stall, e.outcomes.Load(), e.records())}
+			t.Skipf("awaiting fix: %s: %s; observed: senders stalled after %v: %d of %d outcomes\npartitions:\n%s",
+				sc.stallDefect, why, sc.stall, e.outcomes.Load(), e.records(), p.DebugPartitions())
+		}
 		t.Fatalf("%s: senders stalled after %v: %d of %d outcomes; scenario state: %s\nstats %+v\npartitions:\n%s\nlog tail:\n%s\ngoroutines:\n%s",
 			sc.name, sc.stall, e.outcomes.Load(), e.records(), state, p.Stats(), p.DebugPartitions(),
 			logs[max(0, len(logs)-4000):], buf[:runtime.Stack(buf, true)])
@@ -304,12 +374,18 @@ func runReliability(t *testing.T, sc *relScenario) {
 	// Let records abandoned in flight (ctx canceled) finish before reading
 	// back, so a late retry cannot land after the read.
 	fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
-	if err := p.Flush(fctx); err != nil && !errors.Is(err, kpush.ErrClosed) { // ErrClosed: the scenario closed it
-		t.Errorf("%s: Flush after all outcomes: %v; stats %+v\n%s", sc.name, err, p.Stats(), p.DebugPartitions())
+	ferr := p.Flush(fctx)
+	if ferr != nil && !errors.Is(ferr, kpush.ErrClosed) { // ErrClosed: the scenario closed it
+		t.Errorf("%s: Flush after all outcomes: %v; stats %+v\n%s", sc.name, ferr, p.Stats(), p.DebugPartitions())
 	}
 	fcancel()
+	stopSampling()
+	if ferr == nil {
+		e.measureIdle()
+	}
 
 	e.check()
+	e.checkInvariants()
 	if sc.after != nil {
 		sc.after(e)
 	}
@@ -333,22 +409,25 @@ func (e *relEnv) sendKey(k int) {
 		sem = make(chan struct{}, window)
 	}
 	for i := range e.perKey {
-		rec := &kpush.Record{Topic: e.topic, Key: key, Value: relValue(k, i)}
+		rec := &kpush.Record{Topic: e.topic, Key: key, Value: e.value(k, i)}
 		ctx, cancel := e.ctx, context.CancelFunc(func() {})
 		if sc.ctxFor != nil {
 			ctx, cancel = sc.ctxFor(e, k, i, rng)
 		}
+		ctxDeadline, _ := ctx.Deadline()
 		if window == 0 {
 			e.recs[k][i].start = e.now()
+			e.recs[k][i].deadline = e.recordDeadline(e.recs[k][i].start, ctxDeadline)
 			res, err := e.p.Send(ctx, rec)
 			cancel()
-			e.finish(k, i, res, err)
+			e.finishSync(k, i, res, err)
 		} else {
 			sem <- struct{}{} // released by the callback; the runner bounds the wait
 			e.recs[k][i].start = e.now()
+			e.recs[k][i].deadline = e.recordDeadline(e.recs[k][i].start, ctxDeadline)
 			outstanding.Add(1)
 			e.p.SendAsync(ctx, rec, func(res kpush.Result, err error) {
-				e.finish(k, i, res, err)
+				e.finishAsync(k, i, res, err)
 				<-sem
 				outstanding.Done()
 			})
@@ -361,8 +440,11 @@ func (e *relEnv) sendKey(k int) {
 	outstanding.Wait()
 }
 
-// finish records an outcome.
-func (e *relEnv) finish(k, i int, res kpush.Result, err error) {
+func (e *relEnv) finishSync(k, i int, res kpush.Result, err error)  { e.finish(k, i, res, err, false) }
+func (e *relEnv) finishAsync(k, i int, res kpush.Result, err error) { e.finish(k, i, res, err, true) }
+
+// finish records an outcome, from Send's return or a SendAsync callback.
+func (e *relEnv) finish(k, i int, res kpush.Result, err error, async bool) {
 	r := &e.recs[k][i]
 	if n := r.calls.Add(1); n != 1 {
 		e.extra.Add(1)
@@ -400,12 +482,14 @@ func (e *relEnv) finish(k, i int, res kpush.Result, err error) {
 			// Engine bug reproduced by scenario 05b: tolerated (the model
 			// still checks the record is present at most once) and counted.
 			e.seqResets.Add(1)
+			r.seqReset = true
 		} else if e.sc.checkErr != nil {
 			if cerr := e.sc.checkErr(e, k, i, err); cerr != nil {
 				e.violate("unexpected error", "record %d/%d: %v", k, i, cerr)
 			}
 		}
 	}
+	e.checkOutcomeInvariants(k, i, r, async)
 	e.outcomes.Add(1)
 	if e.sc.onOutcome != nil {
 		e.sc.onOutcome(e, k, i, r)
@@ -424,10 +508,8 @@ func (e *relEnv) check() {
 			t.Fatalf("%s: read back: %v", e.sc.name, err)
 		}
 		for _, g := range got {
-			ks, is, ok := strings.Cut(string(g.Value), "/")
-			k, err1 := strconv.Atoi(ks)
-			i, err2 := strconv.Atoi(is)
-			if !ok || err1 != nil || err2 != nil || k < 0 || k >= e.keys || i < 0 || i >= e.perKey || string(g.Key) != string(relKey(k)) {
+			k, i, ok := e.parseValue(g.Value)
+			if !ok || string(g.Key) != string(relKey(k)) {
 				e.violate("unexpected record", "partition %d offset %d holds %q=%q", g.Partition, g.Offset, g.Key, g.Value)
 				continue
 			}
@@ -482,24 +564,6 @@ func (e *relEnv) check() {
 	e.vmu.Lock()
 	e.violations["lost"], e.violations["duplicated"], e.violations["reordered"] = lost, dup, reord
 	e.vmu.Unlock()
-}
-
-// waitGoroutines waits (bounded) until the goroutine count is back to n.
-func relWaitGoroutines(t *testing.T, n int, what string) {
-	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for runtime.NumGoroutine() > n {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			buf := make([]byte, 1<<20)
-			t.Errorf("%s: %d goroutines, want at most %d:\n%s", what, runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
-			return
-		}
-	}
 }
 
 type relLogBuf struct {

@@ -40,7 +40,7 @@ func relBufferFullBlocking() *relScenario {
 	}
 	return &relScenario{
 		name: "11a-buffer-full-blocking", keys: 16, perKey: 600, allAsync: true, window: 256, minAcked: 1,
-		opts: []kpush.Option{kpush.WithMaxBufferedBytes(limit)},
+		maxBufBytes: limit,
 		onProduce: func(e *relEnv, n int64, _ *kmsg.ProduceRequest) (kmsg.Response, error, bool) {
 			if n%61 == 0 {
 				return nil, errRelCutBefore, true
@@ -72,7 +72,7 @@ func relBufferFullFailFast() *relScenario {
 	var full, maxSeen atomic.Int64
 	return &relScenario{
 		name: "11b-buffer-full-fail-fast", keys: 16, perKey: 600, allAsync: true, window: 512, minAcked: 0.01,
-		opts: []kpush.Option{kpush.WithMaxBufferedBytes(limit), kpush.WithFailFastWhenFull(true)},
+		maxBufBytes: limit, opts: []kpush.Option{kpush.WithFailFastWhenFull(true)},
 		checkErr: func(e *relEnv, k, i int, err error) error {
 			if errors.Is(err, kpush.ErrBufferFull) && errors.Is(err, kpush.ErrNotWritten) {
 				full.Add(1)
@@ -222,7 +222,7 @@ func relCloseGraceful() *relScenario {
 			if c.err != nil {
 				e.t.Errorf("Close: %v", c.err)
 			}
-			relWaitGoroutines(e.t, e.goroutinesBefore, "after Close")
+			checkNoKpushGoroutines(e.t, "after Close")
 		},
 		after: func(e *relEnv) {
 			e.note("Close took %v; %d records ErrClosed", c.took.Round(time.Millisecond), c.closedN.Load())
@@ -279,7 +279,7 @@ func relCloseAbrupt() *relScenario {
 			if !errors.Is(c.err, context.DeadlineExceeded) {
 				e.t.Errorf("Close: %v, want the ctx's deadline", c.err)
 			}
-			relWaitGoroutines(e.t, e.goroutinesBefore, "after Close")
+			checkNoKpushGoroutines(e.t, "after Close")
 		},
 		after: func(e *relEnv) {
 			e.note("Close took %v; %d requests held; %d ErrClosed, %d unknown", c.took.Round(time.Millisecond), held.Load(), c.closedN.Load(), c.unknownN.Load())
@@ -390,7 +390,8 @@ const (
 func (x *relExpiry) scenario(name string, cut func(e *relEnv)) *relScenario {
 	return &relScenario{
 		name: name, keys: 16, perKey: 300, allAsync: true, windowDiv: 4, stall: 20 * time.Second,
-		opts: []kpush.Option{kpush.WithDeliveryTimeout(relDT), kpush.WithRequestTimeout(300 * time.Millisecond),
+		delivery: relDT,
+		opts: []kpush.Option{kpush.WithRequestTimeout(300 * time.Millisecond),
 			kpush.WithDialTimeout(100 * time.Millisecond), kpush.WithRetryBackoff(5 * time.Millisecond)},
 		onOutcome: func(e *relEnv, k, i int, r *relRecord) {
 			if e.outcomes.Load() >= int64(e.records()*3/10) {

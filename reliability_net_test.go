@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -21,7 +23,20 @@ type relNet struct {
 	lns map[int]*relListener // by port; the latest listener on that port
 
 	refuse atomic.Bool // accept and immediately close new connections
-	quiet  atomic.Bool // hooks off (set before reading back)
+	// refusePort does the same for one port only (0: none).
+	refusePort atomic.Int64
+	quiet      atomic.Bool // hooks off (set before reading back)
+	// recordProduce makes each connection keep the arrival times of its
+	// produce requests (relConn.produceAt).
+	recordProduce atomic.Bool
+	// requests counts the requests brokers received, by key.
+	requests [128]atomic.Int64
+
+	// silent makes the connections on one port half-open: neither side's
+	// bytes get through until unsilence (relNet.silence).
+	silentMu   sync.Mutex
+	silentPort int
+	silentEnd  chan struct{}
 
 	// hook sees every response frame (size, corr, [tag], body) with its
 	// request's key and version; it returns a replacement frame (nil keeps
@@ -43,6 +58,50 @@ func (n *relNet) listen(network, addr string) (net.Listener, error) {
 	n.lns[l.port] = l
 	n.mu.Unlock()
 	return l, nil
+}
+
+// silence stops all traffic on the connections of port, both ways, as a
+// half-open TCP connection would, until unsilence.
+func (n *relNet) silence(port int) {
+	n.silentMu.Lock()
+	defer n.silentMu.Unlock()
+	n.silentPort, n.silentEnd = port, make(chan struct{})
+}
+
+// unsilence lets the traffic silence stopped through again.
+func (n *relNet) unsilence() {
+	n.silentMu.Lock()
+	defer n.silentMu.Unlock()
+	if n.silentEnd != nil {
+		close(n.silentEnd)
+	}
+	n.silentPort, n.silentEnd = 0, nil
+}
+
+// waitSpeak blocks while c's port is silenced (or until c is closed).
+func (c *relConn) waitSpeak() {
+	n := c.l.net
+	n.silentMu.Lock()
+	port, end := n.silentPort, n.silentEnd
+	n.silentMu.Unlock()
+	if end == nil || port != c.l.port {
+		return
+	}
+	select {
+	case <-end:
+	case <-c.closed:
+	}
+}
+
+// requestCounts returns the requests received so far by key.
+func (n *relNet) requestCounts() map[int16]int64 {
+	m := map[int16]int64{}
+	for key := range n.requests {
+		if v := n.requests[key].Load(); v > 0 {
+			m[int16(key)] = v
+		}
+	}
+	return m
 }
 
 // listener returns the listener on port, or nil.
@@ -126,7 +185,7 @@ func (l *relListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.net.refuse.Load() {
+		if l.net.refuse.Load() || int64(l.port) == l.net.refusePort.Load() {
 			nc.Close()
 			continue
 		}
@@ -170,11 +229,30 @@ type relConn struct {
 
 	mu   sync.Mutex
 	reqs map[int32]relReqInfo // unanswered requests by correlation id
+	// produceAt holds when each produce request's header arrived, in
+	// order; kept only when relNet.recordProduce is set.
+	produceAt []time.Time
+}
+
+// produceWithin counts the produce requests that arrived on c strictly
+// after at and before at+d.
+func (c *relConn) produceWithin(at time.Time, d time.Duration) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(c.produceAt, at, func(a, t time.Time) int { return a.Compare(t) })
+	n := 0
+	for ; i < len(c.produceAt) && c.produceAt[i].Before(at.Add(d)); i++ {
+		if c.produceAt[i].After(at) {
+			n++
+		}
+	}
+	return n
 }
 
 var errRelCut = errors.New("reliability test: connection cut")
 
 func (c *relConn) Read(b []byte) (int, error) {
+	c.waitSpeak()
 	n, err := c.Conn.Read(b)
 	c.parse(b[:n])
 	if err != nil {
@@ -202,14 +280,21 @@ func (c *relConn) parse(p []byte) {
 		size := int(binary.BigEndian.Uint32(c.hdr[0:4]))
 		info := relReqInfo{key: int16(binary.BigEndian.Uint16(c.hdr[4:6])), version: int16(binary.BigEndian.Uint16(c.hdr[6:8]))}
 		corr := int32(binary.BigEndian.Uint32(c.hdr[8:12]))
+		if info.key >= 0 && int(info.key) < len(c.l.net.requests) {
+			c.l.net.requests[info.key].Add(1)
+		}
 		c.mu.Lock()
 		c.reqs[corr] = info
+		if info.key == int16(kmsg.Produce) && c.l.net.recordProduce.Load() {
+			c.produceAt = append(c.produceAt, time.Now())
+		}
 		c.mu.Unlock()
 		c.hdrN, c.skip = 0, max(0, size-8)
 	}
 }
 
 func (c *relConn) Write(b []byte) (int, error) {
+	c.waitSpeak()
 	if len(b) < 8 {
 		return c.Conn.Write(b)
 	}

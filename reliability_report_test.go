@@ -46,6 +46,9 @@ type scenarioRow struct {
 	requests, retries                   int64
 	notes                               string
 	result                              string
+	// The invariants' cells (reliability_invariants_test.go).
+	deadline, memory, idle, cbOrder, seqReset string
+	awaiting                                  string // defects whose checks failed but await their fix
 }
 
 type badRow struct {
@@ -68,6 +71,7 @@ type soakSample struct {
 	heapMiB, sysMiB, rssMiB float64
 	goroutines              int
 	bufferedKiB             float64 // kpush's Stats().BytesBuffered
+	heldKiB                 float64 // bytes held, cancelled-but-undrained records included (heldBytes)
 	lag                     int64   // records acknowledged, not yet read back
 }
 
@@ -126,6 +130,14 @@ func errName(err error) string {
 	return fmt.Sprint(err)
 }
 
+// dash shows an empty cell as "—".
+func dash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
 // md escapes a table cell.
 func md(s string) string {
 	s = strings.ReplaceAll(s, "|", "\\|")
@@ -181,18 +193,30 @@ func writeReliabilityReport() error {
 	p("- **reordered**: two records of one key in the log in an order other than the send order;")
 	p("- every record must get exactly one outcome (a second outcome or a missing one fails the scenario); *unknown* counts records reported `ErrOutcomeUnknown` (they may or may not be in the log, and are present at most once).")
 	p("")
-	p("Scenario code: `reliability_test.go`, `reliability_cluster_test.go`, `reliability_limits_test.go` (one function per scenario, named like the row).")
+	p("Each scenario also checks these invariants (code: `reliability_invariants_test.go`):")
+	p("")
+	p("- **late outcomes**: outcomes that arrived more than %v after their delivery deadline (the Send ctx's deadline or the delivery timeout from the Send call, whichever is sooner; %v under the race detector), and the latest one relative to its deadline;", deadlineSlack(), 500*time.Millisecond)
+	p("- **memory held (max)**: the most bytes kpush held at any %v sample — reserved (`Stats().BytesBuffered`) plus records queued in partitions whose space was already released (cancelled, not yet drained) — against `WithMaxBufferedBytes`; more than %.0f%% above the bound fails;", memSample, memTolerance*100)
+	p("- **idle requests**: requests the brokers received in %v after the senders were done and Flush returned (at most %d; n/a when the producer or the cluster was closed);", idleWindow, idleMaxRequests)
+	p("- **callback order**: SendAsync callbacks that ran out of offset order within a partition (must be 0, across leader moves);")
+	p("- **ErrSequenceReset**: records that ended with it, and in brackets those of them no produce request holding which ever reached the broker (provably never written: must be 0);")
+	p("- scenarios that end a fault also check **liveness**: every partition with records waiting then gets a produce request within %v.", livenessBound)
+	p("")
+	p("A check that fails because of an engine defect still awaiting its fix (issue 11; `awaitingFix` in `awaiting_fix_test.go`) shows the scenario as *SKIP: awaiting defectN*, with the numbers it measured.")
+	p("")
+	p("Scenario code: `reliability_test.go`, `reliability_cluster_test.go`, `reliability_limits_test.go`, `reliability_defects_test.go` (one function per scenario, named like the row; 16–22 reproduce the defects of issue 11 and run for a stated time, not a record count).")
 	p("")
 	if len(r.scenarios) == 0 {
 		p("_Not run in this invocation._")
 	} else {
-		p("| scenario | records | acked | not written | unknown outcome | lost | duplicated | reordered | result | time | produce requests | retries | what was injected / observed |")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|")
+		p("| scenario | records | acked | not written | unknown outcome | lost | duplicated | reordered | late outcomes | memory held (max) | idle requests | callback order | ErrSequenceReset | result | time | produce requests | retries | what was injected / observed |")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|")
 		rows := append([]scenarioRow(nil), r.scenarios...)
 		sort.Slice(rows, func(i, j int) bool { return rows[i].name < rows[j].name })
 		for _, s := range rows {
-			p("| %s | %d | %d | %d | %d | %s | %s | %s | **%s** | %v | %d | %d | %s |", s.name, s.records, s.acked, s.notWritten, s.unknown,
-				s.lost, s.duplicated, s.reordered, s.result, s.took.Round(time.Millisecond), s.requests, s.retries, md(s.notes))
+			p("| %s | %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | **%s** | %v | %d | %d | %s |", s.name, s.records, s.acked, s.notWritten, s.unknown,
+				s.lost, s.duplicated, s.reordered, dash(s.deadline), dash(s.memory), dash(s.idle), dash(s.cbOrder), dash(s.seqReset),
+				s.result, s.took.Round(time.Millisecond), s.requests, s.retries, md(s.notes))
 		}
 	}
 	p("")
@@ -229,10 +253,10 @@ func writeReliabilityReport() error {
 		p("")
 		p("Records: %d sent, %d acknowledged, %d not written, %d outcome unknown. Result: **%s**. %s", s.records, s.acked, s.notWritten, s.unknown, s.result, s.verdict)
 		p("")
-		p("| elapsed | records acknowledged | heap in use (MiB) | Go runtime total (MiB) | RSS (MiB) | goroutines | kpush buffered (KiB) | consumer lag (records) |")
-		p("|---:|---:|---:|---:|---:|---:|---:|---:|")
+		p("| elapsed | records acknowledged | heap in use (MiB) | Go runtime total (MiB) | RSS (MiB) | goroutines | kpush buffered (KiB) | kpush held (KiB) | consumer lag (records) |")
+		p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for _, x := range s.samples {
-			p("| %v | %d | %.1f | %.1f | %.1f | %d | %.0f | %d |", x.at.Round(time.Second), x.acked, x.heapMiB, x.sysMiB, x.rssMiB, x.goroutines, x.bufferedKiB, x.lag)
+			p("| %v | %d | %.1f | %.1f | %.1f | %d | %.0f | %.0f | %d |", x.at.Round(time.Second), x.acked, x.heapMiB, x.sysMiB, x.rssMiB, x.goroutines, x.bufferedKiB, x.heldKiB, x.lag)
 		}
 	}
 	return os.WriteFile(*relReportPath, []byte(b.String()), 0o644)
@@ -301,15 +325,28 @@ func (e *relEnv) report(sendTime time.Duration) {
 	e.vmu.Lock()
 	lost, dup, reord := e.violations["lost"], e.violations["duplicated"], e.violations["reordered"]
 	notes := strings.Join(e.notes, ", ")
-	var bad []string
+	var bad, gated []string
+	awaiting := map[string]bool{}
 	for kind, n := range e.violations {
-		if n > 0 {
-			bad = append(bad, fmt.Sprintf("%s=%d", kind, n))
+		if n == 0 {
+			continue
 		}
+		if d, ok := invariantDefect[kind]; ok && isAwaiting(d) {
+			gated = append(gated, fmt.Sprintf("%s=%d (%s)", kind, n, d))
+			awaiting[d] = true
+			continue
+		}
+		bad = append(bad, fmt.Sprintf("%s=%d", kind, n))
 	}
 	examples := strings.Join(e.examples, "\n  ")
 	e.vmu.Unlock()
 	sort.Strings(bad)
+	sort.Strings(gated)
+	var awaitingL []string
+	for d := range awaiting {
+		awaitingL = append(awaitingL, d)
+	}
+	sort.Strings(awaitingL)
 	st := e.p.Stats()
 	checked := fmt.Sprintf("lost=%d duplicated=%d reordered=%d", lost, dup, reord)
 	if e.sc.noRead {
@@ -320,19 +357,28 @@ func (e *relEnv) report(sendTime time.Duration) {
 	}
 	e.summary = &scenarioRow{name: e.sc.name, records: e.records(), acked: acked, notWritten: nw, unknown: unk,
 		lost: strconv.Itoa(lost), duplicated: strconv.Itoa(dup), reordered: strconv.Itoa(reord),
-		took: sendTime, requests: e.produceReqs.Load(), retries: st.Retries, notes: notes}
+		took: sendTime, requests: e.produceReqs.Load(), retries: st.Retries, notes: notes,
+		awaiting: strings.Join(awaitingL, ", ")}
+	e.summary.deadline, e.summary.memory, e.summary.idle, e.summary.cbOrder, e.summary.seqReset = e.invariantColumns()
 	if e.sc.noRead {
 		e.summary.lost, e.summary.duplicated, e.summary.reordered = "n/a", "n/a", "n/a"
 		e.summary.notes += " (cluster closed: not read back; outcomes and timing checked)"
 	}
-	t.Logf("%s: records=%d acked=%d not-written=%d unknown=%d %s | %v, %d produce requests, %d retries | %s | errors: %s",
-		e.sc.name, e.records(), acked, nw, unk, checked, sendTime.Round(time.Millisecond), e.produceReqs.Load(), st.Retries, notes, e.causes())
+	s := e.summary
+	t.Logf("%s: records=%d acked=%d not-written=%d unknown=%d %s | %v, %d produce requests, %d retries | late=%s memory=%s idle-requests=%s callback-order=%s seq-resets=%s | %s | errors: %s",
+		e.sc.name, e.records(), acked, nw, unk, checked, sendTime.Round(time.Millisecond), e.produceReqs.Load(), st.Retries,
+		s.deadline, s.memory, s.idle, s.cbOrder, s.seqReset, notes, e.causes())
 	if len(bad) > 0 {
 		t.Errorf("%s: model violations: %s\n  %s", e.sc.name, strings.Join(bad, " "), examples)
 	}
 	if min, resets := int(e.sc.minAcked*float64(e.records())), int(e.seqResets.Load()); acked+resets < min {
 		t.Errorf("%s: %d of %d records acknowledged (+%d ErrSequenceReset), want at least %d", e.sc.name, acked, e.records(), resets, min)
 	}
+	defer func() {
+		if len(gated) > 0 && !t.Failed() {
+			t.Skipf("awaiting fix: %s: %s\n  %s", e.summary.awaiting, strings.Join(gated, " "), examples)
+		}
+	}()
 	if t.Failed() {
 		if f := os.Getenv("KPUSH_REL_LOG"); f != "" {
 			os.WriteFile(f, []byte(e.log.full.String()), 0o644)
@@ -350,6 +396,8 @@ func (e *relEnv) report(sendTime time.Duration) {
 func relRow(t *testing.T, sc *relScenario, e *relEnv) scenarioRow {
 	var r scenarioRow
 	switch {
+	case e == nil && sc.awaits != "":
+		r = scenarioRow{name: sc.name, lost: "—", duplicated: "—", reordered: "—", awaiting: sc.awaits, notes: "skipped until its fix merges: " + awaitingFix[sc.awaits]}
 	case e == nil:
 		r = scenarioRow{name: sc.name, lost: "—", duplicated: "—", reordered: "—", notes: "skipped: " + sc.skip}
 	case e.summary == nil:
@@ -360,6 +408,8 @@ func relRow(t *testing.T, sc *relScenario, e *relEnv) scenarioRow {
 	switch {
 	case t.Failed():
 		r.result = "FAIL"
+	case t.Skipped() && r.awaiting != "":
+		r.result = "SKIP: awaiting " + r.awaiting
 	case t.Skipped():
 		r.result = "SKIP"
 	default:

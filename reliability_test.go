@@ -32,7 +32,7 @@ import (
 var relLong = flag.Bool("kpush.long", false, "reliability scenarios: send at least 1,000,000 records each (default 100,000)")
 
 func TestReliability(t *testing.T) {
-	for _, mk := range []func() *relScenario{
+	for _, mk := range append([]func() *relScenario{
 		relLeaderMoves,
 		relBrokerBounce,
 		relCutBeforeApply,
@@ -54,7 +54,7 @@ func TestReliability(t *testing.T) {
 		relRejectedPartitionBacksOff,
 		relUnreachable,
 		relClusterClosed,
-	} {
+	}, relDefectScenarios...) {
 		sc := mk()
 		t.Run(sc.name, func(t *testing.T) { runReliability(t, sc) })
 	}
@@ -434,15 +434,32 @@ func relEpochBump() *relScenario {
 
 // 7. Every 40th produce response (successful ones included) carries a
 // throttle time of 15ms, and every 200th request is answered
-// NOT_ENOUGH_REPLICAS with a throttle time.
+// NOT_ENOUGH_REPLICAS with a throttle time. kpush must hold back (KIP-219):
+// after each throttled response it writes nothing more on that connection
+// for 15ms, so in the 15ms after the broker answered, the connection
+// carries at most the MaxInflight-1 requests written before kpush read the
+// answer.
 func relThrottle() *relScenario {
-	var responses, injected atomic.Int64
+	const (
+		throttle    = 15 * time.Millisecond
+		maxInflight = 5 // kpush's default
+	)
+	type event struct {
+		c  *relConn
+		at time.Time
+	}
+	var (
+		responses, injected atomic.Int64
+		mu                  sync.Mutex
+		events              []event
+	)
 	return &relScenario{
 		name: "07-throttled-responses", keys: 24, perKey: 300, window: 16, minAcked: 1,
+		setup: func(e *relEnv) { e.net.recordProduce.Store(true) },
 		onProduce: func(e *relEnv, n int64, req *kmsg.ProduceRequest) (kmsg.Response, error, bool) {
 			if n%200 == 0 {
 				injected.Add(1)
-				return rejectProduce(req, kerr.NotEnoughReplicas, 15), nil, true
+				return rejectProduce(req, kerr.NotEnoughReplicas, int32(throttle/time.Millisecond)), nil, true
 			}
 			return nil, nil, false
 		},
@@ -453,11 +470,14 @@ func relThrottle() *relScenario {
 			changed := false
 			out := rewriteResponse(key, version, frame, func(r kmsg.Response) {
 				if pr := r.(*kmsg.ProduceResponse); pr.ThrottleMillis == 0 {
-					pr.ThrottleMillis, changed = 15, true
+					pr.ThrottleMillis, changed = int32(throttle/time.Millisecond), true
 				}
 			})
 			if out != nil && changed {
 				injected.Add(1)
+				mu.Lock()
+				events = append(events, event{c, time.Now()}) // before the answer is written
+				mu.Unlock()
 			}
 			return out, false
 		},
@@ -466,6 +486,20 @@ func relThrottle() *relScenario {
 			e.note("%d throttled responses sent, %d counted by kpush", injected.Load(), got)
 			if got != injected.Load() || got == 0 {
 				e.t.Errorf("kpush counted %d throttled responses, %d were sent", got, injected.Load())
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			worst, bad := 0, 0
+			for _, ev := range events {
+				n := ev.c.produceWithin(ev.at, throttle)
+				worst = max(worst, n)
+				if n > maxInflight-1 {
+					bad++
+				}
+			}
+			e.note("at most %d requests within %v of a throttled answer on its connection", worst, throttle)
+			if bad > 0 {
+				e.violate("throttle not honoured", "%d of %d throttled answers were followed by more than %d produce requests on their connection within %v (worst %d)", bad, len(events), maxInflight-1, throttle, worst)
 			}
 		},
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -17,28 +16,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// Tests that count goroutines process-wide do not run in parallel.
+// Tests that check goroutines process-wide do not run in parallel.
 
-// waitGoroutinesAtMost waits until runtime.NumGoroutine() <= max, failing the
-// test if that does not happen within 5s.
-func waitGoroutinesAtMost(t *testing.T, max int) {
+// clusterAndClient selects the goroutines of the fake cluster and of
+// franz-go clients: none may survive a test's Close calls.
+var clusterAndClient = GoroutineFilter{Packages: []string{"github.com/twmb/franz-go", "github.com/kpush/kpush/kafkatest"}}
+
+// waitNoClusterGoroutines fails the test if goroutines of the cluster or of
+// a franz-go client are still running 5s from now, listing their stacks.
+func waitNoClusterGoroutines(t *testing.T) {
 	t.Helper()
-	deadline := time.NewTimer(5 * time.Second)
-	defer deadline.Stop()
-	for {
-		runtime.Gosched()
-		if n := runtime.NumGoroutine(); n <= max {
-			return
-		}
-		tick := time.NewTimer(5 * time.Millisecond)
-		select {
-		case <-deadline.C:
-			tick.Stop()
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%d goroutines still running, want at most %d:\n%s", runtime.NumGoroutine(), max, buf)
-		case <-tick.C:
-		}
+	if err := clusterAndClient.Wait(5 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -70,8 +59,6 @@ func topicPartitions(ctx context.Context, cl *kgo.Client, topic string, autoCrea
 }
 
 func TestNewCluster_CloseLeavesNoGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-
 	c, err := NewCluster(WithTopic("t", 2))
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +92,7 @@ func TestNewCluster_CloseLeavesNoGoroutines(t *testing.T) {
 		t.Fatalf("%d cluster goroutines after Close:\n%s", n, stacks)
 	}
 	conn.Close()
-	waitGoroutinesAtMost(t, before)
+	waitNoClusterGoroutines(t)
 }
 
 func TestNewCluster_FailedStartLeavesNoGoroutines(t *testing.T) {
@@ -115,7 +102,6 @@ func TestNewCluster_FailedStartLeavesNoGoroutines(t *testing.T) {
 	}
 	defer ln.Close()
 	busy := ln.Addr().(*net.TCPAddr).Port
-	before := runtime.NumGoroutine()
 
 	c := NewUnstartedCluster(WithPorts(0, busy))
 	if err := c.Start(); err == nil {
@@ -125,7 +111,7 @@ func TestNewCluster_FailedStartLeavesNoGoroutines(t *testing.T) {
 	if n, stacks := labelledGoroutines(c.label); n != 0 {
 		t.Fatalf("%d cluster goroutines after failed Start:\n%s", n, stacks)
 	}
-	waitGoroutinesAtMost(t, before)
+	waitNoClusterGoroutines(t)
 	if err := c.Start(); !errors.Is(err, errAlreadyStarted) {
 		t.Fatalf("second Start: got %v, want %v", err, errAlreadyStarted)
 	}

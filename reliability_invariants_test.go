@@ -1,0 +1,330 @@
+package kpush_test
+
+// Invariants every reliability scenario checks besides the model check
+// (reliability_helpers_test.go), each a column of docs/reliability.md:
+//
+//   - deadline: every outcome arrives by its delivery deadline (the Send
+//     ctx's deadline or the delivery timeout from the Send call, whichever
+//     is sooner) plus deadlineSlack;
+//   - liveness: after a scenario ends a fault (relEnv.faultEnded), every
+//     partition with records still waiting sends within livenessBound;
+//   - memory: the bytes kpush holds — reserved (Stats().BytesBuffered)
+//     plus records still queued in partitions whose space was released
+//     (cancelled but not yet drained) — stay within WithMaxBufferedBytes;
+//   - idle requests: once the senders are done and flushed, the producer
+//     makes at most idleMaxRequests requests in idleWindow;
+//   - callback order: SendAsync callbacks of one partition run in offset
+//     order, across leader moves;
+//   - ErrSequenceReset: counted, and never for a record that provably was
+//     never written (no produce request holding it reached the broker's
+//     log code: every one was refused by the test's control first).
+//
+// A violated invariant whose engine defect is still in awaitingFix skips
+// the scenario instead of failing it (invariantDefect).
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kpush/kpush"
+	"github.com/kpush/kpush/internal/batch"
+)
+
+const (
+	// livenessBound: a partition with buffered records and a reachable
+	// leader sends within a second after a fault ends (docs/design.md,
+	// "Liveness").
+	livenessBound = time.Second
+	// idleWindow, idleMaxRequests: an idle, healthy producer has nothing
+	// to ask for but metadata at its maximum age (minutes), so a window of
+	// 300ms may hold one request at most (a refresh that happened to fall
+	// in it); a metadata loop at a fixed 100ms pace makes three.
+	idleWindow      = 300 * time.Millisecond
+	idleMaxRequests = 1
+	// memSample is the memory sampling interval; memTolerance allows for
+	// Stats and DebugPartitions being two snapshots, not one.
+	memSample    = 10 * time.Millisecond
+	memTolerance = 0.1
+	// defaultMaxBufBytes is kpush's WithMaxBufferedBytes default.
+	defaultMaxBufBytes = 64 << 20
+)
+
+// invariantDefect maps the violation kinds of these invariants to the
+// issue 11 defect that produces them on today's engine (awaitingFix).
+var invariantDefect = map[string]string{
+	"late outcome":               "defect8",
+	"memory held over the bound": "defect2",
+	"callback order":             "defect6",
+	"idle requests":              "defect3",
+	"request rate":               "defect3",
+	"partition not sending after the fault ended": "defect1",
+	"ErrSequenceReset of a record never written":  "defect4",
+	"indefinite error for a deleted topic":        "defect3",
+	"record failed for another record's error":    "defect10",
+}
+
+// relInv is the invariants' state of one scenario.
+type relInv struct {
+	deadline        atomic.Int64 // the delivery timeout in ns
+	late, worstLate atomic.Int64 // outcomes past deadline + slack; worst lateness in ns
+
+	cbmu    sync.Mutex
+	cbLast  map[int32]int64 // partition → offset of the last SendAsync ack delivered
+	cbWrong int
+
+	memBound, memMax atomic.Int64
+	recSize          int64
+
+	// Produce requests that reached the broker's log code, per partition:
+	// the time of the first one after the fault ended (ns since t0, 0 if
+	// none yet).
+	faultEnd   atomic.Int64
+	firstAfter [64]atomic.Int64
+
+	idleReqs map[string]int64 // requests by key in the idle window; nil if not measured
+
+	seqResetUnwritten atomic.Int64
+}
+
+// initInvariants runs before the producer is created.
+func (e *relEnv) initInvariants() {
+	e.inv.cbLast = map[int32]int64{}
+	e.inv.deadline.Store(int64(e.sc.delivery))
+	e.inv.memBound.Store(e.sc.maxBufBytes)
+	k, i := e.keys-1, e.perKey-1
+	e.inv.recSize = int64(batch.RecordSize(&batch.Record{Key: relKey(k), Value: e.value(k, i)}))
+}
+
+// recordDeadline is the record's delivery deadline in ns since t0, given
+// its Send time and ctx deadline (zero if none).
+func (e *relEnv) recordDeadline(start int64, ctxDeadline time.Time) int64 {
+	d := start + e.inv.deadline.Load()
+	if !ctxDeadline.IsZero() {
+		d = min(d, int64(ctxDeadline.Sub(e.t0)))
+	}
+	return d
+}
+
+// checkOutcomeInvariants runs in finish, once per record.
+func (e *relEnv) checkOutcomeInvariants(k, i int, r *relRecord, async bool) {
+	if late := r.end - r.deadline; late > 0 {
+		for {
+			w := e.inv.worstLate.Load()
+			if late <= w || e.inv.worstLate.CompareAndSwap(w, late) {
+				break
+			}
+		}
+		if late > int64(deadlineSlack()) {
+			e.inv.late.Add(1)
+			e.violate("late outcome", "record %d/%d: outcome %v after its deadline (slack %v): %v", k, i, time.Duration(late), deadlineSlack(), r.err)
+		}
+	}
+	if async && r.outcome == relAcked && r.loc.offset >= 0 {
+		e.inv.cbmu.Lock()
+		last, ok := e.inv.cbLast[r.loc.part]
+		if ok && r.loc.offset < last {
+			e.inv.cbWrong++
+			e.violate("callback order", "partition %d: callback for offset %d (record %d/%d) after the one for offset %d", r.loc.part, r.loc.offset, k, i, last)
+		} else {
+			e.inv.cbLast[r.loc.part] = r.loc.offset
+		}
+		e.inv.cbmu.Unlock()
+	}
+}
+
+var (
+	debugRecs  = regexp.MustCompile(`\brecs=(\d+) retry=\[([^\]]*)\]`)
+	debugRetry = regexp.MustCompile(`/n(\d+)/`)
+)
+
+// heldBytes estimates the bytes p holds: those reserved
+// (Stats().BytesBuffered) plus the records queued in partitions
+// (DebugPartitions: the accumulator and the retry batches) beyond those p
+// still counts as buffered (Stats().RecordsBuffered, which includes
+// in-flight ones) — released without being drained, so held but uncounted
+// — at recSize bytes each. ok is false if DebugPartitions' format is not
+// understood.
+func heldBytes(p *kpush.Producer, recSize int64) (held, reserved, queued, counted int64, ok bool) {
+	dbg := p.DebugPartitions()
+	st := p.Stats()
+	matches := debugRecs.FindAllStringSubmatch(dbg, -1)
+	if len(matches) == 0 && dbg != "" {
+		return 0, 0, 0, 0, false
+	}
+	for _, m := range matches {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		queued += n
+		for _, r := range debugRetry.FindAllStringSubmatch(m[2], -1) {
+			n, _ := strconv.ParseInt(r[1], 10, 64)
+			queued += n
+		}
+	}
+	return st.BytesBuffered + max(0, queued-st.RecordsBuffered)*recSize, st.BytesBuffered, queued, st.RecordsBuffered, true
+}
+
+// sampleMemory records one sample of the bytes kpush holds and checks the
+// bound.
+func (e *relEnv) sampleMemory() {
+	held, reserved, queued, counted, ok := heldBytes(e.p, e.inv.recSize)
+	if !ok {
+		e.violate("memory probe", "DebugPartitions format not understood: %.200s", e.p.DebugPartitions())
+		return
+	}
+	for {
+		m := e.inv.memMax.Load()
+		if held <= m || e.inv.memMax.CompareAndSwap(m, held) {
+			break
+		}
+	}
+	if bound := e.inv.memBound.Load(); float64(held) > float64(bound)*(1+memTolerance) {
+		e.violate("memory held over the bound", "%d bytes held (%d reserved; %d records queued, %d counted as buffered), bound %d", held, reserved, queued, counted, bound)
+	}
+}
+
+// sampleMemoryUntil samples every memSample until stop is closed.
+func (e *relEnv) sampleMemoryUntil(stop <-chan struct{}) {
+	tick := time.NewTicker(memSample)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			e.sampleMemory()
+		}
+	}
+}
+
+// faultEnded is called by a scenario when its fault stops; the liveness
+// invariant then requires every partition with records still waiting to
+// get a produce request within livenessBound.
+func (e *relEnv) faultEnded() { e.inv.faultEnd.CompareAndSwap(0, e.now()) }
+
+// sawProduce notes a produce request that goes on to the broker.
+func (e *relEnv) sawProduce(req *kmsg.ProduceRequest) {
+	now := e.now()
+	end := e.inv.faultEnd.Load()
+	for _, rt := range req.Topics {
+		for _, rp := range rt.Partitions {
+			if end > 0 && int(rp.Partition) < len(e.inv.firstAfter) {
+				e.inv.firstAfter[rp.Partition].CompareAndSwap(0, now)
+			}
+			e.markMaybeWritten(rp.Records)
+		}
+	}
+}
+
+// markMaybeWritten marks the records of a batch the broker will see.
+func (e *relEnv) markMaybeWritten(b []byte) {
+	d, err := batch.Decode(b)
+	if err != nil {
+		return // not ours to judge; the broker rejects it
+	}
+	for _, r := range d.Records {
+		if k, i, ok := e.parseValue(r.Value); ok {
+			e.recs[k][i].reached.Store(true)
+		}
+	}
+}
+
+// checkInvariants runs after the model check.
+func (e *relEnv) checkInvariants() {
+	if end := e.inv.faultEnd.Load(); end > 0 {
+		keyPart := make([]int32, e.keys)
+		for k := range e.keys {
+			keyPart[k] = -1
+			for i := range e.perKey {
+				r := &e.recs[k][i]
+				switch {
+				case r.outcome == relAcked:
+					keyPart[k] = r.loc.part
+				case r.seen > 0:
+					keyPart[k] = r.found.part
+				default:
+					continue
+				}
+				break
+			}
+		}
+		waiting := map[int32]bool{}
+		for k := range e.keys {
+			for i := range e.perKey {
+				if r := &e.recs[k][i]; r.start < end && r.end > end && keyPart[k] >= 0 {
+					waiting[keyPart[k]] = true
+				}
+			}
+		}
+		for part := range waiting {
+			first := e.inv.firstAfter[part].Load()
+			if first == 0 || time.Duration(first-end) > livenessBound {
+				got := "never"
+				if first > 0 {
+					got = "after " + time.Duration(first-end).Round(time.Millisecond).String()
+				}
+				e.violate("partition not sending after the fault ended", "partition %d had records waiting when the fault ended; its next produce request came %s (bound %v)", part, got, livenessBound)
+			}
+		}
+	}
+	for k := range e.keys {
+		for i := range e.perKey {
+			r := &e.recs[k][i]
+			if r.seqReset && !r.reached.Load() {
+				e.inv.seqResetUnwritten.Add(1)
+				e.violate("ErrSequenceReset of a record never written", "record %d/%d failed with %v, but no produce request holding it reached the broker", k, i, r.err)
+			}
+		}
+	}
+}
+
+// measureIdle counts the requests of the idle, flushed producer over
+// idleWindow, by key.
+func (e *relEnv) measureIdle() {
+	before := e.net.requestCounts()
+	w := time.NewTimer(idleWindow) // a measurement window, not a wait for an event
+	<-w.C
+	after := e.net.requestCounts()
+	e.inv.idleReqs = map[string]int64{}
+	total := int64(0)
+	for key, n := range after {
+		if d := n - before[key]; d > 0 {
+			e.inv.idleReqs[kmsg.NameForKey(key)] = d
+			total += d
+		}
+	}
+	if total > idleMaxRequests {
+		e.violate("idle requests", "%d requests in %v while idle (%v), bound %d", total, idleWindow, e.inv.idleReqs, idleMaxRequests)
+	}
+}
+
+// invariantColumns are the scenario's cells in the report.
+func (e *relEnv) invariantColumns() (deadline, memory, idle, cbOrder, seqReset string) {
+	deadline = fmt.Sprintf("%d (worst +%v)", e.inv.late.Load(), time.Duration(e.inv.worstLate.Load()).Round(time.Millisecond))
+	memory = fmt.Sprintf("%s of %s", fmtBytes(e.inv.memMax.Load()), fmtBytes(e.inv.memBound.Load()))
+	idle = "n/a"
+	if e.inv.idleReqs != nil {
+		total := int64(0)
+		for _, n := range e.inv.idleReqs {
+			total += n
+		}
+		idle = fmt.Sprintf("%d", total)
+	}
+	e.inv.cbmu.Lock()
+	cbOrder = strconv.Itoa(e.inv.cbWrong)
+	e.inv.cbmu.Unlock()
+	seqReset = fmt.Sprintf("%d (%d never written)", e.seqResets.Load(), e.inv.seqResetUnwritten.Load())
+	return
+}
+
+// fmtBytes writes n in KiB or MiB.
+func fmtBytes(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
