@@ -67,7 +67,12 @@ func (c *Cluster) CreateTopic(ctx context.Context, name string, partitions int32
 		return err
 	}
 	defer cl.Close()
+	return createTopic(ctx, cl, name, partitions)
+}
 
+// createTopic creates a topic through cl with the broker's default
+// replication factor.
+func createTopic(ctx context.Context, cl *kgo.Client, name string, partitions int32) error {
 	req := kmsg.NewPtrCreateTopicsRequest()
 	req.TimeoutMillis = 10_000
 	t := kmsg.NewCreateTopicsRequestTopic()
@@ -103,7 +108,11 @@ func (c *Cluster) ReadAll(ctx context.Context, topic string) ([]Record, error) {
 		return nil, err
 	}
 	defer cl.Close()
+	return readAll(ctx, cl, topic)
+}
 
+// readAll is ReadAll through cl.
+func readAll(ctx context.Context, cl *kgo.Client, topic string) ([]Record, error) {
 	r := &reader{cl: cl, topic: topic}
 	if err := r.loadMetadata(ctx); err != nil {
 		return nil, fmt.Errorf("kafkatest: read %q: %w", topic, err)
