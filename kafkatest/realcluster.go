@@ -400,6 +400,25 @@ func (c *RealCluster) LogTail(i, lines int) string {
 	return tail(append(b, out...), lines)
 }
 
+// failureLog returns what explains a node's failure: its first ERROR and
+// FATAL lines (a failed broker logs pages of orderly shutdown after the
+// cause), then the tail of its log.
+func (c *RealCluster) failureLog(i int) string {
+	n := c.nodes[i]
+	b, _ := os.ReadFile(n.info.LogFile)
+	out, _ := os.ReadFile(filepath.Join(n.info.Dir, "stdout.log"))
+	var errs []string
+	for _, l := range strings.Split(string(append(b, out...)), "\n") {
+		if strings.Contains(l, " ERROR ") || strings.Contains(l, " FATAL ") || strings.Contains(l, "Exception") {
+			errs = append(errs, l)
+			if len(errs) == 12 {
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("first errors:\n%s\nlast lines:\n%s", strings.Join(errs, "\n"), c.LogTail(i, 15))
+}
+
 // node checks i and returns the node, for a lifecycle call.
 func (c *RealCluster) node(i int) (*realNode, error) {
 	if c.seeds != nil {
@@ -553,7 +572,7 @@ func (c *RealCluster) waitReady(ctx context.Context, timeout time.Duration) erro
 				c.mu.Lock()
 				werr := n.waitErr
 				c.mu.Unlock()
-				return fmt.Errorf("%w: node %d exited (%v); log %s:\n%s", ErrStart, n.info.ID, werr, n.info.LogFile, c.LogTail(n.info.ID, 40))
+				return fmt.Errorf("%w: node %d exited (%v); log %s:\n%s", ErrStart, n.info.ID, werr, n.info.LogFile, c.failureLog(n.info.ID))
 			default:
 			}
 		}
@@ -564,7 +583,7 @@ func (c *RealCluster) waitReady(ctx context.Context, timeout time.Duration) erro
 		if err := wait(ctx, backoff); err != nil {
 			msg := fmt.Sprintf("%v waiting for a Metadata response listing every node (last: %v)", err, last)
 			for _, n := range exitNodes {
-				msg += fmt.Sprintf("\nnode %d log %s:\n%s", n.info.ID, n.info.LogFile, c.LogTail(n.info.ID, 25))
+				msg += fmt.Sprintf("\nnode %d log %s:\n%s", n.info.ID, n.info.LogFile, c.failureLog(n.info.ID))
 			}
 			return fmt.Errorf("%w: %s", ErrStart, msg)
 		}
