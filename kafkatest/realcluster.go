@@ -121,11 +121,17 @@ func Seeds() []string {
 	return seeds
 }
 
-// newClusterID returns a random KRaft cluster ID (a base64url UUID).
+// newClusterID returns a random KRaft cluster ID (a base64url UUID). Like
+// Kafka's Uuid.randomUuid it never starts with '-', which StorageTool's
+// argument parser would take for a flag.
 func newClusterID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	for {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		if id := base64.RawURLEncoding.EncodeToString(b[:]); id[0] != '-' {
+			return id
+		}
+	}
 }
 
 // start lays out, formats and starts every node, then waits for readiness.
