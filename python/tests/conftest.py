@@ -14,13 +14,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from typing import Iterator, Optional
 
 import pytest
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# The repository (for `go build ./cmd/kpush`); .ci/python runs a copy of the tests elsewhere.
+REPO = os.environ.get("KPUSH_REPO") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CI = os.environ.get("CI") == "true"
 
 TOPICS = {
@@ -169,16 +169,3 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
     finally:
         consumer.close()
-
-
-def run_script(code: str, timeout: float = 60.0, **kw) -> subprocess.CompletedProcess:
-    """Run Python code in a child interpreter with this package importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "python")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])) if _source_layout() else env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, **kw)
-
-
-def _source_layout() -> bool:
-    import kpush
-
-    return os.path.dirname(os.path.dirname(os.path.abspath(kpush.__file__))) == os.path.join(REPO, "python")
