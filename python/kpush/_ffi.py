@@ -52,6 +52,7 @@ void kp_token(int64_t h, uint64_t id, char *tok, int64_t tok_len, char *err, int
 void kp_partitions_async(int64_t h, uint64_t id, char *topic, int64_t topic_len, int64_t timeout_ms);
 int64_t kp_dev_start(char *topic, int64_t topic_len, int32_t partitions, char *buf, int64_t cap);
 void kp_dev_stop(int64_t h);
+void kp_profile_stop(void);
 """
 
 # Completion kinds and send modes (python/engine/queue.go, bridge.go).
@@ -120,6 +121,10 @@ def load() -> tuple[Any, Any]:
             lib = ffi.dlopen(path)
             _ffi, _loaded_pid = ffi, os.getpid()
             os.register_at_fork(after_in_child=_after_fork_in_child)
+            if os.environ.get("KPUSH_ENGINE_CPUPROFILE"):
+                import atexit
+
+                atexit.register(lambda: None if _forked else lib.kp_profile_stop())
             _lib = lib
     return _ffi, _lib
 
