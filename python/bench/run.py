@@ -91,6 +91,8 @@ def median(xs):
 
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C, so the broker is always stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)

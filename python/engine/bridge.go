@@ -5,10 +5,12 @@ package main
 //     the blocking Producer) builds the record — its bytes copied once, out
 //     of Python's buffers into Go memory — and either starts a send
 //     goroutine (modeSend) or appends to the intake list (modeOrdered).
-//   - A send goroutine exists per record in modeSend: it calls
-//     kpush.Producer.Send with the record's own context, so cancelling that
-//     context withdraws a buffered record or drops an in-flight outcome
-//     exactly as Send documents. It pushes the outcome and exits.
+//   - Send workers run modeSend records: each calls kpush.Producer.Send with
+//     the record's own context, so cancelling that context withdraws a
+//     buffered record or drops an in-flight outcome exactly as Send
+//     documents; it pushes the outcome and takes the next record from
+//     b.work, or exits after workerIdle or when the bridge closes. There
+//     are as many as records awaited at once (recently).
 //   - The intake goroutine (one per bridge producer) hands modeOrdered
 //     records to SendAsync in the order kp_send saw them; SendAsync's
 //     callbacks (engine goroutines) push the outcomes. It exits when the
@@ -52,6 +54,8 @@ type item struct {
 	id     uint64
 	rec    kpush.Record
 	cancel context.CancelFunc // modeSend
+	ctx    context.Context    // modeSend
+	p      *kpush.Producer    // modeSend
 	state  atomic.Int32       // modeOrdered
 }
 
@@ -63,6 +67,8 @@ type bridge struct {
 	cfg     *settings
 	closed  atomic.Bool
 	stopped chan struct{} // closed when the intake goroutine has exited
+	work    chan *item    // unbuffered: modeSend records for idle send workers
+	quit    chan struct{} // closed by close: idle send workers exit
 
 	mmu    sync.Mutex
 	manual *kpush.Producer // lazily created for records with an explicit partition
@@ -93,6 +99,8 @@ func newBridge(raw []byte) (*bridge, error) {
 	b := &bridge{
 		wake:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
+		work:    make(chan *item),
+		quit:    make(chan struct{}),
 		items:   make(map[uint64]*item),
 		tokens:  make(map[uint64]chan tokenReply),
 	}
@@ -143,19 +151,16 @@ func (b *bridge) send(mode int, it *item, partition int32) {
 	}
 	it.rec.Partition = partition
 	if mode == modeSend {
-		ctx, cancel := context.WithCancel(context.Background())
-		it.cancel = cancel
+		it.ctx, it.cancel = context.WithCancel(context.Background())
 		b.cmu.Lock()
 		b.items[it.id] = it
 		b.cmu.Unlock()
-		go func() {
-			res, err := p.Send(ctx, &it.rec)
-			b.cmu.Lock()
-			delete(b.items, it.id)
-			b.cmu.Unlock()
-			cancel()
-			b.complete(it.id, it.rec.Topic, res, err)
-		}()
+		it.p = p
+		select {
+		case b.work <- it:
+		default:
+			go b.sendWorker(it)
+		}
 		return
 	}
 	b.cmu.Lock()
@@ -167,6 +172,34 @@ func (b *bridge) send(mode int, it *item, partition int32) {
 	select {
 	case b.wake <- struct{}{}:
 	default:
+	}
+}
+
+// workerIdle is how long a send worker waits for another record before
+// exiting.
+const workerIdle = 5 * time.Second
+
+// sendWorker runs Send for modeSend records, one at a time, then waits for
+// the next: reusing goroutines saves creating one (and growing its stack)
+// per record. There are as many as records were awaited at once, recently.
+func (b *bridge) sendWorker(it *item) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		res, err := it.p.Send(it.ctx, &it.rec)
+		b.cmu.Lock()
+		delete(b.items, it.id)
+		b.cmu.Unlock()
+		it.cancel()
+		b.complete(it.id, it.rec.Topic, res, err)
+		idle.Reset(workerIdle)
+		select {
+		case it = <-b.work:
+		case <-idle.C:
+			return
+		case <-b.quit:
+			return
+		}
 	}
 }
 
@@ -296,6 +329,7 @@ func (b *bridge) close(timeoutMS int64) error {
 	}
 	// Close delivered every outcome; the send goroutines push theirs now.
 	b.waitIdle(context.Background())
+	close(b.quit)
 	b.tmu.Lock()
 	for id, ch := range b.tokens {
 		ch <- tokenReply{err: kpush.ErrClosed}

@@ -24,6 +24,22 @@ typedef struct {
 	int64_t msg_off;
 	int64_t msg_len;
 } kp_completion;
+typedef struct {
+	uint64_t id;
+	char *topic;
+	int64_t topic_len;
+	char *key;
+	int64_t key_len;
+	char *val;
+	int64_t val_len;
+	char *hdrs;
+	int64_t hdr_len;
+	int32_t nhdr;
+	int32_t partition;
+	int64_t ts_ms;
+	int32_t mode;
+	int32_t pad;
+} kp_rec;
 */
 import "C"
 
@@ -107,10 +123,19 @@ func kp_fd(h C.int64_t) C.int32_t {
 	return C.int32_t(b.q.rfd)
 }
 
+// topicString returns the topic as a Go string, reusing last when the
+// bytes are the same (records of one batch usually share a topic).
+func topicString(topic *C.char, topicLen C.int64_t, last string) string {
+	if int(topicLen) == len(last) && topicLen > 0 && string(unsafe.Slice((*byte)(unsafe.Pointer(topic)), int(topicLen))) == last {
+		return last
+	}
+	return C.GoStringN(topic, C.int(topicLen))
+}
+
 func buildItem(id C.uint64_t, topic *C.char, topicLen C.int64_t, key *C.char, keyLen C.int64_t,
-	val *C.char, valLen C.int64_t, hdrs *C.char, hdrLen C.int64_t, nhdr C.int32_t, tsMS C.int64_t) (*item, error) {
+	val *C.char, valLen C.int64_t, hdrs *C.char, hdrLen C.int64_t, nhdr C.int32_t, tsMS C.int64_t, last string) (*item, error) {
 	it := &item{id: uint64(id)}
-	it.rec.Topic = C.GoStringN(topic, C.int(topicLen))
+	it.rec.Topic = topicString(topic, topicLen, last)
 	it.rec.Key = goBytes(key, keyLen)
 	it.rec.Value = goBytes(val, valLen)
 	if nhdr > 0 {
@@ -139,11 +164,36 @@ func kp_send(h C.int64_t, mode C.int32_t, id C.uint64_t, topic *C.char, topicLen
 	if b == nil || b.closed.Load() {
 		return causeClosed
 	}
-	it, err := buildItem(id, topic, topicLen, key, keyLen, val, valLen, hdrs, hdrLen, nhdr, tsMS)
+	it, err := buildItem(id, topic, topicLen, key, keyLen, val, valLen, hdrs, hdrLen, nhdr, tsMS, "")
 	if err != nil {
 		return causeInvalidHeader
 	}
 	b.send(int(mode), it, int32(partition))
+	return 0
+}
+
+// kp_send_many starts n records in one call (what one event-loop
+// iteration produced), in order; outcomes arrive through kp_drain. It
+// returns 0, or causeClosed (then none was started). A record whose headers
+// are malformed fails through its completion.
+//
+//export kp_send_many
+func kp_send_many(h C.int64_t, recs *C.kp_rec, n C.int64_t) C.int32_t {
+	b := lookup(h)
+	if b == nil || b.closed.Load() {
+		return causeClosed
+	}
+	var lastTopic string
+	for _, r := range unsafe.Slice(recs, int(n)) {
+		it, err := buildItem(r.id, r.topic, r.topic_len, r.key, r.key_len, r.val, r.val_len, r.hdrs, r.hdr_len, r.nhdr, r.ts_ms, lastTopic)
+		if err != nil {
+			b.outstanding.Add(1)
+			b.complete(uint64(r.id), "", kpush.Result{}, &kpush.ProduceError{Partition: -1, Err: kpush.ErrInvalidHeader})
+			continue
+		}
+		lastTopic = it.rec.Topic
+		b.send(int(r.mode), it, int32(r.partition))
+	}
 	return 0
 }
 
@@ -160,7 +210,7 @@ func kp_send_sync(h C.int64_t, topic *C.char, topicLen C.int64_t,
 	if b == nil || b.closed.Load() {
 		return causeClosed
 	}
-	it, err := buildItem(0, topic, topicLen, key, keyLen, val, valLen, hdrs, hdrLen, nhdr, tsMS)
+	it, err := buildItem(0, topic, topicLen, key, keyLen, val, valLen, hdrs, hdrLen, nhdr, tsMS, "")
 	if err != nil {
 		return causeInvalidHeader
 	}

@@ -71,7 +71,7 @@ class Core:
 
     __slots__ = (
         "ffi", "lib", "h", "fd", "loop", "futures", "seq", "closing", "closed",
-        "cbuf", "msgbuf", "token_provider", "close_future", "__weakref__",
+        "cbuf", "msgbuf", "token_provider", "close_future", "pending", "topics", "__weakref__",
     )
 
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
@@ -86,7 +86,36 @@ class Core:
         self.msgbuf = self.ffi.new("char[]", _MSGCAP)
         self.token_provider = settings.token_provider
         self.close_future: Optional[asyncio.Future[Any]] = None
+        # Records of this loop iteration, handed to the engine in one
+        # kp_send_many call (a foreign call costs microseconds).
+        self.pending: list[tuple] = []
+        self.topics: dict[str, Any] = {}
         loop.add_reader(self.fd, self._on_readable)
+
+    def topic_cdata(self, topic: str) -> Any:
+        """The topic's UTF-8 bytes as cdata (cached), raising like prepare()."""
+        cd = self.topics.get(topic)
+        if cd is None:
+            from ._records import prepare
+
+            tb = prepare(self.ffi, topic, None).topic
+            cd = self.ffi.from_buffer(tb)
+            if len(self.topics) < 4096:
+                self.topics[topic] = cd
+        return cd
+
+    def send_pending(self) -> None:
+        """Hand this iteration's records to the engine, in order, in one call."""
+        pend = self.pending
+        if not pend:
+            return
+        self.pending = []
+        rc = self.lib.kp_send_many(self.h, self.ffi.new("kp_rec[]", pend), len(pend))
+        if rc:
+            for r in pend:
+                entry = self.futures.pop(r[0], None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_exception(NotWrittenError("kpush: producer closed", "closed", entry[1]))
 
     def new_id(self) -> int:
         """A fresh id for a record or a control request."""
@@ -168,6 +197,7 @@ class Core:
 
     def control(self, kind: str, timeout: Optional[float], topic: Optional[str] = None) -> asyncio.Future[Any]:
         """Start a flush, close or partition lookup; its future resolves on the loop."""
+        self.send_pending()
         fut = self.loop.create_future()
         rid = self.new_id()
         self.futures[rid] = (fut, topic)

@@ -25,7 +25,7 @@ from . import _ffi
 from ._config import build_settings
 from ._core import Core, stats
 from ._errors import NotWrittenError
-from ._records import Buffer, Headers, RecordMetadata, _topics, prepare
+from ._records import Buffer, Headers, RecordMetadata, prepare
 
 __all__ = ["AIOKafkaProducer", "Producer", "RecordMetadata"]
 
@@ -124,26 +124,30 @@ class Producer:
             core = self._live()
         ffi = core.ffi
         if type(value) is bytes and headers is None and partition is None and timestamp_ms is None and (key is None or type(key) is bytes) and type(topic) is str:
-            tb = _topics.get(topic)
-            if tb is None:
-                tb = prepare(ffi, topic, None).topic
-            if key is None:
-                k, kl = ffi.NULL, -1
-            else:
-                k, kl = key, len(key)
+            tcd = core.topics.get(topic)
+            if tcd is None:
+                tcd = core.topic_cdata(topic)
             rid = core.seq = core.seq + 1
-            fut = core.loop.create_future()
-            core.futures[rid] = (fut, topic)
-            rc = core.lib.kp_send(core.h, mode, rid, tb, len(tb), k, kl, value, len(value), ffi.NULL, 0, 0, -1, -1)
+            rec = (rid, tcd, len(tcd), ffi.NULL if key is None else ffi.from_buffer(key), -1 if key is None else len(key),
+                   ffi.from_buffer(value), len(value), ffi.NULL, 0, 0, -1, -1, mode, 0)
         else:
             r = prepare(ffi, topic, value, key, headers, partition, timestamp_ms)
+            tcd = core.topic_cdata(topic)
             rid = core.seq = core.seq + 1
-            fut = core.loop.create_future()
-            core.futures[rid] = (fut, topic)
-            rc = core.lib.kp_send(core.h, mode, rid, r.topic, len(r.topic), r.key, r.key_len, r.value, r.value_len, r.headers, r.headers_len, r.nheaders, r.partition, r.timestamp_ms)
-        if rc:
-            del core.futures[rid]
-            raise NotWrittenError("kpush: producer closed", "closed", topic)
+            k, v, hb = r.key, r.value, r.headers
+            if type(k) is bytes:
+                k = ffi.from_buffer(k)
+            if type(v) is bytes:
+                v = ffi.from_buffer(v)
+            if type(hb) is bytes:
+                hb = ffi.from_buffer(hb)
+            rec = (rid, tcd, len(tcd), k, r.key_len, v, r.value_len, hb, r.headers_len, r.nheaders, r.partition, r.timestamp_ms, mode, 0)
+        fut = core.loop.create_future()
+        core.futures[rid] = (fut, topic)
+        pend = core.pending
+        pend.append(rec)
+        if len(pend) == 1:
+            core.loop.call_soon(core.send_pending)
         return fut, rid, core
 
     async def send(
@@ -168,6 +172,7 @@ class Producer:
             return await fut
         except asyncio.CancelledError:
             if fut.cancelled() and not core.closed:
+                core.send_pending()  # the engine must know the record to withdraw it
                 core.lib.kp_cancel(core.h, rid)
             raise
 
