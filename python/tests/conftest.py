@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import selectors
+import queue
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from typing import Iterator, Optional
 
@@ -61,20 +62,32 @@ def kpush_bin(tmp_path_factory) -> str:
 class Broker:
     """One `kpush dev` process; restartable on the same port."""
 
-    def __init__(self, binary: str, port: int, topics: dict[str, int]) -> None:
+    def __init__(self, binary: str, port: int, topics: dict[str, int], extra: Optional[list] = None) -> None:
         self.binary, self.port, self.topics = binary, port, topics
+        self.extra = extra or []
         self.proc: Optional[subprocess.Popen] = None
         self.bootstrap = f"127.0.0.1:{port}"
+        self.ca_file = ""  # with --tls: the throwaway CA kpush dev wrote
 
     def start(self, timeout: float = 30.0) -> None:
         args = [self.binary, "dev", "-port", str(self.port)]
         for name, n in self.topics.items():
             args += ["-topic", f"{name}:{n}"]
+        args += self.extra
         deadline = time.monotonic() + timeout
         while True:
-            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            line = _readline(self.proc, deadline)
+            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.lines: queue.Queue = queue.Queue()
+            # A thread drains stdout (so the broker never blocks on a full pipe) into a queue.
+            threading.Thread(target=_pump, args=(self.proc.stdout, self.lines), daemon=True).start()
+            line = _readline(self.lines, deadline)
             if line.startswith("bootstrap:"):
+                while "--tls" in self.extra and not self.ca_file:
+                    more = _readline(self.lines, deadline)
+                    if not more:
+                        raise RuntimeError("kpush dev --tls printed no ssl.ca.location")
+                    if more.startswith("ssl.ca.location:"):
+                        self.ca_file = more.split(":", 1)[1].strip()
                 return
             # The port may still be held by the previous process: retry.
             self.stop()
@@ -92,9 +105,8 @@ class Broker:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=15)
-        for f in (p.stdout, p.stderr):
-            if f:
-                f.close()
+        if p.stdout:
+            p.stdout.close()
 
     def pause(self) -> None:
         assert self.proc is not None
@@ -105,18 +117,17 @@ class Broker:
         self.proc.send_signal(signal.SIGCONT)
 
 
-def _readline(p: subprocess.Popen, deadline: float) -> str:
-    sel = selectors.DefaultSelector()
-    sel.register(p.stdout, selectors.EVENT_READ)
+def _pump(f, q: "queue.Queue[str]") -> None:
+    for line in f:
+        q.put(line)
+    q.put("")
+
+
+def _readline(q: "queue.Queue[str]", deadline: float) -> str:
     try:
-        while time.monotonic() < deadline:
-            if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                return p.stdout.readline()
-            if p.poll() is not None:
-                break
-    finally:
-        sel.close()
-    return ""
+        return q.get(timeout=max(0.0, deadline - time.monotonic()))
+    except queue.Empty:
+        return ""
 
 
 @pytest.fixture(scope="session")
