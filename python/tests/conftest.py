@@ -85,6 +85,7 @@ class Broker:
                 while "--tls" in self.extra and not self.ca_file:
                     more = _readline(self.lines, deadline)
                     if not more:
+                        self.stop(signal.SIGKILL)
                         raise RuntimeError("kpush dev --tls printed no ssl.ca.location")
                     if more.startswith("ssl.ca.location:"):
                         self.ca_file = more.split(":", 1)[1].strip()
