@@ -1,0 +1,102 @@
+package main
+
+// Goroutines and ownership (completion queue):
+//   - Any engine goroutine (SendAsync callbacks, Send goroutines, flush and
+//     close goroutines) calls push; the Python event loop thread calls drain
+//     through kp_drain. q.mu guards items and armed.
+//   - The pipe's write end is written only by push, and only when the queue
+//     goes from empty to non-empty (armed false → true); drain sets armed
+//     back to false when it empties the queue. The read end belongs to the
+//     Python side (add_reader), which reads the pipe before draining so a
+//     wake-up is never lost.
+
+import (
+	"sync"
+	"syscall"
+)
+
+// completion is one outcome waiting to be drained by Python.
+type completion struct {
+	id        uint64
+	offset    int64
+	timestamp int64
+	partition int32
+	kind      int32
+	cause     int32
+	code      int32
+	msg       string
+}
+
+// Completion kinds, shared with kpush/_ffi.py.
+const (
+	kindOK         = 0
+	kindNotWritten = 1
+	kindUnknown    = 2
+	kindFlush      = 3
+	kindClose      = 4
+	kindPartitions = 5
+	kindToken      = 6
+)
+
+// queue is the completion queue of one bridge producer.
+type queue struct {
+	rfd, wfd int
+
+	mu    sync.Mutex
+	items []completion
+	spare []completion
+	armed bool
+}
+
+func newQueue() (*queue, error) {
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		return nil, err
+	}
+	return &queue{rfd: fds[0], wfd: fds[1]}, nil
+}
+
+// push appends c and wakes the loop if the queue was empty.
+func (q *queue) push(c completion) {
+	q.mu.Lock()
+	q.items = append(q.items, c)
+	wake := !q.armed
+	q.armed = true
+	q.mu.Unlock()
+	if wake {
+		// A full pipe already holds a wake-up; EAGAIN is fine.
+		syscall.Write(q.wfd, []byte{1})
+	}
+}
+
+// take removes up to max completions whose messages fit in msgCap bytes
+// (at least one is always taken, its message truncated if needed).
+func (q *queue) take(max int, msgCap int, fn func(i int, c *completion)) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n, used := 0, 0
+	for n < len(q.items) && n < max {
+		c := &q.items[n]
+		if n > 0 && used+len(c.msg) > msgCap {
+			break
+		}
+		fn(n, c)
+		used += len(c.msg)
+		n++
+	}
+	if n == len(q.items) {
+		clear(q.items)
+		q.items = q.items[:0]
+		q.armed = false
+	} else {
+		rest := copy(q.items, q.items[n:])
+		clear(q.items[rest:])
+		q.items = q.items[:rest]
+	}
+	return n
+}
+
+func (q *queue) close() {
+	syscall.Close(q.rfd)
+	syscall.Close(q.wfd)
+}

@@ -1,0 +1,195 @@
+"""Producer settings: Python keywords → the engine's JSON configuration.
+
+Every keyword is either mapped to a kpush option or rejected with a
+TypeError naming it; nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any, Callable, Optional
+
+from ._errors import InvalidConfigError
+
+__all__ = ["Settings", "build_settings", "KPUSH_KEYWORDS"]
+
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+_PARTITIONERS = ("sticky", "murmur2", "crc32", "round_robin")
+
+#: Keywords of kpush.aio.Producer and kpush.Producer (besides bootstrap_servers).
+KPUSH_KEYWORDS = frozenset(
+    {
+        "client_id",
+        "acks",
+        "compression_type",
+        "linger_ms",
+        "max_batch_bytes",
+        "enable_idempotence",
+        "request_timeout_ms",
+        "retry_backoff_ms",
+        "metadata_max_age_ms",
+        "delivery_timeout_ms",
+        "dial_timeout_ms",
+        "max_buffered_bytes",
+        "max_buffered_records",
+        "max_in_flight",
+        "fail_fast_when_full",
+        "partitioner",
+        "default_topic",
+        "security_protocol",
+        "ssl_context",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "sasl_oauth_token_provider",
+    }
+)
+
+
+class Settings:
+    """The validated settings of one producer."""
+
+    def __init__(self, config: dict[str, Any], token_provider: Any) -> None:
+        self.config = config
+        self.token_provider = token_provider
+
+    def to_json(self) -> bytes:
+        """The JSON the engine's kp_new reads."""
+        return json.dumps(self.config).encode()
+
+
+def _num(name: str, v: Any, *, integer: bool = False, minimum: float = 0) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (int, float) if not integer else int):
+        raise TypeError(f"kpush: {name} must be {'an int' if integer else 'a number'}, not {type(v).__name__}")
+    if v < minimum:
+        raise InvalidConfigError(f"kpush: {name} must be at least {minimum}, not {v}", "invalid_config")
+    return v
+
+
+def _str(name: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"kpush: {name} must be a str, not {type(v).__name__}")
+    return v
+
+
+def _bool(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"kpush: {name} must be a bool, not {type(v).__name__}")
+    return v
+
+
+def _brokers(v: Any) -> list[str]:
+    if isinstance(v, str):
+        out = [s.strip() for s in v.split(",") if s.strip()]
+    elif isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v):
+        out = [s.strip() for s in v]
+    else:
+        raise TypeError("kpush: bootstrap_servers must be a str or a list of str")
+    if not out:
+        raise InvalidConfigError("kpush: bootstrap_servers is empty", "invalid_config")
+    return out
+
+
+def _tls_from_context(ctx: Any) -> dict[str, Any]:
+    if not isinstance(ctx, ssl.SSLContext):
+        raise TypeError(f"kpush: ssl_context must be an ssl.SSLContext, not {type(ctx).__name__}")
+    import base64
+
+    der = ctx.get_ca_certs(binary_form=True)
+    return {
+        "ca_der": [base64.b64encode(c).decode() for c in der],
+        "insecure_skip_verify": ctx.verify_mode == ssl.CERT_NONE,
+    }
+
+
+def build_settings(bootstrap_servers: Any, kw: dict[str, Any], owner: str) -> Settings:
+    """Validate kpush keywords; raise TypeError naming any unknown one."""
+    for name in kw:
+        if name not in KPUSH_KEYWORDS:
+            raise TypeError(f"{owner}() got an unsupported keyword argument {name!r}")
+    c: dict[str, Any] = {"brokers": _brokers(bootstrap_servers)}
+    ms_fields = {
+        "linger_ms": "linger_ms",
+        "request_timeout_ms": "request_timeout_ms",
+        "retry_backoff_ms": "retry_backoff_ms",
+        "metadata_max_age_ms": "metadata_max_age_ms",
+        "delivery_timeout_ms": "delivery_timeout_ms",
+        "dial_timeout_ms": "dial_timeout_ms",
+    }
+    for py, js in ms_fields.items():
+        if kw.get(py) is not None:
+            c[js] = _num(py, kw[py])
+    int_fields = {
+        "max_batch_bytes": "max_batch_bytes",
+        "max_buffered_bytes": "max_buffered_bytes",
+        "max_buffered_records": "max_buffered_records",
+        "max_in_flight": "max_inflight",
+    }
+    for py, js in int_fields.items():
+        if kw.get(py) is not None:
+            c[js] = _num(py, kw[py], integer=True, minimum=1)
+    if kw.get("client_id") is not None:
+        c["client_id"] = _str("client_id", kw["client_id"])
+    if kw.get("default_topic") is not None:
+        c["default_topic"] = _str("default_topic", kw["default_topic"])
+    if kw.get("acks") is not None:
+        a = kw["acks"]
+        acks = {"all": -1, -1: -1, 0: 0, 1: 1}.get(a) if not isinstance(a, bool) else None
+        if acks is None:
+            raise InvalidConfigError(f"kpush: acks must be 'all', -1, 0 or 1, not {a!r}", "invalid_config")
+        c["acks"] = acks
+    if kw.get("compression_type") is not None:
+        codec = _str("compression_type", kw["compression_type"]).lower()
+        if codec not in _CODECS:
+            raise InvalidConfigError(f"kpush: compression_type must be one of {_CODECS}, not {codec!r}", "invalid_config")
+        c["compression"] = codec
+    if kw.get("enable_idempotence") is not None:
+        c["idempotence"] = _bool("enable_idempotence", kw["enable_idempotence"])
+    if kw.get("fail_fast_when_full") is not None:
+        c["fail_fast"] = _bool("fail_fast_when_full", kw["fail_fast_when_full"])
+    if kw.get("partitioner") is not None:
+        p = _str("partitioner", kw["partitioner"])
+        if p not in _PARTITIONERS:
+            raise InvalidConfigError(f"kpush: partitioner must be one of {_PARTITIONERS}, not {p!r}", "invalid_config")
+        c["partitioner"] = p
+    proto = _str("security_protocol", kw.get("security_protocol") or "PLAINTEXT").upper()
+    if proto not in _PROTOCOLS:
+        raise InvalidConfigError(f"kpush: security_protocol must be one of {_PROTOCOLS}, not {proto!r}", "invalid_config")
+    tls_kw = [k for k in ("ssl_context", "ssl_cafile", "ssl_certfile", "ssl_keyfile") if kw.get(k) is not None]
+    sasl_kw = [k for k in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "sasl_oauth_token_provider") if kw.get(k) is not None]
+    if proto.endswith("SSL"):
+        tls: dict[str, Any] = {}
+        if kw.get("ssl_context") is not None:
+            tls.update(_tls_from_context(kw["ssl_context"]))
+        for py, js in (("ssl_cafile", "ca_file"), ("ssl_certfile", "cert_file"), ("ssl_keyfile", "key_file")):
+            if kw.get(py) is not None:
+                tls[js] = _str(py, kw[py])
+        c["tls"] = tls
+    elif tls_kw:
+        raise InvalidConfigError(f"kpush: {tls_kw[0]} needs security_protocol SSL or SASL_SSL, not {proto}", "invalid_config")
+    token = None
+    if proto.startswith("SASL"):
+        mech = _str("sasl_mechanism", kw.get("sasl_mechanism") or "PLAIN").upper()
+        if mech not in _MECHANISMS:
+            raise InvalidConfigError(f"kpush: sasl_mechanism must be one of {_MECHANISMS}, not {mech!r}", "invalid_config")
+        sasl = {"mechanism": mech}
+        if mech == "OAUTHBEARER":
+            token = kw.get("sasl_oauth_token_provider")
+            if token is None or not hasattr(token, "token"):
+                raise InvalidConfigError("kpush: OAUTHBEARER needs sasl_oauth_token_provider (an object with token())", "invalid_config")
+        else:
+            sasl["username"] = _str("sasl_plain_username", kw.get("sasl_plain_username") or "")
+            sasl["password"] = _str("sasl_plain_password", kw.get("sasl_plain_password") or "")
+        c["sasl"] = sasl
+    elif sasl_kw:
+        raise InvalidConfigError(f"kpush: {sasl_kw[0]} needs security_protocol SASL_PLAINTEXT or SASL_SSL, not {proto}", "invalid_config")
+    return Settings(c, token)
+
+
+Serializer = Optional[Callable[[Any], Any]]

@@ -1,0 +1,225 @@
+"""The engine handle shared by the asyncio front ends.
+
+Threads and ownership: a _Core belongs to one event loop. Every method runs
+on that loop's thread, except abandon(), which the garbage collector may call
+from any thread and which only calls the (thread-safe) engine. Go never calls
+back: the loop's reader on the engine's pipe (_on_readable) drains many
+completions per foreign call and resolves their futures here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from typing import Any, Optional
+
+from . import _ffi
+from ._config import Settings
+from ._errors import CAUSES, InvalidConfigError, KafkaError, KafkaTimeoutError, NotWrittenError, make_error
+from ._records import RecordMetadata
+
+_CAP = 4096  # completions per kp_drain call
+_MSGCAP = 1 << 18  # bytes of error messages per kp_drain call
+_SNAKE = re.compile(r"(?<!^)(?=[A-Z][a-z])")
+
+
+def _snake(name: str) -> str:
+    return _SNAKE.sub("_", name).lower().replace("i_d", "id")
+
+
+def engine_error(ffi: Any, cause: int, errbuf: Any, topic: Optional[str] = None) -> KafkaError:
+    """The exception for a failed engine call (kp_new, kp_flush, ...)."""
+    msg = ffi.string(errbuf).decode("utf-8", "replace")
+    name = CAUSES[cause] if 0 <= cause < len(CAUSES) else "other"
+    if name == "invalid_config":
+        return InvalidConfigError(msg, name)
+    if name == "deadline_exceeded":
+        return KafkaTimeoutError(msg, name)
+    if name == "closed":
+        return NotWrittenError(msg, name, topic)
+    return KafkaError(msg, name, topic)
+
+
+def new_handle(settings: Settings) -> tuple[Any, Any, int]:
+    """Create an engine producer; return (ffi, lib, handle)."""
+    ffi, lib = _ffi.load()
+    cause = ffi.new("int32_t *")
+    err = ffi.new("char[]", 4096)
+    cfg = settings.to_json()
+    h = lib.kp_new(cfg, len(cfg), cause, err, 4096)
+    if h == 0:
+        raise engine_error(ffi, cause[0], err)
+    return ffi, lib, h
+
+
+def stats(ffi: Any, lib: Any, h: int) -> dict[str, Any]:
+    """The engine's Stats as a dict with snake_case keys."""
+    cap = 4096
+    while True:
+        buf = ffi.new("char[]", cap)
+        n = lib.kp_stats(h, buf, cap)
+        if n <= cap:
+            raw = json.loads(ffi.unpack(buf, n)) if n else {}
+            return {_snake(k): v for k, v in raw.items()}
+        cap = n
+
+
+class Core:
+    """One engine producer bound to one event loop."""
+
+    __slots__ = (
+        "ffi", "lib", "h", "fd", "loop", "futures", "seq", "closing", "closed",
+        "cbuf", "msgbuf", "token_provider", "close_future", "pending", "topics", "__weakref__",
+    )
+
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.ffi, self.lib, self.h = new_handle(settings)
+        self.fd = self.lib.kp_fd(self.h)
+        self.loop = loop
+        self.futures: dict[int, tuple[asyncio.Future[Any], Optional[str]]] = {}
+        self.seq = 0
+        self.closing = False
+        self.closed = False
+        self.cbuf = self.ffi.new("kp_completion[]", _CAP)
+        self.msgbuf = self.ffi.new("char[]", _MSGCAP)
+        self.token_provider = settings.token_provider
+        self.close_future: Optional[asyncio.Future[Any]] = None
+        # Records of this loop iteration, handed to the engine in one
+        # kp_send_many call (a foreign call costs microseconds).
+        self.pending: list[tuple] = []
+        self.topics: dict[str, Any] = {}
+        loop.add_reader(self.fd, self._on_readable)
+
+    def topic_cdata(self, topic: str) -> Any:
+        """The topic's UTF-8 bytes as cdata (cached), raising like prepare()."""
+        cd = self.topics.get(topic)
+        if cd is None:
+            from ._records import prepare
+
+            tb = prepare(self.ffi, topic, None).topic
+            cd = self.ffi.from_buffer(tb)
+            if len(self.topics) < 4096:
+                self.topics[topic] = cd
+        return cd
+
+    def send_pending(self) -> None:
+        """Hand this iteration's records to the engine, in order, in one call."""
+        pend = self.pending
+        if not pend:
+            return
+        self.pending = []
+        rc = self.lib.kp_send_many(self.h, self.ffi.new("kp_rec[]", pend), len(pend))
+        if rc:
+            for r in pend:
+                entry = self.futures.pop(r[0], None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_exception(NotWrittenError("kpush: producer closed", "closed", entry[1]))
+
+    def new_id(self) -> int:
+        """A fresh id for a record or a control request."""
+        self.seq += 1
+        return self.seq
+
+    def _on_readable(self) -> None:
+        # Read the pipe before draining, so a wake-up written after the last
+        # drain is never consumed without its completion.
+        try:
+            os.read(self.fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            pass
+        ffi, lib, h, buf, msgbuf, futures = self.ffi, self.lib, self.h, self.cbuf, self.msgbuf, self.futures
+        finished = False
+        while True:
+            n = lib.kp_drain(h, buf, _CAP, msgbuf, _MSGCAP)
+            for i in range(n):
+                c = buf[i]
+                kind = c.kind
+                if kind == _ffi.KIND_TOKEN:
+                    self._token(c.id)
+                    continue
+                if kind == _ffi.KIND_CLOSE:
+                    finished = True
+                entry = futures.pop(c.id, None)
+                if entry is None:
+                    continue
+                fut, topic = entry
+                if kind == _ffi.KIND_OK:
+                    if not fut.done():
+                        fut.set_result(RecordMetadata(topic, c.partition, c.offset, c.timestamp_ms))  # type: ignore[arg-type]
+                    continue
+                msg = ffi.unpack(msgbuf + c.msg_off, c.msg_len).decode("utf-8", "replace") if c.msg_len else ""
+                if kind <= _ffi.KIND_UNKNOWN:
+                    if not fut.done():
+                        fut.set_exception(make_error(kind == _ffi.KIND_UNKNOWN, c.cause, c.code, msg, topic, c.partition))
+                elif kind == _ffi.KIND_PARTITIONS:
+                    if not fut.done():
+                        if c.cause:
+                            fut.set_exception(make_error(False, c.cause, c.code, msg, topic, -1))
+                        else:
+                            fut.set_result(c.offset)
+                elif not fut.done():  # flush or close
+                    if c.cause and kind == _ffi.KIND_FLUSH:
+                        name = CAUSES[c.cause] if c.cause < len(CAUSES) else "other"
+                        cls = KafkaTimeoutError if name == "deadline_exceeded" else KafkaError
+                        fut.set_exception(cls(msg, name))
+                    else:
+                        fut.set_result(None)
+            if n < _CAP:
+                break
+        if finished:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.loop.remove_reader(self.fd)
+        self.closed = True
+        for fut, topic in self.futures.values():
+            if not fut.done():
+                fut.set_exception(NotWrittenError("kpush: producer closed", "closed", topic))
+        self.futures.clear()
+        self.lib.kp_free(self.h)
+
+    def _token(self, req: int) -> None:
+        async def answer() -> None:
+            tok, err = b"", b""
+            try:
+                t = self.token_provider.token()
+                if asyncio.iscoroutine(t) or isinstance(t, asyncio.Future):
+                    t = await t
+                tok = str(t).encode()
+            except Exception as e:  # the error goes to the engine as the auth failure's cause
+                err = (f"token provider: {type(e).__name__}: {e}").encode()
+            if not self.closed:
+                self.lib.kp_token(self.h, req, tok, len(tok), err, len(err))
+
+        self.loop.create_task(answer())
+
+    def control(self, kind: str, timeout: Optional[float], topic: Optional[str] = None) -> asyncio.Future[Any]:
+        """Start a flush, close or partition lookup; its future resolves on the loop."""
+        self.send_pending()
+        fut = self.loop.create_future()
+        rid = self.new_id()
+        self.futures[rid] = (fut, topic)
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        if kind == "flush":
+            self.lib.kp_flush_async(self.h, rid, ms)
+        elif kind == "close":
+            self.lib.kp_close_async(self.h, rid, ms)
+        else:
+            tb = (topic or "").encode()
+            self.lib.kp_partitions_async(self.h, rid, tb, len(tb), ms)
+        return fut
+
+    def start_close(self, timeout: Optional[float]) -> asyncio.Future[Any]:
+        """Begin closing once; later calls return the same future."""
+        if self.close_future is None:
+            self.closing = True
+            self.close_future = self.control("close", timeout)
+        return self.close_future
+
+    def abandon(self) -> None:
+        """Close from any thread (garbage collection): fail fast, resolve all."""
+        if not self.closing:
+            self.closing = True
+            self.lib.kp_close_async(self.h, 0, 0)

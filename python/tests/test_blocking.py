@@ -1,0 +1,49 @@
+"""The blocking producer from many threads (GIL released while waiting)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import kpush
+from conftest import consume
+
+
+def test_blocking_producer_many_threads(broker):
+    with kpush.Producer(broker.bootstrap) as p:
+        with ThreadPoolExecutor(64) as ex:
+            mds = list(ex.map(lambda i: p.send("sync", b"t-%d" % i, key=b"%d" % (i % 7)), range(3000)))
+        p.flush(timeout=10)
+        assert p.stats()["records_sent"] == 3000
+    got = consume(broker.bootstrap, "sync", 3000)
+    assert {(m.partition, m.offset) for m in mds} <= {(r.partition, r.offset) for r in got}
+    with pytest.raises(kpush.NotWrittenError):
+        p.send("sync", b"closed")
+
+
+def test_blocking_send_releases_the_gil(own_broker):
+    # While one thread waits inside the engine (broker paused), another runs Python.
+    with kpush.Producer(own_broker.bootstrap, delivery_timeout_ms=60_000) as p:
+        p.send("fault", b"warm-up")
+        own_broker.pause()
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (p.send("fault", b"blocked"), done.set()))
+        t.start()
+        n = 0
+        while n < 2_000_000:
+            n += 1
+        assert not done.is_set()
+        own_broker.resume()
+        t.join(30)
+        assert done.is_set()
+
+
+def test_blocking_errors(broker):
+    with kpush.Producer(broker.bootstrap) as p:
+        with pytest.raises(kpush.NotWrittenError) as e:
+            p.send("no-such-topic", b"x")
+        assert e.value.cause == "unknown_topic"
+        with pytest.raises(TypeError):
+            p.send("sync", 1)

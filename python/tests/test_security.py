@@ -1,0 +1,57 @@
+"""TLS and SASL settings reach the engine (kpush dev --tls --sasl)."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+
+import pytest
+
+from conftest import Broker, free_port
+from kpush import NotWrittenError
+from kpush.aio import AIOKafkaProducer, Producer
+
+
+@pytest.fixture
+def secure_broker(kpush_bin):
+    b = Broker(kpush_bin, free_port(), {"secure": 1}, ["--tls", "--sasl", "alice:s3cret,SCRAM-SHA-256"])
+    b.start()
+    yield b
+    b.stop(signal.SIGTERM)
+
+
+async def test_sasl_ssl_with_cafile(secure_broker):
+    async with Producer(bootstrap_servers=secure_broker.bootstrap, security_protocol="SASL_SSL",
+                        ssl_cafile=secure_broker.ca_file, sasl_mechanism="SCRAM-SHA-256",
+                        sasl_plain_username="alice", sasl_plain_password="s3cret") as p:
+        md = await p.send("secure", b"over tls")
+        assert md.offset == 0
+
+
+async def test_aiokafka_ssl_context_maps_its_ca(secure_broker):
+    ctx = ssl.create_default_context(cafile=secure_broker.ca_file)
+    async with AIOKafkaProducer(bootstrap_servers=secure_broker.bootstrap, security_protocol="SASL_SSL",
+                                ssl_context=ctx, sasl_mechanism="SCRAM-SHA-256",
+                                sasl_plain_username="alice", sasl_plain_password="s3cret") as p:
+        md = await p.send_and_wait("secure", b"via ssl_context")
+        assert md.topic == "secure"
+
+
+async def test_wrong_password_fails_fast_as_authentication(secure_broker):
+    async with Producer(bootstrap_servers=secure_broker.bootstrap, security_protocol="SASL_SSL",
+                        ssl_cafile=secure_broker.ca_file, sasl_mechanism="SCRAM-SHA-256",
+                        sasl_plain_username="alice", sasl_plain_password="Zq9-not-it",
+                        delivery_timeout_ms=60_000) as p:
+        with pytest.raises(NotWrittenError) as e:
+            await p.send("secure", b"x")
+        assert e.value.cause in ("authentication", "no_broker"), e.value
+        assert "Zq9-not-it" not in e.value.message  # credentials never appear in errors
+
+
+async def test_untrusted_certificate_is_an_authentication_error(secure_broker):
+    async with Producer(bootstrap_servers=secure_broker.bootstrap, security_protocol="SASL_SSL",
+                        sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice",
+                        sasl_plain_password="s3cret") as p:
+        with pytest.raises(NotWrittenError) as e:
+            await p.send("secure", b"x")
+        assert e.value.cause in ("authentication", "no_broker"), e.value
