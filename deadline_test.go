@@ -13,16 +13,7 @@ import (
 	"github.com/kpush/kpush/kafkatest"
 )
 
-// deadlineSlack is how late an outcome may arrive after its record's
-// delivery deadline: the documented 100ms (WithDeliveryTimeout), wider
-// under the race detector, which slows the engine about tenfold on busy
-// cores. It is a correctness bound on the reaper, not a speed target.
-func deadlineSlack() time.Duration {
-	if raceEnabled {
-		return 400 * time.Millisecond
-	}
-	return 100 * time.Millisecond
-}
+// deadlineSlack is defined in invariants_test.go (one bound for the suite).
 
 // TestDeliveryTimeout_IsABound: the broker stops answering produce
 // requests (its connections stay open, like a SIGSTOPped broker). Records

@@ -10,7 +10,7 @@ import (
 
 // deadlineSlack is how late after its delivery deadline (the Send ctx's
 // deadline or the delivery timeout, whichever is sooner) a record's outcome
-// may arrive: 100ms, the engine's target (docs/design.md, "Deadlines").
+// may arrive: 100ms, the documented slack (WithDeliveryTimeout; docs/design.md, "Outcomes").
 // The race detector slows the engine about tenfold, so under it the bound
 // is 500ms.
 func deadlineSlack() time.Duration {
