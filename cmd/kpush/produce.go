@@ -412,9 +412,10 @@ loop:
 	}
 	stopSending(errStopped)
 	close(stop)
-	if stopAt == nil && (runErr != nil || cfg.count > 0) {
-		// Stopped between batches, or -c reached the end of a batch:
-		// resume after the last record handed over.
+	if stopAt == nil && runErr != nil {
+		// Stopped between batches: resume after the last record handed
+		// over. (-c stops before a record, with stopBefore; ending the
+		// loop at the end of the input leaves nothing to resume.)
 		switch {
 		case last != nil:
 			stopAt = &position{name: last.name, line: last.line + 1, offset: last.end}

@@ -141,3 +141,21 @@ func TestProduce_FailedOutHoldingRecordsIsRefused(t *testing.T) {
 		t.Fatalf("%s changed to %q", failed, got)
 	}
 }
+
+// TestProduce_CountReachingEndOfInputGivesNoResume: -c N on an input of
+// exactly N records reads it all, so the summary must not claim reading
+// stopped early or suggest a --resume that has nothing left to send.
+func TestProduce_CountReachingEndOfInputGivesNoResume(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 1))
+	in := filepath.Join(t.TempDir(), "in.txt")
+	if err := os.WriteFile(in, []byte("a\nb\nc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, errOut := produceTo(t, c, "", "-t", "t", "-c", "3", in)
+	if code != 0 || !strings.Contains(errOut, "3 sent, 0 failed") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if strings.Contains(errOut, "reading stopped") {
+		t.Fatalf("the whole input was read, yet the summary says:\n%s", errOut)
+	}
+}
