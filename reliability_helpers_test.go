@@ -93,6 +93,12 @@ type relScenario struct {
 	maxBufBytes int64
 	// valuePad makes each record's value that many bytes longer.
 	valuePad int
+	// retriedWrites: the broker may apply a batch and still answer with an
+	// error (or lose the answer), so the retry of an earlier batch can be
+	// acknowledged after a later one. kpush runs callbacks as outcomes
+	// arrive, so their offset order then breaks: reported as the
+	// "callback order after a retried write" kind (awaitingFix).
+	retriedWrites bool
 	// awaits names the awaitingFix defect the whole scenario reproduces:
 	// it is skipped until the fix merges.
 	awaits string
@@ -145,6 +151,7 @@ type relEnv struct {
 	recs         [][]relRecord
 
 	produceReqs atomic.Int64 // produce requests seen by the cluster
+	sawCut      atomic.Bool  // a produce request was answered by cutting its connection
 	outcomes    atomic.Int64
 	acked       atomic.Int64
 	extra       atomic.Int64 // outcomes delivered more than once
@@ -291,8 +298,21 @@ func runReliability(t *testing.T, sc *relScenario) {
 			return nil, nil, false
 		}
 		resp, err, handled := sc.onProduce(e, n, pr)
-		if !handled {
+		switch {
+		case !handled:
 			e.sawProduce(pr)
+		case err != nil:
+			// The connection is cut with the request written: kpush cannot
+			// know it was not applied, so its records count as maybe
+			// written for the ErrSequenceReset invariant; nor can it know
+			// about requests it wrote behind this one, which the control
+			// never sees (sawCut).
+			e.sawCut.Store(true)
+			for _, rt := range pr.Topics {
+				for _, rp := range rt.Partitions {
+					e.markMaybeWritten(rp.Records)
+				}
+			}
 		}
 		return resp, err, handled
 	})

@@ -178,7 +178,7 @@ func relCutAfterApply() *relScenario {
 	var cuts, responses, appendErrs atomic.Int64
 	var armed atomic.Pointer[kmsg.ProduceRequest]
 	return &relScenario{
-		name: "03b-connection-cut-after-apply", keys: 24, perKey: 400, window: 16, minAcked: 1,
+		name: "03b-connection-cut-after-apply", keys: 24, perKey: 400, window: 16, minAcked: 1, retriedWrites: true,
 		setup: func(e *relEnv) {
 			e.f.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: e.topic, Err: kerr.NotEnoughReplicasAfterAppend, Count: -1,
 				When: func(r kmsg.Request) bool { pr, ok := r.(*kmsg.ProduceRequest); return ok && pr == armed.Load() }})
@@ -279,7 +279,7 @@ func relRetriableErrors() *relScenario {
 	var armedCode atomic.Int32
 	var viaFault, viaReply atomic.Int64
 	return &relScenario{
-		name: "05-retriable-errors", keys: 24, perKey: 400, window: 16, minAcked: 1,
+		name: "05-retriable-errors", keys: 24, perKey: 400, window: 16, minAcked: 1, retriedWrites: true,
 		setup: func(e *relEnv) {
 			for _, code := range codes {
 				e.f.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: e.topic, Err: code, Count: -1,

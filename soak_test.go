@@ -27,7 +27,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kpush/kpush"
-	"github.com/kpush/kpush/internal/batch"
 	"github.com/kpush/kpush/kafkatest"
 )
 
@@ -393,11 +392,10 @@ func TestSoak(t *testing.T) {
 	t0 := time.Now()
 	rep := &soakReport{duration: dur.String(),
 		faults: "every 997th produce response lost with its connection after the broker applied it; every 499th produce request refused with a rotating retriable error (NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS, LEADER_NOT_AVAILABLE) and a throttle time; every 1009th a partition leader moves; every 2003rd OUT_OF_ORDER_SEQUENCE_NUMBER (epoch bump)"}
-	recSize := int64(batch.RecordSize(&batch.Record{Key: relKey(soakSyncKeys + soakAsyncKeys), Value: []byte("99/99999999999")}))
 	sample := func() {
-		held, _, _, _, ok := heldBytes(p, recSize)
-		if !ok {
-			s.violate("memory probe: DebugPartitions format not understood")
+		held, reserved, queued := heldBytes(p)
+		if float64(queued) > float64(reserved)+defaultMaxBufBytes*memTolerance {
+			s.violate("memory: partitions hold %s, only %s reserved", fmtBytes(queued), fmtBytes(reserved))
 		}
 		s.memMax = max(s.memMax, held)
 		runtime.GC()

@@ -324,12 +324,12 @@ func TestStorm_UnusedTopicDropped(t *testing.T) {
 	p := newProducer(t, c, kpush.WithMetadataMaxAge(100*time.Millisecond))
 	p.SetTopicIdle(2 * time.Second) // more than the 1s granularity of a topic's last use
 	ctx := testCtx(t)
+	lastUse := time.Now() // no later than the engine's stamp of the last use
 	for _, topic := range []string{"used", "unused"} {
 		if _, err := p.Send(ctx, &kpush.Record{Topic: topic, Value: []byte("x")}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	lastUse := time.Now()
 	for len(asked) > 0 { // requests from before "unused" was known
 		<-asked
 	}
