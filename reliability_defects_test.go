@@ -47,10 +47,13 @@ type relFault struct {
 	once    sync.Once
 	startAt atomic.Int64 // ns since t0; 0 before
 	endAt   atomic.Int64
+	started chan struct{} // closed when the fault starts
 	ended   chan struct{}
 }
 
-func newRelFault() *relFault { return &relFault{ended: make(chan struct{})} }
+func newRelFault() *relFault {
+	return &relFault{started: make(chan struct{}), ended: make(chan struct{})}
+}
 
 // maybeStart starts the fault (start, then stop after d) when at least
 // share of the records have outcomes.
@@ -61,6 +64,7 @@ func (f *relFault) maybeStart(e *relEnv, share float64, d time.Duration, start, 
 	f.once.Do(func() {
 		f.startAt.Store(e.now())
 		start()
+		close(f.started)
 		time.AfterFunc(d, func() { // the fault's length is the scenario's subject
 			stop()
 			f.endAt.Store(e.now())
@@ -70,10 +74,13 @@ func (f *relFault) maybeStart(e *relEnv, share float64, d time.Duration, start, 
 	})
 }
 
-// wait waits (bounded) for the fault to end; scenarios call it in finish
-// so that the senders cannot end the run during the fault.
+// wait waits (bounded) for the fault to start and end; scenarios call it
+// in finish and from senders, so that the senders cannot end the run
+// during the fault (a sender may get ahead of the outcomes that start it).
 func (f *relFault) wait(e *relEnv) {
-	if f.startAt.Load() == 0 {
+	select {
+	case <-f.started:
+	case <-time.After(30 * time.Second):
 		e.t.Errorf("%s: the fault never started", e.sc.name)
 		return
 	}

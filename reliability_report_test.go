@@ -197,7 +197,7 @@ func writeReliabilityReport() error {
 	p("")
 	p("- **late outcomes**: outcomes that arrived more than %v after their delivery deadline (the Send ctx's deadline or the delivery timeout from the Send call, whichever is sooner; %v under the race detector), and the latest one relative to its deadline;", deadlineSlack(), 500*time.Millisecond)
 	p("- **memory held (max)**: the most bytes kpush held at any %v sample — reserved (`Stats().BytesBuffered`) plus records queued in partitions whose space was already released (cancelled, not yet drained) — against `WithMaxBufferedBytes`; more than %.0f%% above the bound fails;", memSample, memTolerance*100)
-	p("- **idle requests**: requests the brokers received in %v after the senders were done and Flush returned (at most %d; n/a when the producer or the cluster was closed);", idleWindow, idleMaxRequests)
+	p("- **idle requests**: requests the brokers received in %v after the senders were done and Flush returned (at most %d; a window over it is followed by a second, which is judged, so the tail of a fault is not taken for a storm; n/a when the producer or the cluster was closed);", idleWindow, idleMaxRequests)
 	p("- **callback order**: SendAsync callbacks that ran out of offset order within a partition (must be 0, across leader moves);")
 	p("- **ErrSequenceReset**: records that ended with it, and in brackets those of them no produce request holding which ever reached the broker (provably never written: must be 0);")
 	p("- scenarios that end a fault also check **liveness**: every partition with records waiting then gets a produce request within %v.", livenessBound)
