@@ -398,8 +398,9 @@ func (p *Producer) removeGoneSinks(s *meta.Snapshot) {
 		stop = append(stop, sk)
 	}
 	p.leaderMu.Unlock()
-	// Stopped without leaderMu: a reader goroutine of the sink may be
-	// waiting for it (applyLeaderHints) while Stop waits for the reader.
+	// Stopped after leaderMu is released: Stop only signals today, but the
+	// sink's reader goroutine may be waiting for leaderMu (applyLeaderHints),
+	// so nothing that could ever wait for the sink runs under it.
 	for _, sk := range stop {
 		sk.Stop()
 		p.cfg.logger.Debug("kpush: broker left the cluster; its sink is stopped", "broker", sk.Node)
