@@ -97,3 +97,60 @@ func TestApplyMetadata_LeaderEpochs(t *testing.T) {
 	applyID(2, 1, 0)
 	step("recreated topic (ID 2), epoch 0", 1)
 }
+
+// TestRemoveGoneSinks_RacesLeaderHint: a KIP-951 hint (reader goroutine)
+// that moves a partition to a broker's sink while the metadata goroutine
+// is removing that sink (the broker left the metadata) must not leave the
+// partition leading through a stopped sink that the producer forgot.
+func TestRemoveGoneSinks_RacesLeaderHint(t *testing.T) {
+	p, err := New(WithBrokers("127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p.Close(ctx)
+	}()
+	tp := &topic{name: "t", picker: partition.NewPicker(partition.Sticky, stickyBytes), ready: make(chan struct{})}
+	empty := []*sink.Partition{}
+	tp.parts.Store(&empty)
+	p.mu.Lock()
+	p.topics.Store(&map[string]*topic{"t": tp})
+	p.mu.Unlock()
+	apply := func(brokers map[int32]meta.Broker, leader, epoch int32) {
+		p.applyMetadata(&meta.Snapshot{Brokers: brokers, Topics: map[string]meta.Topic{
+			"t": {Name: "t", Partitions: []meta.Partition{{ID: 0, Leader: leader, LeaderEpoch: epoch}}},
+		}}, nil)
+	}
+	b1 := meta.Broker{ID: 1, Addr: "127.0.0.1:1"}
+	apply(map[int32]meta.Broker{1: b1, 2: {ID: 2, Addr: "127.0.0.1:2"}}, 1, 5)
+
+	hint := func() {
+		p.applyLeaderHints([]sink.LeaderHint{{Topic: "t", Partition: 0, Leader: 2, Epoch: 6}},
+			[]sink.Endpoint{{ID: 2, Addr: "127.0.0.1:2"}})
+	}
+	hinted := false
+	testHookGoneScanned = func() {
+		// The hint's reader goroutine gets in when leader changes are not
+		// serialized with the removal; else it comes after (below).
+		if p.leaderMu.TryLock() {
+			p.leaderMu.Unlock()
+			hint()
+			hinted = true
+		}
+	}
+	defer func() { testHookGoneScanned = nil }()
+	apply(map[int32]meta.Broker{1: b1}, 1, 5) // broker 2 left the metadata
+	if !hinted {
+		hint()
+	}
+	l := (*tp.parts.Load())[0].Leader()
+	p.mu.Lock()
+	known := l != nil && p.sinks[2] == l
+	n := len(p.sinks)
+	p.mu.Unlock()
+	if !known {
+		t.Fatalf("the hint moved partition 0 to a sink the producer stopped and forgot (leader %p, %d sinks known)", l, n)
+	}
+}

@@ -374,12 +374,20 @@ func (p *Producer) removeGoneSinks(s *meta.Snapshot) {
 	if len(gone) == 0 {
 		return
 	}
+	// leaderMu keeps KIP-951 hints (reader goroutines) from moving a
+	// partition to one of these sinks between the scan and the removal;
+	// a later hint finds no sink and makes a new one from its endpoints.
 	// Partition locks are taken without Producer.mu held.
+	p.leaderMu.Lock()
 	for _, part := range p.allPartitions() {
 		if l := part.Leader(); l != nil {
 			gone = slices.DeleteFunc(gone, func(sk *sink.Sink) bool { return sk == l })
 		}
 	}
+	if testHookGoneScanned != nil {
+		testHookGoneScanned()
+	}
+	stop := gone[:0]
 	for _, sk := range gone {
 		if !sk.Idle() {
 			continue
@@ -387,6 +395,13 @@ func (p *Producer) removeGoneSinks(s *meta.Snapshot) {
 		p.mu.Lock()
 		delete(p.sinks, sk.Node)
 		p.mu.Unlock()
+		stop = append(stop, sk)
+	}
+	p.leaderMu.Unlock()
+	// Stopped after leaderMu is released: Stop only signals today, but the
+	// sink's reader goroutine may be waiting for leaderMu (applyLeaderHints),
+	// so nothing that could ever wait for the sink runs under it.
+	for _, sk := range stop {
 		sk.Stop()
 		p.cfg.logger.Debug("kpush: broker left the cluster; its sink is stopped", "broker", sk.Node)
 	}
@@ -510,3 +525,7 @@ func checkTopicName(name string) error {
 	}
 	return nil
 }
+
+// testHookGoneScanned, when set (by tests only), runs in removeGoneSinks
+// between finding the sinks no partition leads through and stopping them.
+var testHookGoneScanned func()

@@ -16,7 +16,11 @@ package sink
 // sequence state, and its outcome for those records is dropped (Java's
 // Sender fails expired in-flight batches the same way).
 
-import "github.com/kpush/kpush/internal/clock"
+import (
+	"slices"
+
+	"github.com/kpush/kpush/internal/clock"
+)
 
 // ExpireAll fails every record of the given partitions and sinks whose
 // delivery deadline passed, and returns the earliest deadline still ahead
@@ -140,12 +144,20 @@ func (s *Sink) untrack(gen uint64) {
 }
 
 // expireInflight expires the records of in-flight requests whose deadline
-// passed and returns the earliest deadline still ahead.
+// passed and returns the earliest deadline still ahead. Requests are
+// visited in the order they were sent (request numbers grow), so one
+// partition's expired records reach its callback queue in send order.
 func (s *Sink) expireInflight(now int64) (held []*Pending, next int64) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	for _, batches := range s.reqs {
-		for _, b := range batches {
+	var buf [16]uint64
+	gens := buf[:0]
+	for gen := range s.reqs {
+		gens = append(gens, gen)
+	}
+	slices.Sort(gens)
+	for _, gen := range gens {
+		for _, b := range s.reqs[gen] {
 			held, next = expireBatch(b, now, held, next, s.eng)
 		}
 	}
