@@ -29,13 +29,14 @@ const (
 // Compression is a batch compression codec.
 type Compression int8
 
-// Compression codecs (Java compression.type).
+// Compression codecs (Java compression.type). The values are the codec ids
+// of the Kafka RecordBatch attributes field.
 const (
-	NoCompression Compression = Compression(batch.None)
-	Gzip          Compression = Compression(batch.Gzip)
-	Snappy        Compression = Compression(batch.Snappy)
-	LZ4           Compression = Compression(batch.LZ4)
-	Zstd          Compression = Compression(batch.Zstd)
+	NoCompression Compression = 0
+	Gzip          Compression = 1
+	Snappy        Compression = 2
+	LZ4           Compression = 3
+	Zstd          Compression = 4
 )
 
 // String returns the Kafka name of the codec ("none", "gzip", ...).
@@ -167,7 +168,7 @@ func WithLinger(d time.Duration) Option { return optionFunc(func(c *config) { c.
 // WithMaxBufferedBytes bounds the bytes of records buffered or in flight
 // (Java buffer.memory). Default 64 MiB. When full, Send and SendAsync wait
 // (ctx-aware) or fail with ErrBufferFull (WithFailFastWhenFull). A single
-// record larger than the limit is accepted only into an empty buffer.
+// record larger than the limit fails at once with ErrRecordTooLarge.
 func WithMaxBufferedBytes(n int64) Option { return optionFunc(func(c *config) { c.maxBufBytes = n }) }
 
 // WithMaxBufferedRecords bounds the number of records buffered or in

@@ -165,9 +165,9 @@ func writeRatios(w func(string, ...any), ix index, m meta, l layout) {
 	}
 }
 
-// writeTargets writes DESIGN.md's targets, met or not, from the data.
+// writeTargets writes the targets of docs/design.md, met or not, from the data.
 func writeTargets(w func(string, ...any), res *results) {
-	w("## Targets (DESIGN.md), checked against this run\n\n")
+	w("## Targets (docs/design.md), checked against this run\n\n")
 	w("On the first layout (%s). Value: median (min–max) of the per-repetition ratios.\n\n", res.Meta.Layouts[0])
 	w("| target | value | limit | met |\n|---|---:|---:|---|\n")
 	for _, t := range res.targets() {

@@ -1,7 +1,7 @@
 // Command bench measures kpush side by side with the popular Go Kafka
 // producers (franz-go, sarama, segmentio/kafka-go, confluent-kafka-go) on
 // the same fake broker in one run, and writes docs/benchmarks.md with a
-// table, kpush/franz-go ratios per cell, the DESIGN.md targets checked
+// table, kpush/franz-go ratios per cell, the docs/design.md targets checked
 // against the data, and charts.
 //
 // It is its own module (see go.mod) so the peers never enter kpush's

@@ -134,17 +134,20 @@ type confluentClient struct {
 	drained chan struct{}
 }
 
-// newConfluent builds a librdkafka producer with acks=all and linger 0, and
-// starts the goroutine that reads its events.
+// newConfluent builds a librdkafka producer at its defaults with acks=all
+// and compression off (linger 0 and a larger queue for confluent/linger0),
+// and starts the goroutine that reads its events.
 func newConfluent(cfg clientConfig) (client, error) {
 	cm := &kafka.ConfigMap{
-		"bootstrap.servers":            strings.Join(cfg.addrs, ","),
-		"acks":                         "all",
-		"compression.type":             "none",
-		"linger.ms":                    0,
-		"queue.buffering.max.messages": maxBuffered,
-		"enable.idempotence":           cfg.idem,
-		"log_level":                    4, // warnings and worse; info lines would clutter the progress
+		"bootstrap.servers":  strings.Join(cfg.addrs, ","),
+		"acks":               "all",
+		"compression.type":   "none",
+		"enable.idempotence": cfg.idem,
+		"log_level":          4, // warnings and worse; info lines would clutter the progress
+	}
+	if cfg.variant == "confluent/linger0" {
+		(*cm)["linger.ms"] = 0
+		(*cm)["queue.buffering.max.messages"] = maxBuffered
 	}
 	p, err := kafka.NewProducer(cm)
 	if err != nil {

@@ -38,7 +38,7 @@ func defineFlags(fs *flag.FlagSet) *options {
 	fs.IntVar(&o.layout.Partitions, "partitions", 0, "run one layout with this many partitions (0: the mode's)")
 	fs.IntVar(&o.layout.ValueSize, "s", 0, "run one layout with values of this many bytes (0: the mode's)")
 	fs.BoolVar(&o.layout.Keyed, "keyed", false, "run one layout with keyed records")
-	fs.IntVar(&o.reps, "reps", 3, "repetitions of every cell, interleaved across clients")
+	fs.IntVar(&o.reps, "reps", 0, "repetitions of every cell, interleaved across clients (0: the mode's, 3 with -quick, 5 with -full)")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "the doc to write (charts and a .json of the raw results go beside it); empty: print the table only")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the doc from a saved .json of results instead of measuring")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for a CPU profile of every kpush run (its measured part)")
@@ -113,7 +113,7 @@ func makePlan(o *options) (*plan, error) {
 		return nil, fmt.Errorf("-quick and -full exclude each other")
 	}
 	base := layout{Brokers: 1, Partitions: 12, ValueSize: 100}
-	p := &plan{mode: "quick", layouts: []layout{base}, reps: o.reps, maxSeconds: 5,
+	p := &plan{mode: "quick", layouts: []layout{base}, reps: 3, maxSeconds: 5,
 		records: recordCounts{c1: 5_000, c100: 50_000, more: 150_000, async: 500_000}.of}
 	// The five clients at their defaults, and kpush and franz-go with
 	// idempotence off too (both default to on).
@@ -123,6 +123,7 @@ func makePlan(o *options) (*plan, error) {
 		p.layouts = []layout{base, {3, 12, 100, false}, {1, 3, 100, false}, {1, 12, 1024, false}, {1, 12, 100, true}}
 		p.clients = clientNames(peers)
 		p.maxSeconds = 20
+		p.reps = 5 // the headline cells come from -full: medians of 5 interleaved runs
 		p.records = recordCounts{c1: 10_000, c100: 200_000, more: 500_000, async: 1_000_000}.of
 	}
 	p.levels = []level{1, 100, 1000, 10000, asyncLevel}
@@ -159,6 +160,9 @@ func makePlan(o *options) (*plan, error) {
 	}
 	if o.levels != "" || o.clients != "" || o.records > 0 || custom {
 		p.mode += " (custom)"
+	}
+	if o.reps != 0 {
+		p.reps = o.reps
 	}
 	if p.reps < 1 {
 		return nil, fmt.Errorf("-reps must be at least 1")

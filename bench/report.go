@@ -277,7 +277,7 @@ func layoutShort(l layout) string {
 	return fmt.Sprintf("%db/%dp/%dB%s", l.Brokers, l.Partitions, l.ValueSize, keys)
 }
 
-// target is one DESIGN.md performance target checked against the data.
+// target is one docs/design.md performance target checked against the data.
 type target struct {
 	what   string
 	value  stat
@@ -297,7 +297,7 @@ func (t target) met() bool {
 	return t.value.med >= t.limit
 }
 
-// targets computes DESIGN.md's targets from the first layout's cells.
+// targets computes the targets of docs/design.md from the first layout's cells.
 func (res *results) targets() []target {
 	if len(res.Meta.Layouts) == 0 {
 		return nil

@@ -66,7 +66,7 @@ func (o *outcomes) add(err error) {
 
 // runClient is the client process: it runs one spec and prints a result.
 // Sends get context.Background(), as in the root module's benchmarks and
-// DESIGN.md's targets: a context that can be cancelled costs kpush a
+// the targets of docs/design.md: a context that can be cancelled costs kpush a
 // select instead of a plain channel receive per Send. The parent kills a
 // client that hangs.
 func runClient(specJSON, cpuProfile string) error {
@@ -83,7 +83,7 @@ func runClient(specJSON, cpuProfile string) error {
 		out outcomes
 		wg  sync.WaitGroup
 	)
-	cfg := clientConfig{addrs: s.Addrs, async: s.Mode == "async", idem: p.idem, keyed: s.Keyed}
+	cfg := clientConfig{addrs: s.Addrs, async: s.Mode == "async", idem: p.idem, keyed: s.Keyed, variant: p.name}
 	if cfg.async {
 		cfg.done = func(err error) {
 			out.add(err)
