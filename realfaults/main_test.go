@@ -20,6 +20,7 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	closeFaultCluster()
+	closeEdgeCluster()
 	kafkatest.CloseShared()
 	os.Exit(code)
 }

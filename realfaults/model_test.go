@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/kpush/kpush"
+	"github.com/kpush/kpush/kafkatest"
 )
 
 const (
@@ -69,8 +70,12 @@ type scenario struct {
 	// topicReset: the topic is deleted and recreated, so acknowledged
 	// records from before may be gone; only the other checks apply to them.
 	topicReset bool
-	minAcked   float64 // fraction of the main records that must be acked
-	post       int     // post-fault records, all must be acked (default 100)
+	// midway, if set, runs once when every key has sent half its records
+	// and has nothing outstanding (the producer is idle); the keys resume
+	// when it returns.
+	midway   func(r *run)
+	minAcked float64 // fraction of the main records that must be acked
+	post     int     // post-fault records, all must be acked (default 100)
 }
 
 const (
@@ -83,7 +88,8 @@ const (
 type run struct {
 	t     *testing.T
 	sc    *scenario
-	fc    *faultCluster
+	tg    target
+	fc    *faultCluster // nil unless tg is the fault cluster
 	topic string
 	p     *kpush.Producer
 	ctx   context.Context
@@ -94,6 +100,8 @@ type run struct {
 	trigger   chan struct{}
 	trigOnce  sync.Once
 	faultDone chan struct{}
+	arrived   sync.WaitGroup // keys at the midway point
+	resume    chan struct{}  // closed after midway ran
 	maxBuf    atomic.Int64
 	log       *logBuf
 
@@ -118,7 +126,18 @@ func value(k, i, size int) []byte {
 
 func key(k int) []byte { return []byte("key-" + strconv.Itoa(k)) }
 
-func runScenario(t *testing.T, fc *faultCluster, sc *scenario) *run {
+// target is what a scenario runs against.
+type target interface {
+	clientAddrs() []string
+	createTopic(ctx context.Context, name string, parts int32, configs map[string]*string) error
+	readAll(ctx context.Context, topic string) ([]kafkatest.Record, error)
+}
+
+func (f *faultCluster) readAll(ctx context.Context, topic string) ([]kafkatest.Record, error) {
+	return f.c.ReadAll(ctx, topic)
+}
+
+func runScenario(t *testing.T, tg target, sc *scenario) *run {
 	t.Helper()
 	if sc.parts == 0 {
 		sc.parts = 6
@@ -141,17 +160,18 @@ func runScenario(t *testing.T, fc *faultCluster, sc *scenario) *run {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	r := &run{
-		t: t, sc: sc, fc: fc, ctx: ctx,
+		t: t, sc: sc, tg: tg, ctx: ctx, resume: make(chan struct{}),
 		topic:     strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()),
 		trigger:   make(chan struct{}),
 		faultDone: make(chan struct{}),
 		log:       &logBuf{},
 	}
-	if err := fc.createTopic(ctx, r.topic, sc.parts, sc.configs); err != nil {
+	r.fc, _ = tg.(*faultCluster)
+	if err := tg.createTopic(ctx, r.topic, sc.parts, sc.configs); err != nil {
 		t.Fatal(err)
 	}
 	opts := append([]kpush.Option{
-		kpush.WithBrokers(fc.clientAddrs()...),
+		kpush.WithBrokers(tg.clientAddrs()...),
 		kpush.WithDeliveryTimeout(deliveryTimeout),
 		kpush.WithRequestTimeout(5 * time.Second),
 		kpush.WithRetryBackoff(20 * time.Millisecond),
@@ -214,6 +234,18 @@ func runScenario(t *testing.T, fc *faultCluster, sc *scenario) *run {
 		}
 	}()
 
+	r.arrived.Add(sc.keys)
+	if sc.midway == nil {
+		close(r.resume)
+	} else {
+		go func() {
+			r.arrived.Wait()
+			start := time.Now()
+			sc.midway(r)
+			r.note("midway took %v", time.Since(start).Round(time.Millisecond))
+			close(r.resume)
+		}()
+	}
 	r.t0 = time.Now()
 	var wg sync.WaitGroup
 	for k := range sc.keys {
@@ -267,6 +299,11 @@ func (r *run) sendKey(k int, async bool, counted func()) {
 	}
 	var outstanding sync.WaitGroup
 	for i := range r.recs[k] {
+		if k < r.sc.keys && i == len(r.recs[k])/2 {
+			outstanding.Wait()
+			r.arrived.Done()
+			<-r.resume
+		}
 		rec := &kpush.Record{Topic: r.topic, Key: key(k), Value: value(k, i, r.sc.value)}
 		m := &r.recs[k][i]
 		m.start = time.Since(r.t0)
@@ -321,7 +358,7 @@ func (r *run) finish(m *mrec, res kpush.Result, err error) {
 // check reads the log back and applies the model.
 func (r *run) check() {
 	t := r.t
-	got, err := r.fc.c.ReadAll(r.ctx, r.topic)
+	got, err := r.tg.readAll(r.ctx, r.topic)
 	if err != nil {
 		t.Fatalf("read back: %v", err)
 	}

@@ -120,6 +120,13 @@ func (p *Proxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
 // Accepted counts connections accepted so far (including ones Cut closed).
 func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
 
+// Conns is the number of proxied connections open now.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
 // Swallowed counts bytes BlackHole discarded so far.
 func (p *Proxy) Swallowed() int64 { return p.dropped.Load() }
 
