@@ -67,18 +67,23 @@ func (c *Cluster) CreateTopic(ctx context.Context, name string, partitions int32
 		return err
 	}
 	defer cl.Close()
-	return createTopic(ctx, cl, name, partitions)
+	return createTopic(ctx, cl, name, partitions, nil)
 }
 
 // createTopic creates a topic through cl with the broker's default
-// replication factor.
-func createTopic(ctx context.Context, cl *kgo.Client, name string, partitions int32) error {
+// replication factor and the given topic configs.
+func createTopic(ctx context.Context, cl *kgo.Client, name string, partitions int32, configs map[string]string) error {
 	req := kmsg.NewPtrCreateTopicsRequest()
 	req.TimeoutMillis = 10_000
 	t := kmsg.NewCreateTopicsRequestTopic()
 	t.Topic = name
 	t.NumPartitions = partitions
 	t.ReplicationFactor = -1
+	for k, v := range configs {
+		c := kmsg.NewCreateTopicsRequestTopicConfig()
+		c.Name, c.Value = k, kmsg.StringPtr(v)
+		t.Configs = append(t.Configs, c)
+	}
 	req.Topics = append(req.Topics, t)
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {

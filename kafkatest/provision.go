@@ -154,15 +154,17 @@ func fetchJars(ctx context.Context, dir, version string) error {
 		"-DoutputDirectory="+jars, "dependency:copy-dependencies"); err != nil {
 		return err
 	}
-	binding, err := slf4jBinding(jars)
+	extra, err := slf4jBinding(jars)
 	if err != nil {
 		return err
 	}
-	if binding == "" {
-		return nil
+	for _, artifact := range extra {
+		if err := mvn(ctx, dir, "-f", pom, "-Dartifact="+artifact, "-DoutputDirectory="+jars,
+			"dependency:copy"); err != nil {
+			return err
+		}
 	}
-	return mvn(ctx, dir, "-f", pom, "-Dartifact="+binding, "-DoutputDirectory="+jars,
-		"-Dmdep.overWriteIfNewer=true", "dependency:copy")
+	return nil
 }
 
 func mvn(ctx context.Context, dir string, args ...string) error {
@@ -176,37 +178,47 @@ func mvn(ctx context.Context, dir string, args ...string) error {
 	return nil
 }
 
-// slf4jBinding returns the Maven coordinates of the slf4j binding a broker
-// tree in jars needs, or "" if it already has one. Kafka's POM declares
-// slf4j-api and log4j-core but not the bridge between them, which the
-// release tarball ships: log4j-slf4j-impl for slf4j 1.x, log4j-slf4j2-impl
-// for slf4j 2.x, at the tree's log4j version. 3.x brokers ship
-// slf4j-reload4j and need nothing.
-func slf4jBinding(jars string) (string, error) {
+// log4jFallback is the log4j2 version added to a broker tree that has no
+// log4j-core at all (Kafka 4.0's POM declares only slf4j-api): the version
+// Kafka 4.0's release tarball ships.
+const log4jFallback = "2.24.3"
+
+// slf4jBinding returns the Maven coordinates of the logging jars a broker
+// tree in jars lacks: none if it has a binding already (3.x ships
+// slf4j-reload4j); else the slf4j->log4j2 bridge the release tarball ships
+// but the POM leaves out (log4j-slf4j-impl for slf4j 1.x,
+// log4j-slf4j2-impl for 2.x) at the tree's log4j-core version; and, if
+// the tree has no log4j-core, log4j-api and log4j-core at log4jFallback.
+func slf4jBinding(jars string) ([]string, error) {
 	names, err := filepath.Glob(filepath.Join(jars, "*.jar"))
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrProvision, err)
+		return nil, fmt.Errorf("%w: %w", ErrProvision, err)
 	}
 	var slf4j, log4j string
 	for _, n := range names {
 		base := filepath.Base(n)
 		switch {
 		case strings.HasPrefix(base, "slf4j-reload4j-"), strings.HasPrefix(base, "log4j-slf4j"):
-			return "", nil
+			return nil, nil
 		case strings.HasPrefix(base, "slf4j-api-"):
 			slf4j = strings.TrimSuffix(strings.TrimPrefix(base, "slf4j-api-"), ".jar")
 		case strings.HasPrefix(base, "log4j-core-"):
 			log4j = strings.TrimSuffix(strings.TrimPrefix(base, "log4j-core-"), ".jar")
 		}
 	}
-	if slf4j == "" || log4j == "" {
-		return "", fmt.Errorf("%w: no slf4j-api (%q) or log4j-core (%q) jar in %s", ErrProvision, slf4j, log4j, jars)
+	if slf4j == "" {
+		return nil, fmt.Errorf("%w: no slf4j-api jar in %s", ErrProvision, jars)
+	}
+	var out []string
+	if log4j == "" {
+		log4j = log4jFallback
+		out = append(out, "org.apache.logging.log4j:log4j-api:"+log4j, "org.apache.logging.log4j:log4j-core:"+log4j)
 	}
 	artifact := "log4j-slf4j2-impl"
 	if strings.HasPrefix(slf4j, "1.") {
 		artifact = "log4j-slf4j-impl"
 	}
-	return "org.apache.logging.log4j:" + artifact + ":" + log4j, nil
+	return append(out, "org.apache.logging.log4j:"+artifact+":"+log4j), nil
 }
 
 func loadInstall(version, dir string) (*Install, error) {

@@ -631,6 +631,12 @@ func (c *RealCluster) client(opts ...kgo.Opt) (*kgo.Client, error) {
 // It waits until the topic's partitions have leaders known to the brokers'
 // metadata. An existing topic is an error matching kerr.TopicAlreadyExists.
 func (c *RealCluster) CreateTopic(ctx context.Context, name string, partitions int32) error {
+	return c.CreateTopicWithConfig(ctx, name, partitions, nil)
+}
+
+// CreateTopicWithConfig is CreateTopic with topic configs (e.g.
+// "message.timestamp.after.max.ms", "max.message.bytes").
+func (c *RealCluster) CreateTopicWithConfig(ctx context.Context, name string, partitions int32, configs map[string]string) error {
 	if partitions < 1 {
 		return fmt.Errorf("kafkatest: create topic %q: %d partitions, need at least 1", name, partitions)
 	}
@@ -639,7 +645,7 @@ func (c *RealCluster) CreateTopic(ctx context.Context, name string, partitions i
 		return err
 	}
 	defer cl.Close()
-	if err := createTopic(ctx, cl, name, partitions); err != nil {
+	if err := createTopic(ctx, cl, name, partitions, configs); err != nil {
 		return err
 	}
 	return waitLeaders(ctx, cl, name, partitions)

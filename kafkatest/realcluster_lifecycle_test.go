@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,11 +47,16 @@ func TestSLF4JBinding(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		jars []string
-		want string
+		want []string
 	}{
-		{"slf4j 1 and log4j2", []string{"slf4j-api-1.7.36.jar", "log4j-core-2.25.5.jar"}, "org.apache.logging.log4j:log4j-slf4j-impl:2.25.5"},
-		{"slf4j 2 and log4j2", []string{"slf4j-api-2.0.17.jar", "log4j-core-2.24.3.jar"}, "org.apache.logging.log4j:log4j-slf4j2-impl:2.24.3"},
-		{"reload4j (3.9)", []string{"slf4j-api-1.7.36.jar", "slf4j-reload4j-1.7.36.jar"}, ""},
+		{"slf4j 1 and log4j2", []string{"slf4j-api-1.7.36.jar", "log4j-core-2.25.5.jar"}, []string{"org.apache.logging.log4j:log4j-slf4j-impl:2.25.5"}},
+		{"slf4j 2 and log4j2", []string{"slf4j-api-2.0.17.jar", "log4j-core-2.24.3.jar"}, []string{"org.apache.logging.log4j:log4j-slf4j2-impl:2.24.3"}},
+		{"no log4j (4.0)", []string{"slf4j-api-1.7.36.jar"}, []string{
+			"org.apache.logging.log4j:log4j-api:" + log4jFallback,
+			"org.apache.logging.log4j:log4j-core:" + log4jFallback,
+			"org.apache.logging.log4j:log4j-slf4j-impl:" + log4jFallback,
+		}},
+		{"reload4j (3.9)", []string{"slf4j-api-1.7.36.jar", "slf4j-reload4j-1.7.36.jar"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -60,7 +66,7 @@ func TestSLF4JBinding(t *testing.T) {
 				}
 			}
 			got, err := slf4jBinding(dir)
-			if err != nil || got != tc.want {
+			if err != nil || !slices.Equal(got, tc.want) {
 				t.Fatalf("slf4jBinding = %q, %v; want %q", got, err, tc.want)
 			}
 		})
