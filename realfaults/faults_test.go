@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpush/kpush"
 	"github.com/kpush/kpush/internal/faultproxy"
@@ -376,6 +378,7 @@ func TestRealFaults_MessageMaxBytes(t *testing.T) {
 		keys:     4,
 		perKey:   500,
 		parts:    2,
+		bufLimit: 4 << 20,
 		minAcked: 1,
 		check:    func(err error) error { return err },
 		opts:     []kpush.Option{kpush.WithLinger(20 * time.Millisecond)},
@@ -398,8 +401,8 @@ func TestRealFaults_RecordOverMessageMaxBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close(context.Background())
-	_, err = p.Send(t.Context(), &kpush.Record{Topic: topic, Value: make([]byte, 100_000)})
-	if !errors.Is(err, kpush.ErrNotWritten) || !(errors.Is(err, kpush.ErrMessageTooLarge) || errors.Is(err, kpush.ErrRecordTooLarge)) {
+	_, refused := p.Send(t.Context(), &kpush.Record{Topic: topic, Value: make([]byte, 100_000)})
+	if err := refused; !errors.Is(err, kpush.ErrNotWritten) || !(errors.Is(err, kpush.ErrMessageTooLarge) || errors.Is(err, kpush.ErrRecordTooLarge)) {
 		t.Fatalf("Send(100 kB) to a 64 KiB topic = %v, want not written and MESSAGE_TOO_LARGE", err)
 	}
 	if _, err := p.Send(t.Context(), &kpush.Record{Topic: topic, Value: []byte("small")}); err != nil {
@@ -412,7 +415,7 @@ func TestRealFaults_RecordOverMessageMaxBytes(t *testing.T) {
 	if len(got) != 1 || string(got[0].Value) != "small" {
 		t.Fatalf("log holds %d records, want only the small one", len(got))
 	}
-	t.Logf("refused with: %v", err)
+	t.Logf("refused with: %v", refused)
 }
 
 // TestRealFaults_Quota sets a real client quota (producer_byte_rate
@@ -460,9 +463,32 @@ func TestRealFaults_Quota(t *testing.T) {
 	if st.Throttles == 0 {
 		t.Errorf("no throttled responses counted under a %d B/s quota", rate)
 	}
+	// What the broker reports, seen by franz-go with the same client.id.
+	var kgoThrottles atomic.Int64
+	cl, err := kgo.NewClient(kgo.SeedBrokers(fc.clientAddrs()...), kgo.ClientID(id), kgo.DefaultProduceTopic(r.topic),
+		kgo.WithHooks(throttleHook{&kgoThrottles}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for range 300 {
+		if err := cl.ProduceSync(t.Context(), &kgo.Record{Value: make([]byte, 1000)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("franz-go with the same client.id: %d throttled responses over 300 kB", kgoThrottles.Load())
 	// The broker's quota window (11 × 1 s samples) lets an early burst
 	// through; over 1.2 MB, three times the quota is a generous bound.
 	if got > 3*rate {
 		t.Errorf("throughput %.0f B/s under a %d B/s quota: kpush did not wait out the throttle", got, rate)
+	}
+}
+
+// throttleHook counts the throttled responses franz-go sees.
+type throttleHook struct{ n *atomic.Int64 }
+
+func (h throttleHook) OnBrokerThrottle(_ kgo.BrokerMetadata, d time.Duration, _ bool) {
+	if d > 0 {
+		h.n.Add(1)
 	}
 }

@@ -30,8 +30,9 @@ func TestRealLimits_SocketRequestMaxBytes(t *testing.T) {
 	runScenario(t, e, &scenario{
 		parts: 4, keys: 4, perKey: 120, window: 40, value: 60_000, post: 4,
 		configs:  map[string]*string{"max.message.bytes": &two},
+		bufLimit: 16 << 20,
 		minAcked: 1,
 		check:    func(err error) error { return err },
-		opts:     []kpush.Option{kpush.WithLinger(50 * time.Millisecond), kpush.WithDeliveryTimeout(20 * time.Second), kpush.WithMaxBufferedBytes(bufferLimit)},
+		opts:     []kpush.Option{kpush.WithLinger(50 * time.Millisecond), kpush.WithDeliveryTimeout(20 * time.Second)},
 	})
 }

@@ -57,9 +57,12 @@ type scenario struct {
 	configs map[string]*string // topic configs
 	keys    int                // sender goroutines, one key each (default 8)
 	perKey  int                // records per key (default 400)
-	window  int                // odd keys send async with this many outstanding (default 16)
-	value   int                // value size in bytes (default: a short "k/i" string)
-	opts    []kpush.Option
+	window  int                // odd keys send async with this many outstanding (default 64)
+	value   int                // value size in bytes (default 100)
+	// bufLimit is WithMaxBufferedBytes (default 32 KiB: less than the
+	// async keys keep outstanding, so senders wait for space).
+	bufLimit int64
+	opts     []kpush.Option
 	// faultAt is the fraction of outcomes after which fault runs (default 0.25).
 	faultAt float64
 	// fault runs once on its own goroutine while records are sent; it must
@@ -81,7 +84,6 @@ type scenario struct {
 const (
 	deliveryTimeout = 30 * time.Second
 	livenessSlack   = 10 * time.Second
-	bufferLimit     = 4 << 20
 )
 
 // run is one running scenario.
@@ -149,7 +151,13 @@ func runScenario(t *testing.T, tg target, sc *scenario) *run {
 		sc.perKey = 400
 	}
 	if sc.window == 0 {
-		sc.window = 16
+		sc.window = 64
+	}
+	if sc.value == 0 {
+		sc.value = 100
+	}
+	if sc.bufLimit == 0 {
+		sc.bufLimit = 32 << 10
 	}
 	if sc.faultAt == 0 {
 		sc.faultAt = 0.25
@@ -175,7 +183,7 @@ func runScenario(t *testing.T, tg target, sc *scenario) *run {
 		kpush.WithDeliveryTimeout(deliveryTimeout),
 		kpush.WithRequestTimeout(5 * time.Second),
 		kpush.WithRetryBackoff(20 * time.Millisecond),
-		kpush.WithMaxBufferedBytes(bufferLimit),
+		kpush.WithMaxBufferedBytes(sc.bufLimit),
 		kpush.WithMetadataMaxAge(5 * time.Second),
 		kpush.WithLogger(slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 	}, sc.opts...)
@@ -443,16 +451,16 @@ func (r *run) check() {
 	if float64(ackedMain) < r.sc.minAcked*float64(main) {
 		t.Errorf("only %d of %d records acknowledged, want at least %.0f%%", ackedMain, main, 100*r.sc.minAcked)
 	}
-	if mb := r.maxBuf.Load(); mb > bufferLimit {
-		t.Errorf("memory bound: %d bytes buffered, limit %d", mb, bufferLimit)
+	if mb := r.maxBuf.Load(); mb > r.sc.bufLimit {
+		t.Errorf("memory bound: %d bytes buffered, limit %d", mb, r.sc.bufLimit)
 	}
 	st := r.p.Stats()
 	r.mu.Lock()
 	notes := strings.Join(r.notes, "; ")
 	r.mu.Unlock()
-	t.Logf("%s: %d records: acked %d, not written %d, unknown %d; lost %d dup %d reordered %d late %d; slowest outcome %v; max buffered %d B; retries %d, requests %d, throttles %d; %s",
+	t.Logf("%s: %d records: acked %d, not written %d, unknown %d; lost %d dup %d reordered %d late %d; slowest outcome %v; max buffered %d of %d B; retries %d, requests %d, throttles %d; %s",
 		r.topic, main+r.sc.post, counts[outAcked], counts[outNotWritten], counts[outUnknown], lost, dup, reord, late,
-		slowest.Round(time.Millisecond), r.maxBuf.Load(), st.Retries, st.Requests, st.Throttles, notes)
+		slowest.Round(time.Millisecond), r.maxBuf.Load(), r.sc.bufLimit, st.Retries, st.Requests, st.Throttles, notes)
 	if t.Failed() {
 		logs := r.log.String()
 		t.Logf("producer log tail:\n%s", logs[max(0, len(logs)-6000):])
