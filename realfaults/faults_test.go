@@ -419,12 +419,13 @@ func TestRealFaults_RecordOverMessageMaxBytes(t *testing.T) {
 }
 
 // TestRealFaults_Quota sets a real client quota (producer_byte_rate
-// 100 kB/s for the producer's client.id) and sends 1.2 MB: the broker
-// throttles, kpush must count the throttles and wait, so the throughput
-// stays near the quota.
+// 20 kB/s for the producer's client.id) and sends 400 kB to a one-partition
+// topic: the broker throttles, kpush must count the throttles and wait, so
+// the throughput stays near the quota. Quotas are per broker, so one
+// partition (one leader) makes the broker's limit the producer's.
 func TestRealFaults_Quota(t *testing.T) {
 	fc := sharedFaultCluster(t)
-	const rate = 100_000
+	const rate = 20_000
 	id := "kpush-quota-test"
 	entity := kadm.ClientQuotaEntity{{Type: "client-id", Name: &id}}
 	alter := func(remove bool) error {
@@ -440,8 +441,20 @@ func TestRealFaults_Quota(t *testing.T) {
 		}
 		return err
 	}
+	// The same workload without a quota, for comparison.
+	ctl := time.Now()
+	ctlRun := runScenario(t, fc, &scenario{
+		value: 1000, keys: 8, perKey: 50, post: 1, minAcked: 1, parts: 1,
+		check: func(err error) error { return err },
+		opts:  []kpush.Option{kpush.WithClientID(id + "-unlimited")},
+	})
+	ctlElapsed := time.Since(ctl)
+	t.Logf("without a quota: %v, throttles %d", ctlElapsed.Round(time.Millisecond), ctlRun.p.Stats().Throttles)
 	if err := alter(false); err != nil {
 		t.Fatalf("alter client quotas: %v", err)
+	}
+	if qs, err := fc.adm.DescribeClientQuotas(t.Context(), true, []kadm.DescribeClientQuotaComponent{{Type: "client-id", MatchName: &id, MatchType: 0}}); err == nil {
+		t.Logf("client quotas now: %+v", qs)
 	}
 	t.Cleanup(func() {
 		if err := alter(true); err != nil {
@@ -450,7 +463,7 @@ func TestRealFaults_Quota(t *testing.T) {
 	})
 	start := time.Now()
 	r := runScenario(t, fc, &scenario{
-		value: 1000, keys: 8, perKey: 150, post: 1, minAcked: 1,
+		value: 1000, keys: 8, perKey: 50, post: 1, minAcked: 1, parts: 1,
 		check: func(err error) error { return err },
 		opts:  []kpush.Option{kpush.WithClientID(id)},
 	})
@@ -477,8 +490,9 @@ func TestRealFaults_Quota(t *testing.T) {
 		}
 	}
 	t.Logf("franz-go with the same client.id: %d throttled responses over 300 kB", kgoThrottles.Load())
-	// The broker's quota window (11 × 1 s samples) lets an early burst
-	// through; over 1.2 MB, three times the quota is a generous bound.
+	// The broker measures the rate over at least 10 s (quota.window.num
+	// 11 × 1 s samples), so about 10 s worth of quota goes through before
+	// it throttles; over 400 kB, three times the quota is a generous bound.
 	if got > 3*rate {
 		t.Errorf("throughput %.0f B/s under a %d B/s quota: kpush did not wait out the throttle", got, rate)
 	}

@@ -139,6 +139,9 @@ func (f *faultCluster) readAll(ctx context.Context, topic string) ([]kafkatest.R
 	return f.c.ReadAll(ctx, topic)
 }
 
+// topicSeq numbers the scenarios' topics (a test may run several).
+var topicSeq atomic.Int64
+
 func runScenario(t *testing.T, tg target, sc *scenario) *run {
 	t.Helper()
 	if sc.parts == 0 {
@@ -169,7 +172,7 @@ func runScenario(t *testing.T, tg target, sc *scenario) *run {
 	defer cancel()
 	r := &run{
 		t: t, sc: sc, tg: tg, ctx: ctx, resume: make(chan struct{}),
-		topic:     strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()),
+		topic:     strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()) + "-" + strconv.Itoa(int(topicSeq.Add(1))),
 		trigger:   make(chan struct{}),
 		faultDone: make(chan struct{}),
 		log:       &logBuf{},
