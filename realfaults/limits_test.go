@@ -1,7 +1,6 @@
 package realfaults
 
 import (
-	"os"
 	"testing"
 	"time"
 
@@ -17,15 +16,9 @@ import (
 // without a response, so the producer must keep its requests under the
 // limit; every record must still be acknowledged.
 //
-// kpush has no request cap yet (WithMaxRequestBytes, a Java
-// max.request.size equivalent), so it builds requests up to
-// partitions × WithMaxBatchBytes: the test is skipped unless
-// KPUSH_REAL_BUGS=1 (see docs/real-kafka.md, "Findings").
+// The retries counted show the broker refusing requests on the way.
 func TestRealLimits_SocketRequestMaxBytes(t *testing.T) {
 	e := sharedEdgeCluster(t)
-	if os.Getenv("KPUSH_REAL_BUGS") != "1" {
-		t.Skip("kpush builds produce requests larger than socket.request.max.bytes (no request cap); set KPUSH_REAL_BUGS=1 to run")
-	}
 	two := "2097152"
 	runScenario(t, e, &scenario{
 		parts: 4, keys: 4, perKey: 120, window: 40, value: 60_000, post: 4,
