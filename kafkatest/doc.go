@@ -38,6 +38,14 @@
 // time of the call, ordered by partition then offset, with keys, headers,
 // timestamps and producer IDs, so a test can check exactly what was written.
 //
+// # Real brokers
+//
+// RealCluster runs Apache Kafka itself (KRaft, 1 or 3 nodes, JVMs on
+// 127.0.0.1) from jars Provision fetches with Maven; NewTestRealCluster
+// skips unless KPUSH_REAL_KAFKA=1 or KPUSH_KAFKA_SEEDS is set. Stop, Kill
+// and Restart act on single nodes. Backend is what both clusters offer, so
+// one test body can run on either. See docs/real-kafka.md.
+//
 // # Concurrency and shutdown
 //
 // A Cluster is safe for concurrent use. Close drops every client connection

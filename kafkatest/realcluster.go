@@ -26,15 +26,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Errors of a real cluster's lifecycle. Each is wrapped with details; match
@@ -126,11 +121,17 @@ func Seeds() []string {
 	return seeds
 }
 
-// newClusterID returns a random KRaft cluster ID (a base64url UUID).
+// newClusterID returns a random KRaft cluster ID (a base64url UUID). Like
+// Kafka's Uuid.randomUuid it never starts with '-', which StorageTool's
+// argument parser would take for a flag.
 func newClusterID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	for {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		if id := base64.RawURLEncoding.EncodeToString(b[:]); id[0] != '-' {
+			return id
+		}
+	}
 }
 
 // start lays out, formats and starts every node, then waits for readiness.
@@ -163,178 +164,6 @@ func (c *RealCluster) start(ctx context.Context) error {
 		}
 	}
 	return c.waitReady(ctx, c.cfg.startTimeout)
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1. The ports are
-// released before the brokers bind them, so another process could take one
-// in between; a node that cannot bind fails to start with that in its log.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// properties returns node n's server properties.
-func (c *RealCluster) properties(n *realNode) map[string]string {
-	nodes := c.cfg.nodes
-	rf := strconv.Itoa(nodes)
-	minISR := "1"
-	if nodes >= 3 {
-		minISR = "2"
-	}
-	p := map[string]string{
-		"process.roles":                                    "broker,controller",
-		"node.id":                                          strconv.Itoa(n.info.ID),
-		"listeners":                                        fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", n.info.Port, n.info.ControllerPort),
-		"advertised.listeners":                             fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", n.info.Port),
-		"listener.security.protocol.map":                   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-		"controller.listener.names":                        "CONTROLLER",
-		"inter.broker.listener.name":                       "PLAINTEXT",
-		"log.dirs":                                         filepath.Join(n.info.Dir, "data"),
-		"num.partitions":                                   "1",
-		"default.replication.factor":                       rf,
-		"min.insync.replicas":                              minISR,
-		"offsets.topic.replication.factor":                 rf,
-		"offsets.topic.num.partitions":                     "3",
-		"transaction.state.log.replication.factor":         rf,
-		"transaction.state.log.min.isr":                    minISR,
-		"transaction.state.log.num.partitions":             "3",
-		"share.coordinator.state.topic.replication.factor": rf,
-		"share.coordinator.state.topic.min.isr":            minISR,
-		"group.initial.rebalance.delay.ms":                 "0",
-		"auto.create.topics.enable":                        "false",
-		"num.network.threads":                              "2",
-		"num.io.threads":                                   "4",
-		"num.recovery.threads.per.data.dir":                "1",
-		"log.cleaner.threads":                              "1",
-		"log.cleaner.dedupe.buffer.size":                   strconv.Itoa(8 << 20),
-	}
-	if nodes == 1 {
-		p["controller.quorum.bootstrap.servers"] = fmt.Sprintf("127.0.0.1:%d", n.info.ControllerPort)
-	} else {
-		var voters []string
-		for _, o := range c.nodes {
-			voters = append(voters, fmt.Sprintf("%d@127.0.0.1:%d", o.info.ID, o.info.ControllerPort))
-		}
-		p["controller.quorum.voters"] = strings.Join(voters, ",")
-	}
-	for _, kv := range c.cfg.props {
-		p[kv[0]] = kv[1]
-	}
-	if c.cfg.propsFunc != nil {
-		c.cfg.propsFunc(n.info, p)
-	}
-	return p
-}
-
-// writeProperties writes node n's properties and log config.
-func (c *RealCluster) writeProperties(n *realNode) (propsPath, logFlag string, err error) {
-	p := c.properties(n)
-	keys := make([]string, 0, len(p))
-	for k := range p {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s=%s\n", k, p[k])
-	}
-	propsPath = filepath.Join(n.info.Dir, "server.properties")
-	if err := os.WriteFile(propsPath, []byte(b.String()), 0o644); err != nil {
-		return "", "", fmt.Errorf("%w: %w", ErrStart, err)
-	}
-	logFlag, logPath, logConf := c.install.log4jConfig(n.info.Dir, n.info.LogFile)
-	if err := os.WriteFile(logPath, []byte(logConf), 0o644); err != nil {
-		return "", "", fmt.Errorf("%w: %w", ErrStart, err)
-	}
-	return propsPath, logFlag, nil
-}
-
-// format runs kafka.tools.StorageTool format for node n.
-func (c *RealCluster) format(ctx context.Context, n *realNode) error {
-	props, logFlag, err := c.writeProperties(n)
-	if err != nil {
-		return err
-	}
-	args := []string{"-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", logFlag,
-		"-cp", c.install.Classpath(), "kafka.tools.StorageTool", "format",
-		"-t", c.clusterID, "-c", props, "--ignore-formatted"}
-	if c.cfg.nodes == 1 {
-		args = append(args, "--standalone")
-	}
-	cmd := exec.CommandContext(ctx, "java", args...)
-	cmd.SysProcAttr = jvmSysProcAttr()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%w: node %d: StorageTool format: %w\n%s", ErrStart, n.info.ID, err, tail(out, 30))
-	}
-	return nil
-}
-
-// startNode starts node n's JVM and the goroutine that waits for it.
-func (c *RealCluster) startNode(n *realNode) error {
-	props, logFlag, err := c.writeProperties(n)
-	if err != nil {
-		return err
-	}
-	args := append(slices.Clone(c.cfg.jvmOpts), "-Djava.awt.headless=true", logFlag,
-		"-Dkafka.logs.dir="+n.info.Dir, "-cp", c.install.Classpath(), "kafka.Kafka", props)
-	cmd := exec.Command("java", args...)
-	cmd.Dir = n.info.Dir
-	cmd.SysProcAttr = jvmSysProcAttr()
-	out, err := os.OpenFile(filepath.Join(n.info.Dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrStart, err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.ExtraFiles = extraFilesHook
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return fmt.Errorf("%w: node %d: %w", ErrStart, n.info.ID, err)
-	}
-	exited := make(chan struct{})
-	c.mu.Lock()
-	n.cmd, n.exited, n.waitErr = cmd, exited, nil
-	c.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		out.Close()
-		c.mu.Lock()
-		n.waitErr = err
-		c.mu.Unlock()
-		close(exited)
-	}()
-	return nil
-}
-
-// extraFilesHook is passed to every JVM as inherited descriptors; tests set
-// it to prove the JVM dies with the test binary. Nil in production.
-var extraFilesHook []*os.File
-
-// running reports whether n's JVM has been started and not yet exited.
-func (n *realNode) running() bool {
-	if n.exited == nil {
-		return false
-	}
-	select {
-	case <-n.exited:
-		return false
-	default:
-		return true
-	}
 }
 
 // Addrs returns the client addresses of the nodes ("127.0.0.1:port", in node
@@ -478,29 +307,6 @@ func (c *RealCluster) Restart(ctx context.Context, i int) error {
 	return c.waitReady(ctx, c.cfg.startTimeout)
 }
 
-// signal sends sig to n's JVM if it runs and waits for it to exit, killing
-// it after the stop timeout.
-func (c *RealCluster) signal(n *realNode, sig syscall.Signal) error {
-	c.mu.Lock()
-	cmd, exited := n.cmd, n.exited
-	running := n.running()
-	c.mu.Unlock()
-	if !running {
-		return nil
-	}
-	_ = cmd.Process.Signal(sig)
-	t := time.NewTimer(c.cfg.stopTimeout)
-	defer t.Stop()
-	select {
-	case <-exited:
-		return nil
-	case <-t.C:
-	}
-	_ = cmd.Process.Kill()
-	<-exited
-	return fmt.Errorf("kafkatest: node %d did not stop within %v of %v; killed", n.info.ID, c.cfg.stopTimeout, sig)
-}
-
 // Close stops every node (SIGTERM, then SIGKILL after the stop timeout),
 // waits for the JVMs to exit and removes the nodes' directories (unless
 // WithKeepDirs). It is idempotent. For an external cluster it does nothing.
@@ -533,158 +339,4 @@ func (c *RealCluster) Close() error {
 		errs = append(errs, os.RemoveAll(c.root))
 	}
 	return errors.Join(errs...)
-}
-
-// waitReady waits until a Metadata response lists every running node (for
-// an external cluster: any broker), a JVM exits, or timeout (if positive)
-// or ctx ends.
-func (c *RealCluster) waitReady(ctx context.Context, timeout time.Duration) error {
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	c.mu.Lock()
-	want := map[int32]bool{}
-	var exits []chan struct{}
-	var exitNodes []*realNode
-	for _, n := range c.nodes {
-		if n.running() {
-			want[int32(n.info.ID)] = true
-			exits = append(exits, n.exited)
-			exitNodes = append(exitNodes, n)
-		}
-	}
-	c.mu.Unlock()
-
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs()...), kgo.RetryTimeout(2*time.Second))
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrStart, err)
-	}
-	defer cl.Close()
-	backoff := 50 * time.Millisecond
-	var last error
-	for {
-		for i, ex := range exits {
-			select {
-			case <-ex:
-				n := exitNodes[i]
-				c.mu.Lock()
-				werr := n.waitErr
-				c.mu.Unlock()
-				return fmt.Errorf("%w: node %d exited (%v); log %s:\n%s", ErrStart, n.info.ID, werr, n.info.LogFile, c.failureLog(n.info.ID))
-			default:
-			}
-		}
-		last = c.metadataLists(ctx, cl, want)
-		if last == nil {
-			return nil
-		}
-		if err := wait(ctx, backoff); err != nil {
-			msg := fmt.Sprintf("%v waiting for a Metadata response listing every node (last: %v)", err, last)
-			for _, n := range exitNodes {
-				msg += fmt.Sprintf("\nnode %d log %s:\n%s", n.info.ID, n.info.LogFile, c.failureLog(n.info.ID))
-			}
-			return fmt.Errorf("%w: %s", ErrStart, msg)
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
-	}
-}
-
-// metadataLists asks for metadata and checks that every node in want (or,
-// if want is empty, at least one broker) is listed.
-func (c *RealCluster) metadataLists(ctx context.Context, cl *kgo.Client, want map[int32]bool) error {
-	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req := kmsg.NewPtrMetadataRequest()
-	req.Topics = []kmsg.MetadataRequestTopic{}
-	resp, err := req.RequestWith(rctx, cl)
-	if err != nil {
-		return err
-	}
-	got := map[int32]bool{}
-	for _, b := range resp.Brokers {
-		got[b.NodeID] = true
-	}
-	if len(want) == 0 && len(got) > 0 {
-		return nil
-	}
-	for id := range want {
-		if !got[id] {
-			return fmt.Errorf("node %d not in metadata (brokers %v)", id, resp.Brokers)
-		}
-	}
-	return nil
-}
-
-// client returns a kgo client seeded with the cluster's addresses.
-func (c *RealCluster) client(opts ...kgo.Opt) (*kgo.Client, error) {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Addrs()...)}, opts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("kafkatest: new client: %w", err)
-	}
-	return cl, nil
-}
-
-// CreateTopic creates topic name with the given number of partitions (at
-// least 1) and the broker's default replication factor (the node count).
-// It waits until the topic's partitions have leaders known to the brokers'
-// metadata. An existing topic is an error matching kerr.TopicAlreadyExists.
-func (c *RealCluster) CreateTopic(ctx context.Context, name string, partitions int32) error {
-	return c.CreateTopicWithConfig(ctx, name, partitions, nil)
-}
-
-// CreateTopicWithConfig is CreateTopic with topic configs (e.g.
-// "message.timestamp.after.max.ms", "max.message.bytes").
-func (c *RealCluster) CreateTopicWithConfig(ctx context.Context, name string, partitions int32, configs map[string]string) error {
-	if partitions < 1 {
-		return fmt.Errorf("kafkatest: create topic %q: %d partitions, need at least 1", name, partitions)
-	}
-	cl, err := c.client()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	if err := createTopic(ctx, cl, name, partitions, configs); err != nil {
-		return err
-	}
-	return waitLeaders(ctx, cl, name, partitions)
-}
-
-// waitLeaders waits until every partition of topic has a leader in a
-// Metadata response: CreateTopics returns before the brokers learn of it.
-func waitLeaders(ctx context.Context, cl *kgo.Client, topic string, partitions int32) error {
-	backoff := 20 * time.Millisecond
-	for {
-		req := kmsg.NewPtrMetadataRequest()
-		rt := kmsg.NewMetadataRequestTopic()
-		rt.Topic = kmsg.StringPtr(topic)
-		req.Topics = append(req.Topics, rt)
-		resp, err := req.RequestWith(ctx, cl)
-		if err == nil && len(resp.Topics) == 1 && resp.Topics[0].ErrorCode == 0 &&
-			int32(len(resp.Topics[0].Partitions)) == partitions {
-			ok := true
-			for _, p := range resp.Topics[0].Partitions {
-				ok = ok && p.ErrorCode == 0 && p.Leader >= 0
-			}
-			if ok {
-				return nil
-			}
-		}
-		if err := wait(ctx, backoff); err != nil {
-			return fmt.Errorf("kafkatest: topic %q has no leaders yet: %w", topic, err)
-		}
-		backoff = min(2*backoff, 250*time.Millisecond)
-	}
-}
-
-// ReadAll reads every record of topic up to the high watermark, as
-// Cluster.ReadAll does.
-func (c *RealCluster) ReadAll(ctx context.Context, topic string) ([]Record, error) {
-	cl, err := c.client()
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	return readAll(ctx, cl, topic)
 }

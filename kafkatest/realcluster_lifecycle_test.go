@@ -211,9 +211,11 @@ func TestRealCluster_JVMDiesWithTestBinary(t *testing.T) {
 	defer cmd.Process.Kill()
 
 	pidc := make(chan int, 1)
+	var childOut strings.Builder // written before pidc is closed
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
+			childOut.WriteString(sc.Text() + "\n")
 			if s, ok := strings.CutPrefix(sc.Text(), "JVM DIR "); ok {
 				// The child is killed before its cleanup runs.
 				t.Cleanup(func() { os.RemoveAll(s) })
@@ -229,7 +231,7 @@ func TestRealCluster_JVMDiesWithTestBinary(t *testing.T) {
 	select {
 	case p, ok := <-pidc:
 		if !ok {
-			t.Fatal("child exited without starting a broker")
+			t.Fatalf("child exited without starting a broker:\n%s", tail([]byte(childOut.String()), 30))
 		}
 		pid = p
 	case <-time.After(4 * time.Minute):
@@ -265,4 +267,16 @@ func TestRealClusterChild(t *testing.T) {
 	}
 	fmt.Printf("JVM DIR %s\nJVM PID %d\n", c.root, c.PID(0))
 	select {} // killed by the parent
+}
+
+// TestNewClusterID_NeverStartsWithDash: StorageTool's argument parser reads
+// a cluster ID starting with '-' as a flag ("argument --cluster-id/-t:
+// expected one argument"), and 1 in 64 base64url IDs starts with one.
+func TestNewClusterID_NeverStartsWithDash(t *testing.T) {
+	for range 10_000 {
+		id := newClusterID()
+		if len(id) != 22 || strings.HasPrefix(id, "-") {
+			t.Fatalf("cluster ID %q: want 22 characters, not starting with '-'", id)
+		}
+	}
 }

@@ -45,13 +45,18 @@ func runMatrix(ctx context.Context, versions []string, out string, stdout, stder
 		if err != nil {
 			return fmt.Errorf("kafka %s: %w", v, err)
 		}
-		for test, res := range got {
+		names := make([]string, 0, len(got))
+		for test := range got {
+			names = append(names, test)
+		}
+		slices.Sort(names)
+		for _, test := range names {
 			if results[test] == nil {
 				results[test] = map[string]string{}
 				tests = append(tests, test)
 			}
-			results[test][v] = res
-			fmt.Fprintf(stdout, "%-50s %s\n", test, res)
+			results[test][v] = got[test]
+			fmt.Fprintf(stdout, "%-50s %s\n", test, got[test])
 		}
 	}
 	slices.Sort(tests)
