@@ -51,7 +51,7 @@ func sharedEdgeCluster(t *testing.T) *edgeCluster {
 	t.Helper()
 	kafkatest.SkipUnlessReal(t)
 	if kafkatest.Seeds() != nil {
-		t.Skip("security tests configure their own listeners; not with KPUSH_KAFKA_SEEDS")
+		t.Skip("security tests configure their own listeners; run them without KPUSH_KAFKA_SEEDS: " + ownClusterCommand)
 	}
 	edgeOnce.Do(func() { edgeC, edgeErr = startEdgeCluster() })
 	if edgeErr != nil {

@@ -63,7 +63,7 @@ func sharedFaultCluster(t *testing.T) *faultCluster {
 	t.Helper()
 	kafkatest.SkipUnlessReal(t)
 	if kafkatest.Seeds() != nil {
-		t.Skip("fault scenarios start their own brokers (kill, restart, proxies); not with KPUSH_KAFKA_SEEDS")
+		t.Skip("fault scenarios start their own brokers (kill, restart, proxies); run them without KPUSH_KAFKA_SEEDS: " + ownClusterCommand)
 	}
 	faultOnce.Do(func() { faultC, faultErr = startFaultCluster() })
 	if faultErr != nil {
@@ -252,3 +252,7 @@ func poll(ctx context.Context, try func() error) error {
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
+
+// ownClusterCommand is what a skip names when KPUSH_KAFKA_SEEDS is set: the
+// package's tests start their own brokers, so they need the seeds unset.
+const ownClusterCommand = "env -u KPUSH_KAFKA_SEEDS KPUSH_REAL_KAFKA=1 go test ./realfaults/ (or bash .ci/realkafka)"
