@@ -202,6 +202,12 @@ func writeSettings(w func(string, ...any), m meta) {
 func writeMethod(w func(string, ...any), m meta, rawName string) {
 	w("## Method\n\n")
 	w("- **Processes.** For every run the command starts a fresh broker process (kfake, through kpush's `kafkatest`, on 127.0.0.1) and a client process that runs one client on one workload and prints its measurements as JSON. CPU (user + system, all threads, from `getrusage`), peak RSS and allocations therefore belong to that one client; the broker's CPU is never counted, and no broker state carries over between runs.\n")
+	for _, l := range m.Layouts {
+		if l.Kafka != "" {
+			w("- **Real brokers.** Layouts named \"real Kafka <version>\" ran on Apache Kafka from Maven Central (KRaft, combined broker and controller, 127.0.0.1; three nodes have RF=3 and min.insync.replicas=2), started once per layout by the parent process through `kafkatest.RealCluster` with Kafka's own JVM settings (1 GiB heap, G1, full JIT). The broker JVMs are outside the measured client process, so their CPU is not counted; the `%s` topic is recreated for each layout and keeps at most 64 MiB per partition. Every other layout ran on kfake.\n", benchTopic)
+			break
+		}
+	}
 	w("- **Interleaving.** Cells run one after another; within a cell, repetition by repetition, every client runs once, in an order rotated by one client per repetition. Ratios pair the runs of the same repetition.\n")
 	w("- **Workloads.** sync C: C goroutines each send one record and wait for its acknowledgement, until the cell's record count is reached. async: one goroutine hands records over with a callback (or the client's delivery channel), then waits for every outcome. Records per run: ")
 	first := true
@@ -223,6 +229,7 @@ func writeMethod(w func(string, ...any), m meta, rawName string) {
 	w("go run -C bench . -quick -clients kpush,franz-go -reps 5 -out ''      # print the table only\n")
 	w("go run -C bench . -quick -clients kpush -c 10000 -cpuprofile /tmp/prof -out ''   # profile kpush's runs\n")
 	w("go run -C bench . -clients kpush,franz-go -s 1024 -c async -n 300000 -out ''   # one layout: -brokers, -partitions, -s, -keyed\n")
+	w("go run -C bench . -quick -real   # the same on real Apache Kafka: 1 node, and 3 nodes RF=3 (needs Java 17+ and Maven)\n")
 	w("go run -C bench . -replot ../docs/benchmarks.json   # rewrite this doc from the saved raw results\n```\n\n")
 	w("`bench/` is its own Go module (it `replace`s kpush with the repository), so `-C bench` (Go ≥ 1.21) runs it from the repository root; `cd bench && go run . -quick` is the same. ")
 	w("confluent-kafka-go needs cgo and a C compiler (its module ships a static librdkafka for linux/amd64, linux/arm64 and darwin). ")

@@ -10,6 +10,7 @@ require (
 	github.com/kpush/kpush v0.0.0-00010101000000-000000000000
 	github.com/segmentio/kafka-go v0.4.51
 	github.com/twmb/franz-go v1.22.3
+	github.com/twmb/franz-go/pkg/kadm v1.18.0
 	gonum.org/v1/plot v0.17.0
 )
 

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kpush/kpush/kafkatest"
 )
 
 // options are the command-line flags.
@@ -21,6 +23,7 @@ type options struct {
 	reps        int
 	records     int
 	layout      layout // -brokers, -partitions, -s, -keyed: one layout instead of the mode's
+	real        bool   // -real: real Apache Kafka instead of kfake
 	out         string
 	replot      string
 	cpuProfile  string
@@ -38,6 +41,7 @@ func defineFlags(fs *flag.FlagSet) *options {
 	fs.IntVar(&o.layout.Partitions, "partitions", 0, "run one layout with this many partitions (0: the mode's)")
 	fs.IntVar(&o.layout.ValueSize, "s", 0, "run one layout with values of this many bytes (0: the mode's)")
 	fs.BoolVar(&o.layout.Keyed, "keyed", false, "run one layout with keyed records")
+	fs.BoolVar(&o.real, "real", false, "run on real Apache Kafka (kafkatest.RealCluster; version from KPUSH_KAFKA_VERSION, default "+kafkatest.DefaultKafkaVersion+"; KPUSH_KAFKA_SEEDS for your own cluster): 1 node, and 3 nodes with RF=3, 12 partitions, 100 B values; with -brokers etc., that layout on real Kafka")
 	fs.IntVar(&o.reps, "reps", 0, "repetitions of every cell, interleaved across clients (0: the mode's, 3 with -quick, 5 with -full)")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "the doc to write (charts and a .json of the raw results go beside it); empty: print the table only")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the doc from a saved .json of results instead of measuring")
@@ -54,6 +58,9 @@ type layout struct {
 	Partitions int  `json:"partitions"`
 	ValueSize  int  `json:"value_size"`
 	Keyed      bool `json:"keyed"`
+	// Kafka is the Apache Kafka version of a real-broker layout; empty
+	// for kfake.
+	Kafka string `json:"kafka,omitempty"`
 }
 
 func (l layout) String() string {
@@ -64,6 +71,12 @@ func (l layout) String() string {
 	brokers := "1 broker"
 	if l.Brokers > 1 {
 		brokers = fmt.Sprintf("%d brokers", l.Brokers)
+	}
+	if l.Kafka != "" {
+		brokers = "real Kafka " + l.Kafka + ", " + brokers
+		if l.Brokers > 1 {
+			brokers += fmt.Sprintf(" (RF=%d)", l.Brokers)
+		}
 	}
 	return fmt.Sprintf("%s, %d partitions, %d B values, %s", brokers, l.Partitions, l.ValueSize, keys)
 }
@@ -120,7 +133,7 @@ func makePlan(o *options) (*plan, error) {
 	p.clients = append(clientNames(peers[:basePeers]), "kpush/idem-off", "franz-go/idem-off")
 	if o.full {
 		p.mode = "full"
-		p.layouts = []layout{base, {3, 12, 100, false}, {1, 3, 100, false}, {1, 12, 1024, false}, {1, 12, 100, true}}
+		p.layouts = []layout{base, {3, 12, 100, false, ""}, {1, 3, 100, false, ""}, {1, 12, 1024, false, ""}, {1, 12, 100, true, ""}}
 		p.clients = clientNames(peers)
 		p.maxSeconds = 20
 		p.reps = 5 // the headline cells come from -full: medians of 5 interleaved runs
@@ -152,9 +165,16 @@ func makePlan(o *options) (*plan, error) {
 	if o.records > 0 {
 		p.records = func(level) int { return o.records }
 	}
+	if o.real {
+		p.layouts = realLayouts(kafkatest.KafkaVersion())
+		p.mode += ", real Kafka"
+	}
 	custom := o.layout != layout{}
 	if custom {
 		l := o.layout
+		if o.real {
+			l.Kafka = kafkatest.KafkaVersion()
+		}
 		l.Brokers, l.Partitions, l.ValueSize = cmp.Or(l.Brokers, base.Brokers), cmp.Or(l.Partitions, base.Partitions), cmp.Or(l.ValueSize, base.ValueSize)
 		p.layouts = []layout{l}
 	}
@@ -238,42 +258,70 @@ func (p *plan) run(ctx context.Context, profDir string) (*results, error) {
 	n := 0
 	start := time.Now()
 	for _, l := range p.layouts {
-		for _, c := range p.levels {
-			for rep := range p.reps {
-				for i := range p.clients {
-					if err := ctx.Err(); err != nil {
-						return nil, err
-					}
-					name := p.clients[(i+rep)%len(p.clients)]
-					s := runSpec{Client: name, Mode: "sync", C: int(c), Records: p.records(c),
-						ValueSize: l.ValueSize, Keyed: l.Keyed, Brokers: l.Brokers, Partitions: l.Partitions,
-						MaxSeconds: p.maxSeconds, Rep: rep + 1}
-					if c == asyncLevel {
-						s.Mode, s.C = "async", 1
-					}
-					n++
-					r := runOne(s, profDir)
-					res.Runs = append(res.Runs, r)
-					fmt.Fprintf(os.Stderr, "[%d/%d %s] %s %s %-18s rep %d: %s\n", n, total,
-						time.Since(start).Round(time.Second), l, c, name, rep+1, r.brief())
-				}
+		var rb *realBroker // for every run of a real-broker layout
+		if l.Kafka != "" {
+			var err error
+			if rb, err = startRealBroker(ctx, l); err != nil {
+				return nil, err
 			}
+		}
+		err := p.runLayout(ctx, l, rb, res, profDir, &n, total, start)
+		if rb != nil {
+			rb.close()
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	return res, nil
 }
 
-// runOne runs one spec: a fresh broker process, then a client process.
-// Failures are recorded in the result, never fatal to the whole run.
-func runOne(s runSpec, profDir string) result {
+// runLayout runs every cell of one layout; rb is its real broker, or nil
+// for a fresh kfake process per run.
+func (p *plan) runLayout(ctx context.Context, l layout, rb *realBroker, res *results, profDir string, n *int, total int, start time.Time) error {
+	var addrs []string
+	if rb != nil {
+		addrs = rb.addrs
+	}
+	for _, c := range p.levels {
+		for rep := range p.reps {
+			for i := range p.clients {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				name := p.clients[(i+rep)%len(p.clients)]
+				s := runSpec{Client: name, Mode: "sync", C: int(c), Records: p.records(c),
+					ValueSize: l.ValueSize, Keyed: l.Keyed, Brokers: l.Brokers, Partitions: l.Partitions,
+					MaxSeconds: p.maxSeconds, Rep: rep + 1, Kafka: l.Kafka}
+				if c == asyncLevel {
+					s.Mode, s.C = "async", 1
+				}
+				*n++
+				r := runOne(s, profDir, addrs)
+				res.Runs = append(res.Runs, r)
+				fmt.Fprintf(os.Stderr, "[%d/%d %s] %s %s %-18s rep %d: %s\n", *n, total,
+					time.Since(start).Round(time.Second), l, c, name, rep+1, r.brief())
+			}
+		}
+	}
+	return nil
+}
+
+// runOne runs one spec: a fresh broker process (unless addrs names a real
+// broker already running), then a client process. Failures are recorded
+// in the result, never fatal to the whole run.
+func runOne(s runSpec, profDir string, addrs []string) result {
 	fail := func(err error) result {
 		return result{runSpec: s, Errors: 1, FirstError: err.Error()}
 	}
-	broker, addrs, err := startBroker(s)
-	if err != nil {
-		return fail(err)
+	if addrs == nil {
+		broker, kfakeAddrs, err := startBroker(s)
+		if err != nil {
+			return fail(err)
+		}
+		defer broker.stop()
+		addrs = kfakeAddrs
 	}
-	defer broker.stop()
 	s.Addrs = addrs
 	var extra []string
 	if profDir != "" && strings.HasPrefix(s.Client, "kpush") {

@@ -119,7 +119,7 @@ func keyOf(r result) cellKey {
 	if r.Mode == "async" {
 		c = asyncLevel
 	}
-	return cellKey{layout{r.Brokers, r.Partitions, r.ValueSize, r.Keyed}, c}
+	return cellKey{layout{r.Brokers, r.Partitions, r.ValueSize, r.Keyed, r.Kafka}, c}
 }
 
 // metric reads one number of a run.

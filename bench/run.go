@@ -28,6 +28,7 @@ type runSpec struct {
 	MaxSeconds float64  `json:"max_seconds"` // stop sending after this long
 	Rep        int      `json:"rep"`
 	Addrs      []string `json:"addrs,omitempty"`
+	Kafka      string   `json:"kafka,omitempty"` // real Apache Kafka version; empty: kfake
 }
 
 // result is what a client process measured, one JSON line on stdout.

@@ -170,6 +170,9 @@ func fetchJars(ctx context.Context, dir, version string) error {
 func mvn(ctx context.Context, dir string, args ...string) error {
 	cmd := exec.CommandContext(ctx, "mvn", append([]string{"-q", "-B"}, args...)...)
 	cmd.Dir = dir
+	// mvn execs a JVM; like the broker's, it dies with this process, so a
+	// test binary killed mid-download leaves no Maven behind.
+	cmd.SysProcAttr = jvmSysProcAttr()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
