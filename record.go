@@ -13,9 +13,13 @@ type Header struct {
 	Value []byte
 }
 
-// Record is one Kafka record to produce. kpush does not modify it and does
-// not keep it after Send returns (or after SendAsync's callback runs), but
-// it reads Key, Value and Headers until then: do not change them meanwhile.
+// Record is one Kafka record to produce. kpush never modifies it. It reads
+// Key, Value and Headers until the record is acknowledged or definitely
+// not written, which is when Send returns or SendAsync's callback runs —
+// except after an outcome-unknown answer given while the record was still
+// in flight (its delivery deadline passed, or Send's ctx ended): its batch
+// may then still be encoded again for a retry, so do not change that
+// record's Key, Value or Headers memory afterwards (let it be collected).
 type Record struct {
 	// Topic to write to; empty means the producer's default topic
 	// (WithDefaultTopic).
