@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/kpush/kpush/internal/meta"
-	"github.com/kpush/kpush/internal/partition"
+	"github.com/kpush/kpush/internal/partitioner"
 	"github.com/kpush/kpush/internal/sink"
 )
 
@@ -28,8 +28,8 @@ func TestApplyMetadata_LeaderEpochs(t *testing.T) {
 	}()
 	// A topic nothing sends to: the metadata goroutine never fetches, so
 	// only this test applies metadata.
-	tp := &topic{name: "t", picker: partition.NewPicker(partition.Sticky, stickyBytes), ready: make(chan struct{})}
-	empty := []*sink.Partition{}
+	tp := &topic{name: "t", picker: partitioner.NewPicker(partitioner.Sticky, stickyBytes), ready: make(chan struct{})}
+	empty := []*sink.PartitionQueue{}
 	tp.parts.Store(&empty)
 	p.mu.Lock()
 	p.topics.Store(&map[string]*topic{"t": tp})
@@ -38,7 +38,7 @@ func TestApplyMetadata_LeaderEpochs(t *testing.T) {
 	brokers := map[int32]meta.Broker{1: {ID: 1, Addr: "127.0.0.1:1"}, 2: {ID: 2, Addr: "127.0.0.1:2"}}
 	apply := func(leader, epoch int32) {
 		p.applyMetadata(&meta.Snapshot{Brokers: brokers, Topics: map[string]meta.Topic{
-			"t": {Name: "t", Partitions: []meta.Partition{{ID: 0, Leader: leader, LeaderEpoch: epoch}}},
+			"t": {Name: "t", Partitions: []meta.PartitionInfo{{ID: 0, Leader: leader, LeaderEpoch: epoch}}},
 		}}, nil)
 	}
 	leaderOf := func() int32 {
@@ -87,7 +87,7 @@ func TestApplyMetadata_LeaderEpochs(t *testing.T) {
 	// The topic is deleted and created again: a new topic ID, epochs from 0.
 	applyID := func(id byte, leader, epoch int32) {
 		p.applyMetadata(&meta.Snapshot{Brokers: brokers, Topics: map[string]meta.Topic{
-			"t": {Name: "t", ID: [16]byte{id}, Partitions: []meta.Partition{{ID: 0, Leader: leader, LeaderEpoch: epoch}}},
+			"t": {Name: "t", ID: [16]byte{id}, Partitions: []meta.PartitionInfo{{ID: 0, Leader: leader, LeaderEpoch: epoch}}},
 		}}, nil)
 	}
 	applyID(1, 2, 20)
@@ -112,15 +112,15 @@ func TestRemoveGoneSinks_RacesLeaderHint(t *testing.T) {
 		defer cancel()
 		p.Close(ctx)
 	}()
-	tp := &topic{name: "t", picker: partition.NewPicker(partition.Sticky, stickyBytes), ready: make(chan struct{})}
-	empty := []*sink.Partition{}
+	tp := &topic{name: "t", picker: partitioner.NewPicker(partitioner.Sticky, stickyBytes), ready: make(chan struct{})}
+	empty := []*sink.PartitionQueue{}
 	tp.parts.Store(&empty)
 	p.mu.Lock()
 	p.topics.Store(&map[string]*topic{"t": tp})
 	p.mu.Unlock()
 	apply := func(brokers map[int32]meta.Broker, leader, epoch int32) {
 		p.applyMetadata(&meta.Snapshot{Brokers: brokers, Topics: map[string]meta.Topic{
-			"t": {Name: "t", Partitions: []meta.Partition{{ID: 0, Leader: leader, LeaderEpoch: epoch}}},
+			"t": {Name: "t", Partitions: []meta.PartitionInfo{{ID: 0, Leader: leader, LeaderEpoch: epoch}}},
 		}}, nil)
 	}
 	b1 := meta.Broker{ID: 1, Addr: "127.0.0.1:1"}

@@ -152,8 +152,8 @@ type syncWaiter struct {
 	pend sink.Pending
 	ch   chan struct{}
 	prod *Producer
-	part *sink.Partition // where enqueue put pend
-	gen  *buffer.Gen     // the record's Flush generation
+	part *sink.PartitionQueue // where enqueue put pend
+	gen  *buffer.Gen          // the record's Flush generation
 }
 
 // Notify implements sink.Notifier; it runs on the goroutine that learned

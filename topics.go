@@ -17,7 +17,7 @@ import (
 	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/meta"
-	"github.com/kpush/kpush/internal/partition"
+	"github.com/kpush/kpush/internal/partitioner"
 	"github.com/kpush/kpush/internal/sink"
 )
 
@@ -36,8 +36,8 @@ const stickyBytes = 16 << 10
 
 type topic struct {
 	name   string
-	picker partition.Picker
-	parts  atomic.Pointer[[]*sink.Partition]
+	picker partitioner.Picker
+	parts  atomic.Pointer[[]*sink.PartitionQueue]
 
 	ready chan struct{} // closed when parts is first set or err is set
 	err   error         // set before ready is closed when the topic failed
@@ -125,17 +125,17 @@ func (p *Producer) addTopic(name string) *topic {
 		p.ref.Trigger()
 		return t
 	}
-	var strategy partition.Strategy
+	var strategy partitioner.Strategy
 	switch p.cfg.partitioner {
 	case CRC32Partitioner:
-		strategy = partition.CRC32
+		strategy = partitioner.CRC32
 	case RoundRobinPartitioner:
-		strategy = partition.RoundRobin
+		strategy = partitioner.RoundRobin
 	default:
-		strategy = partition.Sticky
+		strategy = partitioner.Sticky
 	}
-	t := &topic{name: name, picker: partition.NewPicker(strategy, stickyBytes), ready: make(chan struct{})}
-	empty := []*sink.Partition{}
+	t := &topic{name: name, picker: partitioner.NewPicker(strategy, stickyBytes), ready: make(chan struct{})}
+	empty := []*sink.PartitionQueue{}
 	t.parts.Store(&empty)
 	m := maps.Clone(old)
 	m[name] = t
@@ -177,8 +177,8 @@ func (p *Producer) triggerMetadata() { p.ref.Trigger() }
 // allPartitions returns the partitions of every topic, including dropped
 // ones (a Send that found a topic just before it was dropped may still
 // add a record there; the reaper and Close must see it).
-func (p *Producer) allPartitions() []*sink.Partition {
-	var all []*sink.Partition
+func (p *Producer) allPartitions() []*sink.PartitionQueue {
+	var all []*sink.PartitionQueue
 	for _, t := range *p.topics.Load() {
 		all = append(all, *t.parts.Load()...)
 	}
@@ -308,10 +308,10 @@ func (p *Producer) applyMetadata(s *meta.Snapshot, err error) (healthy bool) {
 		t.setLastErr(nil)
 		parts := *t.parts.Load()
 		if len(mt.Partitions) > len(parts) {
-			grown := make([]*sink.Partition, len(mt.Partitions))
+			grown := make([]*sink.PartitionQueue, len(mt.Partitions))
 			copy(grown, parts)
 			for i := len(parts); i < len(grown); i++ {
-				grown[i] = p.eng.NewPartition(name, int32(i))
+				grown[i] = p.eng.NewPartitionQueue(name, int32(i))
 			}
 			t.parts.Store(&grown)
 			parts = grown

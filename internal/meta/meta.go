@@ -39,8 +39,8 @@ type Broker struct {
 	Addr string // host:port
 }
 
-// Partition is one partition's metadata.
-type Partition struct {
+// PartitionInfo is one partition's metadata.
+type PartitionInfo struct {
 	ID          int32
 	Leader      int32 // -1 when the partition has no leader
 	LeaderEpoch int32
@@ -50,9 +50,9 @@ type Partition struct {
 // Topic is one topic's metadata.
 type Topic struct {
 	Name       string
-	ID         [16]byte    // topic ID (KIP-516, Metadata v10+); zero when not sent
-	Partitions []Partition // indexed by partition id
-	Err        error       // topic-level error (e.g. UNKNOWN_TOPIC_OR_PARTITION)
+	ID         [16]byte        // topic ID (KIP-516, Metadata v10+); zero when not sent
+	Partitions []PartitionInfo // indexed by partition id
+	Err        error           // topic-level error (e.g. UNKNOWN_TOPIC_OR_PARTITION)
 }
 
 // Snapshot is the result of one metadata fetch. Immutable.
@@ -155,15 +155,15 @@ func (f *Fetcher) Fetch(ctx context.Context, topics []string) (*Snapshot, error)
 			for _, p := range t.Partitions {
 				n = max(n, p.Partition+1)
 			}
-			mt.Partitions = make([]Partition, n)
+			mt.Partitions = make([]PartitionInfo, n)
 			for i := range mt.Partitions {
-				mt.Partitions[i] = Partition{ID: int32(i), Leader: -1, Err: kerr.LeaderNotAvailable}
+				mt.Partitions[i] = PartitionInfo{ID: int32(i), Leader: -1, Err: kerr.LeaderNotAvailable}
 			}
 			for _, p := range t.Partitions {
 				if p.Partition < 0 {
 					continue
 				}
-				mp := Partition{ID: p.Partition, Leader: p.Leader, LeaderEpoch: p.LeaderEpoch, Err: kerr.ErrorForCode(p.ErrorCode)}
+				mp := PartitionInfo{ID: p.Partition, Leader: p.Leader, LeaderEpoch: p.LeaderEpoch, Err: kerr.ErrorForCode(p.ErrorCode)}
 				if _, ok := s.Brokers[mp.Leader]; !ok {
 					mp.Leader = -1
 				}

@@ -272,7 +272,7 @@ func (e *Engine) notifyExpired(recs []*Pending, cb *callbacks) {
 
 // FailAll fails buffered records of the given partitions and closes them
 // (Close): a later Add is refused. Engine goroutines must have exited.
-func FailAll(parts []*Partition, err error) {
+func FailAll(parts []*PartitionQueue, err error) {
 	for _, p := range parts {
 		p.eng.notifyAll(p.failBuffered(err, true), nil)
 	}
@@ -280,7 +280,7 @@ func FailAll(parts []*Partition, err error) {
 
 // FailBuffered fails the records of the given partitions that are not in
 // flight (a fatal producer-level error); the partitions stay open.
-func FailBuffered(parts []*Partition, err error) {
+func FailBuffered(parts []*PartitionQueue, err error) {
 	for _, p := range parts {
 		var cb *callbacks
 		if l := p.Leader(); l != nil {

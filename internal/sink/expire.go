@@ -27,7 +27,7 @@ import (
 // (clock.Mono nanoseconds; 0 when none is known), so the caller can wake
 // up just in time. Async callbacks run on the partition's leader's
 // callback goroutine when it has a leader.
-func ExpireAll(parts []*Partition, sinks []*Sink) (next int64) {
+func ExpireAll(parts []*PartitionQueue, sinks []*Sink) (next int64) {
 	now := clock.Mono()
 	earliest := func(d int64) {
 		if d > 0 && (next == 0 || d < next) {
@@ -70,7 +70,7 @@ func ExpireAll(parts []*Partition, sinks []*Sink) (next int64) {
 // behind one with a later deadline), expires the records of retry batches
 // whose deadline passed while the batches cannot be dropped yet (others are
 // in flight), and returns the earliest deadline still ahead.
-func (p *Partition) expireDue(now int64) (failed, held []*Pending, next int64, leader *Sink) {
+func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int64, leader *Sink) {
 	p.mu.Lock()
 	defer p.unlock() // releases the space of canceled records dropped here
 	earliest := func(d int64) {
@@ -168,7 +168,7 @@ func (s *Sink) expireInflight(now int64) (held []*Pending, next int64) {
 // waiting for a retry or in flight. Its topic may then stop being
 // refreshed (a leaderless or deleted topic needs metadata only while
 // records wait for it).
-func (p *Partition) Idle() bool {
+func (p *PartitionQueue) Idle() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.recs) == 0 && len(p.retry) == 0 && len(p.rewound) == 0 && p.inflight == 0

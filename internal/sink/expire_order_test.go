@@ -37,7 +37,7 @@ func TestExpire_InflightCallbacksInSendOrder(t *testing.T) {
 		past := clock.Mono() - 1
 		r.Deadline, b.deadline = past, past
 	}
-	ExpireAll([]*Partition{p}, []*Sink{s1})
+	ExpireAll([]*PartitionQueue{p}, []*Sink{s1})
 	s1.cb.drain()
 	if len(o.got) != len(sent) {
 		t.Fatalf("%d outcomes, want %d", len(o.got), len(sent))

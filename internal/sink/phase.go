@@ -4,7 +4,7 @@ package sink
 //
 // Ownership: everything here runs with Partition.mu held (functions end in
 // Locked) except the entry points failBuffered, failUnsent and
-// expireBuffered, which take it. See partition.go for the lock order.
+// expireBuffered, which take it. See queue.go for the lock order.
 
 import (
 	"slices"
@@ -74,7 +74,7 @@ const (
 // Any other (phase, event) pair leaves the phase as it is: an
 // acknowledgement during a rewind came from a batch sent before the failure
 // and proves nothing about what follows; a closed partition stays closed.
-func (p *Partition) stepLocked(ev event) {
+func (p *PartitionQueue) stepLocked(ev event) {
 	switch {
 	case ev == evClose:
 		p.phase = phaseClosed
@@ -117,7 +117,7 @@ func (p *Partition) stepLocked(ev event) {
 // settleLocked ends a rewind once nothing is in flight: the failed batches
 // go to the head of the queue in sequence order, expired ones fail, dropped
 // sequences are renumbered, and the partition backs off or sends again.
-func (p *Partition) settleLocked(now int64, failed []*Pending) []*Pending {
+func (p *PartitionQueue) settleLocked(now int64, failed []*Pending) []*Pending {
 	if p.phase != phaseRewind || p.inflight > 0 {
 		return failed
 	}
@@ -137,7 +137,7 @@ func (p *Partition) settleLocked(now int64, failed []*Pending) []*Pending {
 // otherwise all of them, with err. Each dropped batch's sequence is handled
 // (dropSeqLocked), and later batches are renumbered when that is safe.
 // Nothing may be in flight (their sequences would move under them).
-func (p *Partition) dropRetriesLocked(now int64, err error, failed []*Pending) []*Pending {
+func (p *PartitionQueue) dropRetriesLocked(now int64, err error, failed []*Pending) []*Pending {
 	keep := p.retry[:0]
 	for _, b := range p.retry {
 		if err == nil && b.deadline >= now {
@@ -177,7 +177,7 @@ func (p *Partition) dropRetriesLocked(now int64, err error, failed []*Pending) [
 // definitely not written and nothing after it was acknowledged, later
 // sequences are renumbered from its own (reseqAt); otherwise only a new
 // epoch makes later sequences safe.
-func (p *Partition) dropSeqLocked(b *Batch) {
+func (p *PartitionQueue) dropSeqLocked(b *Batch) {
 	if b.id == idem.None || b.id != p.id {
 		return
 	}
@@ -193,7 +193,7 @@ func (p *Partition) dropSeqLocked(b *Batch) {
 // askBumpLocked asks for a new epoch because this partition's sequences
 // under its producer ID can no longer be trusted; its retries then move to
 // the new ID instead of being resent under the old one.
-func (p *Partition) askBumpLocked() {
+func (p *PartitionQueue) askBumpLocked() {
 	p.bumpFrom = p.id
 	p.eng.requestBump(p.id)
 }
@@ -204,7 +204,7 @@ func (p *Partition) askBumpLocked() {
 // new epoch without risking a duplicate, so they fail as unknown. Only a
 // partition whose own sequences broke gets here with retries (bumpFrom):
 // the others send theirs under the old ID first.
-func (p *Partition) switchIDLocked(cur idem.ID, failed []*Pending) []*Pending {
+func (p *PartitionQueue) switchIDLocked(cur idem.ID, failed []*Pending) []*Pending {
 	p.id, p.seq = cur, 0
 	p.reseqAt, p.ackedOrd, p.bumpFrom = nil, -1, idem.None
 	p.stepLocked(evNewID)
@@ -223,7 +223,7 @@ func (p *Partition) switchIDLocked(cur idem.ID, failed []*Pending) []*Pending {
 	return failed
 }
 
-func (p *Partition) renumberLocked(b *Batch, id idem.ID, seq int32) {
+func (p *PartitionQueue) renumberLocked(b *Batch, id idem.ID, seq int32) {
 	b.id, b.seq = id, seq
 	if b.bytes != nil {
 		batch.SetProducer(b.bytes, id.Producer, id.Epoch, seq)
@@ -232,7 +232,7 @@ func (p *Partition) renumberLocked(b *Batch, id idem.ID, seq int32) {
 
 // failBatchLocked marks every record of b failed and returns them appended
 // to out for notification outside the lock.
-func (p *Partition) failBatchLocked(b *Batch, err error, unknown bool, out []*Pending) []*Pending {
+func (p *PartitionQueue) failBatchLocked(b *Batch, err error, unknown bool, out []*Pending) []*Pending {
 	for _, r := range b.recs {
 		r.finishSent(-1, err, unknown)
 	}
@@ -241,7 +241,7 @@ func (p *Partition) failBatchLocked(b *Batch, err error, unknown bool, out []*Pe
 
 // failBuffered fails every record that is not in flight; with close, the
 // partition also refuses later records (Close).
-func (p *Partition) failBuffered(err error, close bool) []*Pending {
+func (p *PartitionQueue) failBuffered(err error, close bool) []*Pending {
 	p.mu.Lock()
 	defer p.unlock()
 	if close {
@@ -258,7 +258,7 @@ func (p *Partition) failBuffered(err error, close bool) []*Pending {
 // failRecsLocked fails the buffered records (never in a batch) with err
 // and appends those whose notification the caller now owns to out;
 // canceled ones are dropped.
-func (p *Partition) failRecsLocked(err error, out []*Pending) []*Pending {
+func (p *PartitionQueue) failRecsLocked(err error, out []*Pending) []*Pending {
 	for _, r := range p.recs {
 		if r.FailBuffered(err) {
 			out = append(out, r)
@@ -275,7 +275,7 @@ func (p *Partition) failRecsLocked(err error, out []*Pending) []*Pending {
 // partition's leader, when s cannot connect (authentication failed). In
 // flight there is nothing: s's connection is gone. Dropped sequences are
 // renumbered as after an expiry.
-func (p *Partition) failUnsent(s *Sink, err error) []*Pending {
+func (p *PartitionQueue) failUnsent(s *Sink, err error) []*Pending {
 	p.mu.Lock()
 	defer p.unlock()
 	if p.leader != s {
@@ -293,7 +293,7 @@ func (p *Partition) failUnsent(s *Sink, err error) []*Pending {
 // partition could not send (no leader, broker down, backoff), and drops
 // canceled records. It returns the failed records and the sink whose
 // callback goroutine should run async callbacks.
-func (p *Partition) expireBuffered(now int64) ([]*Pending, *Sink) {
+func (p *PartitionQueue) expireBuffered(now int64) ([]*Pending, *Sink) {
 	p.mu.Lock()
 	out, ready := p.expireLocked(now)
 	leader := p.leader
@@ -306,7 +306,7 @@ func (p *Partition) expireBuffered(now int64) ([]*Pending, *Sink) {
 
 // expireLocked does expireBuffered's work; it returns the sink to nudge
 // when dropping the retries let the partition send again.
-func (p *Partition) expireLocked(now int64) (out []*Pending, ready *Sink) {
+func (p *PartitionQueue) expireLocked(now int64) (out []*Pending, ready *Sink) {
 	if len(p.recs) > 0 && (p.canceled > 0 || p.recs[0].Deadline < now) {
 		keep := p.recs[:0]
 		for _, r := range p.recs {

@@ -206,7 +206,7 @@ func TestCancel_SpaceReleasedOnceWhenDropped(t *testing.T) {
 	e := NewEngine(Config{MaxBatchBytes: 1 << 20, RetryBackoff: time.Hour, MaxInflight: 5, Acks: -1,
 		ReleaseCanceled: func(n int, b int64) { releasedRecs += int64(n); released += b }}, idem.NewLoaded(idem.ID{Producer: 1}))
 	s1 := &Sink{eng: e, Node: 1}
-	p := e.NewPartition("t", 0)
+	p := e.NewPartitionQueue("t", 0)
 	p.SetLeader(s1)
 	var nt countN
 	now := clock.Mono()

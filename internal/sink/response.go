@@ -244,7 +244,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 
 // splitLocked splits a batch the broker found too large into two halves
 // that keep its sequence range, to be encoded again.
-func (p *Partition) splitLocked(b *Batch) []*Batch {
+func (p *PartitionQueue) splitLocked(b *Batch) []*Batch {
 	h := len(b.recs) / 2
 	second := &Batch{p: p, recs: append(p.eng.getRecSlice(), b.recs[h:]...), id: b.id,
 		seq: b.seq, ord: b.ord, sub: b.sub + h, deadline: b.deadline, attempts: b.attempts, unknown: b.unknown}
@@ -271,7 +271,7 @@ func recsSize(recs []*Pending) int {
 // (and the broker's message for them), the others stay in b, in order, to
 // be sent again. When the broker named every record or none that exists,
 // nothing changes and bad is nil: the whole batch fails.
-func (p *Partition) failRecordsLocked(b *Batch, errs []kmsg.ProduceResponseTopicPartitionErrorRecord, cause error, out []*Pending) (bad, _ []*Pending) {
+func (p *PartitionQueue) failRecordsLocked(b *Batch, errs []kmsg.ProduceResponseTopicPartitionErrorRecord, cause error, out []*Pending) (bad, _ []*Pending) {
 	named := make(map[int32]*string, len(errs))
 	for _, er := range errs {
 		if er.RelativeOffset >= 0 && int(er.RelativeOffset) < len(b.recs) {

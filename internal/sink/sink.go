@@ -32,8 +32,8 @@ type Sink struct {
 	addr atomic.Pointer[string]
 
 	mu    sync.Mutex
-	ready []*Partition
-	spare []*Partition
+	ready []*PartitionQueue
+	spare []*PartitionQueue
 
 	wake     chan struct{}
 	quit     chan struct{} // closed by Stop
@@ -92,13 +92,13 @@ func (s *Sink) nudge() {
 	}
 }
 
-func (s *Sink) pushReady(p *Partition) {
+func (s *Sink) pushReady(p *PartitionQueue) {
 	s.mu.Lock()
 	s.ready = append(s.ready, p)
 	s.mu.Unlock()
 }
 
-func (s *Sink) takeReady() []*Partition {
+func (s *Sink) takeReady() []*PartitionQueue {
 	s.mu.Lock()
 	r := s.ready
 	s.ready = s.spare[:0]
@@ -107,7 +107,7 @@ func (s *Sink) takeReady() []*Partition {
 	return r
 }
 
-func (s *Sink) giveBackSpare(r []*Partition) {
+func (s *Sink) giveBackSpare(r []*PartitionQueue) {
 	clear(r)
 	s.mu.Lock()
 	if s.spare == nil {
@@ -228,7 +228,7 @@ func (s *Sink) Idle() bool {
 		return false
 	}
 	s.mu.Lock()
-	r := append([]*Partition(nil), s.ready...)
+	r := append([]*PartitionQueue(nil), s.ready...)
 	s.mu.Unlock()
 	for _, p := range r {
 		if p.Leader() == s {
@@ -285,7 +285,7 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	s.gen++
 	nowNs := clock.Mono()
 	var batches []*Batch
-	var requeue []*Partition
+	var requeue []*PartitionQueue
 	used := 0 // request bytes taken by the batches so far (MaxRequestBytes)
 	for _, p := range parts {
 		maxBytes := e.cfg.MaxBatchBytes

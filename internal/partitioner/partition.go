@@ -1,4 +1,4 @@
-// Package partition chooses the partition of each record: murmur2 like the
+// Package partitioner chooses the partition of each record: murmur2 like the
 // Java client, CRC32 like librdkafka's "consistent" partitioner, uniform
 // sticky for keyless records (KIP-794 without the adaptive part), and round
 // robin.
@@ -9,7 +9,7 @@
 // has received, or the round-robin counter) and an atomic pointer to an
 // immutable availability set, replaced by SetAvailable (the metadata
 // goroutine); there are no locks, so there is no lock order.
-package partition
+package partitioner
 
 import (
 	"hash/crc32"

@@ -44,7 +44,7 @@ func TestDrain_RequestNumberIsPerSink(t *testing.T) {
 	e := testEngine(false)
 	s1, s2 := &Sink{eng: e, Node: 1}, &Sink{eng: e, Node: 2}
 	var nt countN
-	p := e.NewPartition("t", 0)
+	p := e.NewPartitionQueue("t", 0)
 	p.SetLeader(s1)
 	far := clock.Mono() + int64(time.Hour)
 	p.Add(newRec(&nt, far))
@@ -73,7 +73,7 @@ func TestDrain_RetryExpiryKeepsRecordsQueued(t *testing.T) {
 	e := testEngine(true)
 	s1 := &Sink{eng: e, Node: 1}
 	var nt countN
-	p := e.NewPartition("t", 0)
+	p := e.NewPartitionQueue("t", 0)
 	p.SetLeader(s1)
 	now := clock.Mono()
 	p.Add(newRec(&nt, now+int64(time.Second)))
@@ -111,10 +111,10 @@ func okResp(topic string, part int32, code int16) *kmsg.ProduceResponse {
 
 // idemPartition returns an idempotent engine's partition led by a test sink,
 // a notifier for its records and a deadline far in the future.
-func idemPartition() (*Sink, *Partition, *countN, int64) {
+func idemPartition() (*Sink, *PartitionQueue, *countN, int64) {
 	e := testEngine(true)
 	s1 := &Sink{eng: e, Node: 1}
-	p := e.NewPartition("t", 0)
+	p := e.NewPartitionQueue("t", 0)
 	p.SetLeader(s1)
 	return s1, p, &countN{}, clock.Mono() + int64(time.Hour)
 }
@@ -167,15 +167,15 @@ func TestCallbacks_PushAfterExitIsDelivered(t *testing.T) {
 	e := testEngine(false)
 	s := e.NewSink(1, "127.0.0.1:1")
 	var nt countN
-	p := e.NewPartition("t", 0)
+	p := e.NewPartitionQueue("t", 0)
 	p.SetLeader(s)
 	r := newRec(&nt, clock.Mono()-1)
 	r.Async = true
 	p.Add(r)
 	e.Stop()
 	e.Wait()
-	ExpireAll([]*Partition{p}, nil) // a reaper tick in progress when Stop landed
-	FailAll([]*Partition{p}, errors.New("closed"))
+	ExpireAll([]*PartitionQueue{p}, nil) // a reaper tick in progress when Stop landed
+	FailAll([]*PartitionQueue{p}, errors.New("closed"))
 	if nt.n.Load() != 1 { // inline delivery: no waiting needed
 		t.Errorf("LOST: async record got %d outcomes", nt.n.Load())
 	}

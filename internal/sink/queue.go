@@ -57,7 +57,7 @@ const maxPartitionInflight = 5
 
 // Batch is one RecordBatch of one partition, kept until its outcome is known.
 type Batch struct {
-	p        *Partition
+	p        *PartitionQueue
 	recs     []*Pending
 	bytes    []byte  // encoded RecordBatch, nil until (re)encoded
 	id       idem.ID // producer id/epoch the sequence belongs to
@@ -81,7 +81,7 @@ func (b *Batch) wireSize() int {
 
 // framing bounds the bytes a request spends on one partition besides its
 // batch: topic name, partition number, length prefixes.
-func framing(p *Partition) int { return 16 + len(p.Topic) }
+func framing(p *PartitionQueue) int { return 16 + len(p.Topic) }
 
 func (b *Batch) before(o *Batch) int {
 	return cmp.Or(cmp.Compare(b.ord, o.ord), cmp.Compare(b.sub, o.sub))
@@ -92,8 +92,8 @@ func addSeq(seq int32, n int) int32 {
 	return int32((int64(seq) + int64(n)) % (1 << 31))
 }
 
-// Partition is one topic partition's queue of records and batches.
-type Partition struct {
+// PartitionQueue is one topic partition's queue of records and batches.
+type PartitionQueue struct {
 	Topic string
 	ID    int32
 	eng   *Engine
@@ -129,15 +129,15 @@ type Partition struct {
 	cbq cbQueue // async outcomes waiting for callbacks (callbacks.go); own lock
 }
 
-// NewPartition returns an empty partition accumulator.
-func (e *Engine) NewPartition(topic string, id int32) *Partition {
-	return &Partition{Topic: topic, ID: id, eng: e, id: idem.None, bumpFrom: idem.None,
+// NewPartitionQueue returns an empty partition accumulator.
+func (e *Engine) NewPartitionQueue(topic string, id int32) *PartitionQueue {
+	return &PartitionQueue{Topic: topic, ID: id, eng: e, id: idem.None, bumpFrom: idem.None,
 		ackedOrd: -1, phase: phaseProbe, resume: phaseProbe}
 }
 
 // unlock releases mu, then the buffer space of canceled records dropped
 // while it was held.
-func (p *Partition) unlock() {
+func (p *PartitionQueue) unlock() {
 	n, bytes := p.relRecs, p.relBytes
 	p.relRecs, p.relBytes = 0, 0
 	p.mu.Unlock()
@@ -149,7 +149,7 @@ func (p *Partition) unlock() {
 // Add appends a buffered record and nudges the leader's sink when the
 // partition becomes ready. It reports false, taking nothing, once the
 // partition is closed (Close already failed what was buffered).
-func (p *Partition) Add(r *Pending) bool {
+func (p *PartitionQueue) Add(r *Pending) bool {
 	p.mu.Lock()
 	if p.phase == phaseClosed {
 		p.mu.Unlock()
@@ -170,7 +170,7 @@ func (p *Partition) Add(r *Pending) bool {
 // It reports false when the record is already being sent or has an outcome.
 // The record keeps its buffer space until the partition drops it, so the
 // memory bound counts it; Release is not called for it, nor Notify.
-func (p *Partition) Cancel(r *Pending) bool {
+func (p *PartitionQueue) Cancel(r *Pending) bool {
 	p.mu.Lock()
 	if !r.TryCancel() {
 		p.mu.Unlock()
@@ -186,7 +186,7 @@ func (p *Partition) Cancel(r *Pending) bool {
 
 // dropCanceledLocked removes the canceled records from recs, keeping the
 // others in order.
-func (p *Partition) dropCanceledLocked() {
+func (p *PartitionQueue) dropCanceledLocked() {
 	if p.canceled == 0 {
 		return
 	}
@@ -203,7 +203,7 @@ func (p *Partition) dropCanceledLocked() {
 }
 
 // dropRecLocked accounts for a canceled record leaving recs.
-func (p *Partition) dropRecLocked(r *Pending) {
+func (p *PartitionQueue) dropRecLocked(r *Pending) {
 	p.canceled = max(p.canceled-1, 0) // only Cancel cancels, so never below zero
 	p.recBytes -= int(r.Size)
 	p.relRecs++
@@ -212,7 +212,7 @@ func (p *Partition) dropRecLocked(r *Pending) {
 
 // SetLeader points the partition at a new leader's sink (nil when the
 // partition has no leader).
-func (p *Partition) SetLeader(s *Sink) {
+func (p *PartitionQueue) SetLeader(s *Sink) {
 	p.mu.Lock()
 	if p.leader == s {
 		p.mu.Unlock()
@@ -228,7 +228,7 @@ func (p *Partition) SetLeader(s *Sink) {
 }
 
 // Leader returns the current leader's sink.
-func (p *Partition) Leader() *Sink {
+func (p *PartitionQueue) Leader() *Sink {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.leader
@@ -236,7 +236,7 @@ func (p *Partition) Leader() *Sink {
 
 // sendableLocked reports whether sink s may drain a batch now, given the
 // current producer ID.
-func (p *Partition) sendableLocked(s *Sink, cur idem.ID) bool {
+func (p *PartitionQueue) sendableLocked(s *Sink, cur idem.ID) bool {
 	if s == nil || p.leader != s || !p.phase.sending() {
 		return false
 	}
@@ -260,7 +260,7 @@ func (p *Partition) sendableLocked(s *Sink, cur idem.ID) bool {
 
 // queueLocked puts the partition on its leader's ready list when it can
 // send; it returns the sink to nudge (after unlocking) or nil.
-func (p *Partition) queueLocked() *Sink {
+func (p *PartitionQueue) queueLocked() *Sink {
 	if p.queued || !p.sendableLocked(p.leader, p.eng.idem.Current()) {
 		return nil
 	}
@@ -278,7 +278,7 @@ func (p *Partition) queueLocked() *Sink {
 // lingerUntil is set: with linger, a partition whose batch is not full and
 // whose oldest record is younger than the linger returns no batch and
 // reports when to look again.
-func (p *Partition) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batch, expired []*Pending, more bool, lingerUntil int64) {
+func (p *PartitionQueue) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batch, expired []*Pending, more bool, lingerUntil int64) {
 	p.mu.Lock()
 	defer p.unlock()
 	if p.leader != s || (p.drainSink == s && p.drainGen == gen) {
@@ -351,7 +351,7 @@ func (p *Partition) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batc
 }
 
 // takeRecordsLocked builds a new batch from the buffered records.
-func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pending) (*Batch, []*Pending) {
+func (p *PartitionQueue) takeRecordsLocked(now int64, maxBytes int, expired []*Pending) (*Batch, []*Pending) {
 	size := batch.BatchOverhead
 	n := 0 // records consumed from p.recs
 	var recs []*Pending
@@ -413,7 +413,7 @@ func (p *Partition) takeRecordsLocked(now int64, maxBytes int, expired []*Pendin
 
 // Requeue puts the partition on its leader's ready list if it can send
 // (after a producer-ID change).
-func (p *Partition) Requeue() {
+func (p *PartitionQueue) Requeue() {
 	p.mu.Lock()
 	s := p.queueLocked()
 	p.mu.Unlock()
@@ -424,7 +424,7 @@ func (p *Partition) Requeue() {
 
 // backoffFired runs on the timer goroutine of backoff number gen; a timer
 // of a backoff that already ended (its retries were dropped) does nothing.
-func (p *Partition) backoffFired(gen uint32) {
+func (p *PartitionQueue) backoffFired(gen uint32) {
 	p.mu.Lock()
 	var s *Sink
 	if gen == p.backoffGen {
@@ -438,16 +438,16 @@ func (p *Partition) backoffFired(gen uint32) {
 }
 
 // endBackoff ends the current backoff, if any (tests drive it directly).
-func (p *Partition) endBackoff() { p.backoffFired(p.curBackoff()) }
+func (p *PartitionQueue) endBackoff() { p.backoffFired(p.curBackoff()) }
 
-func (p *Partition) curBackoff() uint32 {
+func (p *PartitionQueue) curBackoff() uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.backoffGen
 }
 
 // DebugString describes the partition's state, for tests and debugging.
-func (p *Partition) DebugString() string {
+func (p *PartitionQueue) DebugString() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	node := func(s *Sink) int32 {
@@ -467,7 +467,7 @@ func (p *Partition) DebugString() string {
 // Held reports the records and bytes the partition holds that are not in
 // flight: buffered (canceled ones not yet dropped included) and waiting for
 // a retry. For tests of the memory bound.
-func (p *Partition) Held() (recs int, bytes int64) {
+func (p *PartitionQueue) Held() (recs int, bytes int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	recs, bytes = len(p.recs), int64(p.recBytes)
