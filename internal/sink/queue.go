@@ -1,13 +1,13 @@
 package sink
 
-// Partition accumulator and its sending state machine.
+// PartitionQueue: one partition's accumulator and its sending state machine.
 //
 // Ownership: every field below mu is guarded by mu, a lock per partition
 // (never one lock for the producer). Send goroutines append records and
 // cancel buffered ones; the leader's sink goroutine drains batches;
 // connection reader goroutines complete batches; the reaper expires; a
 // backoff timer (time.AfterFunc, at most one per partition at a time) ends
-// a backoff. Lock order: Partition.mu before Sink.mu; no other kpush lock is
+// a backoff. Lock order: PartitionQueue.mu before Sink.mu; no other kpush lock is
 // taken while holding it (idem.Manager.Current is lock-free), and no
 // Notifier or Config.Release* hook runs under it: outcomes are returned to
 // the caller, and the space of dropped canceled records is released by
