@@ -166,7 +166,11 @@ class Core:
                         fut.set_exception(cls(msg, name))
                     else:
                         fut.set_result(None)
-            if n < _CAP:
+            # Drain until empty: kp_drain also stops early when the
+            # messages fill msgbuf, and the pipe is written again only after
+            # the queue went empty, so stopping at n < _CAP could strand
+            # completions (and their futures) with no wake-up to come.
+            if n == 0:
                 break
         if finished:
             self._finish()
