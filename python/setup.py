@@ -30,7 +30,8 @@ class BuildEngine(build_py):
         go = os.environ.get("KPUSH_GO", "go")
         if shutil.which(go) is None:
             raise SystemExit(f"kpush: the Go toolchain ({go!r}) is needed to build the engine; install Go 1.26+")
-        out_dir = os.path.join(self.build_lib, "kpush")
+        # Absolute: go build runs in engine/, and build_lib may be relative.
+        out_dir = os.path.abspath(os.path.join(self.build_lib, "kpush"))
         os.makedirs(out_dir, exist_ok=True)
         out = os.path.join(out_dir, "_engine.so")
         env = dict(os.environ, CGO_ENABLED="1")
@@ -39,6 +40,8 @@ class BuildEngine(build_py):
             cwd=os.path.join(HERE, "engine"),
             env=env,
         )
+        if not os.path.exists(out):
+            raise SystemExit(f"kpush: go build did not write {out}")
         header = os.path.join(out_dir, "_engine.h")
         if os.path.exists(header):
             os.remove(header)
