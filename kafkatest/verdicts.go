@@ -55,8 +55,9 @@ type scramSalt struct {
 
 // scramFirst is a client-first message seen, by client nonce.
 type scramFirst struct {
-	user string
-	bare string // client-first-message-bare
+	user     string
+	bare     string // client-first-message-bare
+	nonceLen int    // length of the client's nonce
 }
 
 // verdicts checks SaslAuthenticate requests against the cluster's users.
@@ -170,7 +171,7 @@ func (v *verdicts) check(b []byte) string {
 		if len(v.firsts) > 10000 {
 			clear(v.firsts) // abandoned exchanges; never in a test's lifetime
 		}
-		v.firsts[f["r"]] = scramFirst{user: user, bare: bare}
+		v.firsts[f["r"]] = scramFirst{user: user, bare: bare, nonceLen: len(f["r"])}
 		v.mu.Unlock()
 	case bytes.HasPrefix(b, []byte("c=")): // SCRAM client-final
 		final := string(b)
@@ -210,6 +211,13 @@ func (v *verdicts) check(b []byte) string {
 			if scramProofOK(h, s, first.bare+","+serverFirst+","+withoutProof, proof) {
 				return ""
 			}
+		}
+		if first.nonceLen != 27 {
+			// franz-go's SCRAM client (kpush's) sends a 27-character nonce (20 random bytes, unpadded base64),
+			// and its exchanges verify against the reconstruction below;
+			// librdkafka's (kcat) do not, so kfake decides there (it
+			// closes the connection on a bad proof).
+			return ""
 		}
 		return "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM"
 	}
