@@ -8,6 +8,7 @@
 // dependency graph. Run it from the repository root:
 //
 //	go run -C bench . -quick   # ~2 minutes: 1 broker, 12 partitions, 100 B, keyless
+//	go run -C bench . -headline  # the README headline cells (~10 minutes)
 //	go run -C bench . -full    # every cell of issue 5 (about an hour)
 //
 // Process model: this binary plays three roles. The parent (no role flag)
@@ -45,7 +46,7 @@ func main() {
 	case "broker":
 		err = runBroker(ctx, o.spec)
 	case "client":
-		err = runClient(o.spec, o.cpuProfile)
+		err = runClient(o.spec, profiles{cpu: o.cpuProfile, mem: o.memProfile})
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)
 	}
@@ -63,10 +64,12 @@ plus the charts it embeds. Compare ratios within one run: the numbers of
 two runs on a shared machine are not comparable.
 
 Examples:
+  go run -C bench . -headline   # the README headline: kpush vs franz-go at defaults, ~10 minutes
   go run -C bench . -quick
   go run -C bench . -full
   go run -C bench . -quick -clients kpush,franz-go -reps 5
   go run -C bench . -quick -clients kpush -c 10000 -cpuprofile /tmp/prof -out ''
+  go run -C bench . -clients kpush -c async -n 1000000 -memprofile /tmp/prof -out ''
   go run -C bench . -clients kpush,franz-go -s 1024 -c async -n 300000 -out ''
   go run -C bench . -replot ../docs/benchmarks.json   # rewrite the doc from saved results
 

@@ -18,6 +18,7 @@ import (
 // options are the command-line flags.
 type options struct {
 	quick, full bool
+	headline    bool
 	clients     string
 	levels      string
 	reps        int
@@ -27,12 +28,14 @@ type options struct {
 	out         string
 	replot      string
 	cpuProfile  string
+	memProfile  string
 	spec        string // internal: the run given to a child
 }
 
 func defineFlags(fs *flag.FlagSet) *options {
 	o := &options{}
 	fs.BoolVar(&o.quick, "quick", false, "the ~2-minute subset (the default): 1 broker, 12 partitions, 100 B keyless values, C=1..10000 and async, the five clients plus kpush and franz-go with idempotence off")
+	fs.BoolVar(&o.headline, "headline", false, "the README headline cells only (~10 minutes on 2 cores): kpush and franz-go at their defaults, 1 broker, 3 partitions, 100 B values, C=1..10000 and async keyless, plus async keyed; 5 interleaved repetitions; writes the headline section of docs/benchmarks.md")
 	fs.BoolVar(&o.full, "full", false, "every cell: 1 and 3 brokers, 3 and 12 partitions, 100 B and 1 KiB, keyless and keyed, every idempotence variant, 1 M async records")
 	fs.StringVar(&o.clients, "clients", "", "comma-separated clients to run (default: the five clients at their defaults and the idempotence-off kpush and franz-go with -quick, every variant with -full); known: "+peerNames())
 	fs.StringVar(&o.levels, "c", "", "comma-separated sync concurrency levels, plus \"async\" (default 1,100,1000,10000,async)")
@@ -46,6 +49,7 @@ func defineFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "the doc to write (charts and a .json of the raw results go beside it); empty: print the table only")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the doc from a saved .json of results instead of measuring")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for a CPU profile of every kpush run (its measured part)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "directory for an allocation profile of every kpush run (its measured part)")
 	fs.StringVar(&o.spec, "spec", "", "internal: the run, as JSON (with -role)")
 	return o
 }
@@ -111,21 +115,73 @@ func (n recordCounts) of(c level) int {
 
 // plan is everything one invocation runs.
 type plan struct {
-	mode       string // "quick", "full" or "custom"
+	mode       string // "quick", "full", "headline", "custom"
 	layouts    []layout
 	levels     []level
+	cells      []cellKey // what runs, in order: every layout × level unless the mode picks
 	clients    []string
 	reps       int
 	records    func(level) int
 	maxSeconds float64
 }
 
+// headlineLayout is the layout of the README headline (issue 15's table).
+var headlineLayout = layout{Brokers: 1, Partitions: 3, ValueSize: 100}
+
+// headlinePlan is the README headline: kpush and franz-go at their
+// defaults on the cells of issue 15's table, 7 interleaved repetitions.
+// The record counts keep a run at 1–3 s on a quiet 2-core machine: a
+// dry run at 20,000 records per run on a busy machine (12 runs in 12 s,
+// 0.14 s per run for processes and warm-up) extrapolates to ~80 s per
+// repetition there, ~3.5 minutes for all 7 on a quiet machine. C=10000
+// at 600,000 records gives every goroutine 60 round trips.
+func headlinePlan() *plan {
+	keyed := headlineLayout
+	keyed.Keyed = true
+	p := &plan{mode: "headline", layouts: []layout{headlineLayout, keyed}, reps: 7, maxSeconds: 8,
+		levels:  []level{1, 100, 1000, 10000, asyncLevel},
+		clients: []string{"kpush", "franz-go"},
+		records: recordCounts{c1: 30_000, c100: 300_000, more: 600_000, async: 3_000_000}.of}
+	for _, c := range p.levels {
+		p.cells = append(p.cells, cellKey{headlineLayout, c})
+	}
+	p.cells = append(p.cells, cellKey{keyed, asyncLevel})
+	return p
+}
+
 // makePlan turns the flags into the cells to run.
 func makePlan(o *options) (*plan, error) {
-	if o.quick && o.full {
-		return nil, fmt.Errorf("-quick and -full exclude each other")
+	if (o.quick && o.full) || (o.headline && (o.quick || o.full)) {
+		return nil, fmt.Errorf("-quick, -full and -headline exclude each other")
+	}
+	if o.headline && (o.real || o.layout != layout{} || o.levels != "") {
+		return nil, fmt.Errorf("-headline runs fixed cells: drop -real, -brokers, -partitions, -s, -keyed and -c")
 	}
 	base := layout{Brokers: 1, Partitions: 12, ValueSize: 100}
+	if o.headline {
+		p := headlinePlan()
+		if o.clients != "" {
+			p.clients = strings.Split(o.clients, ",")
+			for _, c := range p.clients {
+				if _, err := findPeer(c); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if o.records > 0 {
+			p.records = func(level) int { return o.records }
+		}
+		if o.clients != "" || o.records > 0 || o.reps != 0 {
+			p.mode += " (custom)"
+		}
+		if o.reps != 0 {
+			p.reps = o.reps
+		}
+		if p.reps < 1 {
+			return nil, fmt.Errorf("-reps must be at least 1")
+		}
+		return p, nil
+	}
 	p := &plan{mode: "quick", layouts: []layout{base}, reps: 3, maxSeconds: 5,
 		records: recordCounts{c1: 5_000, c100: 50_000, more: 150_000, async: 500_000}.of}
 	// The five clients at their defaults, and kpush and franz-go with
@@ -187,6 +243,11 @@ func makePlan(o *options) (*plan, error) {
 	if p.reps < 1 {
 		return nil, fmt.Errorf("-reps must be at least 1")
 	}
+	for _, l := range p.layouts {
+		for _, c := range p.levels {
+			p.cells = append(p.cells, cellKey{l, c})
+		}
+	}
 	return p, nil
 }
 
@@ -219,12 +280,15 @@ func runParent(ctx context.Context, o *options) error {
 		if err != nil {
 			return err
 		}
-		if o.cpuProfile != "" {
-			if err := os.MkdirAll(o.cpuProfile, 0o755); err != nil {
-				return err
+		prof := profiles{cpu: o.cpuProfile, mem: o.memProfile}
+		for _, dir := range []string{prof.cpu, prof.mem} {
+			if dir != "" {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return err
+				}
 			}
 		}
-		res, err = p.run(ctx, o.cpuProfile)
+		res, err = p.run(ctx, prof)
 		if err != nil {
 			return err
 		}
@@ -240,7 +304,7 @@ func runParent(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(strings.TrimSuffix(o.out, ".md")+".json", append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(savedPath(o.out, res), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
 	if err := writeDoc(o.out, res); err != nil {
@@ -250,11 +314,14 @@ func runParent(ctx context.Context, o *options) error {
 	return nil
 }
 
+// profiles are the directories for kpush's profiles; empty: none.
+type profiles struct{ cpu, mem string }
+
 // run measures every cell: layouts, then levels, then repetitions, with
 // the clients in a different order in every repetition.
-func (p *plan) run(ctx context.Context, profDir string) (*results, error) {
+func (p *plan) run(ctx context.Context, prof profiles) (*results, error) {
 	res := newResults(p)
-	total := len(p.layouts) * len(p.levels) * p.reps * len(p.clients)
+	total := len(p.cells) * p.reps * len(p.clients)
 	n := 0
 	start := time.Now()
 	for _, l := range p.layouts {
@@ -265,7 +332,7 @@ func (p *plan) run(ctx context.Context, profDir string) (*results, error) {
 				return nil, err
 			}
 		}
-		err := p.runLayout(ctx, l, rb, res, profDir, &n, total, start)
+		err := p.runLayout(ctx, l, rb, res, prof, &n, total, start)
 		if rb != nil {
 			rb.close()
 		}
@@ -278,12 +345,16 @@ func (p *plan) run(ctx context.Context, profDir string) (*results, error) {
 
 // runLayout runs every cell of one layout; rb is its real broker, or nil
 // for a fresh kfake process per run.
-func (p *plan) runLayout(ctx context.Context, l layout, rb *realBroker, res *results, profDir string, n *int, total int, start time.Time) error {
+func (p *plan) runLayout(ctx context.Context, l layout, rb *realBroker, res *results, prof profiles, n *int, total int, start time.Time) error {
 	var addrs []string
 	if rb != nil {
 		addrs = rb.addrs
 	}
-	for _, c := range p.levels {
+	for _, k := range p.cells {
+		if k.layout != l {
+			continue
+		}
+		c := k.level
 		for rep := range p.reps {
 			for i := range p.clients {
 				if err := ctx.Err(); err != nil {
@@ -297,7 +368,7 @@ func (p *plan) runLayout(ctx context.Context, l layout, rb *realBroker, res *res
 					s.Mode, s.C = "async", 1
 				}
 				*n++
-				r := runOne(s, profDir, addrs)
+				r := runOne(s, prof, addrs)
 				res.Runs = append(res.Runs, r)
 				fmt.Fprintf(os.Stderr, "[%d/%d %s] %s %s %-18s rep %d: %s\n", *n, total,
 					time.Since(start).Round(time.Second), l, c, name, rep+1, r.brief())
@@ -310,7 +381,7 @@ func (p *plan) runLayout(ctx context.Context, l layout, rb *realBroker, res *res
 // runOne runs one spec: a fresh broker process (unless addrs names a real
 // broker already running), then a client process. Failures are recorded
 // in the result, never fatal to the whole run.
-func runOne(s runSpec, profDir string, addrs []string) result {
+func runOne(s runSpec, prof profiles, addrs []string) result {
 	fail := func(err error) result {
 		return result{runSpec: s, Errors: 1, FirstError: err.Error()}
 	}
@@ -324,9 +395,18 @@ func runOne(s runSpec, profDir string, addrs []string) result {
 	}
 	s.Addrs = addrs
 	var extra []string
-	if profDir != "" && strings.HasPrefix(s.Client, "kpush") {
-		name := fmt.Sprintf("%s-%s-c%d-%db-rep%d.prof", strings.ReplaceAll(s.Client, "/", "_"), s.Mode, s.C, s.ValueSize, s.Rep)
-		extra = append(extra, "-cpuprofile", filepath.Join(profDir, name))
+	if strings.HasPrefix(s.Client, "kpush") {
+		keys := ""
+		if s.Keyed {
+			keys = "-keyed"
+		}
+		name := fmt.Sprintf("%s-%s-c%d-%db-%dp%s-rep%d.prof", strings.ReplaceAll(s.Client, "/", "_"), s.Mode, s.C, s.ValueSize, s.Partitions, keys, s.Rep)
+		if prof.cpu != "" {
+			extra = append(extra, "-cpuprofile", filepath.Join(prof.cpu, name))
+		}
+		if prof.mem != "" {
+			extra = append(extra, "-memprofile", filepath.Join(prof.mem, strings.TrimSuffix(name, ".prof")+".alloc.prof"))
+		}
 	}
 	cl, err := startChild("client", s, extra...)
 	if err != nil {

@@ -26,18 +26,24 @@ type results struct {
 
 // meta says what ran where.
 type meta struct {
-	Command    string            `json:"command"`
-	Mode       string            `json:"mode"`
-	Date       time.Time         `json:"date"`
-	Replotted  *time.Time        `json:"replotted,omitempty"` // when -replot last rewrote the doc
-	Commit     string            `json:"commit,omitempty"`
-	CPUs       int               `json:"cpus"`
-	CPUModel   string            `json:"cpu_model,omitempty"`
-	Platform   string            `json:"platform"`
-	GoVersion  string            `json:"go_version"`
-	Versions   map[string]string `json:"versions"`
-	Layouts    []layout          `json:"layouts"`
-	Levels     []level           `json:"levels"`
+	Command   string            `json:"command"`
+	Mode      string            `json:"mode"`
+	Date      time.Time         `json:"date"`
+	Replotted *time.Time        `json:"replotted,omitempty"` // when -replot last rewrote the doc
+	Commit    string            `json:"commit,omitempty"`
+	CPUs      int               `json:"cpus"`
+	CPUModel  string            `json:"cpu_model,omitempty"`
+	Platform  string            `json:"platform"`
+	GoVersion string            `json:"go_version"`
+	Versions  map[string]string `json:"versions"`
+	Layouts   []layout          `json:"layouts"`
+	Levels    []level           `json:"levels"`
+	// Cells are the layout × level cells that ran, in order; absent in
+	// results saved before -headline, where every layout ran every level.
+	Cells []savedCell `json:"cells,omitempty"`
+	// Settings are the settings of every client variant as this run had
+	// them (peers' text); absent in results saved before issue 15.
+	Settings   map[string]string `json:"settings,omitempty"`
 	Clients    []string          `json:"clients"`
 	Reps       int               `json:"reps"`
 	Records    map[string]int    `json:"records"` // per level
@@ -51,6 +57,15 @@ func newResults(p *plan) *results {
 		Platform: runtime.GOOS + "/" + runtime.GOARCH, GoVersion: runtime.Version(),
 		Versions: moduleVersions(), Layouts: p.layouts, Levels: p.levels, Clients: p.clients,
 		Reps: p.reps, Records: map[string]int{}, MaxSeconds: p.maxSeconds,
+		Settings: map[string]string{},
+	}
+	for _, k := range p.cells {
+		m.Cells = append(m.Cells, savedCell{k.layout, k.level})
+	}
+	for _, c := range p.clients {
+		if pr, err := findPeer(c); err == nil {
+			m.Settings[c] = pr.settings
+		}
 	}
 	for _, c := range p.levels {
 		m.Records[c.String()] = p.records(c)
@@ -111,6 +126,12 @@ func statOf(vals []float64) stat {
 type cellKey struct {
 	layout
 	level
+}
+
+// savedCell is a cellKey as the saved results hold it.
+type savedCell struct {
+	Layout layout `json:"layout"`
+	Level  level  `json:"level"`
 }
 
 // keyOf is the cell a run belongs to.
@@ -195,9 +216,15 @@ func (ix index) errors(k cellKey, client string) (n int64, first string) {
 	return n, first
 }
 
-// cells lists the index's cells in plan order.
+// cells lists the run's cells in plan order.
 func (res *results) cells() []cellKey {
 	var ks []cellKey
+	for _, c := range res.Meta.Cells {
+		ks = append(ks, cellKey{c.Layout, c.Level})
+	}
+	if len(ks) > 0 {
+		return ks
+	}
 	for _, l := range res.Meta.Layouts {
 		for _, c := range res.Meta.Levels {
 			ks = append(ks, cellKey{l, c})
@@ -297,48 +324,61 @@ func (t target) met() bool {
 	return t.value.med >= t.limit
 }
 
-// targets computes the targets of docs/design.md from the first layout's cells.
+// targets computes the targets of docs/design.md from the first layout's
+// cells, and the async targets of every other layout with an async cell.
 func (res *results) targets() []target {
 	if len(res.Meta.Layouts) == 0 {
 		return nil
 	}
 	ix := indexRuns(res.Runs)
 	l := res.Meta.Layouts[0]
-	has := func(c level) bool { return slices.Contains(res.Meta.Levels, c) }
+	cells := res.cells()
+	has := func(l layout, c level) bool { return slices.Contains(cells, cellKey{l, c}) }
 	var ts []target
 	add := func(what string, v stat, limit float64, atMost bool) {
 		ts = append(ts, target{what, v, limit, atMost, fmtRatio})
 	}
-	for _, c := range []level{1000, 10000} {
-		if has(c) {
+	for _, c := range []level{1, 1000, 10000} {
+		if has(l, c) {
 			add(fmt.Sprintf("CPU/record kpush/franz-go at %s", c), ix.ratio(cellKey{l, c}, "kpush", "franz-go", mCPU), 0.5, true)
 		}
 	}
-	if has(100) && has(10000) {
+	if has(l, 100) && has(l, 10000) {
 		hi, lo := ix.stat(cellKey{l, 10000}, "kpush", mCPU), ix.stat(cellKey{l, 100}, "kpush", mCPU)
 		add("kpush CPU/record C=10000 ÷ C=100 (medians)", stat{hi.med / lo.med, hi.lo / lo.hi, hi.hi / lo.lo}, 1.2, true)
 	}
 	for _, c := range []level{1000, 10000} {
-		if has(c) {
+		if has(l, c) {
 			add(fmt.Sprintf("records/s kpush/franz-go at %s", c), ix.ratio(cellKey{l, c}, "kpush", "franz-go", mThroughput), 1.3, false)
 		}
 	}
 	for _, c := range res.Meta.Levels {
-		if c != asyncLevel {
-			add(fmt.Sprintf("p99 kpush/franz-go at %s", c), ix.ratio(cellKey{l, c}, "kpush", "franz-go", mP99), 1.0, true)
+		if c != asyncLevel && has(l, c) {
+			add(fmt.Sprintf("p99 kpush/franz-go at %s", c), ix.ratio(cellKey{l, c}, "kpush", "franz-go", mP99), 0.8, true)
 		}
 	}
-	if has(1) {
-		add("p50 kpush/franz-go at C=1", ix.ratio(cellKey{l, 1}, "kpush", "franz-go", mP50), 1.05, true)
+	if has(l, 1) {
+		add("p50 kpush/franz-go at C=1", ix.ratio(cellKey{l, 1}, "kpush", "franz-go", mP50), 0.9, true)
 	}
-	if has(asyncLevel) {
-		k := cellKey{l, asyncLevel}
-		add("async records/s kpush/franz-go", ix.ratio(k, "kpush", "franz-go", mThroughput), 1.0, false)
-		add("async CPU/record kpush/franz-go", ix.ratio(k, "kpush", "franz-go", mCPU), 0.7, true)
+	for _, al := range res.Meta.Layouts {
+		k := cellKey{al, asyncLevel}
+		if !has(al, asyncLevel) {
+			continue
+		}
+		name := "async"
+		if al != l {
+			name = "async (" + layoutShort(al) + ")"
+		}
+		add(name+" records/s kpush/franz-go", ix.ratio(k, "kpush", "franz-go", mThroughput), 1.3, false)
+		add(name+" CPU/record kpush/franz-go", ix.ratio(k, "kpush", "franz-go", mCPU), 0.7, true)
 	}
-	for _, c := range []level{1000, 10000, asyncLevel} {
-		if has(c) {
-			add(fmt.Sprintf("kpush allocs/record at %s", c), ix.stat(cellKey{l, c}, "kpush", mAllocs), 1, true)
+	for _, k := range cells {
+		if k.layout == l && (k.level == 1000 || k.level == 10000) || k.level == asyncLevel {
+			what := fmt.Sprintf("kpush allocs/record at %s", k.level)
+			if k.layout != l {
+				what += " (" + layoutShort(k.layout) + ")"
+			}
+			add(what, ix.stat(k, "kpush", mAllocs), 1, true)
 		}
 	}
 	var errs float64

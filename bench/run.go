@@ -70,7 +70,7 @@ func (o *outcomes) add(err error) {
 // the targets of docs/design.md: a context that can be cancelled costs kpush a
 // select instead of a plain channel receive per Send. The parent kills a
 // client that hangs.
-func runClient(specJSON, cpuProfile string) error {
+func runClient(specJSON string, prof profiles) error {
 	ctx := context.Background()
 	var s runSpec
 	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
@@ -104,8 +104,11 @@ func runClient(specJSON, cpuProfile string) error {
 	if err := w.warmUp(ctx); err != nil {
 		return fmt.Errorf("%s: warm-up: %w", s.Client, err)
 	}
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
+	if prof.mem != "" {
+		runtime.MemProfileRate = 64 << 10 // finer than the default 512 KiB: allocations per record are few
+	}
+	if prof.cpu != "" {
+		f, err := os.Create(prof.cpu)
 		if err != nil {
 			return err
 		}
@@ -115,8 +118,13 @@ func runClient(specJSON, cpuProfile string) error {
 		}
 	}
 	r := w.measure(ctx)
-	if cpuProfile != "" {
+	if prof.cpu != "" {
 		pprof.StopCPUProfile()
+	}
+	if prof.mem != "" {
+		if err := writeAllocProfile(prof.mem); err != nil {
+			return err
+		}
 	}
 	line, err := json.Marshal(r)
 	if err != nil {
@@ -291,4 +299,18 @@ func (w *workload) runAsync(deadline time.Time) int {
 		w.out.add(fmt.Errorf("records without an outcome two minutes after the last send"))
 	}
 	return sent
+}
+
+// writeAllocProfile writes the allocation profile (every allocation since
+// the process started; the warm-up is small next to the measured part).
+func writeAllocProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
