@@ -2,9 +2,12 @@
 // requests, and decodes them back for tests and tools.
 //
 // The encoder is the producer's hot path: a Builder appends records into a
-// buffer it reuses across batches, so Append does not allocate once the
-// buffer has grown to the usual batch size. Finish compresses the records
-// section and returns one newly allocated, complete batch.
+// buffer that starts with room for the batch header, so Append does not
+// allocate once the buffer has grown to the usual batch size, and
+// AppendFinish writes the header in place and hands that buffer over:
+// a record's bytes are copied once, by Append (compression writes its
+// output straight behind the header instead). Finish returns a copy and
+// keeps the records.
 //
 // Wire layout of a batch (all integers big endian):
 //
@@ -177,7 +180,10 @@ func appendBytes(dst, b []byte) []byte {
 // ready to use. It is not safe for concurrent use; use one per sender
 // goroutine.
 type Builder struct {
-	recs    []byte // encoded records section, reused across Reset
+	// buf is the batch being built: BatchOverhead bytes for the header
+	// (written by AppendFinish), then the encoded records. Reused across
+	// Reset; AppendFinish hands it over and adopts the caller's buffer.
+	buf     []byte
 	scratch []byte // compressed records section, reused across Finish
 	n       int    // records appended since Reset
 	firstTs int64  // timestamp of the first record
@@ -186,9 +192,26 @@ type Builder struct {
 
 // Reset starts a new batch, keeping the buffers for reuse.
 func (b *Builder) Reset() {
-	b.recs = b.recs[:0]
+	b.buf = withHeaderRoom(b.buf)
 	b.n = 0
 	b.firstTs, b.maxTs = 0, 0
+}
+
+// withHeaderRoom empties buf but for the BatchOverhead bytes of header
+// room, allocating when buf is too small.
+func withHeaderRoom(buf []byte) []byte {
+	if cap(buf) < BatchOverhead {
+		return make([]byte, BatchOverhead, 4096)
+	}
+	return buf[:BatchOverhead]
+}
+
+// recs is the encoded records section.
+func (b *Builder) recs() []byte {
+	if len(b.buf) < BatchOverhead {
+		return nil
+	}
+	return b.buf[BatchOverhead:]
 }
 
 // Append encodes r as the next record. Its offsetDelta is the number of
@@ -205,7 +228,10 @@ func (b *Builder) Append(r *Record) {
 	offDelta := int64(b.n)
 	body := bodySize(r, varintLen(tsDelta), varintLen(offDelta))
 
-	dst := appendVarint(b.recs, int64(body))
+	if len(b.buf) < BatchOverhead { // the zero Builder
+		b.buf = withHeaderRoom(b.buf)
+	}
+	dst := appendVarint(b.buf, int64(body))
 	dst = append(dst, 0) // attributes
 	dst = appendVarint(dst, tsDelta)
 	dst = appendVarint(dst, offDelta)
@@ -218,7 +244,7 @@ func (b *Builder) Append(r *Record) {
 		dst = append(dst, h.Key...)
 		dst = appendBytes(dst, h.Value)
 	}
-	b.recs = dst
+	b.buf = dst
 	b.n++
 }
 
@@ -228,7 +254,7 @@ func (b *Builder) Len() int { return b.n }
 // Size is the uncompressed size in bytes of the records appended since
 // Reset. It excludes the batch header: an uncompressed batch finished now
 // takes BatchOverhead+Size() bytes.
-func (b *Builder) Size() int { return len(b.recs) }
+func (b *Builder) Size() int { return len(b.recs()) }
 
 // errEmpty is returned by Finish for a batch without records, which Kafka
 // rejects.
@@ -241,37 +267,71 @@ var errEmpty = errors.New("kpush: cannot finish a batch with no records")
 // all three when not idempotent. The Builder keeps its records, so Finish
 // may be called again; call Reset to start the next batch.
 func (b *Builder) Finish(codec Codec, producerID int64, epoch int16, baseSeq int32) ([]byte, error) {
-	return b.AppendFinish(nil, codec, producerID, epoch, baseSeq)
-}
-
-// AppendFinish is Finish writing into dst's spare capacity (dst[:0] is
-// used; a larger array is allocated when dst is too small), so callers can
-// recycle batch buffers.
-func (b *Builder) AppendFinish(dst []byte, codec Codec, producerID int64, epoch int16, baseSeq int32) ([]byte, error) {
-	if b.n == 0 {
-		return nil, errEmpty
+	if err := b.check(codec); err != nil {
+		return nil, err
 	}
-	if !codec.valid() {
-		return nil, fmt.Errorf("kpush: cannot finish a batch with unknown compression codec %v", codec)
-	}
-	records := b.recs
+	records := b.recs()
 	if codec != None {
 		var err error
-		b.scratch, err = compress(codec, b.scratch[:0], b.recs)
-		if err != nil {
+		if b.scratch, err = compress(codec, b.scratch[:0], records, 0); err != nil {
 			return nil, fmt.Errorf("kpush: compressing batch with %v: %w", codec, err)
 		}
 		records = b.scratch
 	}
+	out := make([]byte, BatchOverhead+len(records))
+	copy(out[BatchOverhead:], records)
+	b.writeHeader(out, codec, producerID, epoch, baseSeq)
+	return out, nil
+}
 
-	size := BatchOverhead + len(records)
-	var out []byte
-	if cap(dst) >= size {
-		out = dst[:size]
-		clear(out[:BatchOverhead])
-	} else {
-		out = make([]byte, size)
+// AppendFinish is Finish without copying the records: the batch is built
+// in the Builder's own buffer, which it returns with the header written
+// in place, taking dst (a recycled batch buffer, or nil) for the next
+// batch; the Builder is then empty, as after Reset. With a codec, the
+// records are compressed straight into dst behind the header and the
+// Builder keeps its records and buffer instead (so Finish may follow a
+// compression error). Either way the returned batch belongs to the caller
+// and dst must not be used again by it.
+func (b *Builder) AppendFinish(dst []byte, codec Codec, producerID int64, epoch int16, baseSeq int32) ([]byte, error) {
+	if err := b.check(codec); err != nil {
+		return nil, err
 	}
+	if codec == None {
+		out := b.buf
+		b.writeHeader(out, codec, producerID, epoch, baseSeq)
+		if cap(dst) < len(out) {
+			// The next batch is likely as big as this one: one
+			// allocation of that size, rather than growing by doubling
+			// and copying (the old copy, by another name).
+			dst = make([]byte, 0, len(out)+len(out)/8)
+		}
+		b.buf = dst
+		b.Reset()
+		return out, nil
+	}
+	out, err := compress(codec, withHeaderRoom(dst), b.recs(), BatchOverhead)
+	if err != nil {
+		return nil, fmt.Errorf("kpush: compressing batch with %v: %w", codec, err)
+	}
+	b.writeHeader(out, codec, producerID, epoch, baseSeq)
+	return out, nil
+}
+
+// check refuses an empty batch and an unknown codec.
+func (b *Builder) check(codec Codec) error {
+	if b.n == 0 {
+		return errEmpty
+	}
+	if !codec.valid() {
+		return fmt.Errorf("kpush: cannot finish a batch with unknown compression codec %v", codec)
+	}
+	return nil
+}
+
+// writeHeader writes the batch header into out[:BatchOverhead], whose
+// records section out[BatchOverhead:] is complete.
+func (b *Builder) writeHeader(out []byte, codec Codec, producerID int64, epoch int16, baseSeq int32) {
+	clear(out[:BatchOverhead])
 	be := binary.BigEndian
 	// baseOffset stays 0.
 	be.PutUint32(out[offLength:], uint32(len(out)-offLeaderEpoch))
@@ -282,9 +342,7 @@ func (b *Builder) AppendFinish(dst []byte, codec Codec, producerID int64, epoch 
 	be.PutUint64(out[offFirstTimestamp:], uint64(b.firstTs))
 	be.PutUint64(out[offMaxTimestamp:], uint64(b.maxTs))
 	be.PutUint32(out[offNumRecords:], uint32(b.n))
-	copy(out[BatchOverhead:], records)
 	SetProducer(out, producerID, epoch, baseSeq) // also writes the CRC
-	return out, nil
 }
 
 // SetProducer rewrites producerId, producerEpoch and baseSequence of a

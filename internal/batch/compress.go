@@ -70,10 +70,11 @@ func (w *sliceWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// compress returns src compressed with codec, which is not None, reusing
-// the storage of dst (its length is ignored).
-func compress(codec Codec, dst, src []byte) ([]byte, error) {
-	dst = dst[:0]
+// compress appends src compressed with codec, which is not None, to
+// dst[:keep], reusing dst's storage: keep bytes in front (a batch header's
+// room) stay as they are.
+func compress(codec Codec, dst, src []byte, keep int) ([]byte, error) {
+	dst = dst[:keep]
 	switch codec {
 	case Gzip:
 		gz := gzipWriters.Get().(*gzip.Writer)
@@ -84,12 +85,15 @@ func compress(codec Codec, dst, src []byte) ([]byte, error) {
 		defer lz4Writers.Put(lz)
 		return compressStream(lz, dst, src)
 	case Snappy:
-		if n := s2.MaxEncodedLen(len(src)); n < 0 {
+		n := s2.MaxEncodedLen(len(src))
+		if n < 0 {
 			return nil, errors.New("input too large for snappy")
-		} else if cap(dst) < n {
-			dst = make([]byte, 0, n)
 		}
-		return s2.EncodeSnappy(dst[:cap(dst)], src), nil
+		if cap(dst) < keep+n {
+			dst = append(make([]byte, 0, keep+n), dst...)
+		}
+		enc := s2.EncodeSnappy(dst[keep:keep+n], src)
+		return dst[:keep+len(enc)], nil
 	case Zstd:
 		return zstdEncoder().EncodeAll(src, dst), nil
 	}
