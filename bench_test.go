@@ -165,7 +165,7 @@ func reportLatency(b *testing.B, lat []int64, elapsed, cpu time.Duration) {
 var benchConcurrency = []int{1, 100, 1000, 10000}
 
 func newBenchProducer(b *testing.B) *kpush.Producer {
-	p, err := kpush.New(kpush.WithBrokers(brokerAddrs(b)...), kpush.WithMaxBufferedRecords(1<<20))
+	p, err := kpush.New(kpush.WithBrokers(brokerAddrs(b)...)) // defaults, as the README's numbers
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func newBenchProducer(b *testing.B) *kpush.Producer {
 
 func newBenchKgo(b *testing.B) *kgo.Client {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokerAddrs(b)...), kgo.DefaultProduceTopic(benchTopic),
-		kgo.MaxBufferedRecords(1<<20), kgo.ProducerBatchCompression(kgo.NoCompression())) // kpush does not compress by default either
+		kgo.ProducerBatchCompression(kgo.NoCompression())) // defaults but compression, which kpush does not default to either
 	if err != nil {
 		b.Fatal(err)
 	}

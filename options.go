@@ -116,7 +116,7 @@ func defaultConfig() config {
 		maxRequestBytes: 32 << 20,
 		linger:          0,
 		maxBufBytes:     64 << 20,
-		maxBufRecords:   1 << 20,
+		maxBufRecords:   1 << 15,
 		deliveryTimeout: 2 * time.Minute,
 		requestTimeout:  30 * time.Second,
 		retryBackoff:    100 * time.Millisecond,
@@ -196,7 +196,13 @@ func WithLinger(d time.Duration) Option { return optionFunc(func(c *config) { c.
 func WithMaxBufferedBytes(n int64) Option { return optionFunc(func(c *config) { c.maxBufBytes = n }) }
 
 // WithMaxBufferedRecords bounds the number of records buffered or in
-// flight. Default 1,048,576.
+// flight. Default 32,768 (franz-go's MaxBufferedRecords is 50,000,
+// librdkafka's queue.buffering.max.messages 100,000): every buffered record
+// holds a few hundred bytes of bookkeeping beyond its own, and a fast
+// asynchronous sender keeps the buffer full, so this bounds the live heap
+// the GC scans and the records the sink touches cold (see
+// docs/internals.md, "Where the time goes"). Sends wait for room above it,
+// as for WithMaxBufferedBytes.
 func WithMaxBufferedRecords(n int64) Option {
 	return optionFunc(func(c *config) { c.maxBufRecords = n })
 }
