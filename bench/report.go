@@ -325,7 +325,7 @@ func (t target) met() bool {
 }
 
 // targets computes the targets of docs/design.md from the first layout's
-// cells, and the async targets of every other layout with an async cell.
+// cells, and in a headline run the async targets of its other layouts too.
 func (res *results) targets() []target {
 	if len(res.Meta.Layouts) == 0 {
 		return nil
@@ -362,7 +362,7 @@ func (res *results) targets() []target {
 	}
 	for _, al := range res.Meta.Layouts {
 		k := cellKey{al, asyncLevel}
-		if !has(al, asyncLevel) {
+		if !has(al, asyncLevel) || (al != l && !isHeadline(res)) {
 			continue
 		}
 		name := "async"
@@ -373,7 +373,7 @@ func (res *results) targets() []target {
 		add(name+" CPU/record kpush/franz-go", ix.ratio(k, "kpush", "franz-go", mCPU), 0.7, true)
 	}
 	for _, k := range cells {
-		if k.layout == l && (k.level == 1000 || k.level == 10000) || k.level == asyncLevel {
+		if k.layout == l && (k.level == 1000 || k.level == 10000 || k.level == asyncLevel) || k.level == asyncLevel && isHeadline(res) {
 			what := fmt.Sprintf("kpush allocs/record at %s", k.level)
 			if k.layout != l {
 				what += " (" + layoutShort(k.layout) + ")"
