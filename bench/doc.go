@@ -31,6 +31,15 @@ func savedPath(path string, res *results) string {
 	return strings.TrimSuffix(path, ".md") + runSuffix
 }
 
+// saveResults writes res as JSON beside the doc at path.
+func saveResults(path string, res *results) error {
+	b, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(savedPath(path, res), append(b, '\n'), 0o644)
+}
+
 // loadResults reads saved results; a missing file is (nil, nil).
 func loadResults(path string) (*results, error) {
 	b, err := os.ReadFile(path)

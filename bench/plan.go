@@ -300,11 +300,7 @@ func runParent(ctx context.Context, o *options) error {
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(res, "", " ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(savedPath(o.out, res), append(b, '\n'), 0o644); err != nil {
+	if err := saveResults(o.out, res); err != nil {
 		return err
 	}
 	if err := writeDoc(o.out, res); err != nil {
