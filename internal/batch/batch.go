@@ -9,6 +9,12 @@
 // output straight behind the header instead). Finish returns a copy and
 // keeps the records.
 //
+// Goroutines and ownership: the package starts none. A Builder belongs to
+// one goroutine (the sink's). A batch AppendFinish returns belongs to the
+// caller from then on (the sink keeps it for retries and recycles it once
+// its request is answered), and the dst buffer passed in belongs to the
+// Builder: buffers change hands, they are never shared.
+//
 // Wire layout of a batch (all integers big endian):
 //
 //	offset  size  field
