@@ -77,6 +77,9 @@ func writeDoc(path string, res *results) error {
 	}
 	writeSettings(w, m)
 	writeMethod(w, m, filepath.Base(base+".json"))
+	if err := writeRealSection(w, path); err != nil { // real.go
+		return err
+	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
