@@ -103,6 +103,9 @@ func TestRealFaults_Quota(t *testing.T) {
 			onWire := wire.summary(c.clientID)
 			t.Logf("quota %d B/s: sent %.0f B in %v = %.0f B/s; Stats: throttles %d, requests %d; wire: %v",
 				rate, bytes, elapsed.Round(time.Millisecond), got, st.Throttles, st.Requests, onWire)
+			if bad := wire.undecoded(); len(bad) > 0 {
+				t.Fatalf("the wire tap could not decode %d produce responses, first: %s", len(bad), bad[0])
+			}
 			if onWire.throttled == 0 {
 				t.Fatalf("the broker sent no throttled response under a %d B/s quota", rate)
 			}

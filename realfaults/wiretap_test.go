@@ -3,6 +3,7 @@ package realfaults
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ type wireTap struct {
 	conns map[connKey]*tapConn
 	reqs  []wireReq
 	resps []wireResp
+	bad   []string // frames that did not decode
 }
 
 type connKey struct {
@@ -62,6 +64,13 @@ func (w *wireTap) attach(f *faultCluster) func() {
 			p.SetTap(nil)
 		}
 	}
+}
+
+// undecoded lists the Produce responses the tap could not decode.
+func (w *wireTap) undecoded() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.bad)
 }
 
 // reset forgets the requests and responses recorded so far.
@@ -114,7 +123,8 @@ func (w *wireTap) frame(node int, fr faultproxy.Frame) {
 		err = resp.ReadFrom(body)
 	}
 	if err != nil {
-		panic(fmt.Sprintf("wire tap: produce response v%d: %v", ver, err))
+		w.bad = append(w.bad, fmt.Sprintf("broker %d: produce response v%d: %v", node, ver, err))
+		return
 	}
 	w.resps = append(w.resps, wireResp{node: node, clientID: c.clientID, at: fr.At, throttle: time.Duration(resp.ThrottleMillis) * time.Millisecond})
 }

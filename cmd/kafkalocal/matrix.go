@@ -30,9 +30,10 @@ const (
 
 // testEvent is one line of go test -json.
 type testEvent struct {
-	Action string
-	Test   string
-	Output string
+	Action  string
+	Package string
+	Test    string
+	Output  string
 }
 
 // runMatrix runs the real-broker tests once per version (go test -json,
@@ -131,12 +132,26 @@ func runTests(ctx context.Context, v string, pkgs []string, stderr io.Writer) (m
 		return nil, err
 	}
 	res := map[string]string{}
+	pkgFailed := map[string]bool{} // package-level fail (a build failure, a crash)
+	pkgTests := map[string]int{}
 	sc := bufio.NewScanner(pipe)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var ev testEvent
-		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Test == "" || strings.Contains(ev.Test, "/") {
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
 			continue
+		}
+		if ev.Test == "" && ev.Action == "fail" {
+			pkgFailed[ev.Package] = true
+		}
+		if ev.Action == "build-output" {
+			fmt.Fprint(stderr, ev.Output)
+		}
+		if ev.Test == "" || strings.Contains(ev.Test, "/") {
+			continue
+		}
+		if ev.Action == "pass" || ev.Action == "fail" || ev.Action == "skip" {
+			pkgTests[ev.Package]++
 		}
 		switch ev.Action {
 		case "pass", "fail", "skip":
@@ -148,6 +163,13 @@ func runTests(ctx context.Context, v string, pkgs []string, stderr io.Writer) (m
 		}
 	}
 	werr := cmd.Wait()
+	// A package that failed without a test result (it did not build, or
+	// its binary died) gets a row of its own rather than vanishing.
+	for pkg := range pkgFailed {
+		if pkgTests[pkg] == 0 {
+			res["(package "+pkg[strings.LastIndex(pkg, "/")+1:]+")"] = "fail"
+		}
+	}
 	if len(res) == 0 {
 		return nil, fmt.Errorf("no test ran: %v", werr)
 	}
