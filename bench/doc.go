@@ -109,6 +109,9 @@ func writeDoc(path string, res *results) error {
 			sec.render(w, r)
 		}
 	}
+	if err := writeRealSection(w, path); err != nil { // real.go
+		return err
+	}
 	if run != nil {
 		var rb strings.Builder
 		rw := func(format string, a ...any) { fmt.Fprintf(&rb, format, a...) }

@@ -222,8 +222,7 @@ func makePlan(o *options) (*plan, error) {
 		p.records = func(level) int { return o.records }
 	}
 	if o.real {
-		p.layouts = realLayouts(kafkatest.KafkaVersion())
-		p.mode += ", real Kafka"
+		applyRealMode(p, o)
 	}
 	custom := o.layout != layout{}
 	if custom {
@@ -296,6 +295,9 @@ func runParent(ctx context.Context, o *options) error {
 	printSummary(os.Stdout, res)
 	if o.out == "" {
 		return nil
+	}
+	if isRealResults(res) {
+		return writeRealDoc(o.out, res)
 	}
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return err

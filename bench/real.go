@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -112,4 +117,153 @@ func (b *realBroker) close() {
 	if err := b.c.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "real broker: close: %v\n", err)
 	}
+}
+
+// realRecords are the records per run of the -real mode. With realMaxSeconds
+// they keep the mode within ten minutes on 2 cores: 2 layouts × 5 levels ×
+// 5 repetitions × 2 clients = 100 runs of at most realMaxSeconds of sending
+// plus about a second of process start, warm-up and close each, and the two
+// clusters' start (about a minute).
+var realRecords = recordCounts{c1: 3_000, c100: 40_000, more: 100_000, async: 200_000}
+
+const realMaxSeconds = 2.5
+
+// applyRealMode turns a plan into the -real mode: the real-broker layouts
+// and, unless -full or the flags choose otherwise, kpush and franz-go at
+// their defaults, 5 interleaved repetitions of every cell and records per
+// run sized for real brokers (realRecords, realMaxSeconds).
+func applyRealMode(p *plan, o *options) {
+	p.layouts = realLayouts(kafkatest.KafkaVersion())
+	if o.full {
+		p.mode += ", real Kafka"
+		return
+	}
+	p.mode = "real"
+	if o.clients == "" {
+		p.clients = []string{"kpush", "franz-go"}
+	}
+	if o.records == 0 {
+		p.records = realRecords.of
+	}
+	p.reps = 5
+	p.maxSeconds = realMaxSeconds
+}
+
+// isRealResults reports whether every layout of res ran on real Kafka.
+func isRealResults(res *results) bool {
+	for _, l := range res.Meta.Layouts {
+		if l.Kafka == "" {
+			return false
+		}
+	}
+	return len(res.Meta.Layouts) > 0
+}
+
+// realJSON is where a doc's real-broker results are saved: beside the doc,
+// apart from the kfake results, so each can be rerun without the other.
+func realJSON(docPath string) string { return strings.TrimSuffix(docPath, ".md") + "-real.json" }
+
+// writeRealDoc saves real-broker results beside the doc and rewrites the
+// doc from its saved kfake results, whose text then ends with the
+// real-broker section (writeRealSection).
+func writeRealDoc(docPath string, res *results) error {
+	b, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(realJSON(docPath), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	fakeJSON := strings.TrimSuffix(docPath, ".md") + ".json"
+	fb, err := os.ReadFile(fakeJSON)
+	if err != nil {
+		return fmt.Errorf("real results saved to %s, but the doc is written from the kfake results too: %w (run the kfake benchmark first, or -out '')", realJSON(docPath), err)
+	}
+	fake := &results{}
+	if err := json.Unmarshal(fb, fake); err != nil {
+		return fmt.Errorf("%s: %w", fakeJSON, err)
+	}
+	if err := writeDoc(docPath, fake); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", realJSON(docPath), docPath)
+	return nil
+}
+
+// writeRealSection writes the doc's real-broker section from the results
+// saved beside it (realJSON), if any: which broker every number comes from,
+// then the same tables and ratios as the kfake layouts.
+func writeRealSection(w func(string, ...any), docPath string) error {
+	name := realJSON(docPath)
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		w("\n## Real Apache Kafka\n\n")
+		w("Not measured yet: every number above comes from kfake. `go run -C bench . -real` measures kpush and franz-go at their defaults on Apache Kafka (%s by default; 1 node, and 3 nodes with RF=3, min.insync.replicas=2 and acks=all), 5 interleaved repetitions of C=1, 100, 1000, 10000 and async, in about 8 minutes on 2 cores, and adds its tables here (saved in %s).\n", kafkatest.DefaultKafkaVersion, filepath.Base(name))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	res := &results{}
+	if err := json.Unmarshal(b, res); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	m := res.Meta
+	w("\n## Real Apache Kafka\n\n")
+	w("Written by `%s` (mode: %s) on %s", m.Command, m.Mode, m.Date.Format("2006-01-02 15:04 UTC"))
+	if m.Commit != "" {
+		w(" at commit %s", m.Commit)
+	}
+	w(", on %d CPUs (%s), %s, %s; raw results in [%s](%s). ", m.CPUs, orDash(m.CPUModel), m.Platform, m.GoVersion, filepath.Base(name), filepath.Base(name))
+	w("Every number in this section comes from that run and these brokers, none from kfake:\n\n")
+	for _, l := range m.Layouts {
+		w("- **%s**: Apache Kafka %s (`org.apache.kafka:kafka_2.13` from Maven Central), %d node(s) in KRaft combined mode (broker and controller in one JVM) on 127.0.0.1", l, l.Kafka, l.Brokers)
+		if l.Brokers > 1 {
+			w(", replication factor %d, min.insync.replicas=2", l.Brokers)
+		}
+		w("; topic `%s` with %d partitions, retention.bytes 64 MiB, segment.bytes 16 MiB; every client acks=all.\n", benchTopic, l.Partitions)
+	}
+	w("\nBroker JVM: `%s`, started once per layout by the benchmark's parent process (`kafkatest.RealCluster`), so its CPU is not in the client's figures, but it shares the machine's CPUs with the client. ", strings.Join(realJVMOptions, " "))
+	w("Records per run: ")
+	for i, c := range m.Levels {
+		if i > 0 {
+			w(", ")
+		}
+		w("%s %d", c, m.Records[c.String()])
+	}
+	w(" (a run stops sending after %.1f s); median of %d interleaved repetitions, spread (min–max) in parentheses.\n\n", m.MaxSeconds, m.Reps)
+	ix := indexRuns(res.Runs)
+	if slices.Contains(m.Clients, "kpush") && slices.Contains(m.Clients, "franz-go") {
+		writeAcrossLayouts(w, ix, m)
+	}
+	for _, l := range m.Layouts {
+		w("### Real Kafka results: %s\n\n", l)
+		w("| workload | client |")
+		for _, mt := range allMetrics {
+			w(" %s |", mt.name)
+		}
+		w(" errors |\n|---|---|%s---:|\n", strings.Repeat("---:|", len(allMetrics)))
+		for _, c := range m.Levels {
+			k := cellKey{l, c}
+			for _, client := range m.Clients {
+				if len(ix[k][client]) == 0 {
+					continue
+				}
+				w("| %s | %s |", c, client)
+				for _, mt := range allMetrics {
+					w(" %s |", ix.stat(k, client, mt).spread(mt.format))
+				}
+				n, first := ix.errors(k, client)
+				if n > 0 {
+					w(" **%d** (%s) |\n", n, strings.ReplaceAll(first, "|", "/"))
+				} else {
+					w(" 0 |\n")
+				}
+			}
+		}
+		w("\n")
+		writeRatios(w, ix, m, l)
+	}
+	w("To rerun: `go run -C bench . -real` (about 8 minutes on 2 cores with the jars cached; needs Java 17+, and Maven the first time; `KPUSH_KAFKA_VERSION` picks the version). It rewrites this doc from the saved kfake results plus the new real-broker ones.\n")
+	return nil
 }

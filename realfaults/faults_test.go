@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpush/kpush"
 	"github.com/kpush/kpush/internal/faultproxy"
@@ -416,93 +414,4 @@ func TestRealFaults_RecordOverMessageMaxBytes(t *testing.T) {
 		t.Fatalf("log holds %d records, want only the small one", len(got))
 	}
 	t.Logf("refused with: %v", refused)
-}
-
-// TestRealFaults_Quota sets a real client quota (producer_byte_rate
-// 20 kB/s for the producer's client.id) and sends 400 kB to a one-partition
-// topic: the broker throttles, kpush must count the throttles and wait, so
-// the throughput stays near the quota. Quotas are per broker, so one
-// partition (one leader) makes the broker's limit the producer's.
-func TestRealFaults_Quota(t *testing.T) {
-	fc := sharedFaultCluster(t)
-	const rate = 20_000
-	id := "kpush-quota-test"
-	entity := kadm.ClientQuotaEntity{{Type: "client-id", Name: &id}}
-	alter := func(remove bool) error {
-		resp, err := fc.adm.AlterClientQuotas(context.Background(), []kadm.AlterClientQuotaEntry{{
-			Entity: entity, Ops: []kadm.AlterClientQuotaOp{{Key: "producer_byte_rate", Value: rate, Remove: remove}},
-		}})
-		if err == nil {
-			for _, q := range resp {
-				if q.Err != nil {
-					err = fmt.Errorf("%w: %s", q.Err, q.ErrMessage)
-				}
-			}
-		}
-		return err
-	}
-	// The same workload without a quota, for comparison.
-	ctl := time.Now()
-	ctlRun := runScenario(t, fc, &scenario{
-		value: 1000, keys: 8, perKey: 50, post: 1, minAcked: 1, parts: 1,
-		check: func(err error) error { return err },
-		opts:  []kpush.Option{kpush.WithClientID(id + "-unlimited")},
-	})
-	ctlElapsed := time.Since(ctl)
-	t.Logf("without a quota: %v, throttles %d", ctlElapsed.Round(time.Millisecond), ctlRun.p.Stats().Throttles)
-	if err := alter(false); err != nil {
-		t.Fatalf("alter client quotas: %v", err)
-	}
-	if qs, err := fc.adm.DescribeClientQuotas(t.Context(), true, []kadm.DescribeClientQuotaComponent{{Type: "client-id", MatchName: &id, MatchType: 0}}); err == nil {
-		t.Logf("client quotas now: %+v", qs)
-	}
-	t.Cleanup(func() {
-		if err := alter(true); err != nil {
-			t.Errorf("remove client quota: %v", err)
-		}
-	})
-	start := time.Now()
-	r := runScenario(t, fc, &scenario{
-		value: 1000, keys: 8, perKey: 50, post: 1, minAcked: 1, parts: 1,
-		check: func(err error) error { return err },
-		opts:  []kpush.Option{kpush.WithClientID(id)},
-	})
-	elapsed := time.Since(start)
-	st := r.p.Stats()
-	bytes := float64(r.sc.keys * r.sc.perKey * r.sc.value)
-	got := bytes / elapsed.Seconds()
-	t.Logf("quota %d B/s: sent %.0f B in %v = %.0f B/s; throttles %d, requests %d (%.1f/s)",
-		rate, bytes, elapsed.Round(time.Millisecond), got, st.Throttles, st.Requests, float64(st.Requests)/elapsed.Seconds())
-	if st.Throttles == 0 {
-		t.Errorf("no throttled responses counted under a %d B/s quota", rate)
-	}
-	// What the broker reports, seen by franz-go with the same client.id.
-	var kgoThrottles atomic.Int64
-	cl, err := kgo.NewClient(kgo.SeedBrokers(fc.clientAddrs()...), kgo.ClientID(id), kgo.DefaultProduceTopic(r.topic),
-		kgo.WithHooks(throttleHook{&kgoThrottles}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	for range 300 {
-		if err := cl.ProduceSync(t.Context(), &kgo.Record{Value: make([]byte, 1000)}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("franz-go with the same client.id: %d throttled responses over 300 kB", kgoThrottles.Load())
-	// The broker measures the rate over at least 10 s (quota.window.num
-	// 11 × 1 s samples), so about 10 s worth of quota goes through before
-	// it throttles; over 400 kB, three times the quota is a generous bound.
-	if got > 3*rate {
-		t.Errorf("throughput %.0f B/s under a %d B/s quota: kpush did not wait out the throttle", got, rate)
-	}
-}
-
-// throttleHook counts the throttled responses franz-go sees.
-type throttleHook struct{ n *atomic.Int64 }
-
-func (h throttleHook) OnBrokerThrottle(_ kgo.BrokerMetadata, d time.Duration, _ bool) {
-	if d > 0 {
-		h.n.Add(1)
-	}
 }

@@ -33,7 +33,7 @@ const usage = `kafkalocal: run a real Apache Kafka cluster on 127.0.0.1
 Usage:
   kafkalocal [-nodes 1|3] [-version V] [-prop key=value ...] [-keep]
   kafkalocal -provision [-version V]
-  kafkalocal -matrix [-versions V,V,...] [-out FILE]
+  kafkalocal -matrix [-faults] [-versions V,V,...] [-out FILE]
 
 Needs Java 17+, and Maven the first time a version is used (jars are
 cached in %s). Prints the bootstrap address, then runs until Ctrl-C or
@@ -47,6 +47,7 @@ Examples:
   kafkalocal
   kafkalocal -nodes 3 -version 4.0.2 -prop producer.id.expiration.ms=10000
   kafkalocal -matrix -out docs/compatibility.md
+  kafkalocal -matrix -faults -out docs/compatibility.md   # also the 3-node fault scenarios (~5 min per version)
 `
 
 func main() {
@@ -78,6 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	keep := fs.Bool("keep", false, "keep the nodes' data and logs on exit")
 	provision := fs.Bool("provision", false, "only fetch the broker jars and print their directory")
 	matrix := fs.Bool("matrix", false, "run the real-broker tests on each of -versions and write -out")
+	faults := fs.Bool("faults", false, "with -matrix, also run the fault scenarios, security and limits (./realfaults/, a 3-node cluster; about 5 minutes per version on 2 cores)")
 	versions := fs.String("versions", strings.Join(matrixVersions, ","), "versions for -matrix")
 	out := fs.String("out", "docs/compatibility.md", "file -matrix writes")
 	var extra props
@@ -101,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch {
 	case *matrix:
-		err = runMatrix(ctx, strings.Split(*versions, ","), *out, stdout, stderr)
+		err = runMatrix(ctx, strings.Split(*versions, ","), *faults, *out, stdout, stderr)
 	case *provision:
 		var in *kafkatest.Install
 		in, err = kafkatest.Provision(ctx, *version)

@@ -8,10 +8,12 @@
 // closes the listener) and two pumps per proxied connection (client→target
 // and target→client; each exits when either side of its copy fails, and
 // closes both sockets so its partner exits too). Every goroutine is counted
-// by Proxy.wg, which Close waits for.
+// by Proxy.wg, which Close waits for. A tap (SetTap) is called from the
+// pumps, one call at a time per direction of a connection.
 //
 // Locking: Proxy.mu guards conns (the live connections) and closed. The
-// mode is an atomic read by the pumps without the lock. Nothing nests.
+// mode and the tap are atomics read by the pumps without the lock. Each
+// pump owns its connection direction's framer. Nothing nests.
 package faultproxy
 
 import (
@@ -74,6 +76,8 @@ type Proxy struct {
 
 	accepted atomic.Int64
 	dropped  atomic.Int64 // bytes swallowed by BlackHole
+	tap      atomic.Pointer[Tap]
+	nextConn atomic.Uint64
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
@@ -82,6 +86,8 @@ type Proxy struct {
 
 // conn is one proxied connection: the client's socket and the target's.
 type conn struct {
+	id             uint64
+	tap            Tap // nil: not framed
 	client, server net.Conn
 	swallowed      atomic.Bool // BlackHole discarded some of its bytes
 	once           sync.Once
@@ -192,7 +198,10 @@ func (p *Proxy) accept() {
 			cl.Close() // target down: the client sees a reset, as it would direct
 			continue
 		}
-		c := &conn{client: cl, server: srv}
+		c := &conn{id: p.nextConn.Add(1), client: cl, server: srv}
+		if tap := p.tap.Load(); tap != nil {
+			c.tap = *tap
+		}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
@@ -202,13 +211,13 @@ func (p *Proxy) accept() {
 		p.conns[c] = struct{}{}
 		p.wg.Add(2)
 		p.mu.Unlock()
-		go p.pump(c, cl, srv)
-		go p.pump(c, srv, cl)
+		go p.pump(c, cl, srv, ToTarget)
+		go p.pump(c, srv, cl, ToClient)
 	}
 }
 
 // pump copies from src to dst according to the mode until either fails.
-func (p *Proxy) pump(c *conn, src, dst net.Conn) {
+func (p *Proxy) pump(c *conn, src, dst net.Conn, dir Direction) {
 	defer p.wg.Done()
 	defer func() {
 		c.close()
@@ -217,10 +226,18 @@ func (p *Proxy) pump(c *conn, src, dst net.Conn) {
 		p.mu.Unlock()
 	}()
 	buf := make([]byte, 32<<10)
+	var fr *framer
+	if c.tap != nil {
+		fr = &framer{tap: c.tap, conn: c.id, dir: dir}
+	}
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			switch p.Mode() {
+			mode := p.Mode()
+			if fr != nil && mode != BlackHole && mode != Cut {
+				fr.feed(buf[:n], time.Now())
+			}
+			switch mode {
 			case Cut:
 				return
 			case BlackHole:
