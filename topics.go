@@ -125,16 +125,7 @@ func (p *Producer) addTopic(name string) *topic {
 		p.ref.Trigger()
 		return t
 	}
-	var strategy partitioner.Strategy
-	switch p.cfg.partitioner {
-	case CRC32Partitioner:
-		strategy = partitioner.CRC32
-	case RoundRobinPartitioner:
-		strategy = partitioner.RoundRobin
-	default:
-		strategy = partitioner.Sticky
-	}
-	t := &topic{name: name, picker: partitioner.NewPicker(strategy, stickyBytes), ready: make(chan struct{})}
+	t := &topic{name: name, picker: newTopicPicker(p.cfg.partitioner, name), ready: make(chan struct{})}
 	empty := []*sink.PartitionQueue{}
 	t.parts.Store(&empty)
 	m := maps.Clone(old)
