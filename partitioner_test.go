@@ -228,4 +228,3 @@ func TestSend_KeylessAvoidsStalledBroker(t *testing.T) {
 		t.Errorf("%.3f of keyless records went to the stalled broker's partitions, want at most 0.25 (uniform: about 0.33)", frac)
 	}
 }
-
