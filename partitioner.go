@@ -150,11 +150,11 @@ func (b builtinPartitioner) picker() partitioner.Picker {
 		return partitioner.NewPicker(partitioner.AdaptiveCRC32, stickyBytes)
 	case RoundRobinPartitioner:
 		return partitioner.NewPicker(partitioner.RoundRobin, stickyBytes)
-	case UniformStickyPartitioner:
+	case UniformStickyPartitioner, ManualPartitioner:
+		// ManualPartitioner's records carry their own partition: no
+		// choice to weigh, so no load counters to keep.
 		return partitioner.NewPicker(partitioner.Sticky, stickyBytes)
 	}
-	// StickyPartitioner, and ManualPartitioner's topics (whose records all
-	// carry their own partition).
 	return partitioner.NewPicker(partitioner.Adaptive, stickyBytes)
 }
 
