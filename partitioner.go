@@ -17,8 +17,11 @@ import (
 )
 
 // Partitioner chooses the partitions of records. The producer calls
-// ForTopic once per topic, the first time a record is sent to it, and then
-// asks the returned TopicPartitioner for every record of that topic. The
+// ForTopic when a record is first sent to a topic, on the sending
+// goroutine and under no kpush lock, and then asks the returned
+// TopicPartitioner for every record of that topic. Senders racing to first
+// use a topic may each call ForTopic; one result is kept and the others
+// are dropped. The
 // built-in partitioners (StickyPartitioner, the default,
 // UniformStickyPartitioner, CRC32Partitioner, RoundRobinPartitioner and
 // ManualPartitioner) are values of it; a custom partitioner implements it
@@ -53,7 +56,8 @@ type TopicPartitioner interface {
 
 // AvailabilityPartitioner is an optional interface of a TopicPartitioner:
 // when implemented, the producer calls SetAvailable from its metadata
-// goroutine (concurrently with Partition) whenever it learns which of the
+// goroutine, under no kpush lock and concurrently with Partition (a slow
+// SetAvailable delays metadata updates), whenever it learns which of the
 // topic's partitions have a leader: ok[i] for partition i (len(ok) is the
 // partition count; ok must not be kept, it is reused). A partitioner can
 // use it to skip partitions whose records would wait for a leader, as the
