@@ -231,3 +231,45 @@ func TestSend_KeylessAvoidsStalledBroker(t *testing.T) {
 		t.Errorf("%.3f of keyless records went to the stalled broker's partitions, want at most 0.25 (uniform: about 0.33)", frac)
 	}
 }
+
+// TestSend_ForTopicRunsOutsideProducerLocks: a custom Partitioner's
+// ForTopic may call back into the producer (here Stats, which takes the
+// producer's lock); before, ForTopic ran under that lock and the first
+// Send to the topic deadlocked.
+func TestSend_ForTopicRunsOutsideProducerLocks(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("ft", 2))
+	var p *kpush.Producer // set before ForTopic runs (ready)
+	ready := make(chan struct{})
+	part := kpush.PartitionerFunc(func(string, *kpush.Record, int) int { return 1 })
+	p, err := kpush.New(kpush.WithBrokers(c.Addrs()...), kpush.WithPartitioner(forTopicFunc(func(topic string) kpush.TopicPartitioner {
+		<-ready
+		_ = p.Stats()
+		return part.ForTopic(topic)
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(ready)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.Send(context.Background(), &kpush.Record{Topic: "ft", Value: []byte("v")})
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		// Not closed: Close would wait on the deadlocked lock too.
+		t.Fatal("Send did not return: ForTopic deadlocked on the producer's lock")
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// forTopicFunc is a Partitioner from its ForTopic.
+type forTopicFunc func(topic string) kpush.TopicPartitioner
+
+func (f forTopicFunc) ForTopic(topic string) kpush.TopicPartitioner { return f(topic) }
