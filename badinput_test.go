@@ -157,6 +157,7 @@ func TestBadInput(t *testing.T) {
 	manual := newProducer(t, c, kpush.WithPartitioner(kpush.ManualPartitioner), kpush.WithDefaultTopic("good-manual"))
 	small := newProducer(t, c, kpush.WithMaxBufferedBytes(2048), kpush.WithDefaultTopic("good"))
 	noDefault := newProducer(t, c)
+	outOfRange := newProducer(t, c, kpush.WithPartitioner(kpush.PartitionerFunc(func(_ string, _ *kpush.Record, n int) int { return n })))
 
 	// Good records on all three producers, sync and async, for the whole test.
 	var good, goodManual goodTraffic
@@ -233,6 +234,9 @@ func TestBadInput(t *testing.T) {
 		{"timestamp before 1970", p, ctx, rec("t", func(r *kpush.Record) { r.Timestamp = time.Date(1969, 7, 20, 0, 0, 0, 0, time.UTC) }), kpush.ErrInvalidTimestamp},
 		{"negative partition (manual partitioner)", manual, ctx, rec("t", func(r *kpush.Record) { r.Partition = -1 }), kpush.ErrInvalidPartition},
 		{"partition out of range (manual partitioner)", manual, ctx, rec("t", func(r *kpush.Record) { r.Partition = 3 }), kpush.ErrInvalidPartition},
+		{"negative partition (UsePartition)", p, ctx, rec("t", func(r *kpush.Record) { r.Partition, r.UsePartition = -1, true }), kpush.ErrInvalidPartition},
+		{"partition out of range (UsePartition)", p, ctx, rec("t", func(r *kpush.Record) { r.Partition, r.UsePartition = 3, true }), kpush.ErrInvalidPartition},
+		{"custom partitioner returns the partition count", outOfRange, ctx, rec("t", nil), kpush.ErrInvalidPartition},
 		{"canceled ctx", p, canceled, rec("t", nil), context.Canceled},
 		{"expired ctx deadline", p, expired, rec("t", nil), context.DeadlineExceeded},
 		{"buffer full, fail-fast mode", q, ctx, rec("t", nil), kpush.ErrBufferFull},

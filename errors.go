@@ -49,7 +49,8 @@ var (
 	// ErrUnknownTopic: the cluster does not have the topic (and does not
 	// create it automatically).
 	ErrUnknownTopic = errors.New("kpush: unknown topic")
-	// ErrInvalidPartition: with ManualPartitioner, the record's partition is
+	// ErrInvalidPartition: the record's own partition (UsePartition, or
+	// ManualPartitioner), or the one a custom Partitioner returned, is
 	// negative or not less than the topic's partition count.
 	ErrInvalidPartition = errors.New("kpush: invalid partition")
 	// ErrBufferFull: the buffer is full and the producer fails fast

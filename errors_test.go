@@ -41,7 +41,7 @@ func TestNew_InvalidOptions(t *testing.T) {
 		{"negative backoff", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithRetryBackoff(-1)}, "WithRetryBackoff"},
 		{"zero dial timeout", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithDialTimeout(0)}, "WithDialTimeout"},
 		{"unknown codec", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithCompression(9)}, "WithCompression"},
-		{"unknown partitioner", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithPartitioner(9)}, "WithPartitioner"},
+		{"nil partitioner", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithPartitioner(nil)}, "WithPartitioner"},
 		{"zero metadata age", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMetadataMaxAge(0)}, "WithMetadataMaxAge"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -49,25 +49,6 @@ func ParseCompression(s string) (Compression, error) {
 	return Compression(c), err
 }
 
-// Partitioner chooses a record's partition.
-type Partitioner uint8
-
-const (
-	// StickyPartitioner (the default): keyed records go to
-	// murmur2(key) % partitions, exactly like the Java client; keyless
-	// records stick to one partition for a batch's worth of bytes (16 KiB)
-	// and then switch to another chosen uniformly (KIP-794).
-	StickyPartitioner Partitioner = iota
-	// CRC32Partitioner: keyed records go to crc32(key) % partitions like
-	// librdkafka's "consistent_random"; keyless records as StickyPartitioner.
-	CRC32Partitioner
-	// RoundRobinPartitioner sends each record, keyed or not, to the next
-	// partition in turn.
-	RoundRobinPartitioner
-	// ManualPartitioner sends each record to Record.Partition.
-	ManualPartitioner
-)
-
 // Option configures a Producer; pass options to New.
 type Option interface{ apply(*config) }
 
@@ -275,8 +256,12 @@ func WithCompression(codec Compression) Option {
 	return optionFunc(func(c *config) { c.compression = codec })
 }
 
-// WithPartitioner sets how records are spread over partitions (Java
-// partitioner.class). Default StickyPartitioner.
+// WithPartitioner sets how records without UsePartition are spread over
+// partitions: a built-in partitioner or a custom one (see Partitioner).
+// Default StickyPartitioner (murmur2 for keys, adaptive sticky for keyless
+// records). Java partitioner.class; UniformStickyPartitioner is the Java
+// default with partitioner.adaptive.partitioning.enable=false. A nil
+// Partitioner is an invalid option.
 func WithPartitioner(p Partitioner) Option { return optionFunc(func(c *config) { c.partitioner = p }) }
 
 // WithDefaultTopic sets the topic for records whose Topic is empty.
@@ -400,8 +385,8 @@ func (c *config) validate() error {
 	default:
 		return bad("WithCompression", "unknown codec %d", c.compression)
 	}
-	if c.partitioner > ManualPartitioner {
-		return bad("WithPartitioner", "unknown partitioner %d", c.partitioner)
+	if c.partitioner == nil {
+		return bad("WithPartitioner", "nil partitioner")
 	}
 	return c.validateSecurity()
 }

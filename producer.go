@@ -29,6 +29,7 @@ import (
 	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
 	"github.com/kpush/kpush/internal/meta"
+	"github.com/kpush/kpush/internal/partitioner"
 	"github.com/kpush/kpush/internal/sink"
 	"github.com/kpush/kpush/internal/wire"
 )
@@ -154,11 +155,13 @@ type syncWaiter struct {
 	prod *Producer
 	part *sink.PartitionQueue // where enqueue put pend
 	gen  *buffer.Gen          // the record's Flush generation
+	load *partitioner.Counter // its partition's load (partitioner.go)
 }
 
 // Notify implements sink.Notifier; it runs on the goroutine that learned
 // the outcome.
 func (w *syncWaiter) Notify(*sink.Pending) {
+	takeLoad(&w.load, w.pend.Size)
 	w.gen.Done()
 	w.ch <- struct{}{}
 }
@@ -168,13 +171,15 @@ type asyncRecord struct {
 	pend sink.Pending
 	cb   func(Result, error)
 	prod *Producer
-	gen  *buffer.Gen // the record's Flush generation
+	gen  *buffer.Gen          // the record's Flush generation
+	load *partitioner.Counter // its partition's load (partitioner.go)
 }
 
 // Notify implements sink.Notifier; it runs the user's callback, then
 // recycles a (nothing else refers to it once its outcome is delivered).
 func (a *asyncRecord) Notify(pd *sink.Pending) {
 	p := a.prod
+	takeLoad(&a.load, pd.Size)
 	res, err := p.outcome(pd)
 	if a.cb != nil {
 		a.cb(res, err)
@@ -264,10 +269,12 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 		// buffer space (releaseCanceled), so the memory bound holds; w is
 		// not reused because the partition's queue may still point at it.
 		p.failed.Add(1)
+		takeLoad(&w.load, pd.Size)
 		w.gen.Done()
 		return true, notWritten(pd.Topic, pd.Partition, ctx.Err())
 	}
 	if pd.TryAbandon() {
+		takeLoad(&w.load, pd.Size)
 		return true, &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: true, Err: ctx.Err()}
 	}
 	<-w.ch
@@ -356,14 +363,9 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		return notWritten(name, -1, err)
 	}
 	parts := *t.parts.Load()
-	var part int
-	if p.cfg.partitioner == ManualPartitioner {
-		if r.Partition < 0 || int(r.Partition) >= len(parts) {
-			return notWritten(name, r.Partition, fmt.Errorf("%w %d: the topic has %d partitions", ErrInvalidPartition, r.Partition, len(parts)))
-		}
-		part = int(r.Partition)
-	} else {
-		part = t.picker.Pick(r.Key, size, len(parts))
+	part, bad, err := choosePartition(t.picker, p.cfg.partitioner == ManualPartitioner, r, size, len(parts))
+	if err != nil {
+		return notWritten(name, bad, err)
 	}
 
 	deadline := mono + int64(p.cfg.deliveryTimeout)
@@ -382,10 +384,16 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	pd.Deadline = deadline
 	pd.Done = n
 	*gen = p.undelivered.Add()
-	if w, ok := n.(*syncWaiter); ok {
+	load := addLoad(t.picker.Counter(part), pd.Size)
+	switch w := n.(type) {
+	case *syncWaiter:
 		w.part = parts[part] // a canceled Send withdraws its record there
+		w.load = load
+	case *asyncRecord:
+		w.load = load
 	}
 	if !parts[part].Add(pd) { // Close got there first
+		addLoad(load, -pd.Size)
 		p.lim.Release(int64(size))
 		(*gen).Done()
 		return notWritten(name, int32(part), ErrClosed)

@@ -35,9 +35,16 @@ type Record struct {
 	Headers []Header
 	// Timestamp is the record's create time; zero means the time of Send.
 	Timestamp time.Time
-	// Partition is used only with ManualPartitioner: the record goes to
-	// this partition, which must exist.
+	// Partition is the record's own partition, used when UsePartition is
+	// set or the partitioner is ManualPartitioner (the Java producer's
+	// ProducerRecord partition); it must exist (else ErrInvalidPartition).
+	// Otherwise it is ignored: the zero Record leaves the choice to the
+	// partitioner.
 	Partition int32
+	// UsePartition sends the record to Partition whatever the
+	// partitioner. false (the zero value) is "no partition": the
+	// partitioner chooses.
+	UsePartition bool
 }
 
 // Result is a record's acknowledgement.

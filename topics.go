@@ -109,6 +109,7 @@ func (p *Producer) topic(ctx context.Context, name string, mono int64) (*topic, 
 }
 
 func (p *Producer) addTopic(name string) *topic {
+	picker := newTopicPicker(p.cfg.partitioner, name) // may run user code: not under p.mu
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := *p.topics.Load()
@@ -125,16 +126,7 @@ func (p *Producer) addTopic(name string) *topic {
 		p.ref.Trigger()
 		return t
 	}
-	var strategy partitioner.Strategy
-	switch p.cfg.partitioner {
-	case CRC32Partitioner:
-		strategy = partitioner.CRC32
-	case RoundRobinPartitioner:
-		strategy = partitioner.RoundRobin
-	default:
-		strategy = partitioner.Sticky
-	}
-	t := &topic{name: name, picker: partitioner.NewPicker(strategy, stickyBytes), ready: make(chan struct{})}
+	t := &topic{name: name, picker: picker, ready: make(chan struct{})}
 	empty := []*sink.PartitionQueue{}
 	t.parts.Store(&empty)
 	m := maps.Clone(old)

@@ -1,14 +1,15 @@
 // Package partitioner chooses the partition of each record: murmur2 like the
-// Java client, CRC32 like librdkafka's "consistent" partitioner, uniform
-// sticky for keyless records (KIP-794 without the adaptive part), and round
+// Java client, CRC32 like librdkafka's "consistent" partitioner, sticky for
+// keyless records (KIP-794, uniform or adaptive: adaptive.go), and round
 // robin.
 //
 // Goroutines and ownership: this package starts no goroutines. A Picker
 // belongs to one topic and is shared by every goroutine sending to it. Its
 // mutable state is one atomic word (the sticky partition and the bytes it
-// has received, or the round-robin counter) and an atomic pointer to an
+// has received, or the round-robin counter), an atomic pointer to an
 // immutable availability set, replaced by SetAvailable (the metadata
-// goroutine); there are no locks, so there is no lock order.
+// goroutine), and for the adaptive strategies a table of per-partition load
+// counters (adaptive.go); there are no locks, so there is no lock order.
 package partitioner
 
 import (
@@ -81,6 +82,11 @@ const (
 	// RoundRobin sends every record, keyed or not, to the next partition
 	// in turn.
 	RoundRobin
+	// Adaptive is Sticky whose keyless switches prefer partitions with less
+	// load (KIP-794's adaptive partitioning; see Picker.Counter).
+	Adaptive
+	// AdaptiveCRC32 is CRC32 with Adaptive's keyless switches.
+	AdaptiveCRC32
 )
 
 // Picker chooses a partition for each record of one topic. It is safe for
@@ -100,6 +106,13 @@ type Picker interface {
 	// keyed picks ignore it (a key's partition never changes). ok is
 	// copied. Safe to call concurrently with Pick.
 	SetAvailable(ok []bool)
+	// Counter returns partition part's load counter, or nil when the
+	// strategy does not weigh load or the partition is not known yet (a
+	// partition becomes known through SetAvailable). The caller adds a
+	// record's size when it queues the record on part and subtracts it
+	// when the record's outcome is delivered; adaptive keyless switches
+	// read the counters.
+	Counter(part int) *Counter
 }
 
 // avail is an immutable availability set.
@@ -177,6 +190,10 @@ func NewPicker(s Strategy, stickyBytes int) Picker {
 		return newSticky(CRC32Partition, stickyBytes)
 	case RoundRobin:
 		return &roundRobin{}
+	case Adaptive:
+		return newAdaptive(newSticky(Murmur2Partition, stickyBytes))
+	case AdaptiveCRC32:
+		return newAdaptive(newSticky(CRC32Partition, stickyBytes))
 	}
 	panic("partition: unknown Strategy")
 }
@@ -199,6 +216,12 @@ type sticky struct {
 	// both. Read and written by every Pick of a keyless record.
 	state atomic.Uint64
 	avail atomic.Pointer[avail] // nil: every partition has a leader
+	loads *loadTable            // nil unless adaptive
+}
+
+func newAdaptive(s *sticky) *sticky {
+	s.loads = new(loadTable)
+	return s
 }
 
 func newSticky(keyed func([]byte, int) int, stickyBytes int) *sticky {
@@ -235,7 +258,13 @@ func (s *sticky) Pick(key []byte, size int, n int) int {
 		}
 		// The partition is full, not chosen yet, gone after a shrink, or
 		// without a leader: move to one with a leader when there is one.
-		next := av.choose(n, part, rand.Uint64())
+		next := -1
+		if s.loads != nil {
+			next = s.loads.choose(n, part, av, s.limit, rand.Uint64())
+		}
+		if next < 0 {
+			next = av.choose(n, part, rand.Uint64())
+		}
 		switch {
 		case next >= 0:
 		case valid:
@@ -254,7 +283,20 @@ func (s *sticky) Pick(key []byte, size int, n int) int {
 }
 
 // SetAvailable implements Picker.
-func (s *sticky) SetAvailable(ok []bool) { s.avail.Store(newAvail(ok)) }
+func (s *sticky) SetAvailable(ok []bool) {
+	s.avail.Store(newAvail(ok))
+	if s.loads != nil {
+		s.loads.grow(len(ok))
+	}
+}
+
+// Counter implements Picker.
+func (s *sticky) Counter(part int) *Counter {
+	if s.loads == nil {
+		return nil
+	}
+	return s.loads.at(part)
+}
 
 // roundRobin is the RoundRobin Picker.
 type roundRobin struct {
@@ -276,6 +318,9 @@ func (r *roundRobin) Pick(_ []byte, _ int, n int) int {
 
 // SetAvailable implements Picker.
 func (r *roundRobin) SetAvailable(ok []bool) { r.avail.Store(newAvail(ok)) }
+
+// Counter implements Picker: round robin does not weigh load.
+func (r *roundRobin) Counter(int) *Counter { return nil }
 
 func checkN(n int) {
 	if n <= 0 {

@@ -482,7 +482,7 @@ func TestNewPicker_UnknownStrategyPanics(t *testing.T) {
 			t.Fatal("no panic")
 		}
 	}()
-	NewPicker(RoundRobin+1, 1)
+	NewPicker(AdaptiveCRC32+1, 1)
 }
 
 var pickCases = []struct {
