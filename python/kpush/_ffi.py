@@ -51,9 +51,6 @@ typedef struct {
 int32_t kp_send_many(int64_t h, kp_rec *recs, int64_t n);
 int64_t kp_new(char *cfg, int64_t cfg_len, int32_t *cause, char *errbuf, int64_t errcap);
 int32_t kp_fd(int64_t h);
-int32_t kp_send(int64_t h, int32_t mode, uint64_t id, char *topic, int64_t topic_len,
-    char *key, int64_t key_len, char *val, int64_t val_len,
-    char *hdrs, int64_t hdr_len, int32_t nhdr, int32_t partition, int64_t ts_ms);
 int32_t kp_send_sync(int64_t h, char *topic, int64_t topic_len,
     char *key, int64_t key_len, char *val, int64_t val_len,
     char *hdrs, int64_t hdr_len, int32_t nhdr, int32_t partition, int64_t ts_ms,
