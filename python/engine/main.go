@@ -34,11 +34,10 @@ typedef struct {
 	int64_t val_len;
 	char *hdrs;
 	int64_t hdr_len;
-	int32_t nhdr;
-	int32_t partition;
+	int64_t nhdr;
+	int64_t partition;
 	int64_t ts_ms;
-	int32_t mode;
-	int32_t pad;
+	int64_t mode;
 } kp_rec;
 */
 import "C"
@@ -152,7 +151,8 @@ func buildItem(id C.uint64_t, topic *C.char, topicLen C.int64_t, key *C.char, ke
 }
 
 // kp_send_many starts n records in one call (what one event-loop
-// iteration produced), in order; outcomes arrive through kp_drain with the
+// iteration produced), in order. Every kp_rec field is 8 bytes wide, so
+// Python packs the records into an array of int64 without cffi structs; outcomes arrive through kp_drain with the
 // records' ids. mode is modeSend or modeOrdered; partition < 0 lets the
 // partitioner choose; ts_ms < 0 means now. It returns 0, or causeClosed
 // (then none was started). A record whose headers are malformed fails
@@ -167,7 +167,7 @@ func kp_send_many(h C.int64_t, recs *C.kp_rec, n C.int64_t) C.int32_t {
 	its := make([]*item, 0, int(n))
 	var lastTopic string
 	for _, r := range unsafe.Slice(recs, int(n)) {
-		it, err := buildItem(r.id, r.topic, r.topic_len, r.key, r.key_len, r.val, r.val_len, r.hdrs, r.hdr_len, r.nhdr, r.ts_ms, lastTopic)
+		it, err := buildItem(r.id, r.topic, r.topic_len, r.key, r.key_len, r.val, r.val_len, r.hdrs, r.hdr_len, C.int32_t(r.nhdr), r.ts_ms, lastTopic)
 		if err != nil {
 			b.outstanding.Add(1)
 			b.complete(uint64(r.id), kpush.Result{}, &kpush.ProduceError{Partition: -1, Err: kpush.ErrInvalidHeader})
