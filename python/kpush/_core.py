@@ -15,6 +15,7 @@ from array import array
 import os
 import re
 import struct
+import threading
 from typing import Any, Optional
 
 from . import _ffi
@@ -26,6 +27,7 @@ _CAP = 4096  # completions per kp_drain call
 # kp_completion: id, offset, timestamp_ms, partition, kind, cause, code, msg_off, msg_len.
 _COMPLETION = struct.Struct("=Qqqiiiiqq")
 _KIND_OK = _ffi.KIND_OK
+_CAUSE_CLOSED = CAUSES.index("closed")
 _MSGCAP = 1 << 18  # bytes of error messages per kp_drain call
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z][a-z])")
 
@@ -76,7 +78,7 @@ class Core:
 
     __slots__ = (
         "ffi", "lib", "h", "fd", "loop", "futures", "seq", "closing", "closed",
-        "cbuf", "msgbuf", "token_provider", "close_future", "pending", "keep", "topics", "__weakref__",
+        "cbuf", "msgbuf", "token_provider", "close_future", "close_lock", "pending", "keep", "topics", "__weakref__",
     )
 
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
@@ -92,6 +94,9 @@ class Core:
         self.msgbuf = self.ffi.new("char[]", _MSGCAP)
         self.token_provider = settings.token_provider
         self.close_future: Optional[asyncio.Future[Any]] = None
+        # abandon() runs on any thread: closing and the one engine close it
+        # or start_close starts are decided under this lock.
+        self.close_lock = threading.Lock()
         # Records of this loop iteration, handed to the engine in one
         # kp_send_many call (a foreign call costs microseconds): kp_rec
         # structs as int64s, and the objects owning the buffers they point
@@ -164,6 +169,13 @@ class Core:
                     self._token(rid)
                     continue
                 if kind == _ffi.KIND_CLOSE:
+                    if cause == _CAUSE_CLOSED:
+                        # A second engine close: the first one's completion
+                        # finishes the producer and resolves this future.
+                        entry = futures.pop(rid, None)
+                        if entry is not None and self.close_future is None:
+                            self.close_future = entry[0]
+                        continue
                     finished = True
                 entry = futures.pop(rid, None)
                 if entry is None:
@@ -198,10 +210,13 @@ class Core:
     def _finish(self) -> None:
         self.loop.remove_reader(self.fd)
         self.closed = True
+        cf = self.close_future
         for fut, topic in self.futures.values():
-            if not fut.done():
+            if not fut.done() and fut is not cf:
                 fut.set_exception(NotWrittenError("kpush: producer closed", "closed", topic))
         self.futures.clear()
+        if cf is not None and not cf.done():
+            cf.set_result(None)  # the close that ran was abandon()'s
         self.lib.kp_free(self.h)
 
     def _token(self, req: int) -> None:
@@ -236,14 +251,21 @@ class Core:
         return fut
 
     def start_close(self, timeout: Optional[float]) -> asyncio.Future[Any]:
-        """Begin closing once; later calls return the same future."""
-        if self.close_future is None:
-            self.closing = True
-            self.close_future = self.control("close", timeout)
-        return self.close_future
+        """Begin closing once; later calls return the same future. After
+        abandon(), the future resolves when abandon's close finishes."""
+        with self.close_lock:
+            if self.close_future is None:
+                if self.closing:  # abandon() started the engine's close
+                    self.close_future = self.loop.create_future()
+                else:
+                    self.closing = True
+                    self.close_future = self.control("close", timeout)
+            return self.close_future
 
     def abandon(self) -> None:
         """Close from any thread (garbage collection): fail fast, resolve all."""
-        if not self.closing:
+        with self.close_lock:
+            if self.closing:
+                return
             self.closing = True
-            self.lib.kp_close_async(self.h, 0, 0)
+        self.lib.kp_close_async(self.h, 0, 0)

@@ -12,19 +12,21 @@ eventual outcome is dropped (it may or may not be written). A future from
 only drops the outcome; the record is still sent, in order.
 
 A producer belongs to the event loop that started it; call its methods from
-that loop's thread only.
+that loop's thread only (elsewhere they raise WrongLoopError, nothing sent).
+Any number of loops (threads) may each run their own producers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import warnings
+from asyncio import _get_running_loop
 from typing import Any, Callable, Optional
 
 from . import _ffi
 from ._config import build_settings
 from ._core import Core, stats
-from ._errors import NotWrittenError
+from ._errors import NotWrittenError, WrongLoopError
 from ._records import Buffer, Headers, RecordMetadata, prepare
 
 __all__ = ["AIOKafkaProducer", "Producer", "RecordMetadata"]
@@ -77,6 +79,8 @@ class Producer:
         if core is None or core.closed:
             return
         _ffi.check_fork()
+        if _get_running_loop() is not core.loop:
+            raise _wrong_loop()
         await asyncio.shield(core.start_close(timeout))
 
     def stats(self) -> dict[str, Any]:
@@ -102,6 +106,8 @@ class Producer:
             raise NotWrittenError("kpush: producer closed", "closed")
         if _ffi._forked:
             _ffi.check_fork()
+        if _get_running_loop() is not core.loop:
+            raise _wrong_loop()
         return core
 
     def __del__(self) -> None:
@@ -120,7 +126,7 @@ class Producer:
 
     def _start(self, mode: int, topic: Any, value: Any, key: Any, headers: Any, partition: Any, timestamp_ms: Any) -> tuple[asyncio.Future[RecordMetadata], int, Core]:
         core = self._core
-        if core is None or core.closing or _ffi._forked:
+        if core is None or core.closing or _ffi._forked or _get_running_loop() is not core.loop:
             core = self._live()
         off = _ffi.BYTES_DATA_OFFSET
         if type(value) is bytes and off is not None and headers is None and partition is None and timestamp_ms is None and (key is None or type(key) is bytes) and type(topic) is str:
@@ -191,6 +197,14 @@ class Producer:
         partition). Never blocks the loop; cancelling the future drops the
         outcome but does not withdraw the record."""
         return self._start(_MODE_ORDERED, topic, value, key, headers, partition, timestamp_ms)[0]
+
+
+def _wrong_loop() -> WrongLoopError:
+    return WrongLoopError(
+        "kpush: this producer belongs to the event loop that started it; it was used from another loop "
+        "or thread (or with no loop running). Create one producer per event loop",
+        "wrong_loop",
+    )
 
 
 _AIOKAFKA_MAP = {
