@@ -8,6 +8,7 @@ count what each client lost or dropped silently.
 
     python python/bench/run.py [--reps 3] [--seconds 3] [--cs 1,100,1000,10000]
     python python/bench/run.py --quick          # ≤ 10 minutes: 1 repetition, 2 s runs
+    python python/bench/run.py --clients kpush@/path/to/old/python,kpush,aiokafka   # two builds, one run
     python python/bench/run.py --real           # real Kafka: go run ./cmd/kafkalocal (Java 17+)
     KPUSH_KAFKA_SEEDS=host:9092 python python/bench/run.py   # a running broker (or --bootstrap)
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -122,9 +124,13 @@ def create_topics(bootstrap: str, topics: list[str]) -> None:
 
 def run_client(client: str, bootstrap: str, c: int, seconds: float, topic: str = "bench", seq: bool = False,
                during=None) -> dict:
-    cmd = [sys.executable, os.path.join(HERE, "client.py"), "--client", client, "--bootstrap", bootstrap,
+    # "kpush@DIR" runs the kpush package found in DIR (e.g. another build,
+    # to compare two versions in one interleaved run).
+    name, _, path = client.partition("@")
+    env = dict(os.environ, PYTHONPATH=path) if path else None
+    cmd = [sys.executable, os.path.join(HERE, "client.py"), "--client", name, "--bootstrap", bootstrap,
            "--c", str(c), "--seconds", str(seconds), "--topic", topic] + (["--seq"] if seq else [])
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if during:
         threading.Thread(target=during, daemon=True).start()
     try:
@@ -135,7 +141,9 @@ def run_client(client: str, bootstrap: str, c: int, seconds: float, topic: str =
         return {"client": client, "c": c, "failed": "timeout"}
     if p.returncode != 0 or not out.strip():
         return {"client": client, "c": c, "failed": err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"}
-    return json.loads(out.strip().splitlines()[-1])
+    r = json.loads(out.strip().splitlines()[-1])
+    r["client"] = client
+    return r
 
 
 def read_back(bootstrap: str, topic: str) -> list[bytes]:
@@ -156,6 +164,11 @@ def read_back(bootstrap: str, topic: str) -> list[bytes]:
         return out
     finally:
         cons.close()
+
+
+def fault_topic(client: str) -> str:
+    """The fault run's topic for a client ("kpush@/some/dir" → "fault-kpush-some-dir")."""
+    return "fault-" + re.sub(r"[^A-Za-z0-9._-]+", "-", client).strip("-")
 
 
 def median(xs):
@@ -190,7 +203,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     suffix = f"-{os.getpid()}" if args.bootstrap else ""
     topic = "bench" + suffix
-    topics = [f"{topic}:3"] + [f"fault-{c}{suffix}:3" for c in clients]
+    topics = [f"{topic}:3"] + [f"{fault_topic(c)}{suffix}:3" for c in clients]
     if args.bootstrap:
         broker, bootstrap, args.broker = None, args.bootstrap, f"the running broker at {args.bootstrap}"
         create_topics(bootstrap, topics)
@@ -225,9 +238,9 @@ def main() -> None:
                     time.sleep(5)
                     freeze(broker, signal.SIGCONT)
 
-                r = run_client(client, bootstrap, 1000, 12, topic=f"fault-{client}{suffix}", seq=True, during=outage)
+                r = run_client(client, bootstrap, 1000, 12, topic=f"{fault_topic(client)}{suffix}", seq=True, during=outage)
                 if "failed" not in r:
-                    logged = read_back(bootstrap, f"fault-{client}{suffix}")
+                    logged = read_back(bootstrap, f"{fault_topic(client)}{suffix}")
                     ids = {int(v.rstrip(b".")) for v in logged if not v.startswith(b"-1")}
                     acked = set(r.pop("acked_ids"))
                     r["acked_not_in_log"] = len(acked - ids)
