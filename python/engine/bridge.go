@@ -10,8 +10,9 @@ package main
 //     SendCancelable (a cancel handle, no goroutine per record), modeOrdered
 //     ones with SendAsync. It may block for buffer space or a topic's first
 //     metadata, bounded by ictx, which kp_cancel cancels when it targets the
-//     record being handed over. It exits when the producer closes and the
-//     intake list is empty.
+//     record being handed over, and close when its timeout passes (then
+//     aborted is set and the rest fail as closed). It exits when the
+//     producer closes and the intake list is empty.
 //   - The engine's callback goroutines push the outcomes (complete).
 //   - Flush, close, partition and token goroutines are started per call.
 // Locks (none nests another): b.imu guards intake, intakeClosed and items;
@@ -66,6 +67,7 @@ type bridge struct {
 	q       *queue
 	cfg     *settings
 	closed  atomic.Bool
+	aborted atomic.Bool   // close's timeout passed: intake fails what is left
 	stopped chan struct{} // closed when the intake goroutine has exited
 
 	mmu    sync.Mutex
@@ -197,6 +199,10 @@ func (b *bridge) intakeLoop() {
 // handOver gives one record to the engine (intake goroutine).
 func (b *bridge) handOver(it *item) {
 	id, topic := it.id, it.rec.Topic
+	if b.aborted.Load() {
+		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: kpush.ErrClosed})
+		return
+	}
 	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
 		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: errWithdrawn})
 		return
@@ -208,20 +214,23 @@ func (b *bridge) handOver(it *item) {
 		return
 	}
 	cb := func(res kpush.Result, err error) { b.complete(id, res, err) }
-	if it.mode != modeSend {
-		p.SendAsync(context.Background(), &it.rec, cb)
-		return
-	}
 	b.cmu.Lock()
 	b.cur = it
 	ctx := b.ictx
 	b.cmu.Unlock()
+	if it.mode != modeSend {
+		p.SendAsync(ctx, &it.rec, cb)
+		b.cmu.Lock()
+		b.cur = nil
+		b.cmu.Unlock()
+		return
+	}
 	h := p.SendCancelable(ctx, &it.rec, cb)
 	b.cmu.Lock()
 	b.cur = nil
 	it.h = h
 	req := it.cancelReq
-	if b.ictx.Err() != nil { // kp_cancel interrupted a wait for buffer space or metadata
+	if b.ictx.Err() != nil && !b.aborted.Load() { // kp_cancel interrupted a wait for buffer space or metadata
 		b.ictx, b.icancel = context.WithCancel(context.Background())
 	}
 	b.cmu.Unlock()
@@ -318,9 +327,19 @@ func (b *bridge) close(timeoutMS int64) error {
 	case b.wake <- struct{}{}:
 	default:
 	}
-	<-b.stopped
 	ctx, cancel := timeoutCtx(timeoutMS)
 	defer cancel()
+	select {
+	case <-b.stopped:
+	case <-ctx.Done():
+		// Intake may be blocked on a full buffer (until a record's delivery
+		// timeout): interrupt it and fail what it still holds.
+		b.aborted.Store(true)
+		b.cmu.Lock()
+		b.icancel()
+		b.cmu.Unlock()
+		<-b.stopped
+	}
 	err := b.p.Close(ctx)
 	b.mmu.Lock()
 	m := b.manual

@@ -120,3 +120,27 @@ async def test_second_close_does_not_finish_the_producer(own_broker):
     errs = [f.exception() for f in futs]
     assert any(isinstance(e, OutcomeUnknownError) for e in errs), [repr(e) for e in errs[:3]]
     assert all(isinstance(e, (OutcomeUnknownError, NotWrittenError)) for e in errs)
+
+
+async def test_close_timeout_while_intake_waits_for_buffer_space(own_broker):
+    # The engine's buffer is full (broker paused) and the intake goroutine is
+    # blocked handing a record over; close(timeout) must still return after
+    # about its timeout, not after the delivery timeout, and every awaiting
+    # send gets an outcome.
+    p = Producer(bootstrap_servers=own_broker.bootstrap, max_buffered_records=10, delivery_timeout_ms=120_000)
+    await p.start()
+    try:
+        await p.send("close", b"warm-up")
+        own_broker.pause()
+        tasks = [asyncio.ensure_future(p.send("close", b"%d" % i)) for i in range(50)]
+        await wait_for(lambda: p.stats()["records_buffered"] >= 10, what="buffer full")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.wait_for(p.close(timeout=0.5), 20)
+        assert loop.time() - t0 < 20
+        done, pending = await asyncio.wait(tasks, timeout=20)
+        assert not pending
+        for t in done:
+            assert isinstance(t.exception(), (NotWrittenError, OutcomeUnknownError)), repr(t.exception())
+    finally:
+        own_broker.resume()
