@@ -28,6 +28,7 @@ _CAP = 4096  # completions per kp_drain call
 _COMPLETION = struct.Struct("=Qqqiiiiqq")
 _KIND_OK = _ffi.KIND_OK
 _CAUSE_CLOSED = CAUSES.index("closed")
+_new_tuple = tuple.__new__
 _MSGCAP = 1 << 18  # bytes of error messages per kp_drain call
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z][a-z])")
 
@@ -163,7 +164,8 @@ class Core:
                     if entry is not None:
                         fut = entry[0]
                         if not fut.done():
-                            fut.set_result(RecordMetadata(entry[1], partition, offset, ts))  # type: ignore[arg-type]
+                            # tuple.__new__: a namedtuple's own __new__ is a Python frame (~0.5 µs)
+                            fut.set_result(_new_tuple(RecordMetadata, (entry[1], partition, offset, ts)))
                     continue
                 if kind == _ffi.KIND_TOKEN:
                     self._token(rid)
