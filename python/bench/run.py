@@ -7,6 +7,19 @@ for 5 s in the middle of a 12 s run at C=1000; records are read back to
 count what each client lost or dropped silently.
 
     python python/bench/run.py [--reps 3] [--seconds 3] [--cs 1,100,1000,10000]
+    python python/bench/run.py --quick          # ≤ 10 minutes: 1 repetition, 2 s runs
+    python python/bench/run.py --clients kpush@/path/to/old/python,kpush,aiokafka   # two builds, one run
+    python python/bench/run.py --real           # real Kafka: go run ./cmd/kafkalocal (Java 17+)
+    KPUSH_KAFKA_SEEDS=host:9092 python python/bench/run.py   # a running broker (or --bootstrap)
+
+Broker: `kpush dev` (kfake) by default; `--real` starts one real Apache
+Kafka node with the repository's cmd/kafkalocal (jars from Maven Central,
+KRaft, 127.0.0.1) and freezes its JVM for the fault run; `--bootstrap` or
+KPUSH_KAFKA_SEEDS uses a broker that is already running: its topics get a
+unique suffix and are created with kafka-python's admin client, and the
+fault run is skipped (the broker is not ours to freeze). `--quick` writes
+to a temporary report unless --out is given, so docs/python-benchmarks.md
+keeps the full run's numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -47,11 +61,76 @@ def start_broker(binary: str, topics: list[str]) -> tuple[subprocess.Popen, str]
     return p, f"127.0.0.1:{port}"
 
 
+def start_real(tmp: str) -> tuple[subprocess.Popen, str]:
+    """One real Kafka node via cmd/kafkalocal; returns (process, bootstrap)."""
+    binary = os.path.join(tmp, "kafkalocal")
+    subprocess.run(["go", "build", "-o", binary, "./cmd/kafkalocal"], cwd=REPO, check=True)
+    p = subprocess.Popen([binary, "-nodes", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 300
+    line = ""
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line or line.startswith("bootstrap:"):
+            break
+    if not line.startswith("bootstrap:"):
+        p.kill()
+        raise SystemExit(f"kafkalocal failed to start (needs Java 17+, Maven the first time): {line!r}")
+    return p, line.split(":", 1)[1].strip()
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (from /proc): kafkalocal's JVMs."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def freeze(broker: subprocess.Popen, sig: int) -> None:
+    for pid in descendants(broker.pid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def create_topics(bootstrap: str, topics: list[str]) -> None:
+    """Create name:partitions topics on an external broker (kafka-python)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        for t in topics:
+            name, n = t.split(":")
+            try:
+                admin.create_topics([NewTopic(name, int(n), 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
 def run_client(client: str, bootstrap: str, c: int, seconds: float, topic: str = "bench", seq: bool = False,
                during=None) -> dict:
-    cmd = [sys.executable, os.path.join(HERE, "client.py"), "--client", client, "--bootstrap", bootstrap,
+    # "kpush@DIR" runs the kpush package found in DIR (e.g. another build,
+    # to compare two versions in one interleaved run).
+    name, _, path = client.partition("@")
+    env = dict(os.environ, PYTHONPATH=path) if path else None
+    cmd = [sys.executable, os.path.join(HERE, "client.py"), "--client", name, "--bootstrap", bootstrap,
            "--c", str(c), "--seconds", str(seconds), "--topic", topic] + (["--seq"] if seq else [])
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if during:
         threading.Thread(target=during, daemon=True).start()
     try:
@@ -62,7 +141,9 @@ def run_client(client: str, bootstrap: str, c: int, seconds: float, topic: str =
         return {"client": client, "c": c, "failed": "timeout"}
     if p.returncode != 0 or not out.strip():
         return {"client": client, "c": c, "failed": err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"}
-    return json.loads(out.strip().splitlines()[-1])
+    r = json.loads(out.strip().splitlines()[-1])
+    r["client"] = client
+    return r
 
 
 def read_back(bootstrap: str, topic: str) -> list[bytes]:
@@ -85,6 +166,11 @@ def read_back(bootstrap: str, topic: str) -> list[bytes]:
         cons.close()
 
 
+def fault_topic(client: str) -> str:
+    """The fault run's topic for a client ("kpush@/some/dir" → "fault-kpush-some-dir")."""
+    return "fault-" + re.sub(r"[^A-Za-z0-9._-]+", "-", client).strip("-")
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -101,14 +187,38 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "python-benchmarks.md"))
     ap.add_argument("--json", default=os.path.join(HERE, "results.json"))
     ap.add_argument("--no-fault", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="≤ 10 minutes: 1 repetition of 2 s runs")
+    ap.add_argument("--real", action="store_true", help="start real Kafka with cmd/kafkalocal")
+    ap.add_argument("--bootstrap", default=os.environ.get("KPUSH_KAFKA_SEEDS", ""),
+                    help="use this running broker (default $KPUSH_KAFKA_SEEDS)")
     args = ap.parse_args()
+    if args.quick:
+        args.reps, args.seconds = 1, 2.0
+        if "--out" not in sys.argv:
+            args.out = os.path.join(tempfile.mkdtemp(), "python-benchmarks-quick.md")
+        if "--json" not in sys.argv:
+            args.json = os.path.splitext(args.out)[0] + ".json"
     cs = [int(x) for x in args.cs.split(",")]
     clients = args.clients.split(",")
     tmp = tempfile.mkdtemp()
-    binary = os.path.join(tmp, "kpush")
-    subprocess.run(["go", "build", "-o", binary, "./cmd/kpush"], cwd=REPO, check=True)
-    topics = ["bench:3"] + [f"fault-{c}:3" for c in clients]
-    broker, bootstrap = start_broker(binary, topics)
+    suffix = f"-{os.getpid()}" if args.bootstrap else ""
+    topic = "bench" + suffix
+    topics = [f"{topic}:3"] + [f"{fault_topic(c)}{suffix}:3" for c in clients]
+    if args.bootstrap:
+        broker, bootstrap, args.broker = None, args.bootstrap, f"the running broker at {args.bootstrap}"
+        create_topics(bootstrap, topics)
+        if not args.no_fault:
+            print("fault run skipped: the broker is not ours to freeze", flush=True)
+            args.no_fault = True
+    elif args.real:
+        broker, bootstrap = start_real(tmp)
+        args.broker = "one real Apache Kafka node (cmd/kafkalocal, KRaft)"
+        create_topics(bootstrap, topics)
+    else:
+        binary = os.path.join(tmp, "kpush")
+        subprocess.run(["go", "build", "-o", binary, "./cmd/kpush"], cwd=REPO, check=True)
+        broker, bootstrap = start_broker(binary, topics)
+        args.broker = "one `kpush dev` broker (kfake, 3 partitions)"
     runs: list[dict] = []
     fault: list[dict] = []
     try:
@@ -116,7 +226,7 @@ def main() -> None:
             for c in cs:
                 order = clients[rep % len(clients):] + clients[:rep % len(clients)]  # interleave, rotate
                 for client in order:
-                    r = run_client(client, bootstrap, c, args.seconds)
+                    r = run_client(client, bootstrap, c, args.seconds, topic=topic)
                     r["rep"] = rep
                     runs.append(r)
                     print(json.dumps({k: v for k, v in r.items() if k != "acked_ids"}), flush=True)
@@ -124,13 +234,13 @@ def main() -> None:
             for client in clients:
                 def outage():
                     time.sleep(3)
-                    broker.send_signal(signal.SIGSTOP)
+                    freeze(broker, signal.SIGSTOP)
                     time.sleep(5)
-                    broker.send_signal(signal.SIGCONT)
+                    freeze(broker, signal.SIGCONT)
 
-                r = run_client(client, bootstrap, 1000, 12, topic=f"fault-{client}", seq=True, during=outage)
+                r = run_client(client, bootstrap, 1000, 12, topic=f"{fault_topic(client)}{suffix}", seq=True, during=outage)
                 if "failed" not in r:
-                    logged = read_back(bootstrap, f"fault-{client}")
+                    logged = read_back(bootstrap, f"{fault_topic(client)}{suffix}")
                     ids = {int(v.rstrip(b".")) for v in logged if not v.startswith(b"-1")}
                     acked = set(r.pop("acked_ids"))
                     r["acked_not_in_log"] = len(acked - ids)
@@ -139,9 +249,17 @@ def main() -> None:
                 fault.append(r)
                 print(json.dumps(r), flush=True)
     finally:
-        broker.send_signal(signal.SIGCONT)
-        broker.terminate()
-        broker.wait(timeout=30)
+        if broker is not None:
+            freeze(broker, signal.SIGCONT)
+            broker.terminate()  # kafkalocal stops its JVMs and removes their data
+            try:
+                broker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                for pid in descendants(broker.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
     with open(args.json, "w") as f:
         json.dump({"runs": runs, "fault": fault, "seconds": args.seconds, "reps": args.reps}, f, indent=1)
     write_report(args, runs, fault, cs, clients)
@@ -198,9 +316,9 @@ def write_report(args, runs, fault, cs, clients):
     lines = [
         "# Python benchmarks: the seed's workload",
         "",
-        "C coroutines each `await` one 100-byte record at a time, acks=all, compression off, one",
-        "`kpush dev` broker (kfake, 3 partitions) in its own process on 127.0.0.1, each client in a fresh",
-        f"process. {args.seconds:g} s per run, {args.reps} repetitions with the clients interleaved",
+        "C coroutines each `await` one 100-byte record at a time, acks=all, compression off,",
+        f"{args.broker} in its own process, each client in a fresh",
+        f"process{' (quick mode)' if args.quick else ''}. {args.seconds:g} s per run, {args.reps} repetitions with the clients interleaved",
         "(rotated each repetition); medians shown. CPU is the client process's rusage (user+system, all",
         "threads — the Go engine and librdkafka included) divided by acknowledged records.",
         "",
@@ -249,7 +367,7 @@ def write_report(args, runs, fault, cs, clients):
         lines += [
             "## Fault run: broker unreachable for 5 s",
             "",
-            "C=1000, 12 s; 3 s in, the broker process is frozen (SIGSTOP) for 5 s, then resumed: connections",
+            "C=1000, 12 s; 3 s in, the broker process (for real Kafka its JVM) is frozen (SIGSTOP) for 5 s, then resumed: connections",
             "stay open but nothing answers. Values carry sequence numbers; afterwards the topic is read back",
             "(kafka-python). *acked, not in log* = lost; *no outcome* = the client never resolved the send",
             "within the run + 30 s grace; *errors* = sends that raised (the queue worker logs and drops them:",

@@ -1,24 +1,24 @@
 package main
 
 // Goroutines and ownership (one bridge producer):
-//   - The Python thread calling kp_send (the event loop's, or any thread of
-//     the blocking Producer) builds the record — its bytes copied once, out
-//     of Python's buffers into Go memory — and either starts a send
-//     goroutine (modeSend) or appends to the intake list (modeOrdered).
-//   - Send workers run modeSend records: each calls kpush.Producer.Send with
-//     the record's own context, so cancelling that context withdraws a
-//     buffered record or drops an in-flight outcome exactly as Send
-//     documents; it pushes the outcome and takes the next record from
-//     b.work, or exits after workerIdle or when the bridge closes. There
-//     are as many as records awaited at once (recently).
-//   - The intake goroutine (one per bridge producer) hands modeOrdered
-//     records to SendAsync in the order kp_send saw them; SendAsync's
-//     callbacks (engine goroutines) push the outcomes. It exits when the
+//   - The Python thread calling kp_send/kp_send_many (the event loop's, or
+//     any thread of the blocking Producer) builds the records — their bytes
+//     copied once, out of Python's buffers into Go memory — and appends them
+//     to the intake list in one step per call. It never blocks.
+//   - The intake goroutine (one per bridge producer) hands records to the
+//     engine in the order kp_send saw them: modeSend records with
+//     SendCancelable (a cancel handle, no goroutine per record), modeOrdered
+//     ones with SendAsync. It may block for buffer space or a topic's first
+//     metadata, bounded by ictx, which kp_cancel cancels when it targets the
+//     record being handed over, and close when its timeout passes (then
+//     aborted is set and the rest fail as closed). It exits when the
 //     producer closes and the intake list is empty.
+//   - The engine's callback goroutines push the outcomes (complete).
 //   - Flush, close, partition and token goroutines are started per call.
-// Locks (none nests another): b.imu guards intake and intakeClosed;
-// b.zmu guards zeroWaiters; b.tmu guards tokens;
-// b.mmu guards manual. The completion queue has its own lock (queue.go).
+// Locks (none nests another): b.imu guards intake, intakeClosed and items;
+// b.cmu guards cur, ictx, icancel and every item's h and cancelReq;
+// b.zmu guards zeroWaiters; b.tmu guards tokens; b.mmu guards manual. The
+// completion queue has its own lock (queue.go).
 
 import (
 	"context"
@@ -34,8 +34,8 @@ import (
 
 // Send modes, shared with kpush/_ffi.py.
 const (
-	modeSend    = 0 // Send in a goroutine: cancellation withdraws the record
-	modeOrdered = 1 // SendAsync in call order: cancellation withdraws only before intake
+	modeSend    = 0 // SendCancelable: cancellation withdraws the record or drops its outcome
+	modeOrdered = 1 // SendAsync: cancellation withdraws only before intake
 )
 
 // Item states for modeOrdered.
@@ -51,12 +51,13 @@ var errWithdrawn = fmt.Errorf("kpush: send cancelled before the record was buffe
 
 // item is one record between kp_send and its outcome.
 type item struct {
-	id     uint64
-	rec    kpush.Record
-	cancel context.CancelFunc // modeSend
-	ctx    context.Context    // modeSend
-	p      *kpush.Producer    // modeSend
-	state  atomic.Int32       // modeOrdered
+	id    uint64
+	rec   kpush.Record
+	mode  int32
+	state atomic.Int32 // itemQueued → itemHanded (intake) or itemWithdrawn (kp_cancel)
+
+	h         *kpush.SendHandle // modeSend, once handed; guarded by b.cmu
+	cancelReq bool              // kp_cancel came while intake was handing it over; guarded by b.cmu
 }
 
 // bridge is one producer as seen from Python.
@@ -66,9 +67,8 @@ type bridge struct {
 	q       *queue
 	cfg     *settings
 	closed  atomic.Bool
+	aborted atomic.Bool   // close's timeout passed: intake fails what is left
 	stopped chan struct{} // closed when the intake goroutine has exited
-	work    chan *item    // unbuffered: modeSend records for idle send workers
-	quit    chan struct{} // closed by close: idle send workers exit
 
 	mmu    sync.Mutex
 	manual *kpush.Producer // lazily created for records with an explicit partition
@@ -77,11 +77,15 @@ type bridge struct {
 	intake       []*item
 	intakeClosed bool
 	wake         chan struct{}
+	// items finds modeSend records by id for kp_cancel: inserted a batch at
+	// a time by kp_send_many, deleted a batch at a time by kp_drain (which
+	// sees every outcome), so the hot path takes imu twice per batch.
+	items map[uint64]*item
 
-	// items finds records by id for kp_cancel. sync.Map, not a mutex and a
-	// map: thousands of send workers insert and delete at once, and a
-	// contended mutex serialized them (measured 3× slower at C=10,000).
-	items sync.Map // uint64 → *item
+	cmu     sync.Mutex
+	cur     *item // the record intake is handing to the engine
+	ictx    context.Context
+	icancel context.CancelFunc
 
 	outstanding atomic.Int64
 	zmu         sync.Mutex
@@ -101,10 +105,10 @@ func newBridge(raw []byte) (*bridge, error) {
 	b := &bridge{
 		wake:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
-		work:    make(chan *item),
-		quit:    make(chan struct{}),
 		tokens:  make(map[uint64]chan tokenReply),
+		items:   make(map[uint64]*item),
 	}
+	b.ictx, b.icancel = context.WithCancel(context.Background())
 	cfg, opts, _, _, err := parseConfig(raw, b.token)
 	if err != nil {
 		return nil, err
@@ -141,30 +145,17 @@ func (b *bridge) producerFor(partition int32) (*kpush.Producer, error) {
 	return b.manual, nil
 }
 
-// send starts one record. It never blocks on the network or on buffer
-// space.
-func (b *bridge) send(mode int, it *item, partition int32) {
-	b.outstanding.Add(1)
-	p, err := b.producerFor(partition)
-	if err != nil {
-		b.complete(it.id, it.rec.Topic, kpush.Result{}, &kpush.ProduceError{Topic: it.rec.Topic, Partition: partition, Err: err})
-		return
-	}
-	it.rec.Partition = partition
-	if mode == modeSend {
-		it.ctx, it.cancel = context.WithCancel(context.Background())
-		b.items.Store(it.id, it)
-		it.p = p
-		select {
-		case b.work <- it:
-		default:
-			go b.sendWorker(it)
-		}
-		return
-	}
-	b.items.Store(it.id, it)
+// sendMany starts records in order. It never blocks on the network or on
+// buffer space: the intake goroutine hands them to the engine.
+func (b *bridge) sendMany(its []*item) {
+	b.outstanding.Add(int64(len(its)))
 	b.imu.Lock()
-	b.intake = append(b.intake, it)
+	for _, it := range its {
+		if it.mode == modeSend {
+			b.items[it.id] = it
+		}
+	}
+	b.intake = append(b.intake, its...)
 	b.imu.Unlock()
 	select {
 	case b.wake <- struct{}{}:
@@ -172,33 +163,17 @@ func (b *bridge) send(mode int, it *item, partition int32) {
 	}
 }
 
-// workerIdle is how long a send worker waits for another record before
-// exiting.
-const workerIdle = 5 * time.Second
-
-// sendWorker runs Send for modeSend records, one at a time, then waits for
-// the next: reusing goroutines saves creating one (and growing its stack)
-// per record. There are as many as records were awaited at once, recently.
-func (b *bridge) sendWorker(it *item) {
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
-	for {
-		res, err := it.p.Send(it.ctx, &it.rec)
-		b.items.Delete(it.id)
-		it.cancel()
-		b.complete(it.id, it.rec.Topic, res, err)
-		idle.Reset(workerIdle)
-		select {
-		case it = <-b.work:
-		case <-idle.C:
-			return
-		case <-b.quit:
-			return
-		}
+// forget drops finished records from items (kp_drain, for each drained
+// record outcome).
+func (b *bridge) forget(ids []uint64) {
+	b.imu.Lock()
+	for _, id := range ids {
+		delete(b.items, id)
 	}
+	b.imu.Unlock()
 }
 
-// intakeLoop hands modeOrdered records to SendAsync in order.
+// intakeLoop hands records to the engine in order.
 func (b *bridge) intakeLoop() {
 	defer close(b.stopped)
 	var batch []*item
@@ -216,36 +191,81 @@ func (b *bridge) intakeLoop() {
 		}
 		for i, it := range batch {
 			batch[i] = nil
-			b.items.Delete(it.id)
-			if !it.state.CompareAndSwap(itemQueued, itemHanded) {
-				b.complete(it.id, it.rec.Topic, kpush.Result{}, &kpush.ProduceError{Topic: it.rec.Topic, Partition: -1, Err: errWithdrawn})
-				continue
-			}
-			p, _ := b.producerFor(it.rec.Partition) // created by send already
-			id, topic := it.id, it.rec.Topic
-			p.SendAsync(context.Background(), &it.rec, func(res kpush.Result, err error) {
-				b.complete(id, topic, res, err)
-			})
+			b.handOver(it)
 		}
 	}
 }
 
-// cancel withdraws or abandons a record whose Python future was cancelled.
+// handOver gives one record to the engine (intake goroutine).
+func (b *bridge) handOver(it *item) {
+	id, topic := it.id, it.rec.Topic
+	if b.aborted.Load() {
+		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: kpush.ErrClosed})
+		return
+	}
+	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
+		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: errWithdrawn})
+		return
+	}
+	partition := it.rec.Partition
+	p, err := b.producerFor(partition)
+	if err != nil {
+		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: partition, Err: err})
+		return
+	}
+	cb := func(res kpush.Result, err error) { b.complete(id, res, err) }
+	b.cmu.Lock()
+	b.cur = it
+	ctx := b.ictx
+	b.cmu.Unlock()
+	if it.mode != modeSend {
+		p.SendAsync(ctx, &it.rec, cb)
+		b.cmu.Lock()
+		b.cur = nil
+		b.cmu.Unlock()
+		return
+	}
+	h := p.SendCancelable(ctx, &it.rec, cb)
+	b.cmu.Lock()
+	b.cur = nil
+	it.h = h
+	req := it.cancelReq
+	if b.ictx.Err() != nil && !b.aborted.Load() { // kp_cancel interrupted a wait for buffer space or metadata
+		b.ictx, b.icancel = context.WithCancel(context.Background())
+	}
+	b.cmu.Unlock()
+	if req {
+		h.Cancel()
+	}
+}
+
+// cancelRecord withdraws or abandons a modeSend record whose Python future
+// was cancelled: not yet handed over, it is withdrawn here; being handed
+// over, the intake's wait is interrupted (or the handle cancelled right
+// after); handed over, its handle is cancelled (SendCancelable's Cancel).
 func (b *bridge) cancelRecord(id uint64) {
-	v, ok := b.items.Load(id)
-	if !ok {
+	b.imu.Lock()
+	it := b.items[id]
+	b.imu.Unlock()
+	if it == nil || it.state.CompareAndSwap(itemQueued, itemWithdrawn) {
 		return
 	}
-	it := v.(*item)
-	if it.cancel != nil {
-		it.cancel()
-		return
+	b.cmu.Lock()
+	h := it.h
+	if h == nil {
+		it.cancelReq = true
+		if b.cur == it {
+			b.icancel()
+		}
 	}
-	it.state.CompareAndSwap(itemQueued, itemWithdrawn)
+	b.cmu.Unlock()
+	if h != nil {
+		h.Cancel()
+	}
 }
 
 // complete pushes a record's outcome and counts it done.
-func (b *bridge) complete(id uint64, topic string, res kpush.Result, err error) {
+func (b *bridge) complete(id uint64, res kpush.Result, err error) {
 	b.q.push(outcome(id, res, err))
 	if b.outstanding.Add(-1) == 0 {
 		b.zmu.Lock()
@@ -307,9 +327,19 @@ func (b *bridge) close(timeoutMS int64) error {
 	case b.wake <- struct{}{}:
 	default:
 	}
-	<-b.stopped
 	ctx, cancel := timeoutCtx(timeoutMS)
 	defer cancel()
+	select {
+	case <-b.stopped:
+	case <-ctx.Done():
+		// Intake may be blocked on a full buffer (until a record's delivery
+		// timeout): interrupt it and fail what it still holds.
+		b.aborted.Store(true)
+		b.cmu.Lock()
+		b.icancel()
+		b.cmu.Unlock()
+		<-b.stopped
+	}
 	err := b.p.Close(ctx)
 	b.mmu.Lock()
 	m := b.manual
@@ -319,9 +349,8 @@ func (b *bridge) close(timeoutMS int64) error {
 			err = err2
 		}
 	}
-	// Close delivered every outcome; the send goroutines push theirs now.
+	// Close delivered every outcome (their callbacks pushed them).
 	b.waitIdle(context.Background())
-	close(b.quit)
 	b.tmu.Lock()
 	for id, ch := range b.tokens {
 		ch <- tokenReply{err: kpush.ErrClosed}

@@ -34,11 +34,10 @@ typedef struct {
 	int64_t val_len;
 	char *hdrs;
 	int64_t hdr_len;
-	int32_t nhdr;
-	int32_t partition;
+	int64_t nhdr;
+	int64_t partition;
 	int64_t ts_ms;
-	int32_t mode;
-	int32_t pad;
+	int64_t mode;
 } kp_rec;
 */
 import "C"
@@ -151,31 +150,13 @@ func buildItem(id C.uint64_t, topic *C.char, topicLen C.int64_t, key *C.char, ke
 	return it, nil
 }
 
-// kp_send starts sending one record; its outcome arrives through kp_drain
-// with the same id. It returns 0, or a cause code (causeClosed) when the
-// producer takes no more records. mode is modeSend or modeOrdered;
-// partition < 0 lets the partitioner choose; ts_ms < 0 means now.
-//
-//export kp_send
-func kp_send(h C.int64_t, mode C.int32_t, id C.uint64_t, topic *C.char, topicLen C.int64_t,
-	key *C.char, keyLen C.int64_t, val *C.char, valLen C.int64_t,
-	hdrs *C.char, hdrLen C.int64_t, nhdr C.int32_t, partition C.int32_t, tsMS C.int64_t) C.int32_t {
-	b := lookup(h)
-	if b == nil || b.closed.Load() {
-		return causeClosed
-	}
-	it, err := buildItem(id, topic, topicLen, key, keyLen, val, valLen, hdrs, hdrLen, nhdr, tsMS, "")
-	if err != nil {
-		return causeInvalidHeader
-	}
-	b.send(int(mode), it, int32(partition))
-	return 0
-}
-
 // kp_send_many starts n records in one call (what one event-loop
-// iteration produced), in order; outcomes arrive through kp_drain. It
-// returns 0, or causeClosed (then none was started). A record whose headers
-// are malformed fails through its completion.
+// iteration produced), in order. Every kp_rec field is 8 bytes wide, so
+// Python packs the records into an array of int64 without cffi structs; outcomes arrive through kp_drain with the
+// records' ids. mode is modeSend or modeOrdered; partition < 0 lets the
+// partitioner choose; ts_ms < 0 means now. It returns 0, or causeClosed
+// (then none was started). A record whose headers are malformed fails
+// through its completion.
 //
 //export kp_send_many
 func kp_send_many(h C.int64_t, recs *C.kp_rec, n C.int64_t) C.int32_t {
@@ -183,17 +164,21 @@ func kp_send_many(h C.int64_t, recs *C.kp_rec, n C.int64_t) C.int32_t {
 	if b == nil || b.closed.Load() {
 		return causeClosed
 	}
+	its := make([]*item, 0, int(n))
 	var lastTopic string
 	for _, r := range unsafe.Slice(recs, int(n)) {
-		it, err := buildItem(r.id, r.topic, r.topic_len, r.key, r.key_len, r.val, r.val_len, r.hdrs, r.hdr_len, r.nhdr, r.ts_ms, lastTopic)
+		it, err := buildItem(r.id, r.topic, r.topic_len, r.key, r.key_len, r.val, r.val_len, r.hdrs, r.hdr_len, C.int32_t(r.nhdr), r.ts_ms, lastTopic)
 		if err != nil {
 			b.outstanding.Add(1)
-			b.complete(uint64(r.id), "", kpush.Result{}, &kpush.ProduceError{Partition: -1, Err: kpush.ErrInvalidHeader})
+			b.complete(uint64(r.id), kpush.Result{}, &kpush.ProduceError{Partition: -1, Err: kpush.ErrInvalidHeader})
 			continue
 		}
 		lastTopic = it.rec.Topic
-		b.send(int(r.mode), it, int32(r.partition))
+		it.mode = int32(r.mode)
+		it.rec.Partition = int32(r.partition)
+		its = append(its, it)
 	}
+	b.sendMany(its)
 	return 0
 }
 
@@ -266,9 +251,16 @@ func kp_drain(h C.int64_t, out *C.kp_completion, max C.int64_t, msgbuf *C.char, 
 	}
 	outs := unsafe.Slice(out, int(max))
 	off := 0
+	ids := make([]uint64, 0, 64)
 	n := b.q.take(int(max), int(msgcap), func(i int, c *completion) {
 		off += fill(&outs[i], c, off, msgbuf, msgcap)
+		if c.kind <= kindUnknown {
+			ids = append(ids, c.id)
+		}
 	})
+	if len(ids) > 0 {
+		b.forget(ids)
+	}
 	return C.int64_t(n)
 }
 

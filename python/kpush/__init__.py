@@ -17,6 +17,7 @@ from ._errors import (
     KafkaTimeoutError,
     NotWrittenError,
     OutcomeUnknownError,
+    WrongLoopError,
 )
 from ._records import RecordMetadata
 
@@ -29,6 +30,7 @@ __all__ = [
     "OutcomeUnknownError",
     "Producer",
     "RecordMetadata",
+    "WrongLoopError",
 ]
 
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ __all__ = [
     "KafkaError",
     "NotWrittenError",
     "OutcomeUnknownError",
+    "WrongLoopError",
     "make_error",
 ]
 
@@ -96,6 +97,13 @@ class ForkedProcessError(KafkaError, RuntimeError):
     """This process was forked from one whose kpush engine had already
     started. The Go runtime does not survive fork(): create producers only
     after forking (in each gunicorn/uvicorn worker, not in the master)."""
+
+
+class WrongLoopError(KafkaError, RuntimeError):
+    """An asyncio producer was used outside the event loop that started it
+    (another loop, another thread, or no running loop). A producer belongs to
+    one loop: create one per loop (per thread running a loop). Nothing was
+    sent."""
 
 
 _KAFKA_NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")

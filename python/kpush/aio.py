@@ -12,19 +12,21 @@ eventual outcome is dropped (it may or may not be written). A future from
 only drops the outcome; the record is still sent, in order.
 
 A producer belongs to the event loop that started it; call its methods from
-that loop's thread only.
+that loop's thread only (elsewhere they raise WrongLoopError, nothing sent).
+Any number of loops (threads) may each run their own producers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import warnings
+from asyncio import _get_running_loop
 from typing import Any, Callable, Optional
 
 from . import _ffi
 from ._config import build_settings
 from ._core import Core, stats
-from ._errors import NotWrittenError
+from ._errors import NotWrittenError, WrongLoopError
 from ._records import Buffer, Headers, RecordMetadata, prepare
 
 __all__ = ["AIOKafkaProducer", "Producer", "RecordMetadata"]
@@ -77,6 +79,8 @@ class Producer:
         if core is None or core.closed:
             return
         _ffi.check_fork()
+        if _get_running_loop() is not core.loop:
+            raise _wrong_loop()
         await asyncio.shield(core.start_close(timeout))
 
     def stats(self) -> dict[str, Any]:
@@ -102,6 +106,8 @@ class Producer:
             raise NotWrittenError("kpush: producer closed", "closed")
         if _ffi._forked:
             _ffi.check_fork()
+        if _get_running_loop() is not core.loop:
+            raise _wrong_loop()
         return core
 
     def __del__(self) -> None:
@@ -120,33 +126,34 @@ class Producer:
 
     def _start(self, mode: int, topic: Any, value: Any, key: Any, headers: Any, partition: Any, timestamp_ms: Any) -> tuple[asyncio.Future[RecordMetadata], int, Core]:
         core = self._core
-        if core is None or core.closing or _ffi._forked:
+        if core is None or core.closing or _ffi._forked or _get_running_loop() is not core.loop:
             core = self._live()
-        ffi = core.ffi
-        if type(value) is bytes and headers is None and partition is None and timestamp_ms is None and (key is None or type(key) is bytes) and type(topic) is str:
-            tcd = core.topics.get(topic)
-            if tcd is None:
-                tcd = core.topic_cdata(topic)
+        off = _ffi.BYTES_DATA_OFFSET
+        if type(value) is bytes and off is not None and headers is None and partition is None and timestamp_ms is None and (key is None or type(key) is bytes) and type(topic) is str:
+            ta = core.topics.get(topic)
+            if ta is None:
+                ta = core.topic_addr(topic)
             rid = core.seq = core.seq + 1
-            rec = (rid, tcd, len(tcd), ffi.NULL if key is None else ffi.from_buffer(key), -1 if key is None else len(key),
-                   ffi.from_buffer(value), len(value), ffi.NULL, 0, 0, -1, -1, mode, 0)
+            keep = core.keep
+            keep.append(value)
+            if key is None:
+                kaddr, klen = 0, -1
+            else:
+                keep.append(key)
+                kaddr, klen = id(key) + off, len(key)
+            core.pending.extend((rid, ta[0], ta[1], kaddr, klen, id(value) + off, len(value), 0, 0, 0, -1, -1, mode))
         else:
+            ffi = core.ffi
             r = prepare(ffi, topic, value, key, headers, partition, timestamp_ms)
-            tcd = core.topic_cdata(topic)
+            ta = core.topic_addr(topic)
             rid = core.seq = core.seq + 1
-            k, v, hb = r.key, r.value, r.headers
-            if type(k) is bytes:
-                k = ffi.from_buffer(k)
-            if type(v) is bytes:
-                v = ffi.from_buffer(v)
-            if type(hb) is bytes:
-                hb = ffi.from_buffer(hb)
-            rec = (rid, tcd, len(tcd), k, r.key_len, v, r.value_len, hb, r.headers_len, r.nheaders, r.partition, r.timestamp_ms, mode, 0)
+            keep = core.keep
+            core.pending.extend((rid, ta[0], ta[1], _ffi.address(ffi, r.key, keep), r.key_len,
+                                 _ffi.address(ffi, r.value, keep), r.value_len, _ffi.address(ffi, r.headers, keep),
+                                 r.headers_len, r.nheaders, r.partition, r.timestamp_ms, mode))
         fut = core.loop.create_future()
         core.futures[rid] = (fut, topic)
-        pend = core.pending
-        pend.append(rec)
-        if len(pend) == 1:
+        if len(core.pending) == _ffi.REC_FIELDS:
             core.loop.call_soon(core.send_pending)
         return fut, rid, core
 
@@ -190,6 +197,14 @@ class Producer:
         partition). Never blocks the loop; cancelling the future drops the
         outcome but does not withdraw the record."""
         return self._start(_MODE_ORDERED, topic, value, key, headers, partition, timestamp_ms)[0]
+
+
+def _wrong_loop() -> WrongLoopError:
+    return WrongLoopError(
+        "kpush: this producer belongs to the event loop that started it; it was used from another loop "
+        "or thread (or with no loop running). Create one producer per event loop",
+        "wrong_loop",
+    )
 
 
 _AIOKAFKA_MAP = {

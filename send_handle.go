@@ -1,0 +1,126 @@
+package kpush
+
+// Goroutines and ownership (SendCancelable):
+//   - The caller's goroutine runs SendCancelable (enqueue, as SendAsync).
+//   - The outcome arrives through SendHandle.Notify on the partition's
+//     callback goroutine (a sink's), in send order per partition, as for
+//     SendAsync.
+//   - Any goroutine may call SendHandle.Cancel, at any time, any number of
+//     times.
+// h.mu guards delivered and canceled: exactly one of Notify and Cancel
+// delivers the outcome. Lock order: h.mu before the partition's lock
+// (Cancel withdraws under h.mu); Notify never runs under a kpush lock, so
+// it may take h.mu.
+
+import (
+	"context"
+	"sync"
+
+	"github.com/kpush/kpush/internal/buffer"
+	"github.com/kpush/kpush/internal/sink"
+)
+
+// SendHandle is a record sent with SendCancelable; its Cancel withdraws the
+// record or drops its outcome. It is safe for concurrent use.
+type SendHandle struct {
+	pend sink.Pending
+	cb   func(Result, error)
+	prod *Producer
+	gen  *buffer.Gen          // the record's Flush generation
+	part *sink.PartitionQueue // where the record was buffered; nil if it failed first
+
+	mu        sync.Mutex
+	delivered bool // cb ran (or is running) with the engine's outcome
+	canceled  bool // Cancel delivered the outcome
+}
+
+// SendCancelable produces one record without waiting, like SendAsync, and
+// returns a handle whose Cancel gives the record Send's cancellation
+// semantics without a goroutine blocked per record: cb (which may be nil)
+// receives exactly one outcome, either the engine's or the cancellation's.
+//
+// ctx bounds only the wait for buffer space and first metadata (as for
+// SendAsync). Callbacks run as SendAsync's do: one at a time per partition,
+// in send order, on a sink's goroutine; records that fail before being
+// buffered have cb run on the calling goroutine before SendCancelable
+// returns (Cancel is then a no-op). A callback must not call Flush or
+// Close.
+func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result, error)) *SendHandle {
+	h := &SendHandle{cb: cb, prod: p}
+	h.pend.Reset()
+	h.pend.Async = true
+	if err := p.enqueue(ctx, r, &h.pend, h, &h.gen); err != nil {
+		h.delivered = true
+		p.failed.Add(1)
+		if cb != nil {
+			cb(Result{}, err)
+		}
+		return h
+	}
+	// Partition queues are never replaced (a topic's list only grows), so
+	// this is the queue enqueue appended to.
+	if t := (*p.topics.Load())[h.pend.Topic]; t != nil {
+		if parts := *t.parts.Load(); int(h.pend.Partition) < len(parts) {
+			h.part = parts[h.pend.Partition]
+		}
+	}
+	return h
+}
+
+// Cancel gives up on the record as a cancelled Send's ctx does: a record not
+// yet sent is withdrawn (never written) and its callback receives a
+// *ProduceError matching ErrNotWritten and context.Canceled; a record in
+// flight has its callback run at once with a *ProduceError matching
+// ErrOutcomeUnknown and context.Canceled, and its eventual outcome is
+// dropped. If the outcome is being delivered already, Cancel does nothing
+// and the callback receives that outcome. The callback runs on Cancel's
+// goroutine when Cancel delivers. Cancel never blocks on the network.
+func (h *SendHandle) Cancel() {
+	h.mu.Lock()
+	if h.delivered || h.canceled {
+		h.mu.Unlock()
+		return
+	}
+	pd := &h.pend
+	var err error
+	switch {
+	case h.part != nil && h.part.Cancel(pd):
+		// Never sent: Notify will not run; the partition releases the
+		// record's buffer space when it drops it.
+		h.prod.failed.Add(1)
+		h.gen.Done()
+		err = notWritten(pd.Topic, pd.Partition, context.Canceled)
+	case pd.TryAbandon():
+		// In flight: Notify still runs (to let go of the record) but
+		// delivers nothing.
+		err = &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: true, Err: context.Canceled}
+	default:
+		// The outcome is set: Notify delivers it.
+		h.mu.Unlock()
+		return
+	}
+	h.canceled = true
+	cb := h.cb
+	h.cb = nil
+	h.mu.Unlock()
+	if cb != nil {
+		cb(Result{}, err)
+	}
+}
+
+// Notify implements sink.Notifier; it runs on the goroutine that delivers
+// the record's callbacks.
+func (h *SendHandle) Notify(pd *sink.Pending) {
+	h.mu.Lock()
+	cb := h.cb
+	deliver := !h.canceled
+	if deliver {
+		h.delivered = true
+	}
+	h.cb = nil
+	h.mu.Unlock()
+	if deliver && cb != nil {
+		cb(h.prod.outcome(pd))
+	}
+	h.gen.Done() // after the callback: Flush waits for callbacks
+}
