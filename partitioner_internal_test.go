@@ -144,4 +144,33 @@ func TestLoadCounters_ReturnToZero(t *testing.T) {
 	}
 	wg.Wait()
 	wantNoLoad(t, q, "lc", "after canceled Sends")
+
+	// SendCancelable: handles acknowledged, then handles canceled while
+	// their records wait out the linger.
+	for range 50 {
+		wg.Add(1)
+		p.SendCancelable(ctx, &Record{Topic: "lc", Value: make([]byte, 100)}, func(_ Result, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	wantNoLoad(t, p, "lc", "after acknowledged SendCancelable handles")
+	var hs []*SendHandle
+	for range 20 {
+		wg.Add(1)
+		hs = append(hs, q.SendCancelable(ctx, &Record{Topic: "lc", Value: []byte("canceled")}, func(_ Result, err error) {
+			if !errors.Is(err, ErrNotWritten) {
+				t.Errorf("canceled handle: %v, want ErrNotWritten", err)
+			}
+			wg.Done()
+		}))
+	}
+	for _, h := range hs {
+		h.Cancel()
+	}
+	wg.Wait()
+	wantNoLoad(t, q, "lc", "after canceled SendCancelable handles")
 }

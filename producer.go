@@ -391,6 +391,8 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		w.load = load
 	case *asyncRecord:
 		w.load = load
+	case *SendHandle:
+		w.load = load // before Add: neither Notify nor Cancel can run yet
 	}
 	if !parts[part].Add(pd) { // Close got there first
 		addLoad(load, -pd.Size)

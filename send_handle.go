@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/kpush/kpush/internal/buffer"
+	"github.com/kpush/kpush/internal/partitioner"
 	"github.com/kpush/kpush/internal/sink"
 )
 
@@ -28,6 +29,7 @@ type SendHandle struct {
 	prod *Producer
 	gen  *buffer.Gen          // the record's Flush generation
 	part *sink.PartitionQueue // where the record was buffered; nil if it failed first
+	load *partitioner.Counter // its partition's load (partitioner.go); under mu after enqueue
 
 	mu        sync.Mutex
 	delivered bool // cb ran (or is running) with the engine's outcome
@@ -100,6 +102,7 @@ func (h *SendHandle) Cancel() {
 		return
 	}
 	h.canceled = true
+	takeLoad(&h.load, pd.Size)
 	cb := h.cb
 	h.cb = nil
 	h.mu.Unlock()
@@ -117,6 +120,7 @@ func (h *SendHandle) Notify(pd *sink.Pending) {
 	if deliver {
 		h.delivered = true
 	}
+	takeLoad(&h.load, pd.Size)
 	h.cb = nil
 	h.mu.Unlock()
 	if deliver && cb != nil {
