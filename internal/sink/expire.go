@@ -5,8 +5,10 @@ package sink
 // Ownership: ExpireAll runs on the producer's reaper goroutine. It takes
 // each partition's lock in turn (never two at once) and each sink's rmu
 // (the in-flight request list, written by the sink loop and the reader
-// goroutine); it never holds a partition lock and rmu together. Outcomes
-// are delivered after unlocking.
+// goroutine); it never holds a partition lock and rmu together. Under
+// either it takes the batch's partition's recMu to end records a batch
+// holds (expireSent copies them first). Outcomes are delivered after
+// unlocking.
 //
 // Every record's outcome is delivered by its deadline plus the reaper's
 // slack: buffered records fail definitely (ErrDeliveryTimeout); records in
@@ -113,6 +115,7 @@ func expireBatch(b *Batch, now int64, held []*Pending, next int64, e *Engine) ([
 		}
 		return held, next
 	}
+	b.p.recMu.Lock() // expireSent copies the records it ends
 	for _, r := range b.recs {
 		if r.Deadline <= now {
 			if r.expireSent(e.expiryErr()) {
@@ -122,6 +125,7 @@ func expireBatch(b *Batch, now int64, held []*Pending, next int64, e *Engine) ([
 			next = r.Deadline
 		}
 	}
+	b.p.recMu.Unlock()
 	return held, next
 }
 
