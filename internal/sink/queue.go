@@ -303,7 +303,7 @@ func (p *PartitionQueue) drain(s *Sink, gen uint64, now int64, maxBytes int) (b 
 	if !p.sendableLocked(s, cur) {
 		return nil, nil, false, 0
 	}
-	if len(p.retry) > 0 && p.retry[0].deadline < now {
+	if p.retryDueLocked(now) {
 		if p.inflight > 0 {
 			// Dropping it may renumber later sequences, which must wait
 			// for the batches in flight: rewind, the last one settles.
@@ -377,7 +377,7 @@ func (p *PartitionQueue) takeRecordsLocked(now int64, maxBytes int, expired []*P
 		}
 		n++
 		p.recBytes -= int(r.Size)
-		if r.Deadline < now {
+		if due(r.Deadline, now) {
 			if r.FailBuffered(p.eng.expiryErr()) {
 				expired = append(expired, r)
 			} else {
