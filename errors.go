@@ -79,7 +79,7 @@ var (
 	// ErrOutcomeUnknown. Retrying helps only once credentials or
 	// configuration change. The error carries the broker's message, never
 	// credentials. Stats counts these failures.
-	ErrAuthentication = wire.ErrAuth
+	ErrAuthentication = errors.New("kpush: authentication failed")
 )
 
 // Broker errors that users commonly check, re-exported from franz-go's kerr
@@ -158,13 +158,18 @@ func (e *ProduceError) Error() string {
 // Unwrap returns the cause.
 func (e *ProduceError) Unwrap() error { return e.Err }
 
-// Is matches the outcome category.
+// Is matches the outcome category, and ErrAuthentication when the cause is
+// a failure to authenticate or secure a connection.
 func (e *ProduceError) Is(target error) bool {
 	switch target {
 	case ErrOutcomeUnknown:
 		return e.Unknown
 	case ErrNotWritten:
 		return !e.Unknown
+	case ErrAuthentication:
+		// The connection code wraps its own sentinel (internal/wire cannot
+		// import this package); this is where it becomes the public one.
+		return errors.Is(e.Err, wire.ErrAuth)
 	}
 	return false
 }

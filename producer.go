@@ -141,6 +141,7 @@ func New(opts ...Option) (*Producer, error) {
 		Topics:      p.topicNames,
 		Apply:       p.applyMetadata,
 		OnIdle:      p.controlRequests,
+		Go:          p.eng.Go,
 	}
 	p.ref.Init()
 	p.eng.Go(func() { p.ref.Run(p.eng.Stopping()) })

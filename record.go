@@ -13,13 +13,13 @@ type Header struct {
 	Value []byte
 }
 
-// Record is one Kafka record to produce. kpush never modifies it. It reads
-// Key, Value and Headers until the record is acknowledged or definitely
-// not written, which is when Send returns or SendAsync's callback runs —
-// except after an outcome-unknown answer given while the record was still
-// in flight (its delivery deadline passed, or Send's ctx ended): its batch
-// may then still be encoded again for a retry, so do not change that
-// record's Key, Value or Headers memory afterwards (let it be collected).
+// Record is one Kafka record to produce. kpush never modifies it and does
+// not copy Key, Value or Headers when it is sent: it reads that memory
+// until the record's outcome is delivered, which is when Send returns or
+// SendAsync's callback runs. From then on, whatever the outcome, the caller
+// may reuse or change that memory; kpush never reads it again (when an
+// outcome-unknown answer comes while a batch still holds the record, kpush
+// first copies the record's bytes for that batch). Do not change it before.
 type Record struct {
 	// Topic to write to; empty means the producer's default topic
 	// (WithDefaultTopic).

@@ -17,6 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/oauth"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/kpush/kpush/internal/wire"
 )
 
 // SASLMechanism is a SASL mechanism for WithSASL. Build one with SASLPlain,
@@ -188,11 +190,11 @@ func (p *Producer) failWaitingTopics(err error) {
 // metadata fetch joins one error per broker tried), so the record's error
 // reads "authentication failed: <broker>: <why>".
 func authCause(err error) error {
-	if !errors.Is(err, ErrAuthentication) {
+	if !errors.Is(err, wire.ErrAuth) {
 		return nil
 	}
 	for {
-		if strings.HasPrefix(err.Error(), ErrAuthentication.Error()+":") {
+		if strings.HasPrefix(err.Error(), wire.ErrAuth.Error()+":") {
 			return err
 		}
 		switch u := err.(type) {

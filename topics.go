@@ -19,6 +19,7 @@ import (
 	"github.com/kpush/kpush/internal/meta"
 	"github.com/kpush/kpush/internal/partitioner"
 	"github.com/kpush/kpush/internal/sink"
+	"github.com/kpush/kpush/internal/wire"
 )
 
 // unknownTopicTries is how many metadata answers in a row must say a topic
@@ -237,7 +238,7 @@ func (p *Producer) dropIdleTopics(now int64) {
 func (p *Producer) applyMetadata(s *meta.Snapshot, err error) (healthy bool) {
 	topics := *p.topics.Load()
 	if err != nil {
-		if errors.Is(err, ErrAuthentication) {
+		if errors.Is(err, wire.ErrAuth) {
 			p.failWaitingTopics(err)
 			return false // logged by authEvent; the next Send asks again
 		}
@@ -407,9 +408,13 @@ func (p *Producer) failTopicRecords(t *topic, err error) {
 	parts := *t.parts.Load()
 	t.leaderless.Store(true)
 	sink.FailBuffered(parts, err)
+	// A leader change like any other: under leaderMu, so a KIP-951 hint on
+	// a reader goroutine cannot interleave with it (leaders.go).
+	p.leaderMu.Lock()
 	for _, part := range parts {
 		part.SetLeader(nil)
 	}
+	p.leaderMu.Unlock()
 }
 
 func isReady(t *topic) bool {

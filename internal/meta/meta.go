@@ -4,7 +4,9 @@
 // Goroutines and ownership:
 //   - Refresher.Run is the only goroutine that fetches. It owns the Fetcher
 //     (and so its connection), so at most one metadata request is in flight.
-//     It exits when its stop channel is closed.
+//     It exits when its stop channel is closed, after its one helper
+//     goroutine (started with Refresher.Go, which cancels an in-progress
+//     fetch at stop) has exited.
 //   - Trigger may be called from any goroutine; triggers coalesce in a
 //     one-slot channel. Triggered refreshes back off exponentially with
 //     jitter (KIP-580): after n unhealthy answers in a row (Apply reports
@@ -192,6 +194,10 @@ type Refresher struct {
 	// OnIdle, when set, runs on the Run goroutine after each refresh and is
 	// a place for other control requests that need the Fetcher's connection.
 	OnIdle func(ctx context.Context)
+	// Go starts Run's helper goroutine (the owner's goroutine group, so its
+	// Close waits for it); nil means a plain go statement. Run returns only
+	// after that goroutine has exited either way.
+	Go func(f func())
 
 	trigger chan struct{}
 }
@@ -232,15 +238,30 @@ func (r *Refresher) Backoff(n int) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// Run refreshes until stop is closed.
+// Run refreshes until stop is closed. A helper goroutine (started with Go)
+// cancels an in-progress fetch when stop closes; Run waits for it to exit.
 func (r *Refresher) Run(stop <-chan struct{}) {
 	defer r.Fetcher.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-stop
+	done, exited := make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(done)
+		<-exited
 		cancel()
 	}()
+	watch := func() {
+		defer close(exited)
+		select {
+		case <-stop:
+			cancel()
+		case <-done:
+		}
+	}
+	if r.Go != nil {
+		r.Go(watch)
+	} else {
+		go watch()
+	}
 	tick := time.NewTicker(r.Interval)
 	defer tick.Stop()
 	var last time.Time // end of the previous refresh

@@ -24,3 +24,39 @@ func TestRefresher_BackoffSchedule(t *testing.T) {
 		}
 	}
 }
+
+// Run's helper goroutine is started through the owner's goroutine group
+// (Go), so the producer's Close waits for it, and it has exited by the
+// time Run returns: nothing of the refresher outlives it.
+func TestRefresher_HelperGoroutineInOwnersGroup(t *testing.T) {
+	helperDone := make(chan struct{})
+	started := 0
+	r := Refresher{Fetcher: NewFetcher(nil, nil), Interval: time.Hour,
+		Go: func(f func()) {
+			started++ // only Run's goroutine calls Go
+			go func() {
+				defer close(helperDone)
+				f()
+			}()
+		}}
+	r.Init()
+	stop, runDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(runDone)
+		r.Run(stop)
+	}()
+	close(stop)
+	select {
+	case <-runDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after stop")
+	}
+	if started != 1 {
+		t.Fatalf("Run started %d goroutines through Go, want its helper (1)", started)
+	}
+	select {
+	case <-helperDone:
+	default:
+		t.Fatal("Run returned while its helper goroutine was still running")
+	}
+}

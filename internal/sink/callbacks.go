@@ -21,6 +21,8 @@ type cbQueue struct {
 	recs    []*Pending
 	spare   []*Pending
 	running bool // scheduled on a callback goroutine, or drained inline
+
+	part *PartitionQueue // the queue's partition; set once at creation
 }
 
 // callbacks is one sink's callback goroutine: it runs the queues scheduled

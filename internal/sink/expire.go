@@ -5,8 +5,10 @@ package sink
 // Ownership: ExpireAll runs on the producer's reaper goroutine. It takes
 // each partition's lock in turn (never two at once) and each sink's rmu
 // (the in-flight request list, written by the sink loop and the reader
-// goroutine); it never holds a partition lock and rmu together. Outcomes
-// are delivered after unlocking.
+// goroutine); it never holds a partition lock and rmu together. Under
+// either it takes the batch's partition's recMu to end records a batch
+// holds (expireSent copies them first). Outcomes are delivered after
+// unlocking.
 //
 // Every record's outcome is delivered by its deadline plus the reaper's
 // slack: buffered records fail definitely (ErrDeliveryTimeout); records in
@@ -22,37 +24,22 @@ import (
 	"github.com/kpush/kpush/internal/clock"
 )
 
+// due is the one rule for delivery deadlines: a record or batch whose
+// deadline is d (clock.Mono nanoseconds) has expired once now >= d.
+func due(d, now int64) bool { return d <= now }
+
 // ExpireAll fails every record of the given partitions and sinks whose
 // delivery deadline passed, and returns the earliest deadline still ahead
 // (clock.Mono nanoseconds; 0 when none is known), so the caller can wake
 // up just in time. Async callbacks run on the partition's leader's
-// callback goroutine when it has a leader.
+// callback goroutine when it has a leader. In-flight requests go first:
+// their records were sent before a partition's retries and buffered
+// records, so one partition's expired records keep their callback order.
 func ExpireAll(parts []*PartitionQueue, sinks []*Sink) (next int64) {
 	now := clock.Mono()
 	earliest := func(d int64) {
 		if d > 0 && (next == 0 || d < next) {
 			next = d
-		}
-	}
-	for _, p := range parts {
-		var cb *callbacks
-		if out, leader := p.expireBuffered(now); len(out) > 0 {
-			if leader != nil {
-				cb = &leader.cb
-			}
-			p.eng.notifyAll(out, cb)
-		}
-		failed, held, d, leader := p.expireDue(now)
-		earliest(d)
-		cb = nil
-		if leader != nil {
-			cb = &leader.cb
-		}
-		if len(failed) > 0 {
-			p.eng.notifyAll(failed, cb)
-		}
-		if len(held) > 0 {
-			p.eng.notifyExpired(held, cb)
 		}
 	}
 	for _, s := range sinks {
@@ -62,59 +49,95 @@ func ExpireAll(parts []*PartitionQueue, sinks []*Sink) (next int64) {
 			s.eng.notifyExpired(held, &s.cb)
 		}
 	}
+	for _, p := range parts {
+		failed, held, d, leader, ready := p.expireDue(now)
+		earliest(d)
+		if ready != nil {
+			ready.nudge()
+		}
+		var cb *callbacks
+		if leader != nil {
+			cb = &leader.cb
+		}
+		if len(held) > 0 {
+			p.eng.notifyExpired(held, cb)
+		}
+		if len(failed) > 0 {
+			p.eng.notifyAll(failed, cb)
+		}
+	}
 	return next
 }
 
-// expireDue fails buffered records whose deadline passed (wherever they are
-// in the queue: senders that waited for buffer space can append a record
-// behind one with a later deadline), expires the records of retry batches
-// whose deadline passed while the batches cannot be dropped yet (others are
-// in flight), and returns the earliest deadline still ahead.
-func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int64, leader *Sink) {
+// expireDue is one partition's part of ExpireAll, under one hold of its
+// lock. It drops canceled records and fails due buffered records, wherever
+// they are in the queue (senders that waited for buffer space can append a
+// record behind one with a later deadline). Due retry batches are given up
+// (dropRetriesLocked: not written where that is provable) when nothing is
+// in flight and no rewind is under way — any retry batch, not only the
+// head: a record's deadline can come from its Send's ctx, so a later batch
+// may be due first; otherwise their due records end outcome unknown
+// (expireBatch) and the batches stay until they can be dropped. failed
+// lists retries before buffered records (send order); held records come
+// from batches sent before both. It also returns the earliest deadline
+// still ahead, the leader (for callbacks) and the sink to nudge when
+// dropping retries let the partition send again.
+func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int64, leader, ready *Sink) {
 	p.mu.Lock()
 	defer p.unlock() // releases the space of canceled records dropped here
-	earliest := func(d int64) {
-		if next == 0 || d < next {
-			next = d
-		}
+	if p.inflight == 0 && p.phase != phaseRewind && p.retryDueLocked(now) {
+		failed = p.dropRetriesLocked(now, nil, failed)
+		ready = p.queueLocked()
 	}
-	keep := p.recs[:0]
-	for _, r := range p.recs {
-		if r.canceled() { // canceled since expireBuffered: drop with its accounting
-			p.dropRecLocked(r)
-			continue
-		}
-		if r.Deadline <= now {
-			if r.FailBuffered(p.eng.expiryErr()) {
-				failed = append(failed, r)
-			}
-			p.recBytes -= int(r.Size)
-			continue
-		}
-		earliest(r.Deadline)
-		keep = append(keep, r)
-	}
-	clear(p.recs[len(keep):])
-	p.recs = keep
 	for _, bs := range [][]*Batch{p.retry, p.rewound} {
 		for _, b := range bs {
 			held, next = expireBatch(b, now, held, next, p.eng)
 		}
 	}
-	return failed, held, next, p.leader
+	keep := p.recs[:0]
+	for _, r := range p.recs {
+		switch {
+		case r.canceled():
+			p.dropRecLocked(r)
+		case due(r.Deadline, now):
+			if r.FailBuffered(p.eng.expiryErr()) {
+				failed = append(failed, r)
+			}
+			p.recBytes -= int(r.Size)
+		default:
+			if next == 0 || r.Deadline < next {
+				next = r.Deadline
+			}
+			keep = append(keep, r)
+		}
+	}
+	clear(p.recs[len(keep):])
+	p.recs = keep
+	return failed, held, next, p.leader, ready
+}
+
+// retryDueLocked reports whether any retry batch is due.
+func (p *PartitionQueue) retryDueLocked(now int64) bool {
+	for _, b := range p.retry {
+		if due(b.deadline, now) {
+			return true
+		}
+	}
+	return false
 }
 
 // expireBatch expires b's records whose deadline passed; it returns them
 // appended to held, and the earliest deadline among the others.
 func expireBatch(b *Batch, now int64, held []*Pending, next int64, e *Engine) ([]*Pending, int64) {
-	if b.deadline > now {
+	if !due(b.deadline, now) {
 		if next == 0 || b.deadline < next {
 			next = b.deadline
 		}
 		return held, next
 	}
+	b.p.recMu.Lock() // expireSent copies the records it ends
 	for _, r := range b.recs {
-		if r.Deadline <= now {
+		if due(r.Deadline, now) {
 			if r.expireSent(e.expiryErr()) {
 				held = append(held, r)
 			}
@@ -122,6 +145,7 @@ func expireBatch(b *Batch, now int64, held []*Pending, next int64, e *Engine) ([
 			next = r.Deadline
 		}
 	}
+	b.p.recMu.Unlock()
 	return held, next
 }
 

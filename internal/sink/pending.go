@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"strings"
 	"sync/atomic"
 
 	"github.com/kpush/kpush/internal/batch"
@@ -68,8 +69,52 @@ func (p *Pending) TryCancel() bool { return p.state.CompareAndSwap(stateBuffered
 
 // TryAbandon marks a record that is being sent as abandoned: its waiter
 // stops waiting and its outcome will be dropped. It reports false when the
-// outcome was already delivered (the waiter must then take it).
-func (p *Pending) TryAbandon() bool { return p.state.CompareAndSwap(stateSending, stateAbandoned) }
+// outcome was already delivered (the waiter must then take it). On true,
+// the caller's key, value and headers are no longer referenced: the batch
+// that may still encode the record uses a copy (own).
+func (p *Pending) TryAbandon() bool {
+	if p.cbq != nil {
+		mu := &p.cbq.part.recMu
+		mu.Lock()
+		defer mu.Unlock()
+	}
+	if !p.state.CompareAndSwap(stateSending, stateAbandoned) {
+		return false
+	}
+	p.own()
+	return true
+}
+
+// own replaces the record's key, value and headers with copies in one
+// kpush-owned allocation, so that a batch can still encode the record (a
+// retry after a split or a KIP-467 partial failure) after its outcome was
+// given to the caller, who may then reuse that memory. The partition's
+// recMu must be held: the sink's encoder reads these fields under it. Only
+// records whose outcome is given while a batch holds them pay for this.
+func (p *Pending) own() {
+	r := &p.Rec
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Value)
+	}
+	buf := make([]byte, 0, n)
+	clone := func(b []byte) []byte {
+		if b == nil {
+			return nil // null stays null; empty stays empty
+		}
+		buf = append(buf, b...)
+		c := buf[len(buf)-len(b):]
+		return c[:len(c):len(c)]
+	}
+	r.Key, r.Value = clone(r.Key), clone(r.Value)
+	if r.Headers != nil {
+		hs := make([]batch.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			hs[i] = batch.Header{Key: strings.Clone(h.Key), Value: clone(h.Value)}
+		}
+		r.Headers = hs
+	}
+}
 
 // claim moves a buffered record to Sending; false when it was canceled or
 // failed meanwhile.
@@ -99,11 +144,14 @@ func (p *Pending) finishSent(offset int64, err error, unknown bool) bool {
 
 // expireSent ends a record whose delivery deadline passed while its batch
 // was in flight or waiting for a retry: outcome unknown with cause err. It
-// reports whether the caller now owns the notification.
+// reports whether the caller now owns the notification. The partition's
+// recMu must be held: the record is copied (own) before its outcome goes
+// out.
 func (p *Pending) expireSent(err error) bool {
 	if !p.state.CompareAndSwap(stateSending, stateExpired) {
 		return false
 	}
+	p.own()
 	p.Offset, p.Err, p.Unknown = -1, err, true
 	return true
 }

@@ -3,8 +3,8 @@ package sink
 // The partition's sending state machine and its failure paths.
 //
 // Ownership: everything here runs with Partition.mu held (functions end in
-// Locked) except the entry points failBuffered, failUnsent and
-// expireBuffered, which take it. See queue.go for the lock order.
+// Locked) except the entry points failBuffered and failUnsent, which take
+// it; expire.go holds the reaper's side. See queue.go for the lock order.
 
 import (
 	"slices"
@@ -140,7 +140,7 @@ func (p *PartitionQueue) settleLocked(now int64, failed []*Pending) []*Pending {
 func (p *PartitionQueue) dropRetriesLocked(now int64, err error, failed []*Pending) []*Pending {
 	keep := p.retry[:0]
 	for _, b := range p.retry {
-		if err == nil && b.deadline >= now {
+		if err == nil && !due(b.deadline, now) {
 			keep = append(keep, b)
 			continue
 		}
@@ -287,49 +287,6 @@ func (p *PartitionQueue) failUnsent(s *Sink, err error) []*Pending {
 		out = p.dropRetriesLocked(clock.Mono(), err, out)
 	}
 	return out
-}
-
-// expireBuffered fails records whose delivery timeout passed while the
-// partition could not send (no leader, broker down, backoff), and drops
-// canceled records. It returns the failed records and the sink whose
-// callback goroutine should run async callbacks.
-func (p *PartitionQueue) expireBuffered(now int64) ([]*Pending, *Sink) {
-	p.mu.Lock()
-	out, ready := p.expireLocked(now)
-	leader := p.leader
-	p.unlock()
-	if ready != nil {
-		ready.nudge()
-	}
-	return out, leader
-}
-
-// expireLocked does expireBuffered's work; it returns the sink to nudge
-// when dropping the retries let the partition send again.
-func (p *PartitionQueue) expireLocked(now int64) (out []*Pending, ready *Sink) {
-	if len(p.recs) > 0 && (p.canceled > 0 || p.recs[0].Deadline < now) {
-		keep := p.recs[:0]
-		for _, r := range p.recs {
-			switch {
-			case r.canceled():
-				p.dropRecLocked(r)
-			case r.Deadline < now:
-				if r.FailBuffered(p.eng.expiryErr()) {
-					out = append(out, r)
-				}
-				p.recBytes -= int(r.Size)
-			default:
-				keep = append(keep, r)
-			}
-		}
-		clear(p.recs[len(keep):])
-		p.recs = keep
-	}
-	if p.inflight == 0 && p.phase != phaseRewind && len(p.retry) > 0 && p.retry[0].deadline < now {
-		out = p.dropRetriesLocked(now, nil, out)
-		ready = p.queueLocked()
-	}
-	return out, ready
 }
 
 // canceled reports whether the record's Send gave up before it was sent.

@@ -187,7 +187,7 @@ func TestExpire_DroppedRetriesEndBackoff(t *testing.T) {
 	b, _, _, _ := p.drain(s1, 1, now, 1<<20)
 	s1.handle([]*Batch{b}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0) // backoff (an hour in tests)
 	p.Add(newRec(nt, far))
-	if out, _ := p.expireBuffered(now + 2*int64(time.Second)); len(out) != 1 {
+	if out, _, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 {
 		t.Fatalf("expired %d records, want the retry's one", len(out))
 	}
 	if parts := s1.takeReady(); len(parts) != 1 {
@@ -236,7 +236,7 @@ func TestCancel_SpaceReleasedOnceWhenDropped(t *testing.T) {
 	}
 	add(2, now+int64(time.Second))
 	p.Cancel(recs[6])
-	p.expireBuffered(now + 2*int64(time.Second))
+	p.expireDue(now + 2*int64(time.Second))
 	add(2, now+int64(time.Hour))
 	p.Cancel(recs[8])
 	p.failBuffered(errors.New("closed"), true)

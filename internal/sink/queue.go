@@ -127,12 +127,23 @@ type PartitionQueue struct {
 	relBytes int64
 
 	cbq cbQueue // async outcomes waiting for callbacks (callbacks.go); own lock
+
+	// recMu is held while the engine reads the caller's memory of this
+	// partition's records in a batch (Sink.encode), and while a record a
+	// batch still holds gets its outcome early (expireSent, TryAbandon),
+	// which first copies its key, value and headers into kpush's memory
+	// (Pending.own). So once an outcome is delivered, the caller's memory
+	// is never read again. Taken under mu or Sink.rmu, or alone; nothing is
+	// taken under it.
+	recMu sync.Mutex
 }
 
 // NewPartitionQueue returns an empty partition accumulator.
 func (e *Engine) NewPartitionQueue(topic string, id int32) *PartitionQueue {
-	return &PartitionQueue{Topic: topic, ID: id, eng: e, id: idem.None, bumpFrom: idem.None,
+	p := &PartitionQueue{Topic: topic, ID: id, eng: e, id: idem.None, bumpFrom: idem.None,
 		ackedOrd: -1, phase: phaseProbe, resume: phaseProbe}
+	p.cbq.part = p
+	return p
 }
 
 // unlock releases mu, then the buffer space of canceled records dropped
@@ -292,7 +303,7 @@ func (p *PartitionQueue) drain(s *Sink, gen uint64, now int64, maxBytes int) (b 
 	if !p.sendableLocked(s, cur) {
 		return nil, nil, false, 0
 	}
-	if len(p.retry) > 0 && p.retry[0].deadline < now {
+	if p.retryDueLocked(now) {
 		if p.inflight > 0 {
 			// Dropping it may renumber later sequences, which must wait
 			// for the batches in flight: rewind, the last one settles.
@@ -366,7 +377,7 @@ func (p *PartitionQueue) takeRecordsLocked(now int64, maxBytes int, expired []*P
 		}
 		n++
 		p.recBytes -= int(r.Size)
-		if r.Deadline < now {
+		if due(r.Deadline, now) {
 			if r.FailBuffered(p.eng.expiryErr()) {
 				expired = append(expired, r)
 			} else {

@@ -252,6 +252,7 @@ func (p *PartitionQueue) splitLocked(b *Batch) []*Batch {
 		second.seq = addSeq(b.seq, h)
 	}
 	clear(b.recs[h:])
+	p.eng.putBuf(b.bytes) // the request that carried it is done (its response is here)
 	b.recs, b.bytes = b.recs[:h], nil
 	b.size, second.size = recsSize(b.recs), recsSize(second.recs)
 	return []*Batch{b, second}

@@ -8,7 +8,9 @@ package sink
 // and the reader goroutine (decrement); the reader wakes the loop when a
 // slot frees. rmu guards reqs, the in-flight requests' batches: the loop
 // adds, the reader goroutine removes (before handling a response), the
-// reaper reads (expire.go). Partition.mu → Sink.mu; rmu nests with nothing.
+// reaper reads (expire.go). encode holds the batch's PartitionQueue.recMu
+// while it reads the records' memory. Partition.mu → Sink.mu;
+// rmu → PartitionQueue.recMu.
 
 import (
 	"errors"
@@ -361,10 +363,14 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 
 var errNotSent = errors.New("request not sent")
 
-// encode builds b's RecordBatch bytes on first send.
+// encode builds b's RecordBatch bytes on first send, and again after a
+// split or a KIP-467 partial failure.
 func (s *Sink) encode(b *Batch) {
 	bl := &s.builder
 	bl.Reset()
+	// Under recMu: a record whose outcome is given early meanwhile is
+	// copied first (Pending.own), never read from the caller's memory after.
+	b.p.recMu.Lock()
 	for _, r := range b.recs {
 		bl.Append(&r.Rec)
 	}
@@ -375,6 +381,7 @@ func (s *Sink) encode(b *Batch) {
 		s.eng.cfg.Logger.Error("kpush: compression failed; sending uncompressed", "err", err)
 		out, _ = bl.Finish(batch.None, b.id.Producer, b.id.Epoch, b.seq)
 	}
+	b.p.recMu.Unlock()
 	b.bytes = out
 	s.eng.Stats.Batches.Add(1)
 	s.eng.Stats.BatchedRecords.Add(int64(len(b.recs)))
