@@ -11,14 +11,7 @@ import (
 // A gated check still runs and still reports what it saw, but skips the
 // test (naming the defect) instead of failing it. Whoever merges a fix
 // deletes its entry; the checks then fail for real if the defect returns.
-var awaitingFix = map[string]string{
-	// Not one of issue 11's defects: a known limit of the per-partition
-	// callback queues, which run callbacks in the order outcomes arrive.
-	// When the broker applied a batch but its answer was lost or an error
-	// (03b, 05), the batch's retry is acknowledged after later batches, so
-	// its callbacks run after theirs. Leader moves (19) keep order.
-	"callbacks-after-retry": "SendAsync callbacks of a retried batch that the broker had applied run after later batches' callbacks",
-}
+var awaitingFix = map[string]string{}
 
 // awaiting returns the description of defect if it is still awaiting its
 // fix. KPUSH_IGNORE_AWAITING=1 makes it report none, so every gated check

@@ -13,7 +13,13 @@ package sink
 // list of scheduled queues and closed. Lock order: cbQueue.mu and
 // callbacks.mu are never held together, and neither with any other lock.
 
-import "sync"
+import (
+	"cmp"
+	"slices"
+	"sync"
+
+	"github.com/kpush/kpush/internal/clock"
+)
 
 // cbQueue is one partition's async outcomes, in completion order.
 type cbQueue struct {
@@ -183,4 +189,150 @@ func (e *Engine) deliver(recs []*Pending) {
 			r.Done.Notify(r)
 		}
 	}
+}
+
+// Callback order across retries.
+//
+// Responses of one partition come back in send order, so outcomes reach
+// the partition's cbQueue in send order too, except after a retry: when a
+// batch that the broker applied is answered with a retriable error (or its
+// answer is lost), the batches pipelined behind it are acknowledged first,
+// and it only by its retry. A batch with async records that fails and will
+// be sent again is therefore a blocker (PartitionQueue.blocked) until its
+// own outcome is known; the async outcomes of later batches wait behind it
+// in PartitionQueue.parked, in batch order, and are released once every
+// earlier blocker has its outcome. A blocker whose async records all
+// expired (outcome ErrOutcomeUnknown at their deadline) no longer holds
+// anything back, and a parked outcome whose own deadline passes goes out
+// with everything parked before it: deadlines come before order. Sync
+// records are never parked (nobody waits on their order). With nothing
+// retried, blocked and parked are empty and cost two length checks.
+//
+// franz-go keeps the order by finishing only a partition's first batch and
+// resending the later ones (pkg/kgo/sink.go, isOwnersFirstBatch); parking
+// their outcomes instead costs no resend. Both lists are guarded by the
+// partition's mu.
+
+// parkedOutcome is one batch's async outcomes waiting for earlier batches.
+type parkedOutcome struct {
+	ord      int64 // the batch's order key (Batch.before)
+	sub      int
+	deadline int64 // earliest delivery deadline among recs
+	recs     []*Pending
+}
+
+// beforeBatch compares the parked batch's place in send order with b's.
+func (o *parkedOutcome) beforeBatch(b *Batch) int {
+	return cmp.Or(cmp.Compare(o.ord, b.ord), cmp.Compare(o.sub, b.sub))
+}
+
+// waitsAsync reports whether some async record of b has no outcome yet.
+func (b *Batch) waitsAsync() bool {
+	for _, r := range b.recs {
+		if r.Async && r.state.Load() == stateSending {
+			return true
+		}
+	}
+	return false
+}
+
+// blockLocked notes that b failed and will be sent again: the async
+// outcomes of later batches wait until b has its own.
+func (p *PartitionQueue) blockLocked(b *Batch) {
+	if !b.waitsAsync() {
+		return
+	}
+	i := 0
+	for i < len(p.blocked) && p.blocked[i].before(b) < 0 {
+		i++
+	}
+	if i < len(p.blocked) && p.blocked[i] == b {
+		return
+	}
+	p.blocked = slices.Insert(p.blocked, i, b)
+}
+
+// completeLocked hands out the outcomes recs of batch b (all of them
+// final): appended to out, or, while an earlier batch of the partition
+// still waits for its outcome, the async ones parked behind it.
+func (p *PartitionQueue) completeLocked(b *Batch, recs, out []*Pending) []*Pending {
+	if len(p.blocked) == 0 && len(p.parked) == 0 {
+		return append(out, recs...)
+	}
+	if i := slices.Index(p.blocked, b); i >= 0 {
+		p.blocked = slices.Delete(p.blocked, i, i+1)
+	}
+	po := parkedOutcome{ord: b.ord, sub: b.sub}
+	for _, r := range recs {
+		if !r.Async || r.HeldByBatch() {
+			out = append(out, r) // sync, or delivered already at its deadline
+			continue
+		}
+		if po.recs == nil || r.Deadline < po.deadline {
+			po.deadline = r.Deadline
+		}
+		po.recs = append(po.recs, r)
+	}
+	if po.recs != nil {
+		i := len(p.parked)
+		for i > 0 && p.parked[i-1].beforeBatch(b) > 0 {
+			i--
+		}
+		p.parked = slices.Insert(p.parked, i, po)
+	}
+	return p.releaseParkedLocked(clock.Mono(), out)
+}
+
+// releaseParkedLocked appends to out, in order, the parked outcomes no
+// earlier blocker holds back any more, and those whose deadline passed
+// (with everything parked before them).
+func (p *PartitionQueue) releaseParkedLocked(now int64, out []*Pending) []*Pending {
+	if len(p.blocked) == 0 && len(p.parked) == 0 {
+		return out
+	}
+	keep := p.blocked[:0]
+	for _, b := range p.blocked {
+		if b.waitsAsync() { // else: its async records expired, outcomes given
+			keep = append(keep, b)
+		}
+	}
+	clear(p.blocked[len(keep):])
+	p.blocked = keep
+	n := 0
+	for n < len(p.parked) && (len(p.blocked) == 0 || p.parked[n].beforeBatch(p.blocked[0]) < 0) {
+		n++
+	}
+	for i := n; i < len(p.parked); i++ {
+		if d := p.parked[i].deadline; d > 0 && due(d, now) {
+			n = i + 1
+		}
+	}
+	for i := range p.parked[:n] {
+		out = append(out, p.parked[i].recs...)
+	}
+	p.parked = slices.Delete(p.parked, 0, n)
+	return out
+}
+
+// releaseAllParkedLocked appends every parked outcome to out, in order, and
+// forgets the blockers (Close: nothing will be sent again).
+func (p *PartitionQueue) releaseAllParkedLocked(out []*Pending) []*Pending {
+	for i := range p.parked {
+		out = append(out, p.parked[i].recs...)
+	}
+	clear(p.parked)
+	clear(p.blocked)
+	p.parked, p.blocked = p.parked[:0], p.blocked[:0]
+	return out
+}
+
+// parkedDeadlineLocked returns the earliest deadline among parked
+// outcomes, or next if that is earlier (0: none known).
+func (p *PartitionQueue) parkedDeadlineLocked(next int64) int64 {
+	for i := range p.parked {
+		if d := p.parked[i].deadline; d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	return next
 }

@@ -94,6 +94,10 @@ func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int
 			held, next = expireBatch(b, now, held, next, p.eng)
 		}
 	}
+	// After held (expired in batches) and dropped retries: the outcomes
+	// parked behind them come next (callbacks.go).
+	failed = p.releaseParkedLocked(now, failed)
+	next = p.parkedDeadlineLocked(next)
 	keep := p.recs[:0]
 	for _, r := range p.recs {
 		switch {

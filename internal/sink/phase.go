@@ -236,7 +236,7 @@ func (p *PartitionQueue) failBatchLocked(b *Batch, err error, unknown bool, out 
 	for _, r := range b.recs {
 		r.finishSent(-1, err, unknown)
 	}
-	return append(out, b.recs...)
+	return p.completeLocked(b, b.recs, out)
 }
 
 // failBuffered fails every record that is not in flight; with close, the
@@ -252,6 +252,9 @@ func (p *PartitionQueue) failBuffered(err error, close bool) []*Pending {
 		out = p.failBatchLocked(b, err, b.unknown, out)
 	}
 	p.retry, p.rewound = nil, nil
+	if close {
+		out = p.releaseAllParkedLocked(out)
+	}
 	return out
 }
 

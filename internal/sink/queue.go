@@ -122,6 +122,11 @@ type PartitionQueue struct {
 	drainGen   uint64  // with drainSink: the request this partition was last drained into
 	drainSink  *Sink
 
+	// Callback order across retries (callbacks.go): failed batches whose
+	// async outcomes later ones wait for, and those later outcomes.
+	blocked []*Batch
+	parked  []parkedOutcome
+
 	// Space of canceled records dropped under mu, released by unlock.
 	relRecs  int
 	relBytes int64

@@ -173,7 +173,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 				}
 				rec.finishSent(off, nil, false)
 			}
-			done = append(done, b.recs...)
+			done = p.completeLocked(b, b.recs, done)
 			finished = append(finished, b)
 			if b.id == p.id {
 				p.ackedOrd = max(p.ackedOrd, b.ord)
@@ -197,12 +197,17 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			}
 			p.retriable = p.retriable || !consequence
 			p.rewound = append(p.rewound, b)
+			p.blockLocked(b)
 		case actFail:
 			p.stepLocked(evFailed) // later in-flight batches come back before anything is sent
 			if len(b.recs) > 1 && !b.unknown && errors.Is(cause, kerr.MessageTooLarge) {
 				// Like the Java producer: split the batch and resend the
 				// halves with the same sequences (their count is unchanged).
-				p.rewound = append(p.rewound, p.splitLocked(b)...)
+				halves := p.splitLocked(b)
+				p.rewound = append(p.rewound, halves...)
+				for _, h := range halves {
+					p.blockLocked(h)
+				}
 				e.Stats.Retries.Add(1)
 				break
 			}
@@ -213,6 +218,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 					b.bytes = nil
 					p.dropSeqLocked(b) // it shrank: later sequences move down
 					p.rewound = append(p.rewound, b)
+					p.blockLocked(b)
 					break
 				}
 			}

@@ -1,0 +1,89 @@
+package sink
+
+import (
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/kpush/kpush/internal/clock"
+)
+
+// retriedThenAcked sets up one partition with async records A and B in two
+// pipelined requests: A's is answered NOT_ENOUGH_REPLICAS_AFTER_APPEND (the
+// broker may have appended it; A waits for a retry), B's is acknowledged.
+// A's and B's deadlines are da and db.
+func retriedThenAcked(t *testing.T, da, db int64) (s1 *Sink, p *PartitionQueue, o *orderN, a, b *Pending) {
+	t.Helper()
+	s1, p, nt, far := idemPartition()
+	s1.cb = callbacks{eng: s1.eng, wake: make(chan struct{}, 1)}
+	p.Add(newRec(nt, far))
+	s1.takeReady()
+	first, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
+	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0) // pipelining from here
+	o = &orderN{}
+	var bs []*Batch
+	for gen, d := range []int64{da, db} {
+		r := newRec(o, d)
+		r.Async = true
+		p.Add(r)
+		s1.takeReady()
+		bt, _, _, _ := p.drain(s1, uint64(gen+2), clock.Mono(), 1<<20)
+		if bt == nil {
+			t.Fatalf("request %d: no batch: %s", gen+2, p.DebugString())
+		}
+		s1.track(uint64(gen+2), []*Batch{bt})
+		bs = append(bs, bt)
+		if gen == 0 {
+			a = r
+		} else {
+			b = r
+		}
+	}
+	s1.untrack(2)
+	s1.handle(bs[:1], okResp("t", 0, kerr.NotEnoughReplicasAfterAppend.Code), nil, 0)
+	s1.untrack(3)
+	s1.handle(bs[1:], okResp("t", 0, 0), nil, 0)
+	s1.cb.drain()
+	return s1, p, o, a, b
+}
+
+// B, acknowledged while A (sent before it) waits for its retry, must not
+// have its callback run before A's: when A's records expire, A's outcome
+// goes out first, then B's.
+func TestCallbacks_ParkedBehindRetryReleasedWhenItExpires(t *testing.T) {
+	far := clock.Mono() + int64(1<<40)
+	s1, p, o, a, b := retriedThenAcked(t, far, far)
+	if len(o.got) != 0 {
+		t.Fatalf("%d callbacks ran while A waits for its retry (first: A=%v), want none", len(o.got), o.got[0] == a)
+	}
+	a.Deadline = clock.Mono() - 1
+	p.retry[0].deadline = a.Deadline
+	ExpireAll([]*PartitionQueue{p}, []*Sink{s1})
+	s1.cb.drain()
+	if len(o.got) != 2 || o.got[0] != a || o.got[1] != b {
+		t.Fatalf("callbacks %d (first is A: %v), want A (expired) then B", len(o.got), len(o.got) > 0 && o.got[0] == a)
+	}
+	if a.Err == nil || b.Err != nil {
+		t.Fatalf("A err %v (want the expiry), B err %v (want acknowledged)", a.Err, b.Err)
+	}
+}
+
+// A parked outcome still goes out by its own deadline, even when the
+// batch it waits for has a later one (a Send's ctx can set it).
+func TestCallbacks_ParkedOutcomeKeepsItsDeadline(t *testing.T) {
+	far := clock.Mono() + int64(1<<40)
+	s1, p, o, a, b := retriedThenAcked(t, far, far)
+	if len(p.parked) != 1 || len(o.got) != 0 {
+		t.Fatalf("%d outcomes parked, %d callbacks run, want B parked behind A", len(p.parked), len(o.got))
+	}
+	b.Deadline = clock.Mono() - 1
+	p.parked[0].deadline = b.Deadline
+	ExpireAll([]*PartitionQueue{p}, []*Sink{s1})
+	s1.cb.drain()
+	if len(o.got) != 1 || o.got[0] != b || b.Err != nil {
+		t.Fatalf("%d callbacks, want B's (acknowledged) at its deadline while A waits", len(o.got))
+	}
+	if a.state.Load() != stateSending {
+		t.Fatalf("A's state %d, want still sending", a.state.Load())
+	}
+}
