@@ -12,6 +12,9 @@ package sink
 // the same queue, behind the old leader's. callbacks.mu guards a sink's
 // list of scheduled queues and closed. Lock order: cbQueue.mu and
 // callbacks.mu are never held together, and neither with any other lock.
+// PartitionQueue.blocked and parked (order across retries, below) are
+// guarded by the partition's mu and touched by whichever goroutine holds
+// it to complete a batch (reader, reaper, sink loop, Close).
 
 import (
 	"cmp"
