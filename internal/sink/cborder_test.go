@@ -87,3 +87,44 @@ func TestCallbacks_ParkedOutcomeKeepsItsDeadline(t *testing.T) {
 		t.Fatalf("A's state %d, want still sending", a.state.Load())
 	}
 }
+
+// A's retry is in flight when A's record expires: A's outcome (unknown, at
+// its deadline) goes out first and releases B's, parked behind it, in the
+// same reaper pass.
+func TestCallbacks_ParkedReleasedWhenInflightRetryExpires(t *testing.T) {
+	far := clock.Mono() + int64(1<<40)
+	s1, p, o, a, b := retriedThenAcked(t, far, far)
+	p.backoffFired(p.backoffGen)
+	s1.takeReady()
+	retry, _, _, _ := p.drain(s1, 4, clock.Mono(), 1<<20)
+	if retry == nil || len(retry.recs) != 1 || retry.recs[0] != a {
+		t.Fatalf("A's retry not drained: %s", p.DebugString())
+	}
+	s1.track(4, []*Batch{retry})
+	a.Deadline = clock.Mono() - 1
+	retry.deadline = a.Deadline
+	ExpireAll([]*PartitionQueue{p}, []*Sink{s1})
+	s1.cb.drain()
+	if len(o.got) != 2 || o.got[0] != a || o.got[1] != b {
+		t.Fatalf("callbacks %d (first is A: %v), want A (expired in flight) then B", len(o.got), len(o.got) > 0 && o.got[0] == a)
+	}
+}
+
+// With nothing retried, completing a batch costs no allocation and parks
+// nothing.
+func TestCallbacks_NoRetryNoParking(t *testing.T) {
+	_, p, nt, far := idemPartition()
+	b := &Batch{p: p, recs: []*Pending{newRec(nt, far)}}
+	b.recs[0].Async = true
+	out := make([]*Pending, 0, 1)
+	if n := testing.AllocsPerRun(100, func() {
+		p.mu.Lock()
+		out = p.completeLocked(b, b.recs, out[:0])
+		p.mu.Unlock()
+	}); n != 0 {
+		t.Errorf("completeLocked allocated %v times per batch with nothing retried", n)
+	}
+	if len(out) != 1 || len(p.parked) != 0 {
+		t.Errorf("%d outcomes out, %d parked, want 1 and 0", len(out), len(p.parked))
+	}
+}
