@@ -301,8 +301,10 @@ func (p *PartitionQueue) releaseParkedLocked(now int64, out []*Pending) []*Pendi
 	}
 	clear(p.blocked[len(keep):])
 	p.blocked = keep
+	// Not after the first blocker: a batch refused in part (KIP-467) is
+	// parked at its own place while its other records wait for a retry.
 	n := 0
-	for n < len(p.parked) && (len(p.blocked) == 0 || p.parked[n].beforeBatch(p.blocked[0]) < 0) {
+	for n < len(p.parked) && (len(p.blocked) == 0 || p.parked[n].beforeBatch(p.blocked[0]) <= 0) {
 		n++
 	}
 	for i := n; i < len(p.parked); i++ {

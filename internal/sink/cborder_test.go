@@ -1,9 +1,11 @@
 package sink
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kpush/kpush/internal/clock"
 )
@@ -14,6 +16,14 @@ import (
 // A's and B's deadlines are da and db.
 func retriedThenAcked(t *testing.T, da, db int64) (s1 *Sink, p *PartitionQueue, o *orderN, a, b *Pending) {
 	t.Helper()
+	s1, p, o, a, bs := retriedThen(t, da, db, 1, okResp("t", 0, 0))
+	return s1, p, o, a, bs[0]
+}
+
+// retriedThen is retriedThenAcked with nB records in B's batch, whose
+// request is answered bResp.
+func retriedThen(t *testing.T, da, db int64, nB int, bResp *kmsg.ProduceResponse) (s1 *Sink, p *PartitionQueue, o *orderN, a *Pending, b []*Pending) {
+	t.Helper()
 	s1, p, nt, far := idemPartition()
 	s1.cb = callbacks{eng: s1.eng, wake: make(chan struct{}, 1)}
 	p.Add(newRec(nt, far))
@@ -23,26 +33,32 @@ func retriedThenAcked(t *testing.T, da, db int64) (s1 *Sink, p *PartitionQueue, 
 	o = &orderN{}
 	var bs []*Batch
 	for gen, d := range []int64{da, db} {
-		r := newRec(o, d)
-		r.Async = true
-		p.Add(r)
+		n := 1
+		if gen == 1 {
+			n = nB
+		}
+		for range n {
+			r := newRec(o, d)
+			r.Async = true
+			p.Add(r)
+			if gen == 0 {
+				a = r
+			} else {
+				b = append(b, r)
+			}
+		}
 		s1.takeReady()
 		bt, _, _, _ := p.drain(s1, uint64(gen+2), clock.Mono(), 1<<20)
-		if bt == nil {
-			t.Fatalf("request %d: no batch: %s", gen+2, p.DebugString())
+		if bt == nil || len(bt.recs) != n {
+			t.Fatalf("request %d: no batch of %d: %s", gen+2, n, p.DebugString())
 		}
 		s1.track(uint64(gen+2), []*Batch{bt})
 		bs = append(bs, bt)
-		if gen == 0 {
-			a = r
-		} else {
-			b = r
-		}
 	}
 	s1.untrack(2)
 	s1.handle(bs[:1], okResp("t", 0, kerr.NotEnoughReplicasAfterAppend.Code), nil, 0)
 	s1.untrack(3)
-	s1.handle(bs[1:], okResp("t", 0, 0), nil, 0)
+	s1.handle(bs[1:], bResp, nil, 0)
 	s1.cb.drain()
 	return s1, p, o, a, b
 }
@@ -126,5 +142,27 @@ func TestCallbacks_NoRetryNoParking(t *testing.T) {
 	}
 	if len(out) != 1 || len(p.parked) != 0 {
 		t.Errorf("%d outcomes out, %d parked, want 1 and 0", len(out), len(p.parked))
+	}
+}
+
+// B's batch is refused naming one of its records (INVALID_RECORD, KIP-467)
+// while A, sent before it, waits for its retry: the named record's failure
+// must not reach its callback before A's outcome.
+func TestCallbacks_RecordErrorParkedBehindRetry(t *testing.T) {
+	far := clock.Mono() + int64(1<<40)
+	resp := okResp("t", 0, kerr.InvalidRecord.Code)
+	er := kmsg.NewProduceResponseTopicPartitionErrorRecord()
+	er.RelativeOffset = 1
+	resp.Topics[0].Partitions[0].ErrorRecords = append(resp.Topics[0].Partitions[0].ErrorRecords, er)
+	s1, p, o, a, b := retriedThen(t, far, far, 2, resp)
+	if len(o.got) != 0 {
+		t.Fatalf("%d callbacks ran while A waits for its retry (first is B's named record: %v), want none", len(o.got), o.got[0] == b[1])
+	}
+	a.Deadline = clock.Mono() - 1
+	p.retry[0].deadline = a.Deadline
+	ExpireAll([]*PartitionQueue{p}, []*Sink{s1})
+	s1.cb.drain()
+	if len(o.got) != 2 || o.got[0] != a || o.got[1] != b[1] || !errors.Is(b[1].Err, kerr.InvalidRecord) {
+		t.Fatalf("callbacks %d (first is A: %v), want A (expired) then B's named record (INVALID_RECORD)", len(o.got), len(o.got) > 0 && o.got[0] == a)
 	}
 }

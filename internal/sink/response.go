@@ -212,8 +212,8 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 				break
 			}
 			if rp != nil && !b.unknown && len(rp.ErrorRecords) > 0 {
-				var bad []*Pending
-				if bad, done = p.failRecordsLocked(b, rp.ErrorRecords, cause, done); len(bad) > 0 {
+				if bad, _ := p.failRecordsLocked(b, rp.ErrorRecords, cause, nil); len(bad) > 0 {
+					done = p.completeLocked(b, bad, done) // b is blocked again below
 					e.putBuf(b.bytes)
 					b.bytes = nil
 					p.dropSeqLocked(b) // it shrank: later sequences move down
