@@ -102,6 +102,7 @@ type config struct {
 	tls             *tls.Config
 	sasl            SASLMechanism
 	saslSet         bool
+	hooks           []Hook // WithHooks; sorted by kind into Producer.hooks by New
 }
 
 // defaultConfig holds every default; the README's options table is checked
@@ -396,6 +397,9 @@ func (c *config) validate() error {
 	}
 	if c.partitioner > ManualPartitioner {
 		return bad("WithPartitioner", "unknown partitioner %d", c.partitioner)
+	}
+	if _, i := newHookSet(c.hooks); i >= 0 {
+		return bad("WithHooks", "hook %d (%T) implements no Hook interface", i, c.hooks[i])
 	}
 	return c.validateSecurity()
 }

@@ -36,10 +36,11 @@ import (
 // Producer sends records to Kafka. It is safe for concurrent use by any
 // number of goroutines; create one per process and share it.
 type Producer struct {
-	cfg  config
-	eng  *sink.Engine
-	idem *idem.Manager
-	lim  *buffer.Limiter
+	cfg   config
+	hooks hookSet // by kind, read-only after New (hooks.go)
+	eng   *sink.Engine
+	idem  *idem.Manager
+	lim   *buffer.Limiter
 	// undelivered counts accepted records whose outcome has not been
 	// delivered yet, by generation: Flush and Close wait for the records
 	// accepted before they were called.
@@ -90,8 +91,10 @@ func New(opts ...Option) (*Producer, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
+	hs, _ := newHookSet(cfg.hooks) // validate checked every hook
 	p := &Producer{
 		cfg:         cfg,
+		hooks:       hs,
 		idem:        idem.NewManager(cfg.idempotent),
 		lim:         buffer.New(cfg.maxBufBytes, cfg.maxBufRecords),
 		undelivered: buffer.NewTracker(),
