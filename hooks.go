@@ -36,7 +36,12 @@ import (
 // broker's responses — and nothing is dropped or reordered because of it;
 // keep hooks fast, and hand slow work to a goroutine of your own. A hook
 // that panics crashes the program, as a panicking callback does: kpush
-// does not recover it. Hooks must not call Flush or Close.
+// does not recover it. Hooks must not call Flush or Close. A hook may
+// call Send or SendAsync, but one running on the metadata goroutine
+// (HookEpochBump, and the connection and auth hooks of metadata
+// connections) must not send to a topic whose metadata kpush has not
+// loaded yet: that send would wait for the metadata goroutine itself
+// (until its delivery timeout).
 //
 // Event structs are passed by value; kpush may add fields to them and may
 // add new Hook… interfaces, but does not change existing ones. With no

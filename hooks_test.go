@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -502,5 +503,93 @@ func TestHooks_Auth(t *testing.T) {
 	}
 	if len(h2.failed) == 0 || !errors.Is(h2.failed[0].Err, kpush.ErrAuthentication) {
 		t.Fatalf("failed connections %+v, want one refused login", h2.failed)
+	}
+}
+
+// reenter is a hook that, from the engine's goroutines, calls back into
+// the producer: a hook run under a partition, sink or connection lock
+// would deadlock here.
+type reenter struct {
+	p     atomic.Pointer[kpush.Producer]
+	left  [6]atomic.Int32 // re-entrant sends still to make, per hook kind
+	calls atomic.Int32
+}
+
+func (h *reenter) again(kind int) {
+	h.calls.Add(1)
+	p := h.p.Load()
+	if p == nil || h.left[kind].Add(-1) < 0 {
+		return
+	}
+	_ = p.Stats()
+	p.SendAsync(context.Background(), &kpush.Record{Topic: "hre", Value: []byte("again")}, nil)
+}
+
+func (h *reenter) OnRequestWritten(kpush.RequestWrittenEvent)   { h.again(0) }
+func (h *reenter) OnRequestAnswered(kpush.RequestAnsweredEvent) { h.again(1) }
+func (h *reenter) OnThrottle(kpush.ThrottleEvent)               { h.again(2) }
+func (h *reenter) OnRetry(kpush.RetryEvent)                     { h.again(3) }
+func (h *reenter) OnConnOpened(kpush.ConnEvent)                 { h.again(4) }
+func (h *reenter) OnConnClosed(kpush.ConnEvent)                 { h.again(5) }
+
+// TestHooks_RunOutsideLocks: engine-side hooks that send again into the
+// same partition and read Stats complete (no lock is held around them),
+// across retries, throttles and a cut connection.
+func TestHooks_RunOutsideLocks(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("hre", 1))
+	h := &reenter{}
+	for i := range h.left {
+		h.left[i].Store(5)
+	}
+	// Not newProducer: after a deadlock its cleanup's Close would hang too.
+	p, err := kpush.New(kpush.WithBrokers(c.Addrs()...), kpush.WithHooks(h), kpush.WithRetryBackoff(5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The topic's metadata first: a send of a topic kpush knows nothing
+	// about would wait for the metadata goroutine, which runs hooks too.
+	if _, err := p.Send(ctx, &kpush.Record{Topic: "hre", Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	h.p.Store(p)
+	n := 0 // the cluster's goroutine only
+	c.Fake().ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake().KeepControl()
+		n++
+		switch {
+		case n == 2:
+			return nil, errCut, true
+		case n <= 5:
+			return rejectProduce(req.(*kmsg.ProduceRequest), kerr.NotEnoughReplicas, 1), nil, true
+		}
+		return nil, nil, false
+	})
+	done := make(chan error, 1)
+	go func() {
+		for i := range 10 {
+			if _, err := p.Send(ctx, &kpush.Record{Topic: "hre", Value: []byte(strconv.Itoa(i))}); err != nil {
+				done <- fmt.Errorf("record %d: %w", i, err)
+				return
+			}
+		}
+		done <- p.Flush(ctx)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%v (a hook deadlocked?)", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("sends did not finish within 20s: a hook deadlocked (left running)")
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, what := range []string{"written", "answered", "throttle", "retry", "opened", "closed"} {
+		if h.left[i].Load() == 5 {
+			t.Errorf("no %s hook called back into the producer", what)
+		}
 	}
 }
