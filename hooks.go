@@ -17,6 +17,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/kpush/kpush/internal/clock"
+	"github.com/kpush/kpush/internal/idem"
+	"github.com/kpush/kpush/internal/sink"
 	"github.com/kpush/kpush/internal/wire"
 )
 
@@ -41,8 +44,8 @@ type Hook any
 
 // Broker identifies a broker in a hook event.
 type Broker struct {
-	// NodeID is the broker's node id, or -1 for a connection opened
-	// before the node was known (a bootstrap address used for metadata).
+	// NodeID is the broker's node id, or -1 for a metadata connection
+	// (kpush dials those by address, the seed brokers first).
 	NodeID int32
 	// Addr is the host:port kpush dials.
 	Addr string
@@ -211,7 +214,7 @@ type RequestAnsweredEvent struct {
 // goroutine reading that broker's connection (the sender loop's, for a
 // request that could not be written); a blocking hook stops the
 // processing of that broker's responses. With AcksNone no answer comes:
-// it is called once the request is written, with zero Latency.
+// it is called on the sender loop once the request is written.
 type HookRequestAnswered interface {
 	// OnRequestAnswered receives the answered request.
 	OnRequestAnswered(ev RequestAnsweredEvent)
@@ -252,8 +255,10 @@ type HookConnOpened interface {
 }
 
 // HookConnClosed is called once for every connection that OnConnOpened
-// reported, when it is closed for any reason, on the goroutine that saw
-// it end (its reader goroutine, or the one closing it).
+// reported, after it closed for any reason, on that connection's reader
+// goroutine as it exits (after the outcomes of the requests that were in
+// flight on it are handled); a goroutine closing the connection waits
+// for it.
 type HookConnClosed interface {
 	// OnConnClosed receives the closed connection and the reason.
 	OnConnClosed(ev ConnEvent)
@@ -270,11 +275,15 @@ type HookConnFailed interface {
 
 // EpochBumpEvent describes a new producer epoch (KIP-360): the broker
 // lost or rejected the producer's state, so kpush restarted the sequence
-// numbers under a new epoch.
+// numbers under a new epoch (or, with brokers before 2.5 and some
+// others, a new producer id).
 type EpochBumpEvent struct {
 	ProducerID int64
 	OldEpoch   int16 // the epoch before the bump
 	Epoch      int16 // the new epoch
+	// OldProducerID is the producer id before the bump; it differs from
+	// ProducerID when the broker gave a new id instead of a new epoch.
+	OldProducerID int64
 	// Cause is the broker error that made kpush ask for the bump when
 	// known (for example kerr.OutOfOrderSequenceNumber or
 	// kerr.UnknownProducerID), else nil.
@@ -324,10 +333,11 @@ type RetryEvent struct {
 
 // HookRetry is called once per batch that comes back to be sent again
 // (a retriable broker error, a request that failed as a whole, a batch
-// split because the broker found it too large), on the goroutine
-// handling the response (the connection's reader, or the sender loop for
-// a request that could not be written), after the partition's lock is
-// released and before OnRequestAnswered's caller moves on.
+// split because the broker found it too large, the rest of a batch whose
+// named records the broker rejected), on the goroutine handling the
+// response (the connection's reader, or the sender loop for a request
+// that could not be written), after OnRequestAnswered for the same
+// request and after the partition's lock is released.
 type HookRetry interface {
 	// OnRetry receives the retried batch.
 	OnRetry(ev RetryEvent)
@@ -470,4 +480,114 @@ func CauseOf(err error) string {
 		return strings.ToLower(ke.Message)
 	}
 	return "other"
+}
+
+// recordBuffered runs the OnRecordBuffered hooks (caller's goroutine, no
+// lock held: enqueue calls it before the partition's Add).
+func (p *Producer) recordBuffered(r *Record, topic string, part int32, size int) {
+	ev := RecordBufferedEvent{Record: r, Topic: topic, Partition: part, Bytes: size}
+	for _, h := range p.hooks.buffered {
+		h.OnRecordBuffered(ev)
+	}
+}
+
+// recordDone runs the OnRecordDone hooks for a record whose Send or
+// SendAsync started at start (clock.Mono); called where the outcome is
+// delivered, with no lock held.
+func (p *Producer) recordDone(r *Record, start int64, size int32, res Result, err error) {
+	ev := RecordDoneEvent{Record: r, Topic: res.Topic, Partition: res.Partition, Bytes: int(size),
+		Result: res, Err: err, Elapsed: time.Duration(clock.Mono() - start)}
+	if pe, ok := err.(*ProduceError); ok {
+		ev.Topic, ev.Partition = pe.Topic, pe.Partition
+	}
+	for _, h := range p.hooks.done {
+		h.OnRecordDone(ev)
+	}
+}
+
+// engineHooks returns the engine's side of the request, throttle and retry
+// hooks; a function is nil when no hook of its kind is installed.
+func (p *Producer) engineHooks() sink.Hooks {
+	var h sink.Hooks
+	if len(p.hooks.written) > 0 {
+		h.Written = func(e sink.RequestEvent) {
+			ev := RequestWrittenEvent{Broker: Broker{e.Node, e.Addr}, Bytes: e.Bytes, Batches: e.Batches, Records: e.Records, Err: e.Err}
+			for _, x := range p.hooks.written {
+				x.OnRequestWritten(ev)
+			}
+		}
+	}
+	if len(p.hooks.answered) > 0 {
+		h.Answered = func(e sink.RequestEvent) {
+			ev := RequestAnsweredEvent{Broker: Broker{e.Node, e.Addr}, Bytes: e.Bytes, Batches: e.Batches, Records: e.Records, Latency: e.Latency, Err: e.Err}
+			for _, x := range p.hooks.answered {
+				x.OnRequestAnswered(ev)
+			}
+		}
+	}
+	if len(p.hooks.throttle) > 0 {
+		h.Throttle = func(node int32, addr string, d time.Duration) {
+			ev := ThrottleEvent{Broker: Broker{node, addr}, Duration: d}
+			for _, x := range p.hooks.throttle {
+				x.OnThrottle(ev)
+			}
+		}
+	}
+	if len(p.hooks.retry) > 0 {
+		h.Retry = func(topic string, part int32, n int, cause error) {
+			ev := RetryEvent{Topic: topic, Partition: part, Records: n, Cause: publicCause(cause)}
+			for _, x := range p.hooks.retry {
+				x.OnRetry(ev)
+			}
+		}
+	}
+	return h
+}
+
+// wireEventHook returns the connections' event function, nil when no
+// connection or authentication hook is installed.
+func (p *Producer) wireEventHook() func(wire.Event) {
+	hs := &p.hooks
+	if len(hs.opened)+len(hs.closed)+len(hs.failed)+len(hs.auth) == 0 {
+		return nil
+	}
+	mech := ""
+	if p.cfg.sasl != nil {
+		mech = p.cfg.sasl.Name()
+	}
+	return func(e wire.Event) {
+		b := Broker{NodeID: e.Node, Addr: e.Addr}
+		switch e.Kind {
+		case wire.ConnOpened:
+			for _, x := range hs.opened {
+				x.OnConnOpened(ConnEvent{Broker: b})
+			}
+		case wire.ConnClosed:
+			for _, x := range hs.closed {
+				x.OnConnClosed(ConnEvent{Broker: b, Err: e.Err})
+			}
+		case wire.ConnFailed:
+			for _, x := range hs.failed {
+				x.OnConnFailed(ConnEvent{Broker: b, Err: e.Err})
+			}
+		case wire.Authenticated:
+			for _, x := range hs.auth {
+				x.OnAuth(AuthEvent{Broker: b, Mechanism: mech, Reauth: e.Reauth, Err: e.Err})
+			}
+		}
+	}
+}
+
+// epochBumped runs the OnEpochBump hooks after a bump from old (metadata
+// goroutine, no lock held).
+func (p *Producer) epochBumped(old idem.ID) {
+	cur := p.idem.Current()
+	if cur == old || cur == p.bumpReported {
+		return // the ID had moved on already: no new bump
+	}
+	p.bumpReported = cur
+	ev := EpochBumpEvent{ProducerID: cur.Producer, OldEpoch: old.Epoch, Epoch: cur.Epoch, OldProducerID: old.Producer, Cause: p.eng.BumpCause()}
+	for _, x := range p.hooks.bump {
+		x.OnEpochBump(ev)
+	}
 }

@@ -59,6 +59,8 @@ type Producer struct {
 	// about (Java metadata.max.idle.ms, 5 min); atomic so tests can shorten it.
 	topicIdle atomic.Int64
 	bump      *idem.ID // a requested epoch bump, handled by the metadata goroutine
+	// bumpReported is the last ID an OnEpochBump reported (metadata goroutine only).
+	bumpReported idem.ID
 
 	closed    atomic.Bool
 	closing   chan struct{} // closed when Close starts
@@ -117,6 +119,7 @@ func New(opts ...Option) (*Producer, error) {
 			cfg.logger.Debug("kpush: closed idle broker connection", "addr", addr, "idle", cfg.connMaxIdle)
 		},
 		MaxVersions: map[int16]int16{0: 11}, // Produce v12+ adds nothing kpush uses; v13 needs topic IDs
+		OnEvent:     p.wireEventHook(),
 	}
 	p.eng = sink.NewEngine(sink.Config{
 		Acks:            int16(cfg.acks),
@@ -133,6 +136,7 @@ func New(opts ...Option) (*Producer, error) {
 		RequestBump:     p.requestBump,
 		Release:         p.release,
 		ReleaseCanceled: p.releaseCanceled,
+		Hooks:           p.engineHooks(),
 	}, p.idem)
 	p.eng.SetLeaderHints(p.applyLeaderHints)
 	p.ref = meta.Refresher{
@@ -172,6 +176,10 @@ type asyncRecord struct {
 	cb   func(Result, error)
 	prod *Producer
 	gen  *buffer.Gen // the record's Flush generation
+	// With record hooks only: the caller's record and the SendAsync start
+	// (clock.Mono), for OnRecordDone.
+	rec   *Record
+	start int64
 }
 
 // Notify implements sink.Notifier; it runs the user's callback, then
@@ -179,6 +187,10 @@ type asyncRecord struct {
 func (a *asyncRecord) Notify(pd *sink.Pending) {
 	p := a.prod
 	res, err := p.outcome(pd)
+	if a.rec != nil {
+		p.recordDone(a.rec, a.start, pd.Size, res, err)
+		a.rec = nil
+	}
 	if a.cb != nil {
 		a.cb(res, err)
 	}
@@ -228,16 +240,39 @@ func (p *Producer) outcome(pd *sink.Pending) (Result, error) {
 // (or fails with ErrBufferFull under WithFailFastWhenFull) and, for the
 // first record of a topic, for the topic's metadata.
 func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
+	if p.hooks.anyRecord && r != nil {
+		return p.sendHooked(ctx, r)
+	}
+	res, _, err := p.send(ctx, r)
+	return res, err
+}
+
+// sendHooked is Send with record hooks installed (hooks.go).
+func (p *Producer) sendHooked(ctx context.Context, r *Record) (Result, error) {
+	start := clock.Mono()
+	for _, h := range p.hooks.send {
+		h.OnRecordSend(ctx, r)
+	}
+	res, size, err := p.send(ctx, r)
+	p.recordDone(r, start, size, res, err)
+	return res, err
+}
+
+// send is Send; it also returns the record's encoded size (0 if it failed
+// before it was measured) for OnRecordDone.
+func (p *Producer) send(ctx context.Context, r *Record) (Result, int32, error) {
 	w, _ := p.waiters.Get().(*syncWaiter)
 	if w == nil {
 		w = &syncWaiter{ch: make(chan struct{}, 1), prod: p}
 	}
 	w.pend.Reset()
 	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen); err != nil {
+		size := w.pend.Size
 		p.waiters.Put(w)
 		p.failed.Add(1)
-		return Result{}, err
+		return Result{}, size, err
 	}
+	size := w.pend.Size
 	done := ctx.Done()
 	if done == nil {
 		<-w.ch // a plain receive costs far less than a select
@@ -246,7 +281,7 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 		case <-w.ch:
 		case <-done:
 			if gaveUp, err := p.cancelWait(ctx, w); gaveUp {
-				return Result{}, err
+				return Result{}, size, err
 			}
 		}
 	}
@@ -254,7 +289,7 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 	if !w.pend.HeldByBatch() { // else a batch still refers to it
 		p.waiters.Put(w)
 	}
-	return res, err
+	return res, size, err
 }
 
 // cancelWait handles ctx ending while Send waits. It reports whether Send
@@ -299,7 +334,17 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 	a.pend.Reset()
 	a.pend.Async = true
 	a.cb = cb
+	if p.hooks.anyRecord && r != nil {
+		a.rec, a.start = r, clock.Mono()
+		for _, h := range p.hooks.send {
+			h.OnRecordSend(ctx, r)
+		}
+	}
 	if err := p.enqueue(ctx, r, &a.pend, a, &a.gen); err != nil {
+		if a.rec != nil {
+			p.recordDone(a.rec, a.start, a.pend.Size, Result{}, err)
+			a.rec = nil
+		}
 		a.cb = nil
 		p.asyncs.Put(a)
 		p.failed.Add(1)
@@ -387,6 +432,9 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	*gen = p.undelivered.Add()
 	if w, ok := n.(*syncWaiter); ok {
 		w.part = parts[part] // a canceled Send withdraws its record there
+	}
+	if len(p.hooks.buffered) > 0 { // before Add: the record may be done as soon as it is queued
+		p.recordBuffered(r, name, pd.Partition, size)
 	}
 	if !parts[part].Add(pd) { // Close got there first
 		p.lim.Release(int64(size))
