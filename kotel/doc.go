@@ -25,7 +25,8 @@
 // messaging.destination.partition.id (once a partition was chosen),
 // kpush.outcome (acked, not_written, unknown) and, on failure,
 // error.type (kpush.CauseOf's bounded cause name). The kpush.producer.*
-// instruments add retries, request round trips, throttling and, through
+// instruments add retries, request round trips, throttling, connection
+// events and, through
 // ObserveProducer, buffered bytes and messages and in-flight requests.
 //
 // # Tracing

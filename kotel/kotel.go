@@ -49,14 +49,14 @@ func New(opts ...Option) (*Kotel, error) {
 	}
 	k := &Kotel{prop: c.prop}
 	if c.metrics {
-		m, err := newMeter(c.mp)
+		m, err := newMeter(c.mp, c.attrs)
 		if err != nil {
 			return nil, err
 		}
 		k.meter = m
 	}
 	if c.tracing {
-		k.tracer = newTracer(c.tp, c.prop, c.inject)
+		k.tracer = newTracer(c.tp, c.prop, c.inject, c.attrs)
 	}
 	return k, nil
 }
@@ -83,7 +83,8 @@ func (k *Kotel) Extract(ctx context.Context, headers []kpush.Header) context.Con
 // requests (from p.Stats, read at each collection) to the metrics, as
 // kpush.producer.buffered.bytes, kpush.producer.buffered.messages and
 // kpush.producer.inflight.requests, with attrs (for example
-// semconv.MessagingClientID, to tell several producers apart).
+// semconv.MessagingClientID, to tell several producers apart) after those
+// of WithAttributes.
 // Unregister the returned registration when p is closed. It fails with
 // ErrMetricsOff under WithMetrics(false), ErrNilProducer for a nil p, or
 // the meter provider's error.

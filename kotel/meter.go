@@ -30,11 +30,16 @@ const (
 	MetricBufferedBytes     = "kpush.producer.buffered.bytes"
 	MetricBufferedMessages  = "kpush.producer.buffered.messages"
 	MetricInflightRequests  = "kpush.producer.inflight.requests"
+	MetricConnections       = "kpush.producer.connections"
 )
 
 // AttrOutcome is the attribute key of a record's outcome category, a
 // kpush.Outcome's String value: "acked", "not_written" or "unknown".
 const AttrOutcome = attribute.Key("kpush.outcome")
+
+// AttrConnEvent is the attribute key of a connection event in
+// kpush.producer.connections: "opened", "closed" or "failed".
+const AttrConnEvent = attribute.Key("kpush.connection.event")
 
 // durationBuckets are the bucket boundaries, in seconds, the semantic
 // conventions advise for messaging.client.operation.duration.
@@ -49,13 +54,16 @@ var (
 )
 
 // meter holds the instruments; it implements kpush's HookRecordDone,
-// HookRetry, HookRequestAnswered and HookThrottle.
+// HookRetry, HookRequestAnswered, HookThrottle and the HookConn… hooks.
 type meter struct {
 	sent     metric.Int64Counter
 	duration metric.Float64Histogram
 	retried  metric.Int64Counter
 	request  metric.Float64Histogram
 	throttle metric.Float64Histogram
+	conns    metric.Int64Counter
+
+	attrs []attribute.KeyValue // WithAttributes, on every measurement
 
 	meter metric.Meter // for ObserveProducer
 
@@ -71,6 +79,9 @@ var (
 	_ kpush.HookRetry           = (*meter)(nil)
 	_ kpush.HookRequestAnswered = (*meter)(nil)
 	_ kpush.HookThrottle        = (*meter)(nil)
+	_ kpush.HookConnOpened      = (*meter)(nil)
+	_ kpush.HookConnClosed      = (*meter)(nil)
+	_ kpush.HookConnFailed      = (*meter)(nil)
 )
 
 type recordKey struct {
@@ -88,14 +99,16 @@ type recordOpts struct {
 type brokerKey struct {
 	addr  string
 	cause string
+	event string // AttrConnEvent's value, "" outside kpush.producer.connections
 }
 
 type brokerOpts struct {
+	add    []metric.AddOption
 	record []metric.RecordOption
 }
 
-func newMeter(mp metric.MeterProvider) (*meter, error) {
-	m := &meter{meter: mp.Meter(scopeName, metric.WithSchemaURL(semconv.SchemaURL))}
+func newMeter(mp metric.MeterProvider, attrs []attribute.KeyValue) (*meter, error) {
+	m := &meter{meter: mp.Meter(scopeName, metric.WithSchemaURL(semconv.SchemaURL)), attrs: attrs}
 	var err error
 	if m.sent, err = m.meter.Int64Counter(MetricSentMessages,
 		metric.WithUnit("{message}"),
@@ -130,6 +143,12 @@ func newMeter(mp metric.MeterProvider) (*meter, error) {
 	); err != nil {
 		return nil, err
 	}
+	if m.conns, err = m.meter.Int64Counter(MetricConnections,
+		metric.WithUnit("{connection}"),
+		metric.WithDescription("Broker connections opened, closed, or that failed to open (produce and metadata connections)."),
+	); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -149,14 +168,31 @@ func (m *meter) OnRetry(ev kpush.RetryEvent) {
 
 // OnRequestAnswered records a produce request's round trip.
 func (m *meter) OnRequestAnswered(ev kpush.RequestAnsweredEvent) {
-	o := m.brokerOpts(ev.Broker.Addr, ev.Err)
+	o := m.brokerOpts(ev.Broker.Addr, ev.Err, "")
 	m.request.Record(context.Background(), ev.Latency.Seconds(), o.record...)
 }
 
 // OnThrottle records a broker's throttle time.
 func (m *meter) OnThrottle(ev kpush.ThrottleEvent) {
-	o := m.brokerOpts(ev.Broker.Addr, nil)
+	o := m.brokerOpts(ev.Broker.Addr, nil, "")
 	m.throttle.Record(context.Background(), ev.Duration.Seconds(), o.record...)
+}
+
+// OnConnOpened counts an opened connection.
+func (m *meter) OnConnOpened(ev kpush.ConnEvent) {
+	m.conns.Add(context.Background(), 1, m.brokerOpts(ev.Broker.Addr, nil, "opened").add...)
+}
+
+// OnConnClosed counts a closed connection; its reason is not an
+// attribute (every close has one, including kpush's own).
+func (m *meter) OnConnClosed(ev kpush.ConnEvent) {
+	m.conns.Add(context.Background(), 1, m.brokerOpts(ev.Broker.Addr, nil, "closed").add...)
+}
+
+// OnConnFailed counts a connection that could not be opened, with
+// error.type (for example "authentication").
+func (m *meter) OnConnFailed(ev kpush.ConnEvent) {
+	m.conns.Add(context.Background(), 1, m.brokerOpts(ev.Broker.Addr, ev.Err, "failed").add...)
 }
 
 // recordOpts returns the cached options for a record measurement.
@@ -168,7 +204,8 @@ func (m *meter) recordOpts(topic string, partition int32, err error) *recordOpts
 	if o, ok := m.recordAttrs.Load(k); ok {
 		return o.(*recordOpts)
 	}
-	attrs := make([]attribute.KeyValue, 0, 7)
+	attrs := make([]attribute.KeyValue, 0, 7+len(m.attrs))
+	attrs = append(attrs, m.attrs...)
 	attrs = append(attrs, attrSystem, attrOpName, attrOpType, AttrOutcome.String(k.outcome.String()))
 	if topic != "" {
 		attrs = append(attrs, semconv.MessagingDestinationName(topic))
@@ -185,16 +222,20 @@ func (m *meter) recordOpts(topic string, partition int32, err error) *recordOpts
 }
 
 // brokerOpts returns the cached options for a broker measurement.
-func (m *meter) brokerOpts(addr string, err error) *brokerOpts {
-	k := brokerKey{addr: addr}
+func (m *meter) brokerOpts(addr string, err error, event string) *brokerOpts {
+	k := brokerKey{addr: addr, event: event}
 	if err != nil {
 		k.cause = errorType(err)
 	}
 	if o, ok := m.brokerAttrs.Load(k); ok {
 		return o.(*brokerOpts)
 	}
-	attrs := make([]attribute.KeyValue, 0, 4)
+	attrs := make([]attribute.KeyValue, 0, 5+len(m.attrs))
+	attrs = append(attrs, m.attrs...)
 	attrs = append(attrs, attrSystem)
+	if event != "" {
+		attrs = append(attrs, AttrConnEvent.String(event))
+	}
 	if host, port, err := net.SplitHostPort(addr); err == nil {
 		attrs = append(attrs, semconv.ServerAddress(host))
 		if n, err := strconv.Atoi(port); err == nil {
@@ -207,7 +248,7 @@ func (m *meter) brokerOpts(addr string, err error) *brokerOpts {
 		attrs = append(attrs, semconv.ErrorTypeKey.String(k.cause))
 	}
 	opt := metric.WithAttributeSet(attribute.NewSet(attrs...))
-	o, _ := m.brokerAttrs.LoadOrStore(k, &brokerOpts{record: []metric.RecordOption{opt}})
+	o, _ := m.brokerAttrs.LoadOrStore(k, &brokerOpts{add: []metric.AddOption{opt}, record: []metric.RecordOption{opt}})
 	return o.(*brokerOpts)
 }
 

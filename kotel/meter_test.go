@@ -1,7 +1,9 @@
 package kotel_test
 
 import (
+	"context"
 	"errors"
+	"net"
 	"sync"
 	"testing"
 
@@ -151,5 +153,78 @@ func TestMetrics_ObserveProducer(t *testing.T) {
 	}
 	if got := gauge(t, find(t, rm, kotel.MetricInflightRequests)); got != 0 {
 		t.Errorf("in-flight requests after the answer %d, want 0", got)
+	}
+}
+
+// connFailed signals each failed connection; installed after kotel's
+// hooks, it runs after kotel saw the same event.
+type connFailed chan struct{}
+
+func (c connFailed) OnConnFailed(kpush.ConnEvent) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// TestMetrics_Connections: kpush.producer.connections counts opened
+// connections, the same number closed after Close, and a failed dial with
+// error.type; WithAttributes is on every point.
+func TestMetrics_Connections(t *testing.T) {
+	app := semconv.MessagingClientID("conn-test")
+	e := newEnv(t, kotel.WithTracing(false), kotel.WithAttributes(app))
+	if _, err := e.p.Send(e.ctx, &kpush.Record{Topic: "t", Value: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.Close(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := find(t, e.collect(t), kotel.MetricConnections)
+	opened := sumWhere(t, m, app, kotel.AttrConnEvent.String("opened"), semconv.ServerAddress("127.0.0.1"))
+	closed := sumWhere(t, m, app, kotel.AttrConnEvent.String("closed"))
+	if opened < 1 || closed != opened {
+		t.Errorf("%s: %d opened, %d closed; want at least 1, all closed", m.Name, opened, closed)
+	}
+	if n := sumWhere(t, find(t, e.collect(t), kotel.MetricSentMessages), app); n != 1 {
+		t.Errorf("sent messages with the WithAttributes attribute: %d, want 1", n)
+	}
+
+	// Nothing listens on a closed listener's port: the metadata dial fails.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().(*net.TCPAddr)
+	l.Close()
+	failed := make(connFailed, 1)
+	p, err := kpush.New(kpush.WithBrokers(dead.String()), kpush.WithHooks(append(e.k.Hooks(), failed)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(e.ctx)
+	// SendAsync waits for the topic's metadata on its caller's goroutine
+	// until sctx ends; end it once the failure was seen.
+	sctx, cancel := context.WithCancel(e.ctx)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		p.SendAsync(sctx, &kpush.Record{Topic: "t", Value: []byte("x")}, func(kpush.Result, error) {})
+	}()
+	select {
+	case <-failed:
+	case <-e.ctx.Done():
+		t.Fatal("no failed connection reported")
+	}
+	cancel()
+	<-sent
+	m = find(t, e.collect(t), kotel.MetricConnections)
+	if n := sumWhere(t, m, app, kotel.AttrConnEvent.String("failed"), semconv.ServerPort(dead.Port)); n < 1 {
+		t.Errorf("%s failed to %s: %d, want at least 1", m.Name, dead, n)
+	}
+	s := m.Data.(metricdata.Sum[int64])
+	for _, dp := range s.DataPoints {
+		if v, _ := dp.Attributes.Value(kotel.AttrConnEvent); v.AsString() == "failed" && !dp.Attributes.HasValue(semconv.ErrorTypeKey) {
+			t.Errorf("failed point without error.type: %v", dp.Attributes.ToSlice())
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -40,6 +41,7 @@ type config struct {
 	inject  bool
 	metrics bool
 	tracing bool
+	attrs   []attribute.KeyValue
 	bad     []*OptionError // nil arguments, reported by validate
 }
 
@@ -113,6 +115,14 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 // effect when tracing is off (WithTracing(false)).
 func WithInjectTraceContext(on bool) Option {
 	return optionFunc(func(c *config) { c.inject = on })
+}
+
+// WithAttributes adds attributes to every measurement and span, for
+// example semconv.MessagingClientID("orders-api") to tell producers
+// apart. Keep them constant: they become part of every series. Calling it
+// again adds to them. Default: none.
+func WithAttributes(attrs ...attribute.KeyValue) Option {
+	return optionFunc(func(c *config) { c.attrs = append(c.attrs, attrs...) })
 }
 
 // WithMetrics turns the metric instruments on or off. Default true.

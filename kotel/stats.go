@@ -33,7 +33,8 @@ func (m *meter) observe(p *kpush.Producer, attrs []attribute.KeyValue) (metric.R
 	if err != nil {
 		return nil, err
 	}
-	opt := metric.WithAttributeSet(attribute.NewSet(append([]attribute.KeyValue{attrSystem}, attrs...)...))
+	all := append(append([]attribute.KeyValue{attrSystem}, m.attrs...), attrs...)
+	opt := metric.WithAttributeSet(attribute.NewSet(all...))
 	return m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := p.Stats()
 		o.ObserveInt64(bytes, s.BytesBuffered, opt)

@@ -32,6 +32,7 @@ type tracer struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 	inject bool
+	attrs  []attribute.KeyValue // WithAttributes, on every span
 	shards [spanShards]spanShard
 }
 
@@ -50,11 +51,12 @@ type spanShard struct {
 	_ [48]byte                       // keeps shards on separate cache lines
 }
 
-func newTracer(tp trace.TracerProvider, prop propagation.TextMapPropagator, inject bool) *tracer {
+func newTracer(tp trace.TracerProvider, prop propagation.TextMapPropagator, inject bool, attrs []attribute.KeyValue) *tracer {
 	t := &tracer{
 		tracer: tp.Tracer(scopeName, trace.WithSchemaURL(semconv.SchemaURL)),
 		prop:   prop,
 		inject: inject,
+		attrs:  attrs,
 	}
 	for i := range t.shards {
 		t.shards[i].m = make(map[*kpush.Record][]trace.Span)
@@ -72,7 +74,8 @@ func (t *tracer) shard(r *kpush.Record) *spanShard {
 // and, when asked, writes its context into the record's headers.
 func (t *tracer) OnRecordSend(ctx context.Context, r *kpush.Record) {
 	name := "send"
-	attrs := make([]attribute.KeyValue, 0, 6)
+	attrs := make([]attribute.KeyValue, 0, 6+len(t.attrs))
+	attrs = append(attrs, t.attrs...)
 	attrs = append(attrs, attrSystem, attrOpName, attrOpType,
 		semconv.MessagingMessageBodySize(len(r.Value)))
 	if r.Topic != "" {

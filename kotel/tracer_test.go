@@ -31,7 +31,8 @@ func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
 // partition and offset of an acknowledged record, and an error status
 // naming the outcome category (plus error.type) for a refused one.
 func TestTracer_SpanPerRecord(t *testing.T) {
-	e := newEnv(t, kotel.WithMetrics(false))
+	app := semconv.MessagingClientID("span-test")
+	e := newEnv(t, kotel.WithMetrics(false), kotel.WithAttributes(app))
 	ctx, parent := e.tp.Tracer("test").Start(e.ctx, "parent")
 	var offsets []int64
 	for i := range 3 {
@@ -66,7 +67,7 @@ func TestTracer_SpanPerRecord(t *testing.T) {
 		}
 		for _, kv := range []attribute.KeyValue{
 			semconv.MessagingSystemKafka, semconv.MessagingOperationName("send"), semconv.MessagingOperationTypeSend,
-			semconv.MessagingDestinationName("t"), semconv.MessagingDestinationPartitionID("0"),
+			semconv.MessagingDestinationName("t"), semconv.MessagingDestinationPartitionID("0"), app,
 		} {
 			if a[kv.Key] != kv.Value {
 				t.Errorf("span %d: %s = %v, want %v", i, kv.Key, a[kv.Key].Emit(), kv.Value.Emit())
