@@ -12,6 +12,7 @@ package kpush
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,14 +54,17 @@ type Broker struct {
 
 // HookRecordSend is called at the start of every Send and SendAsync with
 // a non-nil record, on the caller's goroutine, before kpush reads the
-// record: the hook may modify r.Headers (for example to inject a W3C trace
-// context from ctx), and kpush then validates and sends the modified
-// record. The hook must not change anything else in r, and must not keep
-// r after the matching OnRecordDone. Every OnRecordSend is followed by
-// exactly one OnRecordDone for the same *Record (pairing by pointer needs
-// a record not to be in two Sends at once). A record sent again keeps the
-// headers added the first time, so a hook should replace a header of its
-// key rather than append another.
+// record. r is kpush's own shallow copy of the caller's record (made only
+// when record hooks are installed, so the caller's record never escapes
+// to the heap without them); the hook may modify r.Headers (for example
+// to inject a W3C trace context from ctx: append, or replace the slice),
+// and kpush then validates and sends the modified record. The caller's
+// Record and its Headers slice are not changed. The hook must not change
+// anything else in r, nor the keys and values it shares with the
+// caller's record, and must not keep r after the matching OnRecordDone.
+// Every OnRecordSend is followed by exactly one OnRecordDone (and at most
+// one OnRecordBuffered before it) carrying the same *Record, so a tracer
+// can pair them by pointer.
 type HookRecordSend interface {
 	// OnRecordSend receives the ctx given to Send or SendAsync and the
 	// record.
@@ -70,7 +74,7 @@ type HookRecordSend interface {
 // RecordBufferedEvent describes a record that got its partition and its
 // buffer space and is about to join its partition's queue.
 type RecordBufferedEvent struct {
-	Record    *Record // the pointer given to Send or SendAsync
+	Record    *Record // the pointer OnRecordSend received
 	Topic     string  // the record's topic (the default topic if r.Topic was empty)
 	Partition int32
 	// Bytes is the record's encoded size, as counted against
@@ -480,6 +484,28 @@ func CauseOf(err error) string {
 		return strings.ToLower(ke.Message)
 	}
 	return "other"
+}
+
+// hookedCopy is the record the record hooks see and kpush sends: a copy,
+// so that the caller's record does not escape (HookRecordSend). Its
+// Headers are clipped, so a hook's append never writes into the caller's
+// array.
+func hookedCopy(r *Record) *Record {
+	c := new(Record)
+	*c = *r
+	c.Headers = slices.Clip(c.Headers)
+	return c
+}
+
+// hookedRecord returns the record the hooks see for a Send or SendAsync.
+func hookedRecord(n sink.Notifier) *Record {
+	switch x := n.(type) {
+	case *syncWaiter:
+		return x.rec
+	case *asyncRecord:
+		return x.rec
+	}
+	return nil
 }
 
 // recordBuffered runs the OnRecordBuffered hooks (caller's goroutine, no

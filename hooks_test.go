@@ -221,6 +221,9 @@ func TestHooks_RecordEvents(t *testing.T) {
 	if _, err := p.Send(ctx, bad); !errors.Is(err, kpush.ErrNoTopic) {
 		t.Fatalf("Send without topic: %v", err)
 	}
+	if len(bad.Headers) != 0 {
+		t.Fatalf("the caller's record got headers %v; the hook must see a copy", bad.Headers)
+	}
 	p.SendAsync(ctx, nil, nil) // no record: no hooks
 	if err := p.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -253,7 +256,7 @@ func TestHooks_RecordEvents(t *testing.T) {
 			}
 		case kpush.OutcomeNotWritten:
 			notWritten++
-			if ev.Record != bad || kpush.CauseOf(ev.Err) != "no_topic" || ev.Partition != -1 {
+			if string(ev.Record.Value) != "x" || kpush.CauseOf(ev.Err) != "no_topic" || ev.Partition != -1 {
 				t.Errorf("failed done event %+v", ev)
 			}
 			if len(seq) != 2 || seq[0] != "send" || seq[1] != "done" {

@@ -161,6 +161,7 @@ type syncWaiter struct {
 	prod *Producer
 	part *sink.PartitionQueue // where enqueue put pend
 	gen  *buffer.Gen          // the record's Flush generation
+	rec  *Record              // with record hooks: the record they see (hooks.go)
 }
 
 // Notify implements sink.Notifier; it runs on the goroutine that learned
@@ -243,31 +244,36 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 	if p.hooks.anyRecord && r != nil {
 		return p.sendHooked(ctx, r)
 	}
-	res, _, err := p.send(ctx, r)
+	res, _, err := p.send(ctx, r, nil)
 	return res, err
 }
 
 // sendHooked is Send with record hooks installed (hooks.go).
-func (p *Producer) sendHooked(ctx context.Context, r *Record) (Result, error) {
+func (p *Producer) sendHooked(ctx context.Context, orig *Record) (Result, error) {
 	start := clock.Mono()
+	r := hookedCopy(orig) // orig must not escape (Send's allocation budget)
 	for _, h := range p.hooks.send {
 		h.OnRecordSend(ctx, r)
 	}
-	res, size, err := p.send(ctx, r)
+	res, size, err := p.send(ctx, r, r)
 	p.recordDone(r, start, size, res, err)
 	return res, err
 }
 
 // send is Send; it also returns the record's encoded size (0 if it failed
-// before it was measured) for OnRecordDone.
-func (p *Producer) send(ctx context.Context, r *Record) (Result, int32, error) {
+// before it was measured) for OnRecordDone. hooked is r when record hooks
+// are installed, else nil: a separate parameter, so that r does not escape
+// without hooks.
+func (p *Producer) send(ctx context.Context, r, hooked *Record) (Result, int32, error) {
 	w, _ := p.waiters.Get().(*syncWaiter)
 	if w == nil {
 		w = &syncWaiter{ch: make(chan struct{}, 1), prod: p}
 	}
 	w.pend.Reset()
+	w.rec = hooked
 	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen); err != nil {
 		size := w.pend.Size
+		w.rec = nil
 		p.waiters.Put(w)
 		p.failed.Add(1)
 		return Result{}, size, err
@@ -286,6 +292,7 @@ func (p *Producer) send(ctx context.Context, r *Record) (Result, int32, error) {
 		}
 	}
 	res, err := p.outcome(&w.pend)
+	w.rec = nil
 	if !w.pend.HeldByBatch() { // else a batch still refers to it
 		p.waiters.Put(w)
 	}
@@ -335,12 +342,17 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 	a.pend.Async = true
 	a.cb = cb
 	if p.hooks.anyRecord && r != nil {
-		a.rec, a.start = r, clock.Mono()
+		rc := hookedCopy(r) // r itself must not escape
+		a.rec, a.start = rc, clock.Mono()
 		for _, h := range p.hooks.send {
-			h.OnRecordSend(ctx, r)
+			h.OnRecordSend(ctx, rc)
 		}
 	}
-	if err := p.enqueue(ctx, r, &a.pend, a, &a.gen); err != nil {
+	rec := r
+	if a.rec != nil {
+		rec = a.rec
+	}
+	if err := p.enqueue(ctx, rec, &a.pend, a, &a.gen); err != nil {
 		if a.rec != nil {
 			p.recordDone(a.rec, a.start, a.pend.Size, Result{}, err)
 			a.rec = nil
@@ -434,7 +446,7 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		w.part = parts[part] // a canceled Send withdraws its record there
 	}
 	if len(p.hooks.buffered) > 0 { // before Add: the record may be done as soon as it is queued
-		p.recordBuffered(r, name, pd.Partition, size)
+		p.recordBuffered(hookedRecord(n), name, pd.Partition, size)
 	}
 	if !parts[part].Add(pd) { // Close got there first
 		p.lim.Release(int64(size))
