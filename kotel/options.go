@@ -108,11 +108,11 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 // WithInjectTraceContext makes the tracer write each record's span context
 // into its headers through the propagator (WithPropagator), so a consumer
 // can continue the trace (see Extract). Default false: records are sent
-// with the headers they have. When on, the record's Headers slice is
-// replaced by a new one (the caller's backing array is never written to);
-// an existing header with a propagator's key (e.g. from sending the same
-// Record again) has its value replaced rather than duplicated. It has no
-// effect when tracing is off (WithTracing(false)).
+// with the headers they have. When on, the headers of the record the
+// hooks see (kpush's copy) are replaced by a new slice, so the caller's
+// Record and header array are never written to; an existing header with a
+// propagator's key has its value replaced rather than duplicated. It has
+// no effect when tracing is off (WithTracing(false)).
 func WithInjectTraceContext(on bool) Option {
 	return optionFunc(func(c *config) { c.inject = on })
 }

@@ -45,8 +45,9 @@ var (
 type spanShard struct {
 	mu sync.Mutex
 	// m holds, per record pointer, the spans of its sends in progress:
-	// usually one; more only while the same *Record is being sent again
-	// concurrently (outcomes are then paired first-sent, first-ended).
+	// one, as kpush gives the hooks its own copy per send; the list only
+	// guards against a hook set that sees one pointer twice (outcomes are
+	// then paired first-sent, first-ended).
 	m map[*kpush.Record][]trace.Span // guarded by mu
 	_ [48]byte                       // keeps shards on separate cache lines
 }
