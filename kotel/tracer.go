@@ -44,12 +44,10 @@ var (
 // spanShard maps a record in flight to its span(s).
 type spanShard struct {
 	mu sync.Mutex
-	// m holds, per record pointer, the spans of its sends in progress:
-	// one, as kpush gives the hooks its own copy per send; the list only
-	// guards against a hook set that sees one pointer twice (outcomes are
-	// then paired first-sent, first-ended).
-	m map[*kpush.Record][]trace.Span // guarded by mu
-	_ [48]byte                       // keeps shards on separate cache lines
+	// m holds the span of each send in progress, by the record pointer
+	// the hooks see: kpush's own copy, one per send (kpush.HookRecordSend).
+	m map[*kpush.Record]trace.Span // guarded by mu
+	_ [48]byte                     // keeps shards on separate cache lines
 }
 
 func newTracer(tp trace.TracerProvider, prop propagation.TextMapPropagator, inject bool, attrs []attribute.KeyValue) *tracer {
@@ -60,7 +58,7 @@ func newTracer(tp trace.TracerProvider, prop propagation.TextMapPropagator, inje
 		attrs:  attrs,
 	}
 	for i := range t.shards {
-		t.shards[i].m = make(map[*kpush.Record][]trace.Span)
+		t.shards[i].m = make(map[*kpush.Record]trace.Span)
 	}
 	return t
 }
@@ -94,12 +92,14 @@ func (t *tracer) OnRecordSend(ctx context.Context, r *kpush.Record) {
 	}
 	s := t.shard(r)
 	s.mu.Lock()
-	if prev, ok := s.m[r]; ok {
-		s.m[r] = append(prev, span)
-	} else {
-		s.m[r] = []trace.Span{span}
-	}
+	prev := s.m[r]
+	s.m[r] = span
 	s.mu.Unlock()
+	if prev != nil {
+		// Never with kpush's one copy per send; ending the older span
+		// keeps it from leaking if that ever changed.
+		prev.End()
+	}
 }
 
 // OnRecordDone ends the record's span with its partition, offset and, on
@@ -107,17 +107,8 @@ func (t *tracer) OnRecordSend(ctx context.Context, r *kpush.Record) {
 func (t *tracer) OnRecordDone(ev kpush.RecordDoneEvent) {
 	s := t.shard(ev.Record)
 	s.mu.Lock()
-	spans := s.m[ev.Record]
-	var span trace.Span
-	switch len(spans) {
-	case 0:
-	case 1:
-		span = spans[0]
-		delete(s.m, ev.Record)
-	default:
-		span = spans[0]
-		s.m[ev.Record] = spans[1:]
-	}
+	span := s.m[ev.Record]
+	delete(s.m, ev.Record)
 	s.mu.Unlock()
 	if span == nil || !span.IsRecording() {
 		if span != nil {

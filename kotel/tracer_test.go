@@ -171,7 +171,8 @@ func TestTracer_NoInjectByDefault(t *testing.T) {
 }
 
 // TestTracer_SameRecordConcurrently: a *Record sent again before its
-// first outcome gets a span per send, and both end.
+// first outcome gets a span per send, and both end (kpush hands the hooks
+// a copy per send, which the pairing relies on).
 func TestTracer_SameRecordConcurrently(t *testing.T) {
 	e := newEnv(t, kotel.WithMetrics(false))
 	r := &kpush.Record{Topic: "t", Value: []byte("twice")}
