@@ -141,8 +141,8 @@ type RecordDoneEvent struct {
 	Topic string
 	// Partition is -1 when the record failed before one was chosen.
 	Partition int32
-	// Bytes is the record's encoded size; 0 when it failed before it was
-	// measured.
+	// Bytes is the record's encoded size when it was buffered (it had an
+	// OnRecordBuffered), else 0.
 	Bytes int
 	// Result is what Send returns; its Offset is meaningful only when Err
 	// is nil.
@@ -208,16 +208,16 @@ type RequestAnsweredEvent struct {
 	Latency time.Duration
 	// Err is nil when the broker answered (each partition's own error is
 	// reported through HookRetry and HookRecordDone); otherwise the
-	// request failed as a whole (connection cut, request timeout, not
-	// written) and its batches will be retried.
+	// request failed as a whole (connection cut, request timeout) and its
+	// batches will be retried.
 	Err error
 }
 
-// HookRequestAnswered is called once per ProduceRequest after its answer
-// (or failure), before its records' outcomes are delivered, on the
-// goroutine reading that broker's connection (the sender loop's, for a
-// request that could not be written); a blocking hook stops the
-// processing of that broker's responses. With AcksNone no answer comes:
+// HookRequestAnswered is called once per ProduceRequest written (not for
+// one OnRequestWritten reported as not written) after its answer or
+// failure, before its records' outcomes are delivered, on the goroutine
+// reading that broker's connection; a blocking hook stops the processing
+// of that broker's responses. With AcksNone no answer comes:
 // it is called on the sender loop once the request is written.
 type HookRequestAnswered interface {
 	// OnRequestAnswered receives the answered request.

@@ -270,6 +270,7 @@ func (p *Producer) send(ctx context.Context, r, hooked *Record) (Result, int32, 
 		w = &syncWaiter{ch: make(chan struct{}, 1), prod: p}
 	}
 	w.pend.Reset()
+	w.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
 	w.rec = hooked
 	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen); err != nil {
 		size := w.pend.Size
@@ -339,6 +340,7 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 		a = &asyncRecord{prod: p}
 	}
 	a.pend.Reset()
+	a.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
 	a.pend.Async = true
 	a.cb = cb
 	if p.hooks.anyRecord && r != nil {

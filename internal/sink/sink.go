@@ -357,9 +357,7 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	if err != nil {
 		// Not written: the batches are retried, definitely unsent.
 		s.untrack(gen)
-		err = fmt.Errorf("%w: %w", errNotSent, err)
-		s.answered(hev, err)
-		s.handle(batches, nil, err, sentAt)
+		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt)
 	}
 	return true, lingerUntil
 }
