@@ -22,15 +22,15 @@ import (
 // Instrument names. The first two are the OpenTelemetry messaging
 // semantic conventions' own; the others are kpush's, in the same style.
 const (
-	MetricSentMessages      = "messaging.client.sent.messages"
-	MetricOperationDuration = "messaging.client.operation.duration"
-	MetricRetriedMessages   = "kpush.producer.retried.messages"
-	MetricRequestDuration   = "kpush.producer.request.duration"
-	MetricThrottleDuration  = "kpush.producer.throttle.duration"
-	MetricBufferedBytes     = "kpush.producer.buffered.bytes"
-	MetricBufferedMessages  = "kpush.producer.buffered.messages"
-	MetricInflightRequests  = "kpush.producer.inflight.requests"
-	MetricConnections       = "kpush.producer.connections"
+	MetricSentMessages      = "messaging.client.sent.messages"      // counter, {message}: every record, at its outcome
+	MetricOperationDuration = "messaging.client.operation.duration" // histogram, s: Send to outcome
+	MetricRetriedMessages   = "kpush.producer.retried.messages"     // counter, {message}: records in retried batches
+	MetricRequestDuration   = "kpush.producer.request.duration"     // histogram, s: produce request round trip
+	MetricThrottleDuration  = "kpush.producer.throttle.duration"    // histogram, s: throttle a broker asked for
+	MetricBufferedBytes     = "kpush.producer.buffered.bytes"       // gauge, By (ObserveProducer)
+	MetricBufferedMessages  = "kpush.producer.buffered.messages"    // gauge, {message} (ObserveProducer)
+	MetricInflightRequests  = "kpush.producer.inflight.requests"    // gauge, {request} (ObserveProducer)
+	MetricConnections       = "kpush.producer.connections"          // counter, {connection}: by kpush.connection.event
 )
 
 // AttrOutcome is the attribute key of a record's outcome category, a
