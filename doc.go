@@ -61,6 +61,13 @@
 // broker's message is kept, credentials never appear in errors, logs or
 // Stats. See docs/security.md.
 //
+// # Observability
+//
+// WithHooks installs hooks (see Hook) that observe records, requests,
+// connections, throttles, retries, epoch bumps and authentication; with
+// none installed they cost nothing. The kprom module turns them into
+// Prometheus metrics. See docs/observability.md.
+//
 // # Concurrency
 //
 // All Producer methods are safe for concurrent use. The send path takes one

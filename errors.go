@@ -186,3 +186,20 @@ func trimPrefix(err error) string {
 func notWritten(topic string, partition int32, cause error) error {
 	return &ProduceError{Topic: topic, Partition: partition, Err: cause}
 }
+
+// publicErr makes a connection error handed to users outside a
+// ProduceError (hook events) match the public sentinels: internal/wire
+// wraps its own ErrAuth, which becomes ErrAuthentication here.
+func publicErr(err error) error {
+	if err == nil || !errors.Is(err, wire.ErrAuth) {
+		return err
+	}
+	return authError{err}
+}
+
+// authError is a connection error that matches ErrAuthentication.
+type authError struct{ err error }
+
+func (e authError) Error() string        { return e.err.Error() }
+func (e authError) Unwrap() error        { return e.err }
+func (e authError) Is(target error) bool { return target == ErrAuthentication }

@@ -83,6 +83,7 @@ type config struct {
 	tls             *tls.Config
 	sasl            SASLMechanism
 	saslSet         bool
+	hooks           []Hook // WithHooks; sorted by kind into Producer.hooks by New
 }
 
 // defaultConfig holds every default; the README's options table is checked
@@ -387,6 +388,9 @@ func (c *config) validate() error {
 	}
 	if c.partitioner == nil {
 		return bad("WithPartitioner", "nil partitioner")
+	}
+	if _, i := newHookSet(c.hooks); i >= 0 {
+		return bad("WithHooks", "hook %d (%T) implements no Hook interface", i, c.hooks[i])
 	}
 	return c.validateSecurity()
 }

@@ -37,10 +37,11 @@ import (
 // Producer sends records to Kafka. It is safe for concurrent use by any
 // number of goroutines; create one per process and share it.
 type Producer struct {
-	cfg  config
-	eng  *sink.Engine
-	idem *idem.Manager
-	lim  *buffer.Limiter
+	cfg   config
+	hooks hookSet // by kind, read-only after New (hooks.go)
+	eng   *sink.Engine
+	idem  *idem.Manager
+	lim   *buffer.Limiter
 	// undelivered counts accepted records whose outcome has not been
 	// delivered yet, by generation: Flush and Close wait for the records
 	// accepted before they were called.
@@ -59,6 +60,8 @@ type Producer struct {
 	// about (Java metadata.max.idle.ms, 5 min); atomic so tests can shorten it.
 	topicIdle atomic.Int64
 	bump      *idem.ID // a requested epoch bump, handled by the metadata goroutine
+	// bumpReported is the last ID an OnEpochBump reported (metadata goroutine only).
+	bumpReported idem.ID
 
 	closed    atomic.Bool
 	closing   chan struct{} // closed when Close starts
@@ -91,8 +94,10 @@ func New(opts ...Option) (*Producer, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
+	hs, _ := newHookSet(cfg.hooks) // validate checked every hook
 	p := &Producer{
 		cfg:         cfg,
+		hooks:       hs,
 		idem:        idem.NewManager(cfg.idempotent),
 		lim:         buffer.New(cfg.maxBufBytes, cfg.maxBufRecords),
 		undelivered: buffer.NewTracker(),
@@ -115,6 +120,7 @@ func New(opts ...Option) (*Producer, error) {
 			cfg.logger.Debug("kpush: closed idle broker connection", "addr", addr, "idle", cfg.connMaxIdle)
 		},
 		MaxVersions: map[int16]int16{0: 11}, // Produce v12+ adds nothing kpush uses; v13 needs topic IDs
+		OnEvent:     p.wireEventHook(),
 	}
 	p.eng = sink.NewEngine(sink.Config{
 		Acks:            int16(cfg.acks),
@@ -131,6 +137,7 @@ func New(opts ...Option) (*Producer, error) {
 		RequestBump:     p.requestBump,
 		Release:         p.release,
 		ReleaseCanceled: p.releaseCanceled,
+		Hooks:           p.engineHooks(),
 	}, p.idem)
 	p.eng.SetLeaderHints(p.applyLeaderHints)
 	p.ref = meta.Refresher{
@@ -157,6 +164,7 @@ type syncWaiter struct {
 	part *sink.PartitionQueue // where enqueue put pend
 	gen  *buffer.Gen          // the record's Flush generation
 	load *partitioner.Counter // its partition's load (partitioner.go)
+	rec  *Record              // with record hooks: the record they see (hooks.go)
 }
 
 // Notify implements sink.Notifier; it runs on the goroutine that learned
@@ -174,6 +182,10 @@ type asyncRecord struct {
 	prod *Producer
 	gen  *buffer.Gen          // the record's Flush generation
 	load *partitioner.Counter // its partition's load (partitioner.go)
+	// With record hooks only: the caller's record and the SendAsync start
+	// (clock.Mono), for OnRecordDone.
+	rec   *Record
+	start int64
 }
 
 // Notify implements sink.Notifier; it runs the user's callback, then
@@ -182,6 +194,10 @@ func (a *asyncRecord) Notify(pd *sink.Pending) {
 	p := a.prod
 	takeLoad(&a.load, pd.Size)
 	res, err := p.outcome(pd)
+	if a.rec != nil {
+		p.recordDone(a.rec, a.start, pd.Size, res, err)
+		a.rec = nil
+	}
 	if a.cb != nil {
 		a.cb(res, err)
 	}
@@ -231,16 +247,45 @@ func (p *Producer) outcome(pd *sink.Pending) (Result, error) {
 // (or fails with ErrBufferFull under WithFailFastWhenFull) and, for the
 // first record of a topic, for the topic's metadata.
 func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
+	if p.hooks.anyRecord && r != nil {
+		return p.sendHooked(ctx, r)
+	}
+	res, _, err := p.send(ctx, r, nil)
+	return res, err
+}
+
+// sendHooked is Send with record hooks installed (hooks.go).
+func (p *Producer) sendHooked(ctx context.Context, orig *Record) (Result, error) {
+	start := clock.Mono()
+	r := hookedCopy(orig) // orig must not escape (Send's allocation budget)
+	for _, h := range p.hooks.send {
+		h.OnRecordSend(ctx, r)
+	}
+	res, size, err := p.send(ctx, r, r)
+	p.recordDone(r, start, size, res, err)
+	return res, err
+}
+
+// send is Send; it also returns the record's encoded size (0 if it failed
+// before it was measured) for OnRecordDone. hooked is r when record hooks
+// are installed, else nil: a separate parameter, so that r does not escape
+// without hooks.
+func (p *Producer) send(ctx context.Context, r, hooked *Record) (Result, int32, error) {
 	w, _ := p.waiters.Get().(*syncWaiter)
 	if w == nil {
 		w = &syncWaiter{ch: make(chan struct{}, 1), prod: p}
 	}
 	w.pend.Reset()
+	w.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
+	w.rec = hooked
 	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen); err != nil {
+		size := w.pend.Size
+		w.rec = nil
 		p.waiters.Put(w)
 		p.failed.Add(1)
-		return Result{}, err
+		return Result{}, size, err
 	}
+	size := w.pend.Size
 	done := ctx.Done()
 	if done == nil {
 		<-w.ch // a plain receive costs far less than a select
@@ -249,15 +294,16 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 		case <-w.ch:
 		case <-done:
 			if gaveUp, err := p.cancelWait(ctx, w); gaveUp {
-				return Result{}, err
+				return Result{}, size, err
 			}
 		}
 	}
 	res, err := p.outcome(&w.pend)
+	w.rec = nil
 	if !w.pend.HeldByBatch() { // else a batch still refers to it
 		p.waiters.Put(w)
 	}
-	return res, err
+	return res, size, err
 }
 
 // cancelWait handles ctx ending while Send waits. It reports whether Send
@@ -305,9 +351,25 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 		a = &asyncRecord{prod: p}
 	}
 	a.pend.Reset()
+	a.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
 	a.pend.Async = true
 	a.cb = cb
-	if err := p.enqueue(ctx, r, &a.pend, a, &a.gen); err != nil {
+	if p.hooks.anyRecord && r != nil {
+		rc := hookedCopy(r) // r itself must not escape
+		a.rec, a.start = rc, clock.Mono()
+		for _, h := range p.hooks.send {
+			h.OnRecordSend(ctx, rc)
+		}
+	}
+	rec := r
+	if a.rec != nil {
+		rec = a.rec
+	}
+	if err := p.enqueue(ctx, rec, &a.pend, a, &a.gen); err != nil {
+		if a.rec != nil {
+			p.recordDone(a.rec, a.start, a.pend.Size, Result{}, err)
+			a.rec = nil
+		}
 		a.cb = nil
 		p.asyncs.Put(a)
 		p.failed.Add(1)
@@ -397,6 +459,9 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		w.load = load
 	case *SendHandle:
 		w.load = load // before Add: neither Notify nor Cancel can run yet
+	}
+	if len(p.hooks.buffered) > 0 { // before Add: the record may be done as soon as it is queued
+		p.recordBuffered(hookedRecord(n), name, pd.Partition, size)
 	}
 	if !parts[part].Add(pd) { // Close got there first
 		addLoad(load, -pd.Size)

@@ -37,6 +37,7 @@ func TestREADMEDefaults(t *testing.T) {
 		"WithMetadataMaxAge":     fmtDur(c.metadataMaxAge),
 		"WithTLS":                map[bool]string{true: "off"}[c.tls == nil],
 		"WithSASL":               map[bool]string{true: "none"}[c.sasl == nil],
+		"WithHooks":              map[bool]string{true: "none"}[len(c.hooks) == 0],
 	}
 	f, err := os.Open("README.md")
 	if err != nil {

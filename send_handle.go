@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/kpush/kpush/internal/buffer"
+	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/partitioner"
 	"github.com/kpush/kpush/internal/sink"
 )
@@ -30,6 +31,10 @@ type SendHandle struct {
 	gen  *buffer.Gen          // the record's Flush generation
 	part *sink.PartitionQueue // where the record was buffered; nil if it failed first
 	load *partitioner.Counter // its partition's load (partitioner.go); under mu after enqueue
+	// With record hooks only: the record they see and the send's start
+	// (clock.Mono), for OnRecordDone; under mu after enqueue.
+	rec   *Record
+	start int64
 
 	mu        sync.Mutex
 	delivered bool // cb ran (or is running) with the engine's outcome
@@ -51,8 +56,20 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 	h := &SendHandle{cb: cb, prod: p}
 	h.pend.Reset()
 	h.pend.Async = true
-	if err := p.enqueue(ctx, r, &h.pend, h, &h.gen); err != nil {
+	rec := r
+	if p.hooks.anyRecord && r != nil {
+		h.rec, h.start = hookedCopy(r), clock.Mono()
+		for _, hk := range p.hooks.send {
+			hk.OnRecordSend(ctx, h.rec)
+		}
+		rec = h.rec
+	}
+	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen); err != nil {
 		h.delivered = true
+		if h.rec != nil {
+			p.recordDone(h.rec, h.start, h.pend.Size, Result{}, err)
+			h.rec = nil
+		}
 		p.failed.Add(1)
 		if cb != nil {
 			cb(Result{}, err)
@@ -103,9 +120,12 @@ func (h *SendHandle) Cancel() {
 	}
 	h.canceled = true
 	takeLoad(&h.load, pd.Size)
-	cb := h.cb
-	h.cb = nil
+	cb, hr := h.cb, h.rec
+	h.cb, h.rec = nil, nil
 	h.mu.Unlock()
+	if hr != nil {
+		h.prod.recordDone(hr, h.start, pd.Size, Result{}, err)
+	}
 	if cb != nil {
 		cb(Result{}, err)
 	}
@@ -121,10 +141,17 @@ func (h *SendHandle) Notify(pd *sink.Pending) {
 		h.delivered = true
 	}
 	takeLoad(&h.load, pd.Size)
-	h.cb = nil
+	hr := h.rec
+	h.cb, h.rec = nil, nil
 	h.mu.Unlock()
-	if deliver && cb != nil {
-		cb(h.prod.outcome(pd))
+	if deliver && (cb != nil || hr != nil) {
+		res, err := h.prod.outcome(pd)
+		if hr != nil {
+			h.prod.recordDone(hr, h.start, pd.Size, res, err)
+		}
+		if cb != nil {
+			cb(res, err)
+		}
 	}
 	h.gen.Done() // after the callback: Flush waits for callbacks
 }

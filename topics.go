@@ -482,6 +482,9 @@ func (p *Producer) controlRequests(ctx context.Context) {
 		p.ref.Trigger()
 		return
 	}
+	if !loading && len(p.hooks.bump) > 0 {
+		p.epochBumped(*bump) // hooks.go; before the partitions resume
+	}
 	p.mu.Lock()
 	for _, s := range p.sinks {
 		s.Nudge()

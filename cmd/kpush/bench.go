@@ -54,6 +54,8 @@ type benchConfig struct {
 	json        bool
 	sec         securityProps
 	secOpts     []kpush.Option
+	metricsAddr string // --metrics-addr (metrics.go)
+	noStages    bool   // --no-stages: no per-stage breakdown (and no record hooks)
 }
 
 // levelResult is one concurrency level's measurement.
@@ -110,6 +112,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	opts.str('z', "compression", "CODEC", "compression: none (default), gzip, snappy, lz4, zstd", &codec)
 	opts.str(0, "acks", "ACKS", "acks: all (default), 1 (leader) or 0 (none)", &acks)
 	opts.boolean(0, "json", "print results as JSON", &cfg.json)
+	opts.str(0, "metrics-addr", "HOST:PORT", "serve /metrics (Prometheus text format) on HOST:PORT while running", &cfg.metricsAddr)
+	opts.boolean(0, "no-stages", "do not print the per-stage latency breakdown (it installs hooks, which cost CPU)", &cfg.noStages)
 	xSet, xErr := xOption(func(name, value string) error {
 		known, err := cfg.sec.set(name, value)
 		if !known {
@@ -204,9 +208,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		brokers = c.Addrs()
 		where = "embedded in this process, " + strings.Join(brokers, ",")
 	}
-	p, err := kpush.New(append(cfg.secOpts, kpush.WithBrokers(brokers...), kpush.WithCompression(cfg.compression),
+	popts := append(cfg.secOpts, kpush.WithBrokers(brokers...), kpush.WithCompression(cfg.compression),
 		kpush.WithAcks(cfg.acks), kpush.WithDeliveryTimeout(max(30*time.Second, 2*cfg.duration)),
-		kpush.WithRequestTimeout(10*time.Second))...)
+		kpush.WithRequestTimeout(10*time.Second))
+	var hm *cliMetrics // the hooks: stage breakdown and --metrics-addr
+	stages := !cfg.noStages && !cfg.json
+	if stages || cfg.metricsAddr != "" {
+		hm = newCLIMetrics(stages)
+		popts = append(popts, kpush.WithHooks(hm))
+	}
+	if cfg.metricsAddr != "" {
+		stop, _, err := serveMetrics(cfg.metricsAddr, hm)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	p, err := kpush.New(popts...)
 	if err != nil {
 		return err
 	}
@@ -239,6 +257,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return ctx.Err()
 		}
 		var r levelResult
+		if stages {
+			hm.resetStages()
+		}
 		if cfg.async {
 			r = runAsync(ctx, p, cfg, progress)
 		} else {
@@ -250,6 +271,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				printHeader(stdout)
 			}
 			printRow(stdout, r) // as soon as the level ends
+			if stages {
+				hm.printStages(stdout)
+			}
 		}
 		if r.Failed > 0 {
 			return fmt.Errorf("C=%d: %d of %d records failed", c, r.Failed, r.Records+r.Failed)

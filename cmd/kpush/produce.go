@@ -140,6 +140,9 @@ type produceConfig struct {
 	quiet      bool  // -q
 	keepGoing  bool
 	resume     *position // --resume; nil: from the start
+	// --metrics-addr (metrics.go); metrics is set by runProduce when given.
+	metricsAddr string
+	metrics     *cliMetrics
 }
 
 // kcatUnsupported lists kcat's letters that kpush does not accept, with
@@ -220,6 +223,7 @@ func parseProduceFlags(args []string, stderr io.Writer) (*produceConfig, error) 
 	opts.boolean('T', "tee", "also write each record handed to the producer to stdout, as read", &cfg.tee)
 	opts.boolean('q', "quiet", "no progress line, and no summary when every record was sent", &cfg.quiet)
 	opts.boolean('Z', "null-empty", "send an empty value as null (a tombstone)", &cfg.nullEmpty)
+	opts.str(0, "metrics-addr", "HOST:PORT", "serve /metrics (Prometheus text format) on HOST:PORT while running", &cfg.metricsAddr)
 	var ignored bool
 	opts.boolean('P', "", "producer mode (kcat; implied)", &ignored)
 	opts.boolean('l', "", "split files into records (kcat; always on)", &ignored)
@@ -329,6 +333,15 @@ func runProduce(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	t, err := newTally(cfg, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.metricsAddr != "" {
+		cfg.metrics = newCLIMetrics(false)
+		stop, _, err := serveMetrics(cfg.metricsAddr, cfg.metrics)
+		if err != nil {
+			t.closeFailedOut()
+			return err
+		}
+		defer stop()
 	}
 	s := &sender{cfg: cfg, tally: t, metaWait: cfg.props.metadataWait()}
 	if cfg.partition >= 0 {

@@ -93,7 +93,11 @@ func (s *sender) noBrokerFailure(err error) {
 var errMetadataWait = errors.New("metadata wait over")
 
 func newProducer(cfg *produceConfig, manual bool, stderr io.Writer) (*producer, error) {
-	p, err := kpush.New(cfg.props.options(cfg.brokers, manual)...)
+	opts := cfg.props.options(cfg.brokers, manual)
+	if cfg.metrics != nil {
+		opts = append(opts, kpush.WithHooks(cfg.metrics))
+	}
+	p, err := kpush.New(opts...)
 	var ce *kpush.ConfigError
 	if errors.As(err, &ce) {
 		name := optionFlags[ce.Option]

@@ -71,6 +71,8 @@ type Config struct {
 	// MaxRequestBytes caps a whole ProduceRequest's batches (0: no cap
 	// beyond MaxBatchBytes per batch).
 	MaxRequestBytes int
+	// Hooks are the observability callbacks (hooks.go); zero: none.
+	Hooks Hooks
 }
 
 // Stats are the engine's counters.
@@ -102,6 +104,8 @@ type Engine struct {
 	bufs      sync.Pool // []byte for encoded batches
 
 	leaderHints func([]LeaderHint, []Endpoint) // see hint.go; set before any sink
+
+	bumpCause atomic.Pointer[error] // the broker error behind the last epoch bump asked for (hooks.go)
 }
 
 // NewEngine returns an engine; nothing starts until sinks are created.

@@ -121,6 +121,9 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			// before the next request to this broker.
 			e.Stats.Throttles.Add(1)
 			s.throttleUntil.Store(clock.Mono() + int64(resp.ThrottleMillis)*int64(time.Millisecond))
+			if e.cfg.Hooks.Throttle != nil {
+				e.cfg.Hooks.Throttle(s.Node, s.Addr(), time.Duration(resp.ThrottleMillis)*time.Millisecond)
+			}
 		}
 	}
 	reqUnknown := reqErr != nil && !errors.Is(reqErr, errNotSent)
@@ -159,6 +162,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			}
 		}
 
+		retried := 0 // records sent again (HookRetry)
 		p.mu.Lock()
 		p.inflight--
 		if maybeWritten {
@@ -190,6 +194,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			if act == actBump && b.id == p.id {
 				// The broker lost (or never had) our state: new epoch, and
 				// one batch in flight until the broker acknowledges again.
+				e.bumpCause.Store(&cause)
 				p.askBumpLocked()
 				p.stepLocked(evLostState)
 			} else {
@@ -198,11 +203,13 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			p.retriable = p.retriable || !consequence
 			p.rewound = append(p.rewound, b)
 			p.blockLocked(b)
+			retried = len(b.recs)
 		case actFail:
 			p.stepLocked(evFailed) // later in-flight batches come back before anything is sent
 			if len(b.recs) > 1 && !b.unknown && errors.Is(cause, kerr.MessageTooLarge) {
 				// Like the Java producer: split the batch and resend the
 				// halves with the same sequences (their count is unchanged).
+				retried = len(b.recs)
 				halves := p.splitLocked(b)
 				p.rewound = append(p.rewound, halves...)
 				for _, h := range halves {
@@ -219,6 +226,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 					p.dropSeqLocked(b) // it shrank: later sequences move down
 					p.rewound = append(p.rewound, b)
 					p.blockLocked(b)
+					retried = len(b.recs)
 					break
 				}
 			}
@@ -231,6 +239,9 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		p.unlock()
 		if q != nil && q != s {
 			q.nudge()
+		}
+		if retried > 0 && e.cfg.Hooks.Retry != nil {
+			e.cfg.Hooks.Retry(p.Topic, p.ID, retried, cause)
 		}
 	}
 	s.inflight.Add(-1)

@@ -249,7 +249,7 @@ func (s *Sink) ensureConn() bool {
 		s.conn.Close() // waits for the reader: every in-flight batch is back
 		s.conn = nil
 	}
-	c, err := wire.Dial(s.eng.ctx, s.Addr(), s.eng.cfg.Wire)
+	c, err := wire.Dial(wire.WithNode(s.eng.ctx, s.Node), s.Addr(), s.eng.cfg.Wire)
 	if err != nil {
 		s.dialFails++
 		if errors.Is(err, wire.ErrAuth) {
@@ -349,10 +349,13 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	e.Stats.Requests.Add(1)
 	sentAt := nowNs
 	gen := s.gen
+	hev := s.requestEvent(batches) // nil without request hooks (hooks.go)
 	err := s.conn.Do(req, e.cfg.Acks == 0, func(r kmsg.Response, err error) {
 		s.untrack(gen)
+		s.answered(hev, err)
 		s.handle(batches, r, err, sentAt)
 	})
+	s.written(hev, err)
 	if err != nil {
 		// Not written: the batches are retried, definitely unsent.
 		s.untrack(gen)

@@ -81,7 +81,8 @@ type Config struct {
 	// AuthHook, when set, is called after every SASL authentication (reauth
 	// tells whether it was a re-authentication) and every failure to
 	// authenticate or secure a connection (err wraps ErrAuth). It runs on
-	// the dialing or requesting goroutine and must not block.
+	// the dialing or requesting goroutine, after wmu is released, and
+	// must not block.
 	AuthHook func(addr string, reauth bool, err error)
 	// MaxVersions caps the version kpush uses per API key (index = key);
 	// a key absent or negative is not capped beyond kmsg's own maximum.
@@ -96,6 +97,10 @@ type Config struct {
 	// the connection is closed) for every connection closed for being
 	// idle. It must not block.
 	OnIdleClose func(addr string)
+	// OnEvent, when set, hears of connections opened, closed and failed
+	// and of authentications (events.go); it runs with no Conn lock held
+	// and must not block for long.
+	OnEvent func(Event)
 
 	// testHookIdleCheck, when set (tests only), runs after every idle
 	// check with whether it closed the connection.
@@ -114,6 +119,7 @@ type call struct {
 
 // Conn is one TCP (or TLS) connection to a broker. Safe for concurrent use.
 type Conn struct {
+	node int32 // from WithNode, for events (events.go)
 	addr string
 	cfg  *Config
 	nc   net.Conn
@@ -128,6 +134,9 @@ type Conn struct {
 	// Guarded by wmu: when the SASL session must be renewed (clock.Mono
 	// nanoseconds, immune to wall-clock steps; 0 when it never expires).
 	reauthAt int64
+	authEv   *Event // an authentication to report once wmu is released (events.go)
+
+	state atomic.Int32 // events.go: dialing, open (ConnOpened reported), gone
 
 	mu      sync.Mutex // guards pending, dead, idle
 	pending []*call
@@ -140,13 +149,8 @@ type Conn struct {
 	idleTimer atomic.Pointer[time.Timer] // nil without Config.IdleTimeout
 }
 
-// Dial connects to addr (with TLS when cfg.TLS is set), negotiates API
-// versions, starts the reader goroutine and authenticates with cfg.SASL.
-// Only an explicit rejection (a SASL error code, a TLS alert or an
-// untrusted certificate) wraps ErrAuth; a connection the broker closes
-// during the SASL exchange wraps ErrSASLClosed and is worth retrying (a
-// broker restart looks the same).
-func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
+// dial is Dial (events.go) without the events.
+func dial(ctx context.Context, addr string, cfg *Config, node int32) (*Conn, error) {
 	dialTimeout := cfg.DialTimeout
 	if dialTimeout <= 0 {
 		dialTimeout = 10 * time.Second
@@ -165,10 +169,11 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	}
 	if cfg.TLS != nil {
 		if nc, err = handshakeTLS(ctx, nc, addr, cfg.TLS); err != nil {
-			return nil, cfg.authFailed(addr, false, err)
+			return nil, cfg.authFailed(node, addr, err)
 		}
 	}
 	c := &Conn{
+		node:       node,
 		addr:       addr,
 		cfg:        cfg,
 		nc:         nc,
@@ -196,9 +201,9 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 		if cfg.TLS != nil && isTLSRejection(err) {
 			// With TLS 1.3 a broker that refuses our certificate says so
 			// only after the handshake, on the first read.
-			err = cfg.authFailed(addr, false, fmt.Errorf("%w: %w", ErrAuth, err))
+			err = cfg.authFailed(node, addr, fmt.Errorf("%w: %w", ErrAuth, err))
 		} else if cfg.TLS == nil && closedByPeer(err) && speaksTLS(ctx, addr, cfg) {
-			err = cfg.authFailed(addr, false, fmt.Errorf("%w: the broker at %s expects TLS (enable TLS: WithTLS, security.protocol=SSL or SASL_SSL)", ErrAuth, addr))
+			err = cfg.authFailed(node, addr, fmt.Errorf("%w: the broker at %s expects TLS (enable TLS: WithTLS, security.protocol=SSL or SASL_SSL)", ErrAuth, addr))
 		}
 		return nil, err
 	}
@@ -208,7 +213,7 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	if cfg.SASL != nil {
 		c.wmu.Lock()
 		err := c.authenticateLocked(ctx, false)
-		c.wmu.Unlock()
+		c.unlockWrite()
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -249,13 +254,13 @@ func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, er
 	c.wmu.Lock()
 	if c.reauthAt != 0 && clock.Mono() >= c.reauthAt {
 		if err := c.reauthenticateLocked(); err != nil {
-			c.wmu.Unlock()
+			c.unlockWrite()
 			c.fail(err)
 			return fmt.Errorf("%w: %w", ErrConnClosed, err)
 		}
 	}
 	err, werr := c.sendLocked(req, noResponse, done)
-	c.wmu.Unlock()
+	c.unlockWrite()
 	if err != nil {
 		return err
 	}
@@ -475,6 +480,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 	for _, cl := range pending {
 		cl.done(nil, fmt.Errorf("%w: %s: %w", ErrMaybeDelivered, c.addr, dead))
 	}
+	c.closed(dead)
 }
 
 func decode(cl *call, body []byte) (kmsg.Response, error) {

@@ -42,11 +42,17 @@ import (
 // the public kpush.ErrAuthentication, which is this value.
 var ErrAuth = errors.New("kpush: authentication failed")
 
-// authFailed reports err (which should wrap ErrAuth) to the AuthHook and
-// returns it.
-func (cfg *Config) authFailed(addr string, reauth bool, err error) error {
-	if cfg.AuthHook != nil && errors.Is(err, ErrAuth) {
-		cfg.AuthHook(addr, reauth, err)
+// authFailed reports a TLS failure while dialing (err should wrap
+// ErrAuth; no lock is held) to the AuthHook and OnEvent, and returns it.
+func (cfg *Config) authFailed(node int32, addr string, err error) error {
+	if !errors.Is(err, ErrAuth) {
+		return err
+	}
+	if cfg.AuthHook != nil {
+		cfg.AuthHook(addr, false, err)
+	}
+	if cfg.OnEvent != nil {
+		cfg.OnEvent(Event{Kind: Authenticated, Node: node, Addr: addr, Err: err})
 	}
 	return err
 }
@@ -144,7 +150,7 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 	m := c.cfg.SASL
 	fail := func(format string, args ...any) error {
 		args = append([]any{ErrAuth, c.addr, m.Name()}, args...)
-		return c.cfg.authFailed(c.addr, reauth, fmt.Errorf("%w: %s: SASL %s: "+format, args...))
+		return c.authLocked(reauth, fmt.Errorf("%w: %s: SASL %s: "+format, args...))
 	}
 	// Only the broker's explicit answer is a verdict on the credentials. A
 	// closed connection (a restart, a reset; or, from brokers before
@@ -204,10 +210,7 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 	if lifetime > 0 {
 		c.reauthAt = start + int64(reauthAfter(time.Duration(min(lifetime, 365*24*3600*1000))*time.Millisecond))
 	}
-	if c.cfg.AuthHook != nil {
-		c.cfg.AuthHook(c.addr, reauth, nil)
-	}
-	return nil
+	return c.authLocked(reauth, nil) // reported by unlockWrite, after wmu
 }
 
 // reauthAfter is how long after sending the final SaslAuthenticate a
