@@ -275,7 +275,9 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 		return true, notWritten(pd.Topic, pd.Partition, ctx.Err())
 	}
 	if pd.TryAbandon() {
-		takeLoad(&w.load, pd.Size)
+		// The record is still in flight and its Notify still runs (on the
+		// reader goroutine, with no ordering against this one): Notify
+		// alone takes its load off, when its batch is done.
 		return true, &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: true, Err: ctx.Err()}
 	}
 	<-w.ch
