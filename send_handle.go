@@ -90,11 +90,13 @@ func (h *SendHandle) Cancel() {
 		// Never sent: Notify will not run; the partition releases the
 		// record's buffer space when it drops it.
 		h.prod.failed.Add(1)
+		takeLoad(&h.load, pd.Size)
 		h.gen.Done()
 		err = notWritten(pd.Topic, pd.Partition, context.Canceled)
 	case pd.TryAbandon():
-		// In flight: Notify still runs (to let go of the record) but
-		// delivers nothing.
+		// In flight: Notify still runs (to let go of the record, and its
+		// load, which counts until its batch is done, as an abandoned
+		// Send's) but delivers nothing.
 		err = &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: true, Err: context.Canceled}
 	default:
 		// The outcome is set: Notify delivers it.
@@ -102,7 +104,6 @@ func (h *SendHandle) Cancel() {
 		return
 	}
 	h.canceled = true
-	takeLoad(&h.load, pd.Size)
 	cb := h.cb
 	h.cb = nil
 	h.mu.Unlock()
