@@ -395,7 +395,8 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	case *asyncRecord:
 		w.load = load
 	case *SendHandle:
-		w.load = load // before Add: neither Notify nor Cancel can run yet
+		// Before Add: neither Notify nor Cancel can run yet.
+		w.part, w.load = parts[part], load
 	}
 	if !parts[part].Add(pd) { // Close got there first
 		addLoad(load, -pd.Size)

@@ -28,7 +28,7 @@ type SendHandle struct {
 	cb   func(Result, error)
 	prod *Producer
 	gen  *buffer.Gen          // the record's Flush generation
-	part *sink.PartitionQueue // where the record was buffered; nil if it failed first
+	part *sink.PartitionQueue // where enqueue buffered the record (set before Add)
 	load *partitioner.Counter // its partition's load (partitioner.go); under mu after enqueue
 
 	mu        sync.Mutex
@@ -58,13 +58,6 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 			cb(Result{}, err)
 		}
 		return h
-	}
-	// Partition queues are never replaced (a topic's list only grows), so
-	// this is the queue enqueue appended to.
-	if t := (*p.topics.Load())[h.pend.Topic]; t != nil {
-		if parts := *t.parts.Load(); int(h.pend.Partition) < len(parts) {
-			h.part = parts[h.pend.Partition]
-		}
 	}
 	return h
 }
