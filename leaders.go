@@ -54,8 +54,8 @@ func (t *topic) checkTopicIDLocked(id [16]byte) {
 // response gives. Runs on a connection reader goroutine.
 func (p *Producer) applyLeaderHints(hints []sink.LeaderHint, eps []sink.Endpoint) {
 	topics := *p.topics.Load()
+	var moved []sink.LeaderHint // logged after unlocking: the logger is user code
 	p.leaderMu.Lock()
-	defer p.leaderMu.Unlock()
 	for _, h := range hints {
 		t := topics[h.Topic]
 		if t == nil {
@@ -72,6 +72,10 @@ func (p *Producer) applyLeaderHints(hints []sink.LeaderHint, eps []sink.Endpoint
 		}
 		t.epochs[i] = h.Epoch
 		parts[i].SetLeader(sk)
+		moved = append(moved, h)
+	}
+	p.leaderMu.Unlock()
+	for _, h := range moved {
 		p.cfg.logger.Debug("kpush: partition moved by a leader hint (KIP-951)", "topic", h.Topic, "partition", h.Partition, "leader", h.Leader, "epoch", h.Epoch)
 	}
 }

@@ -253,7 +253,10 @@ func addLoad(c *partitioner.Counter, size int32) *partitioner.Counter {
 }
 
 // takeLoad subtracts a record's size from the counter *c once its outcome
-// is delivered (or its sender stopped waiting) and clears *c.
+// is delivered or it was withdrawn (a canceled Send or handle; an
+// abandoned Send's record still counts until its batch is done) and
+// clears *c. Only one goroutine may call it per record: its Notify, or
+// whoever withdrew it (Notify then never runs), or SendHandle under h.mu.
 func takeLoad(c **partitioner.Counter, size int32) {
 	if *c != nil {
 		(*c).Add(-int64(size))

@@ -321,7 +321,9 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 		return true, notWritten(pd.Topic, pd.Partition, ctx.Err())
 	}
 	if pd.TryAbandon() {
-		takeLoad(&w.load, pd.Size)
+		// The record is still in flight and its Notify still runs (on the
+		// reader goroutine, with no ordering against this one): Notify
+		// alone takes its load off, when its batch is done.
 		return true, &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: true, Err: ctx.Err()}
 	}
 	<-w.ch
@@ -458,7 +460,8 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	case *asyncRecord:
 		w.load = load
 	case *SendHandle:
-		w.load = load // before Add: neither Notify nor Cancel can run yet
+		// Before Add: neither Notify nor Cancel can run yet.
+		w.part, w.load = parts[part], load
 	}
 	if len(p.hooks.buffered) > 0 { // before Add: the record may be done as soon as it is queued
 		p.recordBuffered(hookedRecord(n), name, pd.Partition, size)

@@ -29,7 +29,7 @@ type SendHandle struct {
 	cb   func(Result, error)
 	prod *Producer
 	gen  *buffer.Gen          // the record's Flush generation
-	part *sink.PartitionQueue // where the record was buffered; nil if it failed first
+	part *sink.PartitionQueue // where enqueue buffered the record (set before Add)
 	load *partitioner.Counter // its partition's load (partitioner.go); under mu after enqueue
 	// With record hooks only: the record they see and the send's start
 	// (clock.Mono), for OnRecordDone; under mu after enqueue.
@@ -76,13 +76,6 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 		}
 		return h
 	}
-	// Partition queues are never replaced (a topic's list only grows), so
-	// this is the queue enqueue appended to.
-	if t := (*p.topics.Load())[h.pend.Topic]; t != nil {
-		if parts := *t.parts.Load(); int(h.pend.Partition) < len(parts) {
-			h.part = parts[h.pend.Partition]
-		}
-	}
 	return h
 }
 
@@ -107,11 +100,13 @@ func (h *SendHandle) Cancel() {
 		// Never sent: Notify will not run; the partition releases the
 		// record's buffer space when it drops it.
 		h.prod.failed.Add(1)
+		takeLoad(&h.load, pd.Size)
 		h.gen.Done()
 		err = notWritten(pd.Topic, pd.Partition, context.Canceled)
 	case pd.TryAbandon():
-		// In flight: Notify still runs (to let go of the record) but
-		// delivers nothing.
+		// In flight: Notify still runs (to let go of the record, and its
+		// load, which counts until its batch is done, as an abandoned
+		// Send's) but delivers nothing.
 		err = &ProduceError{Topic: pd.Topic, Partition: pd.Partition, Unknown: true, Err: context.Canceled}
 	default:
 		// The outcome is set: Notify delivers it.
@@ -119,7 +114,6 @@ func (h *SendHandle) Cancel() {
 		return
 	}
 	h.canceled = true
-	takeLoad(&h.load, pd.Size)
 	cb, hr := h.cb, h.rec
 	h.cb, h.rec = nil, nil
 	h.mu.Unlock()

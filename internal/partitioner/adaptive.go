@@ -14,8 +14,9 @@ import "sync/atomic"
 // Counter is one partition's load: the bytes of records sent to it whose
 // outcome is not delivered yet (buffered or in flight). The producer adds a
 // record's size when it queues the record and subtracts it when the
-// record's outcome is delivered (or its sender stops waiting). Safe for
-// concurrent use.
+// record's outcome is delivered or the record is withdrawn before being
+// sent (a record whose sender gave up while it was in flight still counts
+// until its batch is done). Safe for concurrent use.
 type Counter struct {
 	n atomic.Int64
 	_ [56]byte // one cache line per partition: partitions are updated by different goroutines

@@ -163,6 +163,11 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		}
 
 		retried := 0 // records sent again (HookRetry)
+		if cause != nil && (act == actRetry || act == actRefresh || act == actBump) {
+			// Before taking the lock: the logger is user code (a handler
+			// may send a record to this very partition).
+			e.cfg.Logger.Debug("kpush: retrying batch", "topic", p.Topic, "partition", p.ID, "err", cause)
+		}
 		p.mu.Lock()
 		p.inflight--
 		if maybeWritten {
@@ -187,9 +192,6 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		case actRetry, actRefresh, actBump:
 			if act == actRefresh {
 				refresh = true
-			}
-			if cause != nil {
-				e.cfg.Logger.Debug("kpush: retrying batch", "topic", p.Topic, "partition", p.ID, "err", cause)
 			}
 			if act == actBump && b.id == p.id {
 				// The broker lost (or never had) our state: new epoch, and

@@ -373,10 +373,14 @@ func (s *Sink) encode(b *Batch) {
 	bl.Reset()
 	// Under recMu: a record whose outcome is given early meanwhile is
 	// copied first (Pending.own), never read from the caller's memory after.
+	// Append copies the records into the builder, so the lock ends there:
+	// compression (which the reaper would wait for under the partition's
+	// mu) and the logger (user code) run outside it.
 	b.p.recMu.Lock()
 	for _, r := range b.recs {
 		bl.Append(&r.Rec)
 	}
+	b.p.recMu.Unlock()
 	out, err := bl.AppendFinish(s.eng.getBuf(), s.eng.cfg.Codec, b.id.Producer, b.id.Epoch, b.seq)
 	if err != nil {
 		// Compression failing is a bug or resource exhaustion; send
@@ -384,7 +388,6 @@ func (s *Sink) encode(b *Batch) {
 		s.eng.cfg.Logger.Error("kpush: compression failed; sending uncompressed", "err", err)
 		out, _ = bl.Finish(batch.None, b.id.Producer, b.id.Epoch, b.seq)
 	}
-	b.p.recMu.Unlock()
 	b.bytes = out
 	s.eng.Stats.Batches.Add(1)
 	s.eng.Stats.BatchedRecords.Add(int64(len(b.recs)))
