@@ -56,6 +56,7 @@ type item struct {
 	mode  int32
 	state atomic.Int32 // itemQueued → itemHanded (intake) or itemWithdrawn (kp_cancel)
 
+	err       error             // set by kp_send_many (malformed headers): fail with it at hand-over
 	h         *kpush.SendHandle // modeSend, once handed; guarded by b.cmu
 	cancelReq bool              // kp_cancel came while intake was handing it over; guarded by b.cmu
 }
@@ -146,10 +147,19 @@ func (b *bridge) producerFor(partition int32) (*kpush.Producer, error) {
 }
 
 // sendMany starts records in order. It never blocks on the network or on
-// buffer space: the intake goroutine hands them to the engine.
-func (b *bridge) sendMany(its []*item) {
-	b.outstanding.Add(int64(len(its)))
+// buffer space: the intake goroutine hands them to the engine. It returns
+// false, starting none, once close has stopped intake: kp_send_many checks
+// b.closed before copying the batch, and a close beginning during the copy
+// must neither strand the batch in an intake list no goroutine reads (close
+// would wait for its outcomes forever) nor see it counted after its own
+// wait for outcomes. Counting under imu orders both with intakeClosed.
+func (b *bridge) sendMany(its []*item) bool {
 	b.imu.Lock()
+	if b.intakeClosed {
+		b.imu.Unlock()
+		return false
+	}
+	b.outstanding.Add(int64(len(its)))
 	for _, it := range its {
 		if it.mode == modeSend {
 			b.items[it.id] = it
@@ -161,6 +171,7 @@ func (b *bridge) sendMany(its []*item) {
 	case b.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // forget drops finished records from items (kp_drain, for each drained
@@ -199,6 +210,10 @@ func (b *bridge) intakeLoop() {
 // handOver gives one record to the engine (intake goroutine).
 func (b *bridge) handOver(it *item) {
 	id, topic := it.id, it.rec.Topic
+	if it.err != nil {
+		b.complete(id, kpush.Result{}, it.err)
+		return
+	}
 	if b.aborted.Load() {
 		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: kpush.ErrClosed})
 		return
