@@ -84,3 +84,22 @@ async def test_abandoned_while_tick_handed_over_resolves_every_future(broker):
 async def _until(cond) -> None:
     while not cond():
         await asyncio.sleep(0.01)
+
+
+async def test_a_topic_waiting_for_metadata_does_not_hold_up_another(broker):
+    # The first record of a topic waits for its metadata (here: three answers
+    # saying it does not exist, then unknown_topic). A record of a topic
+    # that is ready, sent after it, must not wait behind it.
+    async with Producer(bootstrap_servers=broker.bootstrap) as p:
+        await p.partitions_for("review")
+        order: list[str] = []
+
+        async def one(topic: str) -> None:
+            try:
+                await p.send(topic, b"x")
+            except KafkaError:
+                pass
+            order.append(topic)
+
+        await asyncio.wait_for(asyncio.gather(one("no-such-topic-review"), one("review")), 60)
+        assert order == ["review", "no-such-topic-review"]
