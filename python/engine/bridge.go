@@ -258,10 +258,6 @@ func (b *bridge) handOver(l *lane, it *item) {
 		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: kpush.ErrClosed})
 		return
 	}
-	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
-		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: errWithdrawn})
-		return
-	}
 	partition := it.rec.Partition
 	p, err := b.producerFor(partition)
 	if err != nil {
@@ -269,7 +265,16 @@ func (b *bridge) handOver(l *lane, it *item) {
 		return
 	}
 	cb := func(res kpush.Result, err error) { b.complete(id, res, err) }
+	// Taken over and made current in one cmu section: a kp_cancel that
+	// finds the record taken over then sees it current (and interrupts the
+	// wait) or with its handle, never in between, where its request would
+	// wait until the hand-over's wait for buffer space or metadata ended.
 	b.cmu.Lock()
+	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
+		b.cmu.Unlock()
+		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: errWithdrawn})
+		return
+	}
 	l.cur = it
 	ctx := l.ictx
 	b.cmu.Unlock()
