@@ -1,22 +1,26 @@
 package main
 
 // Goroutines and ownership (one bridge producer):
-//   - The Python thread calling kp_send/kp_send_many (the event loop's, or
-//     any thread of the blocking Producer) builds the records — their bytes
-//     copied once, out of Python's buffers into Go memory — and appends them
-//     to the intake list in one step per call. It never blocks.
-//   - The intake goroutine (one per bridge producer) hands records to the
-//     engine in the order kp_send saw them: modeSend records with
-//     SendCancelable (a cancel handle, no goroutine per record), modeOrdered
-//     ones with SendAsync. It may block for buffer space or a topic's first
-//     metadata, bounded by ictx, which kp_cancel cancels when it targets the
-//     record being handed over, and close when its timeout passes (then
-//     aborted is set and the rest fail as closed). It exits when the
-//     producer closes and the intake list is empty.
+//   - The Python thread calling kp_send_many (the event loop's) builds the
+//     records — their bytes copied once, out of Python's buffers into Go
+//     memory — and appends them to their topics' intake lanes in one step
+//     per call. It never blocks.
+//   - One intake goroutine per topic (a lane, started at the topic's first
+//     record) hands its records to the engine in the order kp_send_many saw
+//     them: modeSend records with SendCancelable (a cancel handle, no
+//     goroutine per record), modeOrdered ones with SendAsync. It may block
+//     for buffer space or the topic's first metadata, bounded by the lane's
+//     ictx, which kp_cancel cancels when it targets the record being handed
+//     over, and close when its timeout passes (then aborted is set and the
+//     rest fail as closed). A lane per topic, not one for the producer: a
+//     topic whose metadata is slow or failing must not hold up the records
+//     of the others (per-key order is within a topic). It exits when the
+//     producer closes and its intake list is empty.
 //   - The engine's callback goroutines push the outcomes (complete).
 //   - Flush, close, partition and token goroutines are started per call.
-// Locks (none nests another): b.imu guards intake, intakeClosed and items;
-// b.cmu guards cur, ictx, icancel and every item's h and cancelReq;
+// Locks (none nests another): b.imu guards lanes, every lane's intake,
+// intakeClosed and items; b.cmu guards every lane's cur, ictx and icancel
+// and every item's h and cancelReq;
 // b.zmu guards zeroWaiters; b.tmu guards tokens; b.mmu guards manual. The
 // completion queue has its own lock (queue.go).
 
@@ -25,6 +29,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,8 +62,19 @@ type item struct {
 	mode  int32
 	state atomic.Int32 // itemQueued → itemHanded (intake) or itemWithdrawn (kp_cancel)
 
+	lane      *lane             // set under b.imu by sendMany
+	err       error             // set by kp_send_many (malformed headers): fail with it at hand-over
 	h         *kpush.SendHandle // modeSend, once handed; guarded by b.cmu
 	cancelReq bool              // kp_cancel came while intake was handing it over; guarded by b.cmu
+}
+
+// lane hands one topic's records to the engine, in order.
+type lane struct {
+	intake  []*item         // guarded by b.imu
+	wake    chan struct{}   // buffered 1: intake went non-empty, or close
+	cur     *item           // the record being handed over; guarded by b.cmu
+	ictx    context.Context // bounds the hand-over's waits; guarded by b.cmu
+	icancel context.CancelFunc
 }
 
 // bridge is one producer as seen from Python.
@@ -67,25 +84,21 @@ type bridge struct {
 	q       *queue
 	cfg     *settings
 	closed  atomic.Bool
-	aborted atomic.Bool   // close's timeout passed: intake fails what is left
-	stopped chan struct{} // closed when the intake goroutine has exited
+	aborted atomic.Bool    // close's timeout passed: intake fails what is left
+	lanesWG sync.WaitGroup // one per lane goroutine
 
 	mmu    sync.Mutex
 	manual *kpush.Producer // lazily created for records with an explicit partition
 
 	imu          sync.Mutex
-	intake       []*item
+	lanes        map[string]*lane // by topic; only added to, while intake is open
 	intakeClosed bool
-	wake         chan struct{}
 	// items finds modeSend records by id for kp_cancel: inserted a batch at
 	// a time by kp_send_many, deleted a batch at a time by kp_drain (which
 	// sees every outcome), so the hot path takes imu twice per batch.
 	items map[uint64]*item
 
-	cmu     sync.Mutex
-	cur     *item // the record intake is handing to the engine
-	ictx    context.Context
-	icancel context.CancelFunc
+	cmu sync.Mutex
 
 	outstanding atomic.Int64
 	zmu         sync.Mutex
@@ -103,12 +116,10 @@ type tokenReply struct {
 
 func newBridge(raw []byte) (*bridge, error) {
 	b := &bridge{
-		wake:    make(chan struct{}, 1),
-		stopped: make(chan struct{}),
-		tokens:  make(map[uint64]chan tokenReply),
-		items:   make(map[uint64]*item),
+		tokens: make(map[uint64]chan tokenReply),
+		items:  make(map[uint64]*item),
+		lanes:  make(map[string]*lane),
 	}
-	b.ictx, b.icancel = context.WithCancel(context.Background())
 	cfg, opts, _, _, err := parseConfig(raw, b.token)
 	if err != nil {
 		return nil, err
@@ -121,7 +132,6 @@ func newBridge(raw []byte) (*bridge, error) {
 		b.p.Close(context.Background())
 		return nil, err
 	}
-	go b.intakeLoop()
 	return b, nil
 }
 
@@ -146,19 +156,60 @@ func (b *bridge) producerFor(partition int32) (*kpush.Producer, error) {
 }
 
 // sendMany starts records in order. It never blocks on the network or on
-// buffer space: the intake goroutine hands them to the engine.
-func (b *bridge) sendMany(its []*item) {
-	b.outstanding.Add(int64(len(its)))
+// buffer space: the intake goroutine hands them to the engine. It returns
+// false, starting none, once close has stopped intake: kp_send_many checks
+// b.closed before copying the batch, and a close beginning during the copy
+// must neither strand the batch in an intake list no goroutine reads (close
+// would wait for its outcomes forever) nor see it counted after its own
+// wait for outcomes. Counting under imu orders both with intakeClosed.
+func (b *bridge) sendMany(its []*item) bool {
 	b.imu.Lock()
+	if b.intakeClosed {
+		b.imu.Unlock()
+		return false
+	}
+	b.outstanding.Add(int64(len(its)))
+	var l *lane
+	var lt string
+	var woken []*lane // usually one: a tick's records mostly share a topic
 	for _, it := range its {
 		if it.mode == modeSend {
 			b.items[it.id] = it
 		}
+		if l == nil || it.rec.Topic != lt { // topicString shares one string per run of a topic
+			lt = it.rec.Topic
+			l = b.laneLocked(lt)
+			if !slices.Contains(woken, l) {
+				woken = append(woken, l)
+			}
+		}
+		it.lane = l
+		l.intake = append(l.intake, it)
 	}
-	b.intake = append(b.intake, its...)
 	b.imu.Unlock()
+	for _, l := range woken {
+		l.poke()
+	}
+	return true
+}
+
+// laneLocked returns topic's lane, starting it at the topic's first record
+// (b.imu held, intake open).
+func (b *bridge) laneLocked(topic string) *lane {
+	l := b.lanes[topic]
+	if l == nil {
+		l = &lane{wake: make(chan struct{}, 1)}
+		l.ictx, l.icancel = context.WithCancel(context.Background())
+		b.lanes[topic] = l
+		b.lanesWG.Add(1)
+		go b.intakeLoop(l)
+	}
+	return l
+}
+
+func (l *lane) poke() {
 	select {
-	case b.wake <- struct{}{}:
+	case l.wake <- struct{}{}:
 	default:
 	}
 }
@@ -173,38 +224,38 @@ func (b *bridge) forget(ids []uint64) {
 	b.imu.Unlock()
 }
 
-// intakeLoop hands records to the engine in order.
-func (b *bridge) intakeLoop() {
-	defer close(b.stopped)
+// intakeLoop hands a lane's records to the engine in order.
+func (b *bridge) intakeLoop(l *lane) {
+	defer b.lanesWG.Done()
 	var batch []*item
 	for {
 		b.imu.Lock()
-		batch, b.intake = b.intake, batch[:0]
+		batch, l.intake = l.intake, batch[:0]
 		done := b.intakeClosed && len(batch) == 0
 		b.imu.Unlock()
 		if done {
 			return
 		}
 		if len(batch) == 0 {
-			<-b.wake
+			<-l.wake
 			continue
 		}
 		for i, it := range batch {
 			batch[i] = nil
-			b.handOver(it)
+			b.handOver(l, it)
 		}
 	}
 }
 
 // handOver gives one record to the engine (intake goroutine).
-func (b *bridge) handOver(it *item) {
+func (b *bridge) handOver(l *lane, it *item) {
 	id, topic := it.id, it.rec.Topic
-	if b.aborted.Load() {
-		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: kpush.ErrClosed})
+	if it.err != nil {
+		b.complete(id, kpush.Result{}, it.err)
 		return
 	}
-	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
-		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: errWithdrawn})
+	if b.aborted.Load() {
+		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: kpush.ErrClosed})
 		return
 	}
 	partition := it.rec.Partition
@@ -214,24 +265,33 @@ func (b *bridge) handOver(it *item) {
 		return
 	}
 	cb := func(res kpush.Result, err error) { b.complete(id, res, err) }
+	// Taken over and made current in one cmu section: a kp_cancel that
+	// finds the record taken over then sees it current (and interrupts the
+	// wait) or with its handle, never in between, where its request would
+	// wait until the hand-over's wait for buffer space or metadata ended.
 	b.cmu.Lock()
-	b.cur = it
-	ctx := b.ictx
+	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
+		b.cmu.Unlock()
+		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: errWithdrawn})
+		return
+	}
+	l.cur = it
+	ctx := l.ictx
 	b.cmu.Unlock()
 	if it.mode != modeSend {
 		p.SendAsync(ctx, &it.rec, cb)
 		b.cmu.Lock()
-		b.cur = nil
+		l.cur = nil
 		b.cmu.Unlock()
 		return
 	}
 	h := p.SendCancelable(ctx, &it.rec, cb)
 	b.cmu.Lock()
-	b.cur = nil
+	l.cur = nil
 	it.h = h
 	req := it.cancelReq
-	if b.ictx.Err() != nil && !b.aborted.Load() { // kp_cancel interrupted a wait for buffer space or metadata
-		b.ictx, b.icancel = context.WithCancel(context.Background())
+	if l.ictx.Err() != nil && !b.aborted.Load() { // kp_cancel interrupted a wait for buffer space or metadata
+		l.ictx, l.icancel = context.WithCancel(context.Background())
 	}
 	b.cmu.Unlock()
 	if req {
@@ -254,8 +314,8 @@ func (b *bridge) cancelRecord(id uint64) {
 	h := it.h
 	if h == nil {
 		it.cancelReq = true
-		if b.cur == it {
-			b.icancel()
+		if it.lane.cur == it {
+			it.lane.icancel()
 		}
 	}
 	b.cmu.Unlock()
@@ -322,23 +382,30 @@ func (b *bridge) close(timeoutMS int64) error {
 	}
 	b.imu.Lock()
 	b.intakeClosed = true
+	lanes := slices.Collect(maps.Values(b.lanes)) // no lane starts from now on
 	b.imu.Unlock()
-	select {
-	case b.wake <- struct{}{}:
-	default:
+	for _, l := range lanes {
+		l.poke()
 	}
+	stopped := make(chan struct{})
+	go func() {
+		b.lanesWG.Wait()
+		close(stopped)
+	}()
 	ctx, cancel := timeoutCtx(timeoutMS)
 	defer cancel()
 	select {
-	case <-b.stopped:
+	case <-stopped:
 	case <-ctx.Done():
 		// Intake may be blocked on a full buffer (until a record's delivery
 		// timeout): interrupt it and fail what it still holds.
 		b.aborted.Store(true)
 		b.cmu.Lock()
-		b.icancel()
+		for _, l := range lanes {
+			l.icancel()
+		}
 		b.cmu.Unlock()
-		<-b.stopped
+		<-stopped
 	}
 	err := b.p.Close(ctx)
 	b.mmu.Lock()

@@ -169,16 +169,18 @@ func kp_send_many(h C.int64_t, recs *C.kp_rec, n C.int64_t) C.int32_t {
 	for _, r := range unsafe.Slice(recs, int(n)) {
 		it, err := buildItem(r.id, r.topic, r.topic_len, r.key, r.key_len, r.val, r.val_len, r.hdrs, r.hdr_len, C.int32_t(r.nhdr), r.ts_ms, lastTopic)
 		if err != nil {
-			b.outstanding.Add(1)
-			b.complete(uint64(r.id), kpush.Result{}, &kpush.ProduceError{Partition: -1, Err: kpush.ErrInvalidHeader})
-			continue
+			// Failed at hand-over, counted with the batch: pushed now, its
+			// outcome could trail a close that has already finished.
+			it = &item{id: uint64(r.id), err: &kpush.ProduceError{Partition: -1, Err: kpush.ErrInvalidHeader}}
 		}
 		lastTopic = it.rec.Topic
 		it.mode = int32(r.mode)
 		it.rec.Partition = int32(r.partition)
 		its = append(its, it)
 	}
-	b.sendMany(its)
+	if !b.sendMany(its) {
+		return causeClosed
+	}
 	return 0
 }
 

@@ -9,6 +9,8 @@ package main
 //     back to false when it empties the queue. The read end belongs to the
 //     Python side (add_reader), which reads the pipe before draining so a
 //     wake-up is never lost.
+//   - kp_free closes the pipe (close, under q.mu, which also guards closed);
+//     a push after it is dropped, never written to the closed fd.
 
 import (
 	"sync"
@@ -42,10 +44,11 @@ const (
 type queue struct {
 	rfd, wfd int
 
-	mu    sync.Mutex
-	items []completion
-	spare []completion
-	armed bool
+	mu     sync.Mutex
+	items  []completion
+	spare  []completion
+	armed  bool
+	closed bool // the pipe is closed: its fd numbers may belong to another file now
 }
 
 func newQueue() (*queue, error) {
@@ -57,13 +60,20 @@ func newQueue() (*queue, error) {
 }
 
 // push appends c and wakes the loop if the queue was empty.
+// After close it drops c: nobody drains the queue any more, and a late
+// push (a flush or partitions_for finishing after close) must not write to
+// a closed fd whose number the process may have reused for another file.
+// The write is under mu so close cannot come between the check and it; it
+// happens once per drain, never blocks (O_NONBLOCK).
 func (q *queue) push(c completion) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
 	q.items = append(q.items, c)
-	wake := !q.armed
-	q.armed = true
-	q.mu.Unlock()
-	if wake {
+	if !q.armed {
+		q.armed = true
 		// A full pipe already holds a wake-up; EAGAIN is fine.
 		syscall.Write(q.wfd, []byte{1})
 	}
@@ -96,7 +106,14 @@ func (q *queue) take(max int, msgCap int, fn func(i int, c *completion)) int {
 	return n
 }
 
+// close closes the pipe (kp_free); later pushes are dropped.
 func (q *queue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.closed = true
 	syscall.Close(q.rfd)
 	syscall.Close(q.wfd)
 }

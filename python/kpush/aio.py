@@ -151,6 +151,14 @@ class Producer:
             core.pending.extend((rid, ta[0], ta[1], _ffi.address(ffi, r.key, keep), r.key_len,
                                  _ffi.address(ffi, r.value, keep), r.value_len, _ffi.address(ffi, r.headers, keep),
                                  r.headers_len, r.nheaders, r.partition, r.timestamp_ms, mode))
+            if _writable(value) or _writable(key):
+                # The engine copies a tick's records at its end; a buffer the
+                # caller may still change (or resize: BufferError while
+                # exported) is copied now, with the records before it.
+                fut = core.loop.create_future()
+                core.futures[rid] = (fut, topic)
+                core.send_pending()
+                return fut, rid, core
         fut = core.loop.create_future()
         core.futures[rid] = (fut, topic)
         if len(core.pending) == _ffi.REC_FIELDS:
@@ -197,6 +205,11 @@ class Producer:
         partition). Never blocks the loop; cancelling the future drops the
         outcome but does not withdraw the record."""
         return self._start(_MODE_ORDERED, topic, value, key, headers, partition, timestamp_ms)[0]
+
+
+def _writable(v: Any) -> bool:
+    """Whether v is a buffer its owner can change after the call."""
+    return isinstance(v, (bytearray, memoryview)) and not memoryview(v).readonly
 
 
 def _wrong_loop() -> WrongLoopError:

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/kpush/kpush"
+)
+
+// testBridge is a bridge producer that never dials: its tests send nothing
+// to a broker (port 1 on the loopback refuses at once if it ever did).
+func testBridge(t *testing.T) *bridge {
+	t.Helper()
+	b, err := newBridge([]byte(`{"brokers":["127.0.0.1:1"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A kp_send_many that checked b.closed just before a close began copies its
+// batch while close stops intake. The batch must be refused (kp_send_many
+// then reports closed), not appended to an intake list nobody reads, where
+// its outcomes never come and close waits for them forever.
+func TestSendManyAfterIntakeStoppedIsRefused(t *testing.T) {
+	b := testBridge(t)
+	// What close does first, before it waits for outcomes.
+	b.imu.Lock()
+	b.intakeClosed = true
+	b.imu.Unlock()
+	its := []*item{{id: 1, rec: kpush.Record{Topic: "t", Value: []byte("x")}}}
+	if b.sendMany(its) {
+		t.Error("sendMany accepted a batch after intake stopped")
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- b.close(1000) }()
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, kpush.ErrClosed) {
+			t.Errorf("close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("close never returned: %d records outstanding that no goroutine will complete", b.outstanding.Load())
+	}
+	b.q.close()
+}
+
+// A record kp_send_many could not decode fails through its completion,
+// counted with its batch, so a flush or close waits for it to be pushed.
+func TestMalformedRecordFailsAtHandOver(t *testing.T) {
+	b := testBridge(t)
+	defer b.q.close()
+	bad := &item{id: 7, mode: modeSend, err: &kpush.ProduceError{Partition: -1, Err: kpush.ErrInvalidHeader}}
+	if !b.sendMany([]*item{bad}) {
+		t.Fatal("sendMany refused a batch on an open producer")
+	}
+	if err := b.close(5000); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	var got []completion
+	b.q.take(16, 1<<16, func(_ int, c *completion) { got = append(got, *c) })
+	if len(got) != 1 || got[0].id != 7 || got[0].kind != kindNotWritten {
+		t.Fatalf("completions %+v, want one not-written outcome for id 7", got)
+	}
+}
