@@ -46,24 +46,7 @@ func wantNoLoad(t *testing.T, p *Producer, name, when string) {
 // partition looking backed up forever.
 func TestLoadCounters_ReturnToZero(t *testing.T) {
 	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("lc", 3))
-	f := c.Fake()
-	var mu sync.Mutex
-	var hold chan struct{} // non-nil: hold produce requests until closed
-	arrived := make(chan struct{}, 1)
-	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		f.KeepControl()
-		mu.Lock()
-		h := hold
-		mu.Unlock()
-		if h != nil {
-			select {
-			case arrived <- struct{}{}:
-			default:
-			}
-			f.SleepControl(func() { <-h })
-		}
-		return nil, nil, false
-	})
+	setHold, arrived := holdProduces(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	newP := func(opts ...Option) *Producer {
@@ -102,9 +85,7 @@ func TestLoadCounters_ReturnToZero(t *testing.T) {
 
 	// A Send abandoned while its request is held by the broker.
 	release := make(chan struct{})
-	mu.Lock()
-	hold = release
-	mu.Unlock()
+	setHold(release)
 	actx, acancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() {
@@ -120,9 +101,7 @@ func TestLoadCounters_ReturnToZero(t *testing.T) {
 	if err := <-errc; !errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("abandoned Send: %v, want ErrOutcomeUnknown", err)
 	}
-	mu.Lock()
-	hold = nil
-	mu.Unlock()
+	setHold(nil)
 	close(release)
 	if err := p.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -175,4 +154,29 @@ func TestLoadCounters_ReturnToZero(t *testing.T) {
 	}
 	wg.Wait()
 	wantNoLoad(t, q, "lc", "after canceled SendCancelable handles")
+}
+
+// holdProduces lets a test hold the cluster's produce requests: after
+// setHold(ch) with a non-nil ch, each produce request waits until ch is
+// closed (arrived gets a signal when one does); setHold(nil) lets them pass.
+func holdProduces(c *kafkatest.Cluster) (setHold func(chan struct{}), arrived chan struct{}) {
+	f := c.Fake()
+	var mu sync.Mutex
+	var hold chan struct{}
+	arrived = make(chan struct{}, 1)
+	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		mu.Lock()
+		h := hold
+		mu.Unlock()
+		if h != nil {
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+			f.SleepControl(func() { <-h })
+		}
+		return nil, nil, false
+	})
+	return func(ch chan struct{}) { mu.Lock(); hold = ch; mu.Unlock() }, arrived
 }

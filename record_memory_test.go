@@ -33,22 +33,7 @@ func TestSend_AbandonedRecordMemoryNotReadAgain(t *testing.T) {
 
 	// Produce request 1 (one record) is held until release1, request 2 (the
 	// big batch) until release2; later ones pass.
-	release1, release2 := make(chan struct{}), make(chan struct{})
-	second := make(chan struct{})
-	f := c.Fake()
-	reqs := 0 // only touched on the cluster's goroutine
-	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		reqs++
-		switch reqs {
-		case 1:
-			f.KeepControl()
-			f.SleepControl(func() { <-release1 })
-		case 2:
-			close(second)
-			f.SleepControl(func() { <-release2 })
-		}
-		return nil, nil, false
-	})
+	release1, release2, second := holdFirstTwoProduces(c)
 	first := make(chan error, 1)
 	p.SendAsync(ctx, &kpush.Record{Topic: "reuse", Value: []byte("1")}, func(_ kpush.Result, err error) { first <- err })
 	waitFor(t, func() bool { return p.Stats().InflightRequests == 1 })
@@ -129,4 +114,26 @@ func TestSend_AbandonedRecordMemoryNotReadAgain(t *testing.T) {
 		}
 		delete(want, string(r.Key))
 	}
+}
+
+// holdFirstTwoProduces holds the cluster's next produce request until
+// release1 is closed and the one after it until release2 is closed (second
+// is closed when that one arrives); later requests pass.
+func holdFirstTwoProduces(c *kafkatest.Cluster) (release1, release2, second chan struct{}) {
+	release1, release2, second = make(chan struct{}), make(chan struct{}), make(chan struct{})
+	f := c.Fake()
+	reqs := 0 // only touched on the cluster's goroutine
+	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		reqs++
+		switch reqs {
+		case 1:
+			f.KeepControl()
+			f.SleepControl(func() { <-release1 })
+		case 2:
+			close(second)
+			f.SleepControl(func() { <-release2 })
+		}
+		return nil, nil, false
+	})
+	return release1, release2, second
 }

@@ -33,22 +33,7 @@ func TestSendCancelable_CanceledInflightMemoryNotReadAgain(t *testing.T) {
 	if _, err := p.Send(ctx, &kpush.Record{Topic: "hreuse", Value: []byte("0")}); err != nil {
 		t.Fatal(err)
 	}
-	release1, release2 := make(chan struct{}), make(chan struct{})
-	second := make(chan struct{})
-	f := c.Fake()
-	reqs := 0 // only touched on the cluster's goroutine
-	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		reqs++
-		switch reqs {
-		case 1:
-			f.KeepControl()
-			f.SleepControl(func() { <-release1 })
-		case 2:
-			close(second)
-			f.SleepControl(func() { <-release2 })
-		}
-		return nil, nil, false
-	})
+	release1, release2, second := holdFirstTwoProduces(c)
 	first := make(chan error, 1)
 	p.SendAsync(ctx, &kpush.Record{Topic: "hreuse", Value: []byte("1")}, func(_ kpush.Result, err error) { first <- err })
 	waitFor(t, func() bool { return p.Stats().InflightRequests == 1 })

@@ -3,11 +3,9 @@ package kpush
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kpush/kpush/kafkatest"
 )
@@ -21,24 +19,7 @@ import (
 // (a negative load makes a partition look idle). Run it with -race.
 func TestLoadCounters_AbandonRacesResponse(t *testing.T) {
 	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("ar", 1))
-	f := c.Fake()
-	var mu sync.Mutex
-	var hold chan struct{} // non-nil: hold produce requests until closed
-	arrived := make(chan struct{}, 1)
-	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		f.KeepControl()
-		mu.Lock()
-		h := hold
-		mu.Unlock()
-		if h != nil {
-			select {
-			case arrived <- struct{}{}:
-			default:
-			}
-			f.SleepControl(func() { <-h })
-		}
-		return nil, nil, false
-	})
+	setHold, arrived := holdProduces(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	p, err := New(WithBrokers(c.Addrs()...))
@@ -53,9 +34,7 @@ func TestLoadCounters_AbandonRacesResponse(t *testing.T) {
 	abandoned := 0
 	for i := 0; i < 20; i++ {
 		release := make(chan struct{})
-		mu.Lock()
-		hold = release
-		mu.Unlock()
+		setHold(release)
 		actx, acancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
 		go func() {
@@ -67,9 +46,7 @@ func TestLoadCounters_AbandonRacesResponse(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("the held request never arrived")
 		}
-		mu.Lock()
-		hold = nil
-		mu.Unlock()
+		setHold(nil)
 		// The Send gives up while the response is on its way: either may
 		// win, and no happens-before edge links the two sides.
 		acancel()
