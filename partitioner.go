@@ -234,7 +234,10 @@ func choosePartition(pk partitioner.Picker, manual bool, r *Record, size, n int)
 		return int(r.Partition), 0, nil
 	}
 	if c, ok := pk.(*customPicker); ok {
-		part := c.tp.Partition(r, n)
+		// A copy: passing r to user code through an interface would make
+		// every Send's record escape to the heap, custom partitioner or not.
+		rc := *r
+		part := c.tp.Partition(&rc, n)
 		if part < 0 || part >= n {
 			return 0, int32(max(min(part, 1<<31-1), -1<<31)), fmt.Errorf("%w %d: the partitioner chose it and the topic has %d partitions", ErrInvalidPartition, part, n)
 		}
