@@ -189,30 +189,36 @@ func writeRun(w func(string, ...any), base string, res *results) error {
 	for _, l := range m.Layouts {
 		w("## Results: %s\n\n", l)
 		w("Median of %d repetitions, with the spread (min–max) in parentheses. Latency is per record, from the send call to its acknowledgement.\n\n", m.Reps)
-		w("| workload | client |")
-		for _, mt := range allMetrics {
-			w(" %s |", mt.name)
-		}
-		w(" errors |\n|---|---|%s---:|\n", strings.Repeat("---:|", len(allMetrics)))
-		for _, c := range m.Levels {
-			k := cellKey{l, c}
-			for _, client := range m.Clients {
-				if len(ix[k][client]) == 0 {
-					continue
-				}
-				w("| %s | %s |", c, client)
-				for _, mt := range allMetrics {
-					w(" %s |", ix.stat(k, client, mt).spread(mt.format))
-				}
-				w(" %s |\n", errorsCell(ix, k, client))
-			}
-		}
-		w("\n")
-		writeRatios(w, ix, m, l)
+		writeLayoutResults(w, ix, m, l)
 	}
 	writeSettings(w, "##", m)
 	writeMethod(w, m, filepath.Base(base+runSuffix))
 	return nil
+}
+
+// writeLayoutResults writes one layout's table (every client, every
+// level, every metric with its spread) and its ratios.
+func writeLayoutResults(w func(string, ...any), ix index, m meta, l layout) {
+	w("| workload | client |")
+	for _, mt := range allMetrics {
+		w(" %s |", mt.name)
+	}
+	w(" errors |\n|---|---|%s---:|\n", strings.Repeat("---:|", len(allMetrics)))
+	for _, c := range m.Levels {
+		k := cellKey{l, c}
+		for _, client := range m.Clients {
+			if len(ix[k][client]) == 0 {
+				continue
+			}
+			w("| %s | %s |", c, client)
+			for _, mt := range allMetrics {
+				w(" %s |", ix.stat(k, client, mt).spread(mt.format))
+			}
+			w(" %s |\n", errorsCell(ix, k, client))
+		}
+	}
+	w("\n")
+	writeRatios(w, ix, m, l)
 }
 
 // errorsCell is a table cell with a client's errors in a cell.

@@ -238,31 +238,7 @@ func writeRealSection(w func(string, ...any), docPath string) error {
 	}
 	for _, l := range m.Layouts {
 		w("### Real Kafka results: %s\n\n", l)
-		w("| workload | client |")
-		for _, mt := range allMetrics {
-			w(" %s |", mt.name)
-		}
-		w(" errors |\n|---|---|%s---:|\n", strings.Repeat("---:|", len(allMetrics)))
-		for _, c := range m.Levels {
-			k := cellKey{l, c}
-			for _, client := range m.Clients {
-				if len(ix[k][client]) == 0 {
-					continue
-				}
-				w("| %s | %s |", c, client)
-				for _, mt := range allMetrics {
-					w(" %s |", ix.stat(k, client, mt).spread(mt.format))
-				}
-				n, first := ix.errors(k, client)
-				if n > 0 {
-					w(" **%d** (%s) |\n", n, strings.ReplaceAll(first, "|", "/"))
-				} else {
-					w(" 0 |\n")
-				}
-			}
-		}
-		w("\n")
-		writeRatios(w, ix, m, l)
+		writeLayoutResults(w, ix, m, l)
 	}
 	w("To rerun: `go run -C bench . -real` (about 8 minutes on 2 cores with the jars cached; needs Java 17+, and Maven the first time; `KPUSH_KAFKA_VERSION` picks the version). It rewrites this doc from the saved kfake results plus the new real-broker ones.\n")
 	return nil
