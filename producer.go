@@ -561,26 +561,14 @@ const reapSlack = 100 * time.Millisecond
 
 // reap fails records whose delivery deadline passed: buffered ones
 // definitely, ones in a batch in flight or awaiting a retry as outcome
-// unknown. It sleeps until the earliest deadline it knows, and at most a
-// quarter of the delivery timeout (capped at 1s), so a record buffered
-// after a scan is seen before its own deadline.
+// unknown (sink.Engine.Reap). It sleeps until the earliest deadline it
+// knows, and at most a quarter of the delivery timeout (capped at 1s), so
+// a record buffered after a scan is seen before its own deadline.
 func (p *Producer) reap() {
 	maxWait := min(time.Second, p.cfg.deliveryTimeout/4)
-	t := time.NewTimer(maxWait)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.eng.Stopping():
-			return
-		case <-t.C:
-		}
-		next := sink.ExpireAll(p.allPartitions(), p.sinkList())
-		wait := maxWait
-		if next > 0 {
-			wait = min(wait, max(time.Duration(next-clock.Mono()), time.Millisecond))
-		}
-		t.Reset(wait)
-	}
+	p.eng.Reap(func() ([]*sink.PartitionQueue, []*sink.Sink) {
+		return p.allPartitions(), p.sinkList()
+	}, maxWait)
 }
 
 // sinkList returns every sink.

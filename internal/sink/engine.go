@@ -106,6 +106,8 @@ type Engine struct {
 	leaderHints func([]LeaderHint, []Endpoint) // see hint.go; set before any sink
 
 	bumpCause atomic.Pointer[error] // the broker error behind the last epoch bump asked for (hooks.go)
+
+	reaper reaper // shared with the reaper goroutine (reaper.go)
 }
 
 // NewEngine returns an engine; nothing starts until sinks are created.
@@ -126,7 +128,9 @@ func NewEngine(cfg Config, m *idem.Manager) *Engine {
 		cfg.ReleaseCanceled = func(int, int64) {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Engine{cfg: cfg, idem: m, stop: make(chan struct{}), ctx: ctx, cancel: cancel}
+	e := &Engine{cfg: cfg, idem: m, stop: make(chan struct{}), ctx: ctx, cancel: cancel}
+	e.reaper.kick = make(chan struct{}, 1)
+	return e
 }
 
 // Go runs fn on a new goroutine tracked by Wait.

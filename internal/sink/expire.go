@@ -2,7 +2,8 @@ package sink
 
 // Delivery deadlines.
 //
-// Ownership: ExpireAll runs on the producer's reaper goroutine. It takes
+// Ownership: ExpireAll runs on the producer's reaper goroutine (Reap,
+// reaper.go). It takes
 // each partition's lock in turn (never two at once) and each sink's rmu
 // (the in-flight request list, written by the sink loop and the reader
 // goroutine); it never holds a partition lock and rmu together. Under
@@ -155,7 +156,8 @@ func expireBatch(b *Batch, now int64, held []*Pending, next int64, e *Engine) ([
 
 // track records an in-flight request's batches (request number gen), so
 // ExpireAll can find their records; untrack forgets them when the request
-// is back, before its batches are handled.
+// is back, before its batches are handled. Callers report both hand-overs
+// to the reaper (scanMark, handedOver in reaper.go).
 func (s *Sink) track(gen uint64, batches []*Batch) {
 	s.rmu.Lock()
 	if s.reqs == nil {

@@ -8,7 +8,9 @@ package sink
 // and the reader goroutine (decrement); the reader wakes the loop when a
 // slot frees. rmu guards reqs, the in-flight requests' batches: the loop
 // adds, the reader goroutine removes (before handling a response), the
-// reaper reads (expire.go). encode holds the batch's PartitionQueue.recMu
+// reaper reads (expire.go); both hand-overs (drain → track, untrack →
+// handle) report to the reaper when one of its scans overlapped them
+// (reaper.go). encode holds the batch's PartitionQueue.recMu
 // while it reads the records' memory. Partition.mu → Sink.mu;
 // rmu → PartitionQueue.recMu.
 
@@ -283,6 +285,7 @@ func (s *Sink) failReady(err error) {
 // partition becomes ready (0 if none).
 func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	e := s.eng
+	mark := e.scanMark() // before drain takes batches out of the reaper's sight
 	parts := s.takeReady()
 	s.gen++
 	nowNs := clock.Mono()
@@ -321,7 +324,9 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	if len(batches) == 0 {
 		return false, lingerUntil
 	}
+	e.window(drainToTrack)
 	s.track(s.gen, batches) // before encoding: the reaper may expire their records meanwhile
+	e.handedOver(mark, batches)
 
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks = e.cfg.Acks
@@ -351,15 +356,20 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	gen := s.gen
 	hev := s.requestEvent(batches) // nil without request hooks (hooks.go)
 	err := s.conn.Do(req, e.cfg.Acks == 0, func(r kmsg.Response, err error) {
+		mark := e.scanMark()
 		s.untrack(gen)
 		s.answered(hev, err)
+		e.window(untrackToHandle)
 		s.handle(batches, r, err, sentAt)
+		e.handedOver(mark, batches)
 	})
 	s.written(hev, err)
 	if err != nil {
 		// Not written: the batches are retried, definitely unsent.
+		mark := e.scanMark()
 		s.untrack(gen)
 		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt)
+		e.handedOver(mark, batches)
 	}
 	return true, lingerUntil
 }
