@@ -18,7 +18,9 @@
 //     and the pending queue is empty, so no request is ever in flight on a
 //     connection kpush closes for idleness. lastUse is an atomic.
 //   - SASL (sasl.go) runs under wmu: the first authentication in Dial, and
-//     re-authentication (KIP-368) inside Do once the session nears its end.
+//     re-authentication (KIP-368) inside Do once the session nears its end;
+//     before a re-authentication only the mechanism's Authenticate (user
+//     code, e.g. a token provider) runs with wmu released (renewLocked).
 //     Re-authentication waits, holding wmu, until every pending call has
 //     been answered, then re-runs SaslHandshake and SaslAuthenticate on the
 //     same connection; callers of Do wait meanwhile, so no request is ever
@@ -44,8 +46,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
-
-	"github.com/kpush/kpush/internal/clock"
 )
 
 // ErrMaybeDelivered wraps the error of a request that was written to the
@@ -133,8 +133,10 @@ type Conn struct {
 
 	// Guarded by wmu: when the SASL session must be renewed (clock.Mono
 	// nanoseconds, immune to wall-clock steps; 0 when it never expires).
-	reauthAt int64
-	authEv   *Event // an authentication to report once wmu is released (events.go)
+	reauthAt   int64
+	sessionEnd int64         // when the session ends (clock.Mono ns; 0: never)
+	renewing   chan struct{} // non-nil while a Do gets credentials outside wmu; closed when done
+	authEv     *Event        // an authentication to report once wmu is released (events.go)
 
 	state atomic.Int32 // events.go: dialing, open (ConnOpened reported), gone
 
@@ -212,7 +214,7 @@ func dial(ctx context.Context, addr string, cfg *Config, node int32) (*Conn, err
 	go c.readLoop(br)
 	if cfg.SASL != nil {
 		c.wmu.Lock()
-		err := c.authenticateLocked(ctx, false)
+		err := c.authenticateLocked(ctx, false, nil)
 		c.unlockWrite()
 		if err != nil {
 			c.Close()
@@ -252,12 +254,10 @@ func (c *Conn) Done() <-chan struct{} { return c.readerDone }
 // not written at all.
 func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) error {
 	c.wmu.Lock()
-	if c.reauthAt != 0 && clock.Mono() >= c.reauthAt {
-		if err := c.reauthenticateLocked(); err != nil {
-			c.unlockWrite()
-			c.fail(err)
-			return fmt.Errorf("%w: %w", ErrConnClosed, err)
-		}
+	if err := c.renewLocked(); err != nil {
+		c.fail(err) // under wmu: no other Do renews on a connection failing
+		c.unlockWrite()
+		return fmt.Errorf("%w: %w", ErrConnClosed, err)
 	}
 	err, werr := c.sendLocked(req, noResponse, done)
 	c.unlockWrite()

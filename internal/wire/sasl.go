@@ -6,12 +6,16 @@ package wire
 // Ownership: authenticateLocked and reauthenticateLocked run with Conn.wmu
 // held, so no other request is written while an authentication exchange is
 // on the wire; their responses are read by the reader goroutine like any
-// other. reauthAt is guarded by wmu.
+// other. reauthAt, sessionEnd and renewing are guarded by wmu. Before a
+// re-authentication, the mechanism's Authenticate (user code) runs with
+// wmu released (renewLocked); on Dial the connection is not shared yet.
 //
 // Re-authentication strategy (one of the two KIP-368 allows): on the same
-// connection. When the session nears its end, the next Do stops issuing
-// (it holds wmu), waits until every pending call has been answered (those
-// were sent inside the still-valid session), runs SaslHandshake and
+// connection. When the session nears its end, the next Do asks the
+// mechanism for credentials with wmu released (other requests still go
+// out while the session holds), then stops issuing (it holds wmu), waits
+// until every pending call has been answered (those were sent inside the
+// still-valid session), runs SaslHandshake and
 // SaslAuthenticate again, and then sends its own request. Nothing in flight
 // is dropped or resent, and no request overlaps the exchange, which brokers
 // require. An idle connection renews lazily, on its next request; brokers
@@ -30,6 +34,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/kpush/kpush/internal/clock"
 )
@@ -146,7 +151,7 @@ func speaksTLS(ctx context.Context, addr string, cfg *Config) bool {
 // (only mechanism names and the broker's own messages), except that a
 // connection closed by the broker mid-exchange wraps ErrSASLClosed
 // instead. c.wmu is held.
-func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
+func (c *Conn) authenticateLocked(ctx context.Context, reauth bool, pre *saslStart) error {
 	m := c.cfg.SASL
 	fail := func(format string, args ...any) error {
 		args = append([]any{ErrAuth, c.addr, m.Name()}, args...)
@@ -177,8 +182,12 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 		}
 		return fail("%w (the broker enables %v)", kerr.ErrorForCode(hr.ErrorCode), hr.SupportedMechanisms)
 	}
-	sess, msg, err := m.Authenticate(ctx, c.addr)
-	if err != nil {
+	if pre == nil {
+		pre = &saslStart{}
+		pre.sess, pre.msg, pre.err = m.Authenticate(ctx, c.addr)
+	}
+	sess, msg := pre.sess, pre.msg
+	if err := pre.err; err != nil {
 		return fail("%w", err) // e.g. the token provider failed
 	}
 	var lifetime int64
@@ -206,9 +215,11 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool) error {
 			}
 		}
 	}
-	c.reauthAt = 0
+	c.reauthAt, c.sessionEnd = 0, 0
 	if lifetime > 0 {
-		c.reauthAt = start + int64(reauthAfter(time.Duration(min(lifetime, 365*24*3600*1000))*time.Millisecond))
+		life := time.Duration(min(lifetime, 365*24*3600*1000)) * time.Millisecond
+		c.reauthAt = start + int64(reauthAfter(life))
+		c.sessionEnd = start + int64(life)
 	}
 	return c.authLocked(reauth, nil) // reported by unlockWrite, after wmu
 }
@@ -222,10 +233,52 @@ func reauthAfter(lifetime time.Duration) time.Duration {
 	return lifetime - margin
 }
 
-// reauthenticateLocked renews the SASL session (KIP-368): with c.wmu held
-// no new request is written; it waits until every pending call has been
+// saslStart is the mechanism's first step (Authenticate): a session and
+// the client's first message, or the mechanism's error.
+type saslStart struct {
+	sess sasl.Session
+	msg  []byte
+	err  error
+}
+
+// renewLocked re-authenticates when the session is due for renewal
+// (KIP-368). The mechanism's Authenticate is user code (a token provider,
+// a cloud IAM call) that may be slow or call back into the producer, so it
+// runs with wmu released: other callers keep sending while the session
+// still holds, and wait for this renewal once it has ended. The exchange
+// itself (reauthenticateLocked) runs under wmu. c.wmu is held on entry and
+// on return.
+func (c *Conn) renewLocked() error {
+	for c.reauthAt != 0 && clock.Mono() >= c.reauthAt && c.Err() == nil {
+		if ch := c.renewing; ch != nil {
+			if c.sessionEnd == 0 || clock.Mono() < c.sessionEnd {
+				return nil // another Do is renewing; the session still holds
+			}
+			c.wmu.Unlock()
+			<-ch
+			c.wmu.Lock()
+			continue
+		}
+		ch := make(chan struct{})
+		c.renewing = ch
+		c.wmu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), c.requestTimeout())
+		var pre saslStart
+		pre.sess, pre.msg, pre.err = c.cfg.SASL.Authenticate(ctx, c.addr)
+		cancel()
+		c.wmu.Lock()
+		c.renewing = nil
+		close(ch)
+		return c.reauthenticateLocked(&pre)
+	}
+	return nil
+}
+
+// reauthenticateLocked renews the SASL session (KIP-368) with the
+// mechanism's first step already taken (pre): with c.wmu held no new
+// request is written; it waits until every pending call has been
 // answered, then authenticates again on the same connection.
-func (c *Conn) reauthenticateLocked() error {
+func (c *Conn) reauthenticateLocked(pre *saslStart) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.requestTimeout())
 	defer cancel()
 	c.mu.Lock()
@@ -244,7 +297,7 @@ func (c *Conn) reauthenticateLocked() error {
 	}
 	// A closed connection is no verdict here: the requests are retried on
 	// a new connection, whose Dial judges the credentials.
-	return c.authenticateLocked(ctx, true)
+	return c.authenticateLocked(ctx, true, pre)
 }
 
 // signalIdleLocked wakes a re-authentication waiting for pending calls to
