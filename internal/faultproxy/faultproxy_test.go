@@ -9,8 +9,10 @@ import (
 	"time"
 )
 
-// echo starts a line echo server and returns its address.
-func echo(t *testing.T) string {
+// serve starts a server on 127.0.0.1 that runs handle on each accepted
+// connection (and closes it after), and returns its address; the test's
+// cleanup stops it.
+func serve(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -27,20 +29,49 @@ func echo(t *testing.T) string {
 			}
 			go func() {
 				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := c.Write([]byte(line)); err != nil {
-						return
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// echo starts a line echo server and returns its address.
+func echo(t *testing.T) string {
+	return serve(t, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := c.Write([]byte(line)); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// newProxy starts a proxy in front of target; the test's cleanup closes it.
+func newProxy(t *testing.T, target string) *Proxy {
+	t.Helper()
+	p, err := New(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// dial opens a connection through p; the test's cleanup closes it.
+func dial(t *testing.T, p *Proxy) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func roundTrip(c net.Conn, r *bufio.Reader, msg string, wait time.Duration) (string, error) {
@@ -52,16 +83,8 @@ func roundTrip(c net.Conn, r *bufio.Reader, msg string, wait time.Duration) (str
 }
 
 func TestProxy_Modes(t *testing.T) {
-	p, err := New(echo(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	p := newProxy(t, echo(t))
+	c := dial(t, p)
 	r := bufio.NewReader(c)
 	if got, err := roundTrip(c, r, "a", 5*time.Second); err != nil || got != "a\n" {
 		t.Fatalf("pass: %q %v", got, err)
@@ -96,11 +119,7 @@ func TestProxy_Modes(t *testing.T) {
 		t.Fatalf("connection that lost bytes to the black hole is still open")
 	}
 
-	c2, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c2 := dial(t, p)
 	r2 := bufio.NewReader(c2)
 	if got, err := roundTrip(c2, r2, "d", 5*time.Second); err != nil || got != "d\n" {
 		t.Fatalf("pass after black hole: %q %v", got, err)

@@ -10,24 +10,7 @@ import (
 
 // rawEcho starts a server that echoes bytes unchanged.
 func rawEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().String()
+	return serve(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
 func frame(body string) []byte {
@@ -38,18 +21,10 @@ func frame(body string) []byte {
 // TestProxy_TapCutsFrames: frames split across writes, and several in one
 // write, reach the tap whole, in order, once per direction.
 func TestProxy_TapCutsFrames(t *testing.T) {
-	p, err := New(rawEcho(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newProxy(t, rawEcho(t))
 	frames := make(chan Frame, 16)
 	p.SetTap(func(f Frame) { frames <- f })
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, p)
 	stream := append(append(frame("first"), frame("")...), frame("third one")...)
 	for _, part := range [][]byte{stream[:2], stream[2:7], stream[7:]} {
 		if _, err := c.Write(part); err != nil {
