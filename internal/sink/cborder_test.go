@@ -24,12 +24,9 @@ func retriedThenAcked(t *testing.T, da, db int64) (s1 *Sink, p *PartitionQueue, 
 // request is answered bResp.
 func retriedThen(t *testing.T, da, db int64, nB int, bResp *kmsg.ProduceResponse) (s1 *Sink, p *PartitionQueue, o *orderN, a *Pending, b []*Pending) {
 	t.Helper()
-	s1, p, nt, far := idemPartition()
+	s1, p, nt, _ := idemPartition()
 	s1.cb = callbacks{eng: s1.eng, wake: make(chan struct{}, 1)}
-	p.Add(newRec(nt, far))
-	s1.takeReady()
-	first, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
-	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0) // pipelining from here
+	pipelining(t, s1, p, nt, 1)
 	o = &orderN{}
 	var bs []*Batch
 	for gen, d := range []int64{da, db} {

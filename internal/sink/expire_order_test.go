@@ -20,10 +20,7 @@ func (o *orderN) Notify(p *Pending) { o.got = append(o.got, p) }
 func TestExpire_InflightCallbacksInSendOrder(t *testing.T) {
 	s1, p, nt, far := idemPartition()
 	s1.cb = callbacks{eng: s1.eng, wake: make(chan struct{}, 1)}
-	p.Add(newRec(nt, far))
-	s1.takeReady()
-	first, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
-	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0) // pipelining from here
+	pipelining(t, s1, p, nt, 1)
 	var o orderN
 	var sent []*Pending
 	for gen := uint64(2); gen < 7; gen++ {

@@ -58,40 +58,24 @@ func TestDrain_ExpiredRetryDoesNotStallPartition(t *testing.T) {
 // lands: a broker without state takes any first sequence.
 func TestPartition_LostStateGoesBackToOneInFlight(t *testing.T) {
 	s1, p, nt, far := idemPartition()
-	p.Add(newRec(nt, far))
-	s1.takeReady()
-	first, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
-	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0) // pipelining from here
-	p.Add(newRec(nt, far))
-	s1.takeReady()
-	a, _, _, _ := p.drain(s1, 2, clock.Mono(), 1<<20)
-	p.Add(newRec(nt, far))
-	s1.takeReady()
-	b, _, _, _ := p.drain(s1, 3, clock.Mono(), 1<<20)
+	pipelining(t, s1, p, nt, 1)
+	a := sendOne(s1, p, nt, far, 2)
+	b := sendOne(s1, p, nt, far, 3)
 	if a == nil || b == nil {
 		t.Fatalf("no pipelining after the first acknowledgement: %s", p.DebugString())
 	}
 	s1.handle([]*Batch{a}, okResp("t", 0, kerr.UnknownProducerID.Code), nil, 0)
 	s1.handle([]*Batch{b}, okResp("t", 0, kerr.OutOfOrderSequenceNumber.Code), nil, 0)
 	p.endBackoff()
-	s1.takeReady()
-	again, _, _, _ := p.drain(s1, 4, clock.Mono(), 1<<20)
+	again := next(s1, p, 4)
 	if again == nil || again.seq != a.seq {
 		t.Fatalf("first retry not resent: %s", p.DebugString())
 	}
-	s1.takeReady()
-	if second, _, _, _ := p.drain(s1, 5, clock.Mono(), 1<<20); second != nil {
+	if second := next(s1, p, 5); second != nil {
 		t.Fatalf("two batches in flight after UNKNOWN_PRODUCER_ID before any acknowledgement: %s", p.DebugString())
 	}
 	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0)
-	s1.takeReady()
-	second, _, _, _ := p.drain(s1, 6, clock.Mono(), 1<<20)
-	p.Add(newRec(nt, far))
-	s1.takeReady()
-	third, _, _, _ := p.drain(s1, 7, clock.Mono(), 1<<20)
-	if second == nil || third == nil {
-		t.Errorf("no pipelining after the broker acknowledged again: %s", p.DebugString())
-	}
+	checkPipelines(t, s1, p, nt, far, 6, "the broker acknowledged again")
 }
 
 // Defect 10: INVALID_RECORD naming some records of a batch (KIP-467,
@@ -106,8 +90,7 @@ func TestHandle_RecordErrorsFailOnlyNamedRecords(t *testing.T) {
 		recs = append(recs, r)
 		p.Add(r)
 	}
-	s1.takeReady()
-	b, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
+	b := next(s1, p, 1)
 	if b == nil || len(b.recs) != 3 {
 		t.Fatal("want one batch of 3")
 	}
@@ -120,15 +103,12 @@ func TestHandle_RecordErrorsFailOnlyNamedRecords(t *testing.T) {
 	if len(out.errs) != 1 || !errors.Is(out.errs[recs[1]], kerr.InvalidRecord) {
 		t.Fatalf("outcomes %v, want only record 1 failed with INVALID_RECORD", out.errs)
 	}
-	s1.takeReady()
-	again, _, _, _ := p.drain(s1, 2, clock.Mono(), 1<<20)
+	again := next(s1, p, 2)
 	if again == nil || len(again.recs) != 2 || again.recs[0] != recs[0] || again.recs[1] != recs[2] || again.seq != 0 {
 		t.Fatalf("the two good records were not resent at seq 0: %s", p.DebugString())
 	}
 	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0)
-	p.Add(newRec(out, far))
-	s1.takeReady()
-	next, _, _, _ := p.drain(s1, 3, clock.Mono(), 1<<20)
+	next := sendOne(s1, p, out, far, 3)
 	if next == nil || next.seq != 2 {
 		t.Errorf("next batch: %v, want seq 2 (no gap after the dropped record): %s", next != nil, p.DebugString())
 	}
@@ -146,8 +126,7 @@ func TestDrain_OtherPartitionsBumpKeepsOldIDRetry(t *testing.T) {
 	out := &recordErr{errs: map[*Pending]error{}}
 	r := newRec(out, far)
 	p.Add(r)
-	s1.takeReady()
-	b, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
+	b := next(s1, p, 1)
 	old := b.id
 	s1.handle([]*Batch{b}, nil, fmt.Errorf("connection reset"), 0) // maybe written
 	p.eng.idem.Set(idem.ID{Producer: old.Producer, Epoch: old.Epoch + 1})
@@ -161,13 +140,11 @@ func TestDrain_OtherPartitionsBumpKeepsOldIDRetry(t *testing.T) {
 	if again == nil || again.id != old || again.recs[0] != r {
 		t.Fatalf("retry not resent under the old producer ID: %s", p.DebugString())
 	}
-	s1.takeReady()
-	if nb, _, _, _ := p.drain(s1, 3, clock.Mono(), 1<<20); nb != nil {
+	if nb := next(s1, p, 3); nb != nil {
 		t.Fatalf("new batch sent while the old ID's retry is in flight: %s", p.DebugString())
 	}
 	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0)
-	s1.takeReady()
-	nb, _, _, _ := p.drain(s1, 4, clock.Mono(), 1<<20)
+	nb := next(s1, p, 4)
 	if nb == nil || nb.id == old || nb.seq != 0 {
 		t.Errorf("new record not sent under the new ID at seq 0: %s", p.DebugString())
 	}

@@ -47,9 +47,7 @@ func TestDrain_RequestNumberIsPerSink(t *testing.T) {
 	p := e.NewPartitionQueue("t", 0)
 	p.SetLeader(s1)
 	far := clock.Mono() + int64(time.Hour)
-	p.Add(newRec(&nt, far))
-	s1.takeReady()
-	b, _, _, _ := p.drain(s1, 7, clock.Mono(), 1<<20)
+	b := sendOne(s1, p, &nt, far, 7)
 	if b == nil {
 		t.Fatal("no batch")
 	}
@@ -119,29 +117,58 @@ func idemPartition() (*Sink, *PartitionQueue, *countN, int64) {
 	return s1, p, &countN{}, clock.Mono() + int64(time.Hour)
 }
 
+// next is the sink loop's step for p: it drains p's next batch into
+// request gen of s (nil when p sends nothing).
+func next(s *Sink, p *PartitionQueue, gen uint64) *Batch {
+	s.takeReady()
+	b, _, _, _ := p.drain(s, gen, clock.Mono(), 1<<20)
+	return b
+}
+
+// sendOne buffers one record (outcome to n, deadline d) in p and drains
+// p's next batch into request gen of s.
+func sendOne(s *Sink, p *PartitionQueue, n Notifier, d int64, gen uint64) *Batch {
+	p.Add(newRec(n, d))
+	return next(s, p, gen)
+}
+
+// pipelining sends one record (outcome to n) in request gen and
+// acknowledges it: until a batch under the current producer ID is
+// acknowledged a partition keeps one batch in flight, after that up to five.
+func pipelining(t *testing.T, s *Sink, p *PartitionQueue, n Notifier, gen uint64) {
+	t.Helper()
+	first := sendOne(s, p, n, clock.Mono()+int64(time.Hour), gen)
+	if first == nil {
+		t.Fatalf("no first batch: %s", p.DebugString())
+	}
+	s.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0)
+}
+
+// checkPipelines fails t unless p's next batch (request gen) and one more
+// record (request gen+1) are in flight together, after what happened.
+func checkPipelines(t *testing.T, s *Sink, p *PartitionQueue, n Notifier, far int64, gen uint64, after string) {
+	t.Helper()
+	second := next(s, p, gen)
+	third := sendOne(s, p, n, far, gen+1)
+	if second == nil || third == nil {
+		t.Fatalf("no pipelining after %s: %s", after, p.DebugString())
+	}
+}
+
 // Split halves share their drain order; when the second half is dropped
 // (definitely not written) while the first (maybe written) is retried, the
 // first must keep its sequence, or the broker could take it twice.
 func TestSplit_DroppedHalfDoesNotRenumberEarlierHalf(t *testing.T) {
 	s1, p, nt, far := idemPartition()
-	// A first batch acknowledged, so the partition pipelines (until then it
-	// keeps one batch in flight).
+	pipelining(t, s1, p, nt, 0)
 	p.Add(newRec(nt, far))
-	s1.takeReady()
-	first, _, _, _ := p.drain(s1, 0, clock.Mono(), 1<<20)
-	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0)
-	p.Add(newRec(nt, far))
-	p.Add(newRec(nt, far))
-	s1.takeReady()
-	b, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
+	b := sendOne(s1, p, nt, far, 1)
 	if b == nil || len(b.recs) != 2 {
 		t.Fatal("want one batch of 2")
 	}
 	s1.handle([]*Batch{b}, okResp("t", 0, kerr.MessageTooLarge.Code), nil, 0)
-	s1.takeReady()
-	a, _, _, _ := p.drain(s1, 2, clock.Mono(), 1<<20)
-	s1.takeReady()
-	bb, _, _, _ := p.drain(s1, 3, clock.Mono(), 1<<20)
+	a := next(s1, p, 2)
+	bb := next(s1, p, 3)
 	if a == nil || bb == nil {
 		t.Fatalf("halves not drained: %s", p.DebugString())
 	}
@@ -151,8 +178,7 @@ func TestSplit_DroppedHalfDoesNotRenumberEarlierHalf(t *testing.T) {
 	// second half: single oversized record
 	s1.handle([]*Batch{bb}, okResp("t", 0, kerr.MessageTooLarge.Code), nil, 0)
 	p.endBackoff()
-	s1.takeReady()
-	again, _, _, _ := p.drain(s1, 4, clock.Mono(), 1<<20)
+	again := next(s1, p, 4)
 	if again == nil {
 		t.Fatalf("no retry: %s", p.DebugString())
 	}
@@ -188,24 +214,14 @@ func TestCallbacks_PushAfterExitIsDelivered(t *testing.T) {
 // reliability scenario 06 before this rule).
 func TestPartition_OneBatchInFlightUntilFirstAck(t *testing.T) {
 	s1, p, nt, far := idemPartition()
-	p.Add(newRec(nt, far))
-	s1.takeReady()
-	first, _, _, _ := p.drain(s1, 1, clock.Mono(), 1<<20)
+	first := sendOne(s1, p, nt, far, 1)
 	if first == nil {
 		t.Fatal("no first batch")
 	}
 	p.Add(newRec(nt, far))
-	s1.takeReady()
-	if b, _, _, _ := p.drain(s1, 2, clock.Mono(), 1<<20); b != nil {
+	if b := next(s1, p, 2); b != nil {
 		t.Fatalf("second batch drained before the first was acknowledged: %s", p.DebugString())
 	}
 	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0)
-	s1.takeReady()
-	second, _, _, _ := p.drain(s1, 3, clock.Mono(), 1<<20)
-	p.Add(newRec(nt, far))
-	s1.takeReady()
-	third, _, _, _ := p.drain(s1, 4, clock.Mono(), 1<<20)
-	if second == nil || third == nil {
-		t.Fatalf("no pipelining after the first acknowledgement: %s", p.DebugString())
-	}
+	checkPipelines(t, s1, p, nt, far, 3, "the first acknowledgement")
 }
