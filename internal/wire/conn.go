@@ -255,6 +255,10 @@ func (c *Conn) Done() <-chan struct{} { return c.readerDone }
 func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) error {
 	c.wmu.Lock()
 	if err := c.renewLocked(); err != nil {
+		if errors.Is(err, errRenewWait) {
+			c.unlockWrite()
+			return fmt.Errorf("%w: %w", ErrConnClosed, err)
+		}
 		c.fail(err) // under wmu: no other Do renews on a connection failing
 		c.unlockWrite()
 		return fmt.Errorf("%w: %w", ErrConnClosed, err)

@@ -13,3 +13,11 @@ func ExpireSession(c *Conn) {
 	c.reauthAt = 1
 	c.wmu.Unlock()
 }
+
+// EndSession makes c's SASL session due for renewal and already ended,
+// as for a connection left idle past its session's end (renewed lazily).
+func EndSession(c *Conn) {
+	c.wmu.Lock()
+	c.reauthAt, c.sessionEnd = 1, 1
+	c.wmu.Unlock()
+}

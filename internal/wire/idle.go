@@ -61,6 +61,10 @@ func (c *Conn) checkIdle() {
 		return
 	}
 	defer c.wmu.Unlock()
+	if c.renewing != nil {
+		t.Reset(idle) // a renewal is getting credentials with wmu released
+		return
+	}
 	c.mu.Lock()
 	if c.dead != nil {
 		c.mu.Unlock()

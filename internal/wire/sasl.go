@@ -233,6 +233,9 @@ func reauthAfter(lifetime time.Duration) time.Duration {
 	return lifetime - margin
 }
 
+// errRenewWait: a Do gave up waiting for another Do's renewal.
+var errRenewWait = errors.New("session ended and its renewal is still getting credentials")
+
 // saslStart is the mechanism's first step (Authenticate): a session and
 // the client's first message, or the mechanism's error.
 type saslStart struct {
@@ -251,11 +254,24 @@ type saslStart struct {
 func (c *Conn) renewLocked() error {
 	for c.reauthAt != 0 && clock.Mono() >= c.reauthAt && c.Err() == nil {
 		if ch := c.renewing; ch != nil {
-			if c.sessionEnd == 0 || clock.Mono() < c.sessionEnd {
-				return nil // another Do is renewing; the session still holds
+			// Another Do is renewing. Requests still go out while the
+			// session holds, up to half the margin reauthAfter left, so
+			// a pipelined request is answered before the session ends.
+			if c.sessionEnd == 0 || clock.Mono() < c.reauthAt+(c.sessionEnd-c.reauthAt)/2 {
+				return nil
 			}
 			c.wmu.Unlock()
-			<-ch
+			t := time.NewTimer(c.requestTimeout())
+			select {
+			case <-ch:
+			case <-c.readerDone:
+			case <-t.C:
+				// Likely the renewer's own user code calling back: fail this
+				// request (not written), keep the connection.
+				c.wmu.Lock()
+				return errRenewWait
+			}
+			t.Stop()
 			c.wmu.Lock()
 			continue
 		}
