@@ -478,7 +478,7 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		w.part, w.load = parts[part], load
 	}
 	if p.hooks.anyRecord { // before Add: the record may be done as soon as it is queued
-		pd.Stamps.Buffered = clock.Mono()
+		pd.Stamps = sink.Stamps{Buffered: clock.Mono()} // all of it: Reset leaves Stamps alone
 		if len(p.hooks.buffered) > 0 {
 			p.recordBuffered(hookedRecord(n), name, pd.Partition, size)
 		}

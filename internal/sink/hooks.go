@@ -26,7 +26,9 @@ type Hooks struct {
 }
 
 // Stamps are a record's stage times, clock.Mono nanoseconds. The root
-// package sets Buffered when it queues the record; the engine sets Written
+// package sets them (Buffered, the others 0) before it queues the record,
+// with record hooks only (Reset leaves them, so that the path without hooks
+// does not pay for them); the engine sets Written
 // and Answered (those of the request whose answer ended the record) only
 // with Hooks.Stamps, in finishSent, after the record's state moved and
 // before its outcome is delivered. Answered is 0 when no answer ended the
@@ -37,10 +39,7 @@ type Stamps struct {
 
 // stampWritten stamps the batches of a request about to be written
 // (Hooks.Stamps), on the loop goroutine; handle reads it after the answer.
-func (s *Sink) stampWritten(batches []*Batch) {
-	if !s.eng.cfg.Hooks.Stamps {
-		return
-	}
+func stampWritten(batches []*Batch) {
 	now := clock.Mono()
 	for _, b := range batches {
 		b.written = now

@@ -45,7 +45,7 @@ type Pending struct {
 	Deadline  int64 // clock.Mono nanoseconds; delivery timeout
 	Async     bool  // Notify runs on the sink's callback goroutine
 	Done      Notifier
-	Stamps    Stamps // stage times, with Hooks.Stamps only (hooks.go)
+	Stamps    Stamps // stage times, with record hooks only (hooks.go)
 
 	cbq *cbQueue // the partition's callback queue; set by Partition.Add
 
@@ -62,7 +62,6 @@ type Pending struct {
 func (p *Pending) Reset() {
 	p.state.Store(stateBuffered)
 	p.Offset, p.Err, p.Unknown = -1, nil, false
-	p.Stamps = Stamps{}
 }
 
 // TryCancel marks a buffered record canceled. It reports false when the
