@@ -12,6 +12,7 @@ package kpush
 // the epoch bump on the metadata goroutine.
 
 import (
+	"context"
 	"slices"
 	"time"
 
@@ -122,6 +123,25 @@ func hookedRecord(n sink.Notifier) *Record {
 		return x.rec
 	}
 	return nil
+}
+
+// hookedSend is what send reports to sendHooked for OnRecordDone.
+type hookedSend struct {
+	rec    *Record     // the record the hooks see (and send sends)
+	size   int32       // its encoded size, 0 if it failed before it was measured
+	stamps sink.Stamps // its stage times; Answered 0 when none
+}
+
+// sendHooked is Send with record hooks installed (hooks.go).
+func (p *Producer) sendHooked(ctx context.Context, orig *Record) (Result, error) {
+	start := clock.Mono()
+	hs := hookedSend{rec: hookedCopy(orig)} // orig must not escape (Send's allocation budget)
+	for _, h := range p.hooks.send {
+		h.OnRecordSend(ctx, hs.rec)
+	}
+	res, err := p.send(ctx, hs.rec, &hs)
+	p.recordDone(hs.rec, start, hs.size, &hs.stamps, res, err)
+	return res, err
 }
 
 // recordBuffered runs the OnRecordBuffered hooks (caller's goroutine, no

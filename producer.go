@@ -253,25 +253,6 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 	return p.send(ctx, r, nil)
 }
 
-// hookedSend is what send reports to sendHooked for OnRecordDone.
-type hookedSend struct {
-	rec    *Record     // the record the hooks see (and send sends)
-	size   int32       // its encoded size, 0 if it failed before it was measured
-	stamps sink.Stamps // its stage times; Answered 0 when none
-}
-
-// sendHooked is Send with record hooks installed (hooks.go).
-func (p *Producer) sendHooked(ctx context.Context, orig *Record) (Result, error) {
-	start := clock.Mono()
-	hs := hookedSend{rec: hookedCopy(orig)} // orig must not escape (Send's allocation budget)
-	for _, h := range p.hooks.send {
-		h.OnRecordSend(ctx, hs.rec)
-	}
-	res, err := p.send(ctx, hs.rec, &hs)
-	p.recordDone(hs.rec, start, hs.size, &hs.stamps, res, err)
-	return res, err
-}
-
 // send is Send. hooked is nil from Send, which sends through sendHooked
 // when record hooks are installed; from sendHooked, hooked.rec is r, and
 // send fills in the rest for OnRecordDone. A separate parameter,
