@@ -179,7 +179,8 @@ type RecordStages struct {
 	// waiting for an in-flight slot, encoding, and any earlier attempts
 	// with their backoff.
 	Queue time.Duration
-	// InFlight is from that write to the broker's answer.
+	// InFlight is from that write to the broker's answer (with AcksNone,
+	// to the end of the write).
 	InFlight time.Duration
 	// Deliver is from the answer to the outcome's delivery: applying the
 	// response, then waking Send, or (SendAsync) waiting in the

@@ -126,6 +126,18 @@ func TestHooks_RecordStages(t *testing.T) {
 		}
 	}
 
+	// SendCancelable's outcome carries its stages too.
+	cdone := make(chan error, 1)
+	p.SendCancelable(ctx, &kpush.Record{Topic: "st", Value: []byte("c0")}, func(_ kpush.Result, err error) { cdone <- err })
+	if err := <-cdone; err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.get(t, "c0"); ev.Stages.InFlight < brokerDelay {
+		t.Errorf("c0: InFlight = %v, want at least %v", ev.Stages.InFlight, brokerDelay)
+	} else {
+		checkStages(t, "c0", ev)
+	}
+
 	// A record that fails before it is sent has no stages.
 	if _, err := p.Send(ctx, &kpush.Record{Topic: "st", Value: []byte("bad"), Timestamp: time.UnixMilli(-5)}); err == nil {
 		t.Fatal("a negative timestamp was accepted")
