@@ -155,6 +155,37 @@ type RecordDoneEvent struct {
 	// Elapsed is the time from the start of Send or SendAsync to the
 	// outcome.
 	Elapsed time.Duration
+	// Answered reports that a broker's answer to a request carrying the
+	// record ended it (with AcksNone: the request's write): acknowledged,
+	// or failed by the broker. Only then is Stages set; it is false for a
+	// record that failed before it was sent, expired in flight, or whose
+	// Send gave up (ctx, SendHandle.Cancel) while it was in flight.
+	Answered bool
+	// Stages splits Elapsed into the record's own stages (their sum is
+	// Elapsed) when Answered.
+	Stages RecordStages
+}
+
+// RecordStages are the stages of one record's path, measured on that
+// record (RecordDoneEvent.Stages). They follow one another and add up to
+// the record's Elapsed.
+type RecordStages struct {
+	// Buffer is from the start of Send or SendAsync to the record joining
+	// its partition's queue (OnRecordBuffered): the first metadata of a
+	// new topic, the partitioner, waiting for buffer space.
+	Buffer time.Duration
+	// Queue is from there to the write of the request that carried the
+	// record (the last one, when its batch was sent again): linger,
+	// waiting for an in-flight slot, encoding, and any earlier attempts
+	// with their backoff.
+	Queue time.Duration
+	// InFlight is from that write to the broker's answer (with AcksNone,
+	// to the end of the write).
+	InFlight time.Duration
+	// Deliver is from the answer to the outcome's delivery: applying the
+	// response, then waking Send, or (SendAsync) waiting in the
+	// partition's callback queue behind earlier callbacks.
+	Deliver time.Duration
 }
 
 // Outcome returns the event's outcome category.

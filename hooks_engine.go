@@ -12,6 +12,7 @@ package kpush
 // the epoch bump on the metadata goroutine.
 
 import (
+	"context"
 	"slices"
 	"time"
 
@@ -124,6 +125,25 @@ func hookedRecord(n sink.Notifier) *Record {
 	return nil
 }
 
+// hookedSend is what send reports to sendHooked for OnRecordDone.
+type hookedSend struct {
+	rec    *Record     // the record the hooks see (and send sends)
+	size   int32       // its encoded size, 0 if it failed before it was measured
+	stamps sink.Stamps // its stage times; Answered 0 when none
+}
+
+// sendHooked is Send with record hooks installed (hooks.go).
+func (p *Producer) sendHooked(ctx context.Context, orig *Record) (Result, error) {
+	start := clock.Mono()
+	hs := hookedSend{rec: hookedCopy(orig)} // orig must not escape (Send's allocation budget)
+	for _, h := range p.hooks.send {
+		h.OnRecordSend(ctx, hs.rec)
+	}
+	res, err := p.send(ctx, hs.rec, &hs)
+	p.recordDone(hs.rec, start, hs.size, &hs.stamps, res, err)
+	return res, err
+}
+
 // recordBuffered runs the OnRecordBuffered hooks (caller's goroutine, no
 // lock held: enqueue calls it before the partition's Add).
 func (p *Producer) recordBuffered(r *Record, topic string, part int32, size int) {
@@ -135,12 +155,19 @@ func (p *Producer) recordBuffered(r *Record, topic string, part int32, size int)
 
 // recordDone runs the OnRecordDone hooks for a record whose Send or
 // SendAsync started at start (clock.Mono); called where the outcome is
-// delivered, with no lock held.
-func (p *Producer) recordDone(r *Record, start int64, size int32, res Result, err error) {
+// delivered, with no lock held. st is the record's stamps, nil when the
+// engine may still write them (a Send that gave up) or never will.
+func (p *Producer) recordDone(r *Record, start int64, size int32, st *sink.Stamps, res Result, err error) {
+	now := clock.Mono()
 	ev := RecordDoneEvent{Record: r, Topic: res.Topic, Partition: res.Partition, Bytes: int(size),
-		Result: res, Err: err, Elapsed: time.Duration(clock.Mono() - start)}
+		Result: res, Err: err, Elapsed: time.Duration(now - start)}
 	if pe, ok := err.(*ProduceError); ok {
 		ev.Topic, ev.Partition = pe.Topic, pe.Partition
+	}
+	if st != nil && st.Answered != 0 {
+		ev.Answered = true
+		ev.Stages = RecordStages{Buffer: time.Duration(st.Buffered - start), Queue: time.Duration(st.Written - st.Buffered),
+			InFlight: time.Duration(st.Answered - st.Written), Deliver: time.Duration(now - st.Answered)}
 	}
 	for _, h := range p.hooks.done {
 		h.OnRecordDone(ev)
@@ -150,7 +177,7 @@ func (p *Producer) recordDone(r *Record, start int64, size int32, res Result, er
 // engineHooks returns the engine's side of the request, throttle and retry
 // hooks; a function is nil when no hook of its kind is installed.
 func (p *Producer) engineHooks() sink.Hooks {
-	var h sink.Hooks
+	h := sink.Hooks{Stamps: len(p.hooks.done) > 0}
 	if len(p.hooks.written) > 0 {
 		h.Written = func(e sink.RequestEvent) {
 			ev := RequestWrittenEvent{Broker: Broker{e.Node, e.Addr}, Bytes: e.Bytes, Batches: e.Batches, Records: e.Records, Err: e.Err}

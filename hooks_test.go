@@ -101,6 +101,17 @@ func (h *recorder) OnRecordSend(ctx context.Context, r *kpush.Record) {
 	h.mu.Unlock()
 }
 
+// add appends ev to *events under h.mu; then, when name is set, notes it
+// for waitEvent.
+func add[E any](h *recorder, events *[]E, ev E, name string) {
+	h.mu.Lock()
+	*events = append(*events, ev)
+	h.mu.Unlock()
+	if name != "" {
+		h.note(name)
+	}
+}
+
 func (h *recorder) OnRecordBuffered(ev kpush.RecordBufferedEvent) {
 	h.mu.Lock()
 	h.buffered = append(h.buffered, ev)
@@ -115,64 +126,15 @@ func (h *recorder) OnRecordDone(ev kpush.RecordDoneEvent) {
 	h.mu.Unlock()
 }
 
-func (h *recorder) OnRequestWritten(ev kpush.RequestWrittenEvent) {
-	h.mu.Lock()
-	h.written = append(h.written, ev)
-	h.mu.Unlock()
-}
-
-func (h *recorder) OnRequestAnswered(ev kpush.RequestAnsweredEvent) {
-	h.mu.Lock()
-	h.answered = append(h.answered, ev)
-	h.mu.Unlock()
-}
-
-func (h *recorder) OnThrottle(ev kpush.ThrottleEvent) {
-	h.mu.Lock()
-	h.throttle = append(h.throttle, ev)
-	h.mu.Unlock()
-}
-
-func (h *recorder) OnConnOpened(ev kpush.ConnEvent) {
-	h.mu.Lock()
-	h.opened = append(h.opened, ev)
-	h.mu.Unlock()
-	h.note("opened")
-}
-
-func (h *recorder) OnConnClosed(ev kpush.ConnEvent) {
-	h.mu.Lock()
-	h.closed = append(h.closed, ev)
-	h.mu.Unlock()
-	h.note("closed")
-}
-
-func (h *recorder) OnConnFailed(ev kpush.ConnEvent) {
-	h.mu.Lock()
-	h.failed = append(h.failed, ev)
-	h.mu.Unlock()
-	h.note("failed")
-}
-
-func (h *recorder) OnEpochBump(ev kpush.EpochBumpEvent) {
-	h.mu.Lock()
-	h.bumps = append(h.bumps, ev)
-	h.mu.Unlock()
-	h.note("bump")
-}
-
-func (h *recorder) OnAuth(ev kpush.AuthEvent) {
-	h.mu.Lock()
-	h.auths = append(h.auths, ev)
-	h.mu.Unlock()
-	h.note("auth")
-}
-
-func (h *recorder) OnRetry(ev kpush.RetryEvent) {
-	h.mu.Lock()
-	h.retries = append(h.retries, ev)
-	h.mu.Unlock()
-}
+func (h *recorder) OnRequestWritten(ev kpush.RequestWrittenEvent)   { add(h, &h.written, ev, "") }
+func (h *recorder) OnRequestAnswered(ev kpush.RequestAnsweredEvent) { add(h, &h.answered, ev, "") }
+func (h *recorder) OnThrottle(ev kpush.ThrottleEvent)               { add(h, &h.throttle, ev, "") }
+func (h *recorder) OnRetry(ev kpush.RetryEvent)                     { add(h, &h.retries, ev, "") }
+func (h *recorder) OnConnOpened(ev kpush.ConnEvent)                 { add(h, &h.opened, ev, "opened") }
+func (h *recorder) OnConnClosed(ev kpush.ConnEvent)                 { add(h, &h.closed, ev, "closed") }
+func (h *recorder) OnConnFailed(ev kpush.ConnEvent)                 { add(h, &h.failed, ev, "failed") }
+func (h *recorder) OnEpochBump(ev kpush.EpochBumpEvent)             { add(h, &h.bumps, ev, "bump") }
+func (h *recorder) OnAuth(ev kpush.AuthEvent)                       { add(h, &h.auths, ev, "auth") }
 
 // waitEvent waits (bounded) until an event named name arrives.
 func (h *recorder) waitEvent(t *testing.T, name string) {

@@ -67,7 +67,7 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen); err != nil {
 		h.delivered = true
 		if h.rec != nil {
-			p.recordDone(h.rec, h.start, h.pend.Size, Result{}, err)
+			p.recordDone(h.rec, h.start, h.pend.Size, nil, Result{}, err)
 			h.rec = nil
 		}
 		p.failed.Add(1)
@@ -118,7 +118,7 @@ func (h *SendHandle) Cancel() {
 	h.cb, h.rec = nil, nil
 	h.mu.Unlock()
 	if hr != nil {
-		h.prod.recordDone(hr, h.start, pd.Size, Result{}, err)
+		h.prod.recordDone(hr, h.start, pd.Size, nil, Result{}, err)
 	}
 	if cb != nil {
 		cb(Result{}, err)
@@ -141,7 +141,7 @@ func (h *SendHandle) Notify(pd *sink.Pending) {
 	if deliver && (cb != nil || hr != nil) {
 		res, err := h.prod.outcome(pd)
 		if hr != nil {
-			h.prod.recordDone(hr, h.start, pd.Size, res, err)
+			h.prod.recordDone(hr, h.start, pd.Size, &pd.Stamps, res, err)
 		}
 		if cb != nil {
 			cb(res, err)

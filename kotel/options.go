@@ -67,26 +67,14 @@ func (c *config) validate() error {
 // global provider (otel.GetMeterProvider), which records nothing until the
 // application installs one with otel.SetMeterProvider. nil is an error.
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(c *config) {
-		if mp == nil {
-			c.bad = append(c.bad, &OptionError{Option: "WithMeterProvider", Reason: "nil provider"})
-			return
-		}
-		c.mp = mp
-	})
+	return nonNil("WithMeterProvider", "nil provider", mp, func(c *config) { c.mp = mp })
 }
 
 // WithTracerProvider sets where the spans go. Default: the global provider
 // (otel.GetTracerProvider), which records nothing until the application
 // installs one with otel.SetTracerProvider. nil is an error.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return optionFunc(func(c *config) {
-		if tp == nil {
-			c.bad = append(c.bad, &OptionError{Option: "WithTracerProvider", Reason: "nil provider"})
-			return
-		}
-		c.tp = tp
-	})
+	return nonNil("WithTracerProvider", "nil provider", tp, func(c *config) { c.tp = tp })
 }
 
 // WithPropagator sets the propagator that writes the trace context into
@@ -96,12 +84,18 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 // otel.SetTextMapPropagator; propagation.TraceContext{} writes the W3C
 // "traceparent" and "tracestate" headers. nil is an error.
 func WithPropagator(p propagation.TextMapPropagator) Option {
+	return nonNil("WithPropagator", "nil propagator", p, func(c *config) { c.prop = p })
+}
+
+// nonNil is an option that applies set, or records an *OptionError for
+// option when v (an interface value) is nil.
+func nonNil(option, reason string, v any, set func(*config)) Option {
 	return optionFunc(func(c *config) {
-		if p == nil {
-			c.bad = append(c.bad, &OptionError{Option: "WithPropagator", Reason: "nil propagator"})
+		if v == nil {
+			c.bad = append(c.bad, &OptionError{Option: option, Reason: reason})
 			return
 		}
-		c.prop = p
+		set(c)
 	})
 }
 

@@ -63,19 +63,24 @@ type cliMetrics struct {
 	histograms map[string]map[string]*histogram
 	bufRecords float64
 	bufBytes   float64
-	stages     bool            // keep stage samples (bench)
-	queued     []time.Duration // Send → buffered, per record
-	request    []time.Duration // request written → answered, per request
-	total      []time.Duration // Send → outcome, per record
-	sendStart  map[*kpush.Record]time.Time
+	stages     bool          // keep stage samples (bench)
+	samples    []stageSample // per record the broker answered (RecordDoneEvent.Stages)
 }
 
+// stageSample is one record's stages, then its Elapsed (their sum).
+type stageSample [numStages + 1]time.Duration
+
+// The stages of RecordDoneEvent.Stages, in the order of a record's path.
+const (
+	stageBuffer = iota
+	stageQueue
+	stageInFlight
+	stageDeliver
+	numStages
+)
+
 func newCLIMetrics(stages bool) *cliMetrics {
-	m := &cliMetrics{counters: map[string]map[string]float64{}, histograms: map[string]map[string]*histogram{}, stages: stages}
-	if stages {
-		m.sendStart = map[*kpush.Record]time.Time{}
-	}
-	return m
+	return &cliMetrics{counters: map[string]map[string]float64{}, histograms: map[string]map[string]*histogram{}, stages: stages}
 }
 
 // labels renders label pairs in the text format: {a="x",b="y"}.
@@ -127,26 +132,11 @@ func brokerLabel(b kpush.Broker) string {
 	return strconv.Itoa(int(b.NodeID))
 }
 
-// OnRecordSend implements kpush.HookRecordSend (stage samples only).
-func (m *cliMetrics) OnRecordSend(_ context.Context, r *kpush.Record) {
-	if !m.stages {
-		return
-	}
-	m.mu.Lock()
-	m.sendStart[r] = time.Now()
-	m.mu.Unlock()
-}
-
 // OnRecordBuffered implements kpush.HookRecordBuffered.
 func (m *cliMetrics) OnRecordBuffered(ev kpush.RecordBufferedEvent) {
 	m.mu.Lock()
 	m.bufRecords++
 	m.bufBytes += float64(ev.Bytes)
-	if m.stages && len(m.queued) < maxStageSamples {
-		if t, ok := m.sendStart[ev.Record]; ok {
-			m.queued = append(m.queued, time.Since(t))
-		}
-	}
 	m.mu.Unlock()
 }
 
@@ -162,11 +152,9 @@ func (m *cliMetrics) OnRecordDone(ev kpush.RecordDoneEvent) {
 		m.bufRecords--
 		m.bufBytes -= float64(ev.Bytes)
 	}
-	if m.stages {
-		delete(m.sendStart, ev.Record)
-		if len(m.total) < maxStageSamples {
-			m.total = append(m.total, ev.Elapsed)
-		}
+	if m.stages && ev.Answered && len(m.samples) < maxStageSamples {
+		st := ev.Stages
+		m.samples = append(m.samples, stageSample{st.Buffer, st.Queue, st.InFlight, st.Deliver, ev.Elapsed})
 	}
 }
 
@@ -194,9 +182,6 @@ func (m *cliMetrics) OnRequestAnswered(ev kpush.RequestAnsweredEvent) {
 	m.addLocked("kpush_producer_requests_total", labels("broker", b, "result", result), 1)
 	if ev.Err == nil {
 		m.observeLocked("kpush_producer_request_duration_seconds", labels("broker", b), ev.Latency.Seconds())
-		if m.stages && len(m.request) < maxStageSamples {
-			m.request = append(m.request, ev.Latency)
-		}
 	}
 }
 
@@ -362,29 +347,41 @@ func serveMetrics(addr string, m *cliMetrics) (stop func(), _ net.Addr, _ error)
 // resetStages drops the stage samples (bench: one breakdown per level).
 func (m *cliMetrics) resetStages() {
 	m.mu.Lock()
-	m.queued, m.request, m.total = m.queued[:0], m.request[:0], m.total[:0]
+	m.samples = m.samples[:0]
 	m.mu.Unlock()
 }
 
-// printStages prints the per-stage latency breakdown of the samples.
+// stageNames label the breakdown's rows: the stages, then their sum.
+var stageNames = [numStages + 1]string{
+	"send → buffered",
+	"buffered → request written",
+	"request written → answered",
+	"answered → outcome delivered",
+	"send → outcome (the sum)",
+}
+
+// printStages prints the per-stage latency breakdown: every row is
+// measured on the same records (those a broker answered), each on its
+// own, so the means add up to the last row's mean; percentiles do not add
+// up.
 func (m *cliMetrics) printStages(w io.Writer) {
 	m.mu.Lock()
-	q, r, t := slices.Clone(m.queued), slices.Clone(m.request), slices.Clone(m.total)
+	samples := slices.Clone(m.samples)
 	m.mu.Unlock()
-	pct := func(d []time.Duration, p int) float64 {
-		if len(d) == 0 {
-			return 0
+	fmt.Fprintf(w, "  %-44s %9s %9s %9s %9s\n", "stage (per record, from the hooks)", "mean µs", "p50 µs", "p99 µs", "records")
+	d := make([]time.Duration, len(samples))
+	for i, name := range stageNames {
+		var sum time.Duration
+		for j, s := range samples {
+			d[j] = s[i]
+			sum += s[i]
 		}
 		slices.Sort(d)
-		return float64(d[min(len(d)-1, len(d)*p/100)]) / 1e3
+		var mean, p50, p99 float64
+		if n := len(d); n > 0 {
+			mean = float64(sum) / float64(n) / 1e3
+			p50, p99 = float64(d[n/2])/1e3, float64(d[min(n-1, n*99/100)])/1e3
+		}
+		fmt.Fprintf(w, "  %-44s %9.1f %9.0f %9.0f %9d\n", name, mean, p50, p99, len(d))
 	}
-	fmt.Fprintf(w, "  %-52s %10s %10s %9s\n", "stage (from the hooks)", "p50 µs", "p99 µs", "samples")
-	row := func(name string, d []time.Duration) {
-		fmt.Fprintf(w, "  %-52s %10.0f %10.0f %9d\n", name, pct(d, 50), pct(d, 99), len(d))
-	}
-	row("send → buffered (per record)", q)
-	row("request written → answered (per request)", r)
-	row("send → outcome (per record)", t)
-	rest := pct(t, 50) - pct(q, 50) - pct(r, 50)
-	fmt.Fprintf(w, "  %-52s %10.0f %10s %9s\n", "rest of p50: buffered → written, answered → outcome", max(rest, 0), "-", "-")
 }

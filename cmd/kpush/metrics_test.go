@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,22 +86,45 @@ func TestMetrics_AddressInUse(t *testing.T) {
 }
 
 // TestBench_PrintsStageBreakdown: each level's row is followed by the
-// per-stage latencies from the hooks, with samples.
+// per-record stage latencies from the hooks, in the order of a record's
+// path, all measured on the same records: their means add up to the
+// mean of the whole (which a difference of medians would not).
 func TestBench_PrintsStageBreakdown(t *testing.T) {
-	code, out, errOut := runCmd(t, "bench", "-c", "1", "-n", "50")
+	code, out, errOut := runCmd(t, "bench", "-c", "4", "-n", "200")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"send → buffered (per record)", "request written → answered (per request)", "send → outcome (per record)"} {
-		i := strings.Index(out, want)
+	var means []float64
+	records := ""
+	at := 0
+	for _, want := range []string{"send → buffered", "buffered → request written", "request written → answered",
+		"answered → outcome delivered", "send → outcome (the sum)"} {
+		i := strings.Index(out[at:], "  "+want+"  ")
 		if i < 0 {
-			t.Fatalf("no %q in:\n%s", want, out)
+			t.Fatalf("no stage %q after offset %d (stages out of order?) in:\n%s", want, at, out)
 		}
-		line := out[i:]
+		at += i
+		line := out[at:]
 		line = line[:strings.IndexByte(line, '\n')]
-		if f := strings.Fields(line); f[len(f)-1] == "0" {
-			t.Errorf("stage %q has no samples: %q", want, line)
+		f := strings.Fields(line)
+		n := f[len(f)-1]
+		if n == "0" || (records != "" && n != records) {
+			t.Errorf("stage %q: %s records, want the same non-zero count on every row: %q", want, n, line)
 		}
+		records = n
+		mean, err := strconv.ParseFloat(f[len(f)-4], 64)
+		if err != nil || mean < 0 {
+			t.Fatalf("stage %q: mean %q: %v", want, f[len(f)-4], err)
+		}
+		means = append(means, mean)
+	}
+	last := means[len(means)-1]
+	sum := 0.0
+	for _, m := range means[:len(means)-1] {
+		sum += m
+	}
+	if math.Abs(sum-last) > 0.3 { // four values rounded to 0.1 µs
+		t.Errorf("the stages' means add up to %.1f µs, the whole's mean is %.1f µs:\n%s", sum, last, out)
 	}
 	code, out, _ = runCmd(t, "bench", "-c", "1", "-n", "20", "--no-stages")
 	if code != 0 || strings.Contains(out, "send → outcome") {

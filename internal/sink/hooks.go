@@ -4,7 +4,9 @@ package sink
 // side. Each function is nil unless the user installed a hook of its kind,
 // so a call site costs one nil check. They run with no lock held: request
 // events on the sink loop (written, or not written) and on the connection
-// reader (answered, throttle, retry).
+// reader (answered, throttle, retry). With Stamps, each request's batches
+// get its write time (loop) and, while the reader applies the answer, its
+// answer time, which finishSent copies into the records it ends.
 
 import (
 	"time"
@@ -18,6 +20,30 @@ type Hooks struct {
 	Answered func(RequestEvent)
 	Throttle func(node int32, addr string, d time.Duration)
 	Retry    func(topic string, partition int32, records int, cause error)
+	// Stamps makes the engine fill each record's Pending.Stamps.Written
+	// and Answered (the root package's RecordDoneEvent.Stages).
+	Stamps bool
+}
+
+// Stamps are a record's stage times, clock.Mono nanoseconds. The root
+// package sets them (Buffered, the others 0) before it queues the record,
+// with record hooks only (Reset leaves them, so that the path without hooks
+// does not pay for them); the engine sets Written
+// and Answered (those of the request whose answer ended the record) only
+// with Hooks.Stamps, in finishSent, after the record's state moved and
+// before its outcome is delivered. Answered is 0 when no answer ended the
+// record (failed while buffered, expired in flight, abandoned).
+type Stamps struct {
+	Buffered, Written, Answered int64
+}
+
+// stampWritten stamps the batches of a request about to be written
+// (Hooks.Stamps), on the loop goroutine; handle reads it after the answer.
+func stampWritten(batches []*Batch) {
+	now := clock.Mono()
+	for _, b := range batches {
+		b.written = now
+	}
 }
 
 // RequestEvent describes one ProduceRequest.

@@ -45,6 +45,7 @@ type Pending struct {
 	Deadline  int64 // clock.Mono nanoseconds; delivery timeout
 	Async     bool  // Notify runs on the sink's callback goroutine
 	Done      Notifier
+	Stamps    Stamps // stage times, with record hooks only (hooks.go)
 
 	cbq *cbQueue // the partition's callback queue; set by Partition.Add
 
@@ -130,15 +131,18 @@ func (p *Pending) FailBuffered(err error) bool {
 	return true
 }
 
-// finishSent records the outcome of a sent record and reports whether
-// someone is still waiting for it (false when abandoned or expired). The
-// outcome is written only after the state moved: an expired record's
-// outcome was already delivered and may be being read.
-func (p *Pending) finishSent(offset int64, err error, unknown bool) bool {
+// finishSent records the outcome of a sent record of batch b and reports
+// whether someone is still waiting for it (false when abandoned or
+// expired). The outcome is written only after the state moved: an expired
+// record's outcome was already delivered and may be being read.
+func (p *Pending) finishSent(b *Batch, offset int64, err error, unknown bool) bool {
 	if !p.state.CompareAndSwap(stateSending, stateDone) {
 		return false
 	}
 	p.Offset, p.Err, p.Unknown = offset, err, unknown
+	if b.answered != 0 { // Hooks.Stamps, while handle applies b's answer
+		p.Stamps.Written, p.Stamps.Answered = b.written, b.answered
+	}
 	return true
 }
 

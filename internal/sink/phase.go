@@ -234,7 +234,7 @@ func (p *PartitionQueue) renumberLocked(b *Batch, id idem.ID, seq int32) {
 // to out for notification outside the lock.
 func (p *PartitionQueue) failBatchLocked(b *Batch, err error, unknown bool, out []*Pending) []*Pending {
 	for _, r := range b.recs {
-		r.finishSent(-1, err, unknown)
+		r.finishSent(b, -1, err, unknown)
 	}
 	return p.completeLocked(b, b.recs, out)
 }

@@ -68,6 +68,10 @@ type Batch struct {
 	size     int   // record bytes plus batch overhead (before compression)
 	attempts int
 	unknown  bool // some attempt may have reached the broker
+	// With Hooks.Stamps (hooks.go): when the request carrying the batch
+	// was written (by the loop, before the write), and its answer's time
+	// while handle applies it (under the partition's mu; 0 otherwise).
+	written, answered int64
 }
 
 // wireSize is the batch's size in a request: encoded, or an upper bound

@@ -170,6 +170,9 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		}
 		p.mu.Lock()
 		p.inflight--
+		if e.cfg.Hooks.Stamps {
+			b.answered = now // finishSent copies it to the records ended here
+		}
 		if maybeWritten {
 			b.unknown = true
 		}
@@ -180,7 +183,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 				if base >= 0 {
 					off = base + int64(i)
 				}
-				rec.finishSent(off, nil, false)
+				rec.finishSent(b, off, nil, false)
 			}
 			done = p.completeLocked(b, b.recs, done)
 			finished = append(finished, b)
@@ -235,6 +238,9 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			done = p.failBatchLocked(b, cause, b.unknown, done)
 			finished = append(finished, b)
 			p.dropSeqLocked(b)
+		}
+		if e.cfg.Hooks.Stamps {
+			b.answered = 0
 		}
 		done = p.settleLocked(now, done)
 		q := p.queueLocked()
@@ -314,7 +320,7 @@ func (p *PartitionQueue) failRecordsLocked(b *Batch, errs []kmsg.ProduceResponse
 		if msg != nil && *msg != "" {
 			err = fmt.Errorf("%w: record %d: %s", cause, i, *msg)
 		}
-		r.finishSent(-1, err, false)
+		r.finishSent(b, -1, err, false)
 		bad = append(bad, r)
 	}
 	clear(b.recs[len(keep):])

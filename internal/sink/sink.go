@@ -355,6 +355,9 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 	sentAt := nowNs
 	gen := s.gen
 	hev := s.requestEvent(batches) // nil without request hooks (hooks.go)
+	if e.cfg.Hooks.Stamps {
+		stampWritten(batches)
+	}
 	err := s.conn.Do(req, e.cfg.Acks == 0, func(r kmsg.Response, err error) {
 		mark := e.scanMark()
 		s.untrack(gen)
