@@ -39,10 +39,10 @@ async def test_flush_does_not_wait_for_records_sent_after_it(own_broker):
 
 async def test_flush_waits_for_records_sent_before_it(broker):
     async with Producer(bootstrap_servers=broker.bootstrap, linger_ms=200) as p:
-        futs = [p.send_nowait("rt", b"%d" % i) for i in range(500)]
+        futs = [p.send_nowait("flush", b"%d" % i) for i in range(500)]
         await p.flush(timeout=30)
         assert all(f.done() and f.exception() is None for f in futs)
         with pytest.raises(KafkaTimeoutError):
             # nothing sent since: still a flush of the lingering record below
-            p.send_nowait("rt", b"lingers")
+            p.send_nowait("flush", b"lingers")
             await p.flush(timeout=0.01)

@@ -27,7 +27,7 @@ async def _workload(p: Producer) -> None:
     # must resume in its own context, as the current task, with the result.
     async def one(i: int) -> tuple:
         request_id.set(f"req-{i}")
-        md = await p.send("rt", b"v-%d" % i, key=b"k-%d" % (i % 5))
+        md = await p.send("speedups", b"v-%d" % i, key=b"k-%d" % (i % 5))
         assert asyncio.current_task() is me[i]
         return request_id.get(), md
 
@@ -36,11 +36,11 @@ async def _workload(p: Producer) -> None:
         me[i] = asyncio.ensure_future(one(i))
     out = await asyncio.gather(*me.values())
     assert [rid for rid, _ in out] == [f"req-{i}" for i in range(300)]
-    assert all(md.topic == "rt" and md.offset >= 0 for _, md in out)
+    assert all(md.topic == "speedups" and md.offset >= 0 for _, md in out)
     # send_nowait keeps returning asyncio futures; a bytearray takes the general path.
-    fut = p.send_nowait("rt", bytearray(b"ba"), headers=[("h", b"1")])
+    fut = p.send_nowait("speedups", bytearray(b"ba"), headers=[("h", b"1")])
     assert isinstance(fut, asyncio.Future)
-    assert (await fut).topic == "rt"
+    assert (await fut).topic == "speedups"
 
 
 async def test_send_wakes_tasks_in_their_context(broker):
