@@ -3,12 +3,13 @@
 ``Fast`` is ``kpush._speedups.Fast`` (kpush/_speedups.c) when that
 extension was built, else ``PyFast`` below, which has the same interface and
 behaviour (the C one is a few microseconds per record cheaper; CI builds it
-and fails without it, see HAVE_SPEEDUPS). Both belong to one Core and run
-only on its loop's thread.
+and fails without it, see HAVE_SPEEDUPS; KPUSH_NO_SPEEDUPS=1 forces the
+twin, to test it). Both belong to one Core and run only on its loop's thread.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from threading import get_ident
 from array import array
@@ -127,6 +128,8 @@ class PyFast:
 
 
 try:
+    if os.environ.get("KPUSH_NO_SPEEDUPS") == "1":  # test the twin: KPUSH_NO_SPEEDUPS=1 pytest
+        raise ImportError("KPUSH_NO_SPEEDUPS=1")
     from ._speedups import Fast  # type: ignore[attr-defined]
 
     from ._speedups import SendFuture  # type: ignore[attr-defined]
