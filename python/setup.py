@@ -1,5 +1,5 @@
 """Build hook: compile the Go engine (python/engine) into kpush/_engine.so,
-and the C extension kpush._speedups (kpush/_speedups.c).
+and the C extension kpush._speedups (kpush/_speedups.c, _sendfuture.c).
 
 `pip install ./python` and `python -m build --wheel ./python` run build_py,
 which runs `go build -buildmode=c-shared`. The engine module points at the
@@ -58,7 +58,8 @@ class BinaryDistribution(Distribution):
 
 speedups = Extension(
     "kpush._speedups",
-    ["kpush/_speedups.c"],
+    ["kpush/_speedups.c", "kpush/_sendfuture.c"],
+    depends=["kpush/_speedups.h"],
     optional=os.environ.get("KPUSH_REQUIRE_SPEEDUPS") != "1",
 )
 
