@@ -66,8 +66,9 @@ class Producer:
         await self.close()
 
     async def flush(self, timeout: Optional[float] = None) -> None:
-        """Wait until every record sent so far has its outcome (its future is
-        resolved). Raises KafkaTimeoutError after ``timeout`` seconds."""
+        """Wait until every record sent before this call has its outcome (its
+        future is resolved); records sent while it waits are not waited for
+        (as Go's Flush). Raises KafkaTimeoutError after ``timeout`` seconds."""
         core = self._live()
         await core.control("flush", timeout)
 
