@@ -1,23 +1,25 @@
-"""Build hook: compile the Go engine (python/engine) into kpush/_engine.so.
+"""Build hook: compile the Go engine (python/engine) into kpush/_engine.so,
+and the C extension kpush._speedups (kpush/_speedups.c, _sendfuture.c).
 
 `pip install ./python` and `python -m build --wheel ./python` run build_py,
 which runs `go build -buildmode=c-shared`. The engine module points at the
 repository root (replace ../..), so build from a checkout, not an sdist.
 Set KPUSH_GO (default "go") to choose the toolchain.
+
+The extension is the asyncio producer's per-record path (packing records,
+resolving futures). It is optional: without a C compiler for the CPython
+API the package falls back to kpush/_fast.py (slower per record). Set
+KPUSH_REQUIRE_SPEEDUPS=1 (CI does) to make a failed build an error. For a
+source checkout: `python setup.py build_ext --inplace` from python/.
 """
 
 import os
 import shutil
 import subprocess
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 from setuptools.dist import Distribution
-
-try:
-    from wheel.bdist_wheel import bdist_wheel
-except ImportError:  # pragma: no cover
-    bdist_wheel = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -54,16 +56,13 @@ class BinaryDistribution(Distribution):
         return True
 
 
-cmdclass = {"build_py": BuildEngine}
-if bdist_wheel is not None:
+speedups = Extension(
+    "kpush._speedups",
+    ["kpush/_speedups.c", "kpush/_sendfuture.c"],
+    depends=["kpush/_speedups.h"],
+    optional=os.environ.get("KPUSH_REQUIRE_SPEEDUPS") != "1",
+)
 
-    class Wheel(bdist_wheel):
-        """py3-none-<platform>: ABI mode (cffi dlopen) works on every CPython 3."""
-
-        def get_tag(self):
-            _, _, plat = super().get_tag()
-            return "py3", "none", plat
-
-    cmdclass["bdist_wheel"] = Wheel
-
-setup(cmdclass=cmdclass, distclass=BinaryDistribution)
+# The wheel is CPython-version specific (cpXY-cpXY-<platform>) because of
+# the extension; the engine itself is loaded in ABI mode (cffi dlopen).
+setup(cmdclass={"build_py": BuildEngine}, distclass=BinaryDistribution, ext_modules=[speedups])

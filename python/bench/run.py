@@ -143,7 +143,32 @@ def run_client(client: str, bootstrap: str, c: int, seconds: float, topic: str =
         return {"client": client, "c": c, "failed": err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"}
     r = json.loads(out.strip().splitlines()[-1])
     r["client"] = client
+    r["load1_after"] = os.getloadavg()[0]  # how busy the machine was during this run (it included)
     return r
+
+
+#: The benchmark's own processes (one client, the broker) keep about this
+#: many CPUs busy, so they add about this much to the 1-minute load.
+OWN_LOAD = 2.0
+
+
+def machine_state(load_before, load_after, run_loads, cpus):
+    """How the machine was during the run, from the load averages the run
+    recorded: "quiet" when nothing but the benchmark ran (the 1-minute load
+    before ≤ 0.5 and, during the runs, never more than the benchmark's own
+    OWN_LOAD + 0.5), else "shared". Returns (word, sentence)."""
+    peak = max(run_loads) if run_loads else None
+    quiet = load_before is not None and load_before[0] <= 0.5 and peak is not None and peak <= OWN_LOAD + 0.5
+    desc = (f"{cpus} CPUs; 1/5/15-minute load average before the run "
+            f"{', '.join(f'{x:.2f}' for x in load_before) if load_before else 'not recorded'}, "
+            f"after it {', '.join(f'{x:.2f}' for x in load_after) if load_after else 'not recorded'}; "
+            f"1-minute load after each run: median {fmt(median(run_loads), 2)}, max {fmt(peak, 2)} "
+            f"(the benchmark itself adds about {OWN_LOAD:g})")
+    if quiet:
+        return "quiet", f"The machine was **quiet** (nothing else running): {desc}."
+    return "shared", (f"The machine was **shared** (other jobs running; absolute numbers are noisy, compare clients "
+                      f"within this run, not across runs): {desc}.")
+
 
 
 def read_back(bootstrap: str, topic: str) -> list[bytes]:
@@ -200,6 +225,7 @@ def main() -> None:
             args.json = os.path.splitext(args.out)[0] + ".json"
     cs = [int(x) for x in args.cs.split(",")]
     clients = args.clients.split(",")
+    load_before = os.getloadavg()
     tmp = tempfile.mkdtemp()
     suffix = f"-{os.getpid()}" if args.bootstrap else ""
     topic = "bench" + suffix
@@ -260,9 +286,10 @@ def main() -> None:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
+    machine = {"cpus": os.cpu_count(), "load_before": list(load_before), "load_after": list(os.getloadavg())}
     with open(args.json, "w") as f:
-        json.dump({"runs": runs, "fault": fault, "seconds": args.seconds, "reps": args.reps}, f, indent=1)
-    write_report(args, runs, fault, cs, clients)
+        json.dump({"runs": runs, "fault": fault, "seconds": args.seconds, "reps": args.reps, "machine": machine}, f, indent=1)
+    write_report(args, runs, fault, cs, clients, machine)
 
 
 def summarize(runs, cs, clients):
@@ -288,8 +315,10 @@ def fmt(v, d=1):
     return "—" if v is None else f"{v:,.{d}f}"
 
 
-def write_report(args, runs, fault, cs, clients):
+def write_report(args, runs, fault, cs, clients, machine):
     table = summarize(runs, cs, clients)
+    _, state = machine_state(machine.get("load_before"), machine.get("load_after"), [r["load1_after"] for r in runs + fault if "load1_after" in r],
+                             machine.get("cpus"))
     chart = os.path.splitext(args.out)[0] + ".svg"
     try:
         import matplotlib
@@ -323,8 +352,7 @@ def write_report(args, runs, fault, cs, clients):
         "threads — the Go engine and librdkafka included) divided by acknowledged records.",
         "",
         "Written by `python python/bench/run.py` (see its docstring); raw runs in `python/bench/results.json`.",
-        "The machine was a shared 2-core VM with other jobs running: compare clients within this run, not",
-        "across runs.",
+        state,
         "",
         "Clients, each at its defaults except what the workload needs:",
         "",

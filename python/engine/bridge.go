@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/kpush/kpush"
+	"github.com/kpush/kpush/internal/buffer"
 )
 
 // Send modes, shared with kpush/_ffi.py.
@@ -63,6 +64,7 @@ type item struct {
 	state atomic.Int32 // itemQueued → itemHanded (intake) or itemWithdrawn (kp_cancel)
 
 	lane      *lane             // set under b.imu by sendMany
+	gen       *buffer.Gen       // flush generation, set by sendMany; Done once its outcome is pushed
 	err       error             // set by kp_send_many (malformed headers): fail with it at hand-over
 	h         *kpush.SendHandle // modeSend, once handed; guarded by b.cmu
 	cancelReq bool              // kp_cancel came while intake was handing it over; guarded by b.cmu
@@ -100,7 +102,11 @@ type bridge struct {
 
 	cmu sync.Mutex
 
+	// outstanding counts every record without a pushed outcome (close
+	// waits for zero); undelivered counts them by generation, so a flush
+	// waits only for the records sent before it (as the Go Flush).
 	outstanding atomic.Int64
+	undelivered *buffer.Tracker
 	zmu         sync.Mutex
 	zeroWaiters []chan struct{}
 
@@ -119,6 +125,8 @@ func newBridge(raw []byte) (*bridge, error) {
 		tokens: make(map[uint64]chan tokenReply),
 		items:  make(map[uint64]*item),
 		lanes:  make(map[string]*lane),
+
+		undelivered: buffer.NewTracker(),
 	}
 	cfg, opts, _, _, err := parseConfig(raw, b.token)
 	if err != nil {
@@ -184,6 +192,7 @@ func (b *bridge) sendMany(its []*item) bool {
 			}
 		}
 		it.lane = l
+		it.gen = b.undelivered.Add()
 		l.intake = append(l.intake, it)
 	}
 	b.imu.Unlock()
@@ -249,22 +258,22 @@ func (b *bridge) intakeLoop(l *lane) {
 
 // handOver gives one record to the engine (intake goroutine).
 func (b *bridge) handOver(l *lane, it *item) {
-	id, topic := it.id, it.rec.Topic
+	topic := it.rec.Topic
 	if it.err != nil {
-		b.complete(id, kpush.Result{}, it.err)
+		b.complete(it, kpush.Result{}, it.err)
 		return
 	}
 	if b.aborted.Load() {
-		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: kpush.ErrClosed})
+		b.complete(it, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: kpush.ErrClosed})
 		return
 	}
 	partition := it.rec.Partition
 	p, err := b.producerFor(partition)
 	if err != nil {
-		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: partition, Err: err})
+		b.complete(it, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: partition, Err: err})
 		return
 	}
-	cb := func(res kpush.Result, err error) { b.complete(id, res, err) }
+	cb := func(res kpush.Result, err error) { b.complete(it, res, err) }
 	// Taken over and made current in one cmu section: a kp_cancel that
 	// finds the record taken over then sees it current (and interrupts the
 	// wait) or with its handle, never in between, where its request would
@@ -272,7 +281,7 @@ func (b *bridge) handOver(l *lane, it *item) {
 	b.cmu.Lock()
 	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
 		b.cmu.Unlock()
-		b.complete(id, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: errWithdrawn})
+		b.complete(it, kpush.Result{}, &kpush.ProduceError{Topic: topic, Partition: -1, Err: errWithdrawn})
 		return
 	}
 	l.cur = it
@@ -324,9 +333,13 @@ func (b *bridge) cancelRecord(id uint64) {
 	}
 }
 
-// complete pushes a record's outcome and counts it done.
-func (b *bridge) complete(id uint64, res kpush.Result, err error) {
-	b.q.push(outcome(id, res, err))
+// complete pushes a record's outcome and counts it done (after the push:
+// a flush or close completion must follow the outcomes it waited for).
+func (b *bridge) complete(it *item, res kpush.Result, err error) {
+	b.q.push(outcome(it.id, res, err))
+	if it.gen != nil {
+		it.gen.Done()
+	}
 	if b.outstanding.Add(-1) == 0 {
 		b.zmu.Lock()
 		if b.outstanding.Load() == 0 {
@@ -364,14 +377,24 @@ func timeoutCtx(timeoutMS int64) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), time.Duration(timeoutMS)*time.Millisecond)
 }
 
-// flush waits for every record accepted so far to have its outcome pushed.
-func (b *bridge) flush(timeoutMS int64) error {
+// seal starts a flush: it returns the generations of every record
+// accepted so far (records accepted later join a new one), or ErrClosed.
+func (b *bridge) seal() (buffer.Barrier, error) {
 	if b.closed.Load() {
-		return kpush.ErrClosed
+		return nil, kpush.ErrClosed
+	}
+	return b.undelivered.Seal(), nil
+}
+
+// flush waits for the records of barrier (from seal) to have their
+// outcomes pushed; records sent after the seal are not waited for.
+func (b *bridge) flush(barrier buffer.Barrier, err error, timeoutMS int64) error {
+	if err != nil {
+		return err
 	}
 	ctx, cancel := timeoutCtx(timeoutMS)
 	defer cancel()
-	return b.waitIdle(ctx)
+	return barrier.Wait(ctx)
 }
 
 // close stops intake, closes the engine producers (bounded by the

@@ -64,3 +64,38 @@ func TestMalformedRecordFailsAtHandOver(t *testing.T) {
 		t.Fatalf("completions %+v, want one not-written outcome for id 7", got)
 	}
 }
+
+// A flush waits for the records accepted before it (its generation), not
+// for records accepted after: with no reachable broker, a later record
+// stays outstanding (waiting for metadata) while the flush of the earlier,
+// already failed record returns.
+func TestFlushWaitsOnlyForEarlierRecords(t *testing.T) {
+	b := testBridge(t)
+	bad := &item{id: 1, mode: modeSend, err: &kpush.ProduceError{Partition: -1, Err: kpush.ErrInvalidHeader}}
+	if !b.sendMany([]*item{bad}) {
+		t.Fatal("sendMany refused a batch on an open producer")
+	}
+	barrier, err := b.seal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := &item{id: 2, mode: modeSend, rec: kpush.Record{Topic: "t", Value: []byte("x")}}
+	if !b.sendMany([]*item{stuck}) {
+		t.Fatal("sendMany refused a batch on an open producer")
+	}
+	if err := b.flush(barrier, nil, 10_000); err != nil {
+		t.Fatalf("flush of the first record's generation: %v (it waited for the later record)", err)
+	}
+	if n := b.outstanding.Load(); n != 1 {
+		t.Fatalf("outstanding = %d after the flush, want 1 (the later record)", n)
+	}
+	// A flush sealed now covers the stuck record: it times out.
+	barrier, _ = b.seal()
+	if err := b.flush(barrier, nil, 50); err == nil {
+		t.Fatal("a flush after the stuck record returned before it had an outcome")
+	}
+	if err := b.close(0); err != nil && !errors.Is(err, kpush.ErrClosed) {
+		t.Logf("close: %v", err)
+	}
+	b.q.close()
+}

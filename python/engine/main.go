@@ -206,7 +206,9 @@ func kp_send_sync(h C.int64_t, topic *C.char, topicLen C.int64_t,
 	if err == nil {
 		it.rec.Partition = int32(partition)
 		b.outstanding.Add(1)
+		g := b.undelivered.Add()
 		res, err = p.Send(context.Background(), &it.rec)
+		g.Done()
 		b.outstanding.Add(-1)
 	}
 	c := outcome(0, res, err)
@@ -275,8 +277,11 @@ func kp_flush_async(h C.int64_t, id C.uint64_t, timeoutMS C.int64_t) {
 	if b == nil {
 		return
 	}
+	// Sealed here, on the loop's thread: the records of kp_send_many calls
+	// made after this one returns are not part of this flush.
+	barrier, err := b.seal()
 	go func() {
-		b.q.push(done(uint64(id), kindFlush, b.flush(int64(timeoutMS))))
+		b.q.push(done(uint64(id), kindFlush, b.flush(barrier, err, int64(timeoutMS))))
 	}()
 }
 
@@ -311,7 +316,8 @@ func kp_flush(h C.int64_t, timeoutMS C.int64_t, errbuf *C.char, errcap C.int64_t
 	if b == nil {
 		return causeClosed
 	}
-	if err := b.flush(int64(timeoutMS)); err != nil {
+	barrier, err := b.seal()
+	if err := b.flush(barrier, err, int64(timeoutMS)); err != nil {
 		return writeErr(err, errbuf, errcap)
 	}
 	return 0

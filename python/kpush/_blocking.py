@@ -75,7 +75,8 @@ class Producer:
         raise make_error(out.kind == _ffi.KIND_UNKNOWN, out.cause, out.code, text, topic, out.partition)
 
     def flush(self, timeout: Optional[float] = None) -> None:
-        """Wait until every record sent so far has its outcome."""
+        """Wait until every record sent before this call has its outcome
+        (records other threads send meanwhile are not waited for)."""
         self._check()
         err = self._ffi.new("char[]", _MSGCAP)
         ms = -1 if timeout is None else max(0, int(timeout * 1000))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from array import array
+import functools
 import os
 import re
 import struct
@@ -21,6 +21,7 @@ from typing import Any, Optional
 from . import _ffi
 from ._config import Settings
 from ._errors import CAUSES, InvalidConfigError, KafkaError, KafkaTimeoutError, NotWrittenError, make_error
+from ._fast import HAVE_SPEEDUPS, Fast, split
 from ._records import RecordMetadata
 
 _CAP = 4096  # completions per kp_drain call
@@ -74,12 +75,20 @@ def stats(ffi: Any, lib: Any, h: int) -> dict[str, Any]:
         cap = n
 
 
+def _future_factory(loop: asyncio.AbstractEventLoop) -> Any:
+    """loop.create_future, or (when the loop does not override asyncio's)
+    the Future constructor itself, which skips a Python frame per record."""
+    if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+        return functools.partial(asyncio.Future, loop=loop)
+    return loop.create_future
+
+
 class Core:
     """One engine producer bound to one event loop."""
 
     __slots__ = (
-        "ffi", "lib", "h", "fd", "loop", "futures", "seq", "closing", "closed",
-        "cbuf", "msgbuf", "token_provider", "close_future", "close_lock", "pending", "keep", "topics", "__weakref__",
+        "ffi", "lib", "h", "fd", "loop", "futures", "closing", "closed",
+        "cbuf", "caddr", "msgbuf", "token_provider", "close_future", "close_lock", "fast", "topics", "__weakref__",
     )
 
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
@@ -87,10 +96,10 @@ class Core:
         self.fd = self.lib.kp_fd(self.h)
         self.loop = loop
         self.futures: dict[int, tuple[asyncio.Future[Any], Optional[str]]] = {}
-        self.seq = 0
         self.closing = False
         self.closed = False
         self.cbuf = self.ffi.new("kp_completion[]", _CAP)
+        self.caddr = int(self.ffi.cast("uintptr_t", self.cbuf))
         assert self.ffi.sizeof("kp_completion") == _COMPLETION.size
         self.msgbuf = self.ffi.new("char[]", _MSGCAP)
         self.token_provider = settings.token_provider
@@ -99,50 +108,52 @@ class Core:
         # or start_close starts are decided under this lock.
         self.close_lock = threading.Lock()
         # Records of this loop iteration, handed to the engine in one
-        # kp_send_many call (a foreign call costs microseconds): kp_rec
-        # structs as int64s, and the objects owning the buffers they point
-        # into, alive until the call has copied them.
-        self.pending = array("q")
-        self.keep: list[Any] = []
-        self.topics: dict[str, tuple[int, int, Any]] = {}  # topic → (address, length, owner)
+        # kp_send_many call (a foreign call costs microseconds), are packed
+        # by self.fast (kpush/_fast.py), which also resolves the futures of
+        # successful records. topics: topic → its UTF-8 bytes, which the
+        # packed records point into (an entry is never removed).
+        self.topics: dict[str, bytes] = {}
+        running_loop = None if isinstance(loop, asyncio.BaseEventLoop) else asyncio._get_running_loop
+        self.fast = Fast(self.futures, self.topics, _future_factory(loop), functools.partial(loop.call_soon, self.send_pending),
+                         RecordMetadata, loop, running_loop)
+        if not HAVE_SPEEDUPS:
+            self.fast.view = memoryview(self.ffi.buffer(self.cbuf))
         loop.add_reader(self.fd, self._on_readable)
 
-    def topic_addr(self, topic: str) -> tuple[int, int, Any]:
-        """The topic's UTF-8 bytes as (address, length, owner), cached;
-        raises like prepare()."""
-        ta = self.topics.get(topic)
-        if ta is None:
-            from ._records import prepare
+    def topic_bytes(self, topic: str) -> tuple[bytes, Optional[list]]:
+        """The topic's UTF-8 bytes (cached; the fast path needs the entry)
+        and, past the cache's size, a list of it to keep alive with the
+        record; raises like prepare()."""
+        tb = self.topics.get(topic)
+        if tb is not None:
+            return tb, None
+        from ._records import prepare
 
-            tb = prepare(self.ffi, topic, None).topic
-            keep: list[Any] = []
-            ta = (_ffi.address(self.ffi, tb, keep), len(tb), keep)
-            if len(self.topics) < 4096:
-                self.topics[topic] = ta  # the owner stays alive with the entry
-            else:
-                self.keep.append(keep)
-        return ta
+        tb = prepare(self.ffi, topic, None).topic
+        if len(self.topics) < 4096:
+            self.topics[topic] = tb  # kept alive by the entry
+            return tb, None
+        return tb, [tb]
 
     def send_pending(self) -> None:
         """Hand this iteration's records to the engine, in order, in one call."""
-        pend = self.pending
-        if not pend:
+        t = self.fast.take()
+        if t is None:
             return
-        keep = self.keep
-        self.pending, self.keep = array("q"), []
-        n = len(pend) // _ffi.REC_FIELDS
-        rc = self.lib.kp_send_many(self.h, self.ffi.cast("kp_rec *", self.ffi.from_buffer(pend)), n)
+        recs, n, keep = t
+        rc = self.lib.kp_send_many(self.h, self.ffi.cast("kp_rec *", self.ffi.from_buffer(recs)), n)
         del keep  # the engine has copied every buffer
         if rc:
-            for rid in pend[:: _ffi.REC_FIELDS]:
+            for rid in memoryview(recs).cast("q")[:: _ffi.REC_FIELDS]:
                 entry = self.futures.pop(rid, None)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_exception(NotWrittenError("kpush: producer closed", "closed", entry[1]))
+                if entry is not None:
+                    fut, topic = split(entry)
+                    if not fut.done():
+                        fut.set_exception(NotWrittenError("kpush: producer closed", "closed", topic))
 
     def new_id(self) -> int:
         """A fresh id for a record or a control request."""
-        self.seq += 1
-        return self.seq
+        return self.fast.next_id()
 
     def _on_readable(self) -> None:
         # Read the pipe before draining, so a wake-up written after the last
@@ -151,55 +162,18 @@ class Core:
             os.read(self.fd, 65536)
         except (BlockingIOError, InterruptedError):
             pass
-        ffi, lib, h, buf, msgbuf, futures = self.ffi, self.lib, self.h, self.cbuf, self.msgbuf, self.futures
-        raw = memoryview(ffi.buffer(buf))
+        lib, h, buf, msgbuf, addr, resolve = self.lib, self.h, self.cbuf, self.msgbuf, self.caddr, self.fast.resolve
         finished = False
         while True:
             n = lib.kp_drain(h, buf, _CAP, msgbuf, _MSGCAP)
-            # struct.iter_unpack reads the completions as tuples in C: about
-            # half the cost of six cdata attribute reads per completion.
-            for rid, offset, ts, partition, kind, cause, code, moff, mlen in _COMPLETION.iter_unpack(raw[: n * _COMPLETION.size]):
-                if kind == _KIND_OK:
-                    entry = futures.pop(rid, None)
-                    if entry is not None:
-                        fut = entry[0]
-                        if not fut.done():
-                            # tuple.__new__: a namedtuple's own __new__ is a Python frame (~0.5 µs)
-                            fut.set_result(_new_tuple(RecordMetadata, (entry[1], partition, offset, ts)))
-                    continue
-                if kind == _ffi.KIND_TOKEN:
-                    self._token(rid)
-                    continue
-                if kind == _ffi.KIND_CLOSE:
-                    if cause == _CAUSE_CLOSED:
-                        # A second engine close: the first one's completion
-                        # finishes the producer and resolves this future.
-                        entry = futures.pop(rid, None)
-                        if entry is not None and self.close_future is None:
-                            self.close_future = entry[0]
-                        continue
-                    finished = True
-                entry = futures.pop(rid, None)
-                if entry is None:
-                    continue
-                fut, topic = entry
-                msg = ffi.unpack(msgbuf + moff, mlen).decode("utf-8", "replace") if mlen else ""
-                if kind <= _ffi.KIND_UNKNOWN:
-                    if not fut.done():
-                        fut.set_exception(make_error(kind == _ffi.KIND_UNKNOWN, cause, code, msg, topic, partition))
-                elif kind == _ffi.KIND_PARTITIONS:
-                    if not fut.done():
-                        if cause:
-                            fut.set_exception(make_error(False, cause, code, msg, topic, -1))
-                        else:
-                            fut.set_result(offset)
-                elif not fut.done():  # flush or close
-                    if cause and kind == _ffi.KIND_FLUSH:
-                        name = CAUSES[cause] if cause < len(CAUSES) else "other"
-                        cls = KafkaTimeoutError if name == "deadline_exceeded" else KafkaError
-                        fut.set_exception(cls(msg, name))
-                    else:
-                        fut.set_result(None)
+            i = 0
+            while i < n:
+                # Successful records' futures in one C call (kpush/_speedups.c);
+                # it stops at any other kind of completion, handled here.
+                i = resolve(addr, n, i)
+                if i < n:
+                    finished = self._complete(*_COMPLETION.unpack_from(self.ffi.buffer(buf), i * _COMPLETION.size)) or finished
+                    i += 1
             # Drain until empty: kp_drain also stops early when the
             # messages fill msgbuf, and the pipe is written again only after
             # the queue went empty, so stopping at n < _CAP could strand
@@ -208,12 +182,60 @@ class Core:
                 break
         if finished:
             self._finish()
+        fatal = self.fast.pop_error()
+        if fatal is not None:
+            raise fatal  # a KeyboardInterrupt/SystemExit from a task step resolve() ran
+
+    def _complete(self, rid: int, offset: int, ts: int, partition: int, kind: int, cause: int, code: int, moff: int, mlen: int) -> bool:
+        """Resolve one completion of any kind; True when it ends the producer."""
+        futures = self.futures
+        if kind == _KIND_OK:
+            entry = futures.pop(rid, None)
+            if entry is not None:
+                fut, topic = split(entry)
+                if not fut.done():
+                    fut.set_result(_new_tuple(RecordMetadata, (topic, partition, offset, ts)))
+            return False
+        if kind == _ffi.KIND_TOKEN:
+            self._token(rid)
+            return False
+        finished = False
+        if kind == _ffi.KIND_CLOSE:
+            if cause == _CAUSE_CLOSED:
+                # A second engine close: the first one's completion
+                # finishes the producer and resolves this future.
+                entry = futures.pop(rid, None)
+                if entry is not None and self.close_future is None:
+                    self.close_future = split(entry)[0]
+                return False
+            finished = True
+        entry = futures.pop(rid, None)
+        if entry is None:
+            return finished
+        fut, topic = split(entry)
+        msg = self.ffi.unpack(self.msgbuf + moff, mlen).decode("utf-8", "replace") if mlen else ""
+        if fut.done():
+            return finished
+        if kind <= _ffi.KIND_UNKNOWN:
+            fut.set_exception(make_error(kind == _ffi.KIND_UNKNOWN, cause, code, msg, topic, partition))
+        elif kind == _ffi.KIND_PARTITIONS:
+            if cause:
+                fut.set_exception(make_error(False, cause, code, msg, topic, -1))
+            else:
+                fut.set_result(offset)
+        elif cause and kind == _ffi.KIND_FLUSH:  # flush or close
+            name = CAUSES[cause] if cause < len(CAUSES) else "other"
+            cls = KafkaTimeoutError if name == "deadline_exceeded" else KafkaError
+            fut.set_exception(cls(msg, name))
+        else:
+            fut.set_result(None)
+        return finished
 
     def _finish(self) -> None:
         self.loop.remove_reader(self.fd)
         self.closed = True
         cf = self.close_future
-        for fut, topic in self.futures.values():
+        for fut, topic in map(split, self.futures.values()):
             if not fut.done() and fut is not cf:
                 fut.set_exception(NotWrittenError("kpush: producer closed", "closed", topic))
         self.futures.clear()

@@ -27,7 +27,7 @@ CI = os.environ.get("CI") == "true"
 TOPICS = {
     "rt": 3, "order": 8, "pipe": 4, "cancel": 1, "close": 3, "fault": 3, "bad": 1, "gc": 1,
     "fork": 1, "sigint": 1, "loops": 3, "asgi": 3, "seed": 3, "queue": 3, "sync": 3,
-    "codec-none": 1, "codec-gzip": 1, "codec-snappy": 1, "codec-lz4": 1, "codec-zstd": 1, "review": 1,
+    "codec-none": 1, "codec-gzip": 1, "codec-snappy": 1, "codec-lz4": 1, "codec-zstd": 1, "review": 1, "flush": 3, "speedups": 3,
 }
 
 
@@ -110,12 +110,43 @@ class Broker:
             p.stdout.close()
 
     def pause(self) -> None:
+        """Freeze the broker (SIGSTOP) and return once every one of its
+        threads is stopped. kill() returns before the signal has taken
+        effect; on a busy machine the broker could still answer a request
+        sent right after, which made tests that need an unanswered request
+        flaky."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        _wait_threads(self.proc.pid, stopped=True)
 
     def resume(self) -> None:
+        """Unfreeze the broker (SIGCONT) and return once it runs again."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
+        _wait_threads(self.proc.pid, stopped=False)
+
+
+def _wait_threads(pid: int, stopped: bool, timeout: float = 30.0) -> None:
+    """Wait until all of pid's threads are (or none is) in the stopped state
+    ("T" in /proc/PID/task/TID/stat). Linux; elsewhere a short sleep."""
+    base = f"/proc/{pid}/task"
+    if not os.path.isdir(base):
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for tid in os.listdir(base):
+            try:
+                with open(f"{base}/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue  # the thread exited
+        if states and all((st in "Tt") == stopped for st in states):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"broker {pid} threads not {'stopped' if stopped else 'running'}: {states}")
+        time.sleep(0.001)
 
 
 def _pump(f, q: "queue.Queue[str]") -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,20 +27,32 @@ def test_blocking_producer_many_threads(broker):
 
 
 def test_blocking_send_releases_the_gil(own_broker):
-    # While one thread waits inside the engine (broker paused), another runs Python.
-    with kpush.Producer(own_broker.bootstrap, delivery_timeout_ms=60_000) as p:
-        p.send("fault", b"warm-up")
-        own_broker.pause()
-        done = threading.Event()
-        t = threading.Thread(target=lambda: (p.send("fault", b"blocked"), done.set()))
-        t.start()
-        n = 0
-        while n < 2_000_000:
-            n += 1
-        assert not done.is_set()
-        own_broker.resume()
-        t.join(30)
-        assert done.is_set()
+    # While one thread waits inside the engine (broker paused: its request
+    # stays unanswered), this thread keeps running Python. Were the GIL held
+    # during kp_send_sync, this thread would block for good: the watchdog
+    # (a C thread, no GIL needed) then dumps the stacks and fails the run.
+    faulthandler.dump_traceback_later(60, exit=True, file=sys.__stderr__)
+    try:
+        with kpush.Producer(own_broker.bootstrap, delivery_timeout_ms=60_000) as p:
+            p.send("fault", b"warm-up")
+            own_broker.pause()  # returns once the broker is stopped: nothing is answered from now on
+            done = threading.Event()
+            t = threading.Thread(target=lambda: (p.send("fault", b"blocked"), done.set()))
+            t.start()
+            # The request in flight means the sender is inside the engine's
+            # Send; from here on this thread runs Python only.
+            deadline = time.monotonic() + 30
+            while p.stats()["inflight_requests"] != 1:
+                assert time.monotonic() < deadline, "the blocked send's request never went in flight"
+            n = 0
+            while n < 2_000_000:
+                n += 1
+            assert not done.is_set() and t.is_alive()
+            own_broker.resume()
+            t.join(30)
+            assert done.is_set()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def test_blocking_errors(broker):
