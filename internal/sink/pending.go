@@ -33,6 +33,15 @@ type Notifier interface {
 	Notify(p *Pending)
 }
 
+// HeldReleaser is implemented by a Notifier that reuses its records: the
+// engine calls ReleaseHeld once the batch that held a record whose outcome
+// was delivered early (HeldByBatch) is done with it, without a kpush lock
+// held, possibly before that outcome's Notify has run (async). The owner
+// may reuse the Pending once both have happened.
+type HeldReleaser interface {
+	ReleaseHeld(p *Pending)
+}
+
 // Pending is one record on its way to the broker. The root package embeds
 // it in its waiter types so that a record costs one allocation (or none,
 // when waiters are pooled).
