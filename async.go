@@ -23,14 +23,15 @@ import (
 
 // asyncRecord is a SendAsync call's record and callback.
 type asyncRecord struct {
-	pend sink.Pending
-	cb   func(Result, error)
-	prod *Producer
-	slab *asyncSlab           // where a is released to; nil if allocated alone
-	busy atomic.Bool          // between asyncSlabs.get and release
-	held atomic.Int32         // HeldByBatch: released at 2 (Notify and ReleaseHeld)
-	gen  *buffer.Gen          // the record's Flush generation
-	load *partitioner.Counter // its partition's load (partitioner.go)
+	pend   sink.Pending
+	cb     func(Result, error)
+	prod   *Producer
+	slab   *asyncSlab           // where a is released to; nil if allocated alone
+	busy   atomic.Bool          // from its slab's installLocked until release
+	issued atomic.Uint32        // the slab generation that last issued it
+	held   atomic.Int32         // HeldByBatch: released at 2 (Notify and ReleaseHeld)
+	gen    *buffer.Gen          // the record's Flush generation
+	load   *partitioner.Counter // its partition's load (partitioner.go)
 	// With record hooks only: the caller's record and the SendAsync start
 	// (clock.Mono), for OnRecordDone.
 	rec   *Record
@@ -88,11 +89,13 @@ const asyncSlabMargin = 4
 // prefetcher follows.
 type asyncSlab struct {
 	recs [asyncSlabLen]asyncRecord
-	// While the slab is asyncSlabs.cur: the next index to hand out
-	// (asyncSlabLen or more once used up), and the records that were busy
-	// when it became cur, which are skipped.
-	next atomic.Int32
-	skip atomic.Uint64
+	// next is the generation (high 32 bits: how many times the slab became
+	// asyncSlabs.cur) and, while it is cur, the next index to hand out (low
+	// 32 bits; asyncSlabLen or more once used up). One atomic add gives a
+	// taker both, so it can tell (asyncRecord.issued) whether the record
+	// at its index is issued in its generation or skipped (it was busy).
+	next atomic.Uint64
+	gen  uint32 // guarded by asyncSlabs.mu
 	// live counts busy records plus, while the slab is cur, the indices not
 	// yet handed out; the slab is free again when it reaches 0 outside cur.
 	live  atomic.Int32
@@ -140,15 +143,17 @@ func (s *asyncSlabs) init(p *Producer, maxRecords int64) {
 func (s *asyncSlabs) get(p *Producer) *asyncRecord {
 	for {
 		if sl := s.cur.Load(); sl != nil {
-			if i := sl.next.Add(1) - 1; i < asyncSlabLen {
-				// Index i holds one count of live (see take), so the slab
-				// cannot be freed and reused while this looks at skip.
-				if sl.skip.Load()&(1<<i) != 0 {
-					s.unref(sl)
+			v := sl.next.Add(1) - 1
+			if i := uint32(v); i < asyncSlabLen {
+				// Index i holds one count of live (installLocked), so the
+				// slab cannot become free meanwhile; and a record issued
+				// to this generation stays busy, so no later generation
+				// issues it again.
+				a := &sl.recs[i]
+				if a.issued.Load() != uint32(v>>32) {
+					s.unref(sl) // skipped: it was busy
 					continue
 				}
-				a := &sl.recs[i]
-				a.busy.Store(true)
 				a.held.Store(0)
 				return a
 			}
@@ -168,7 +173,7 @@ func (s *asyncSlabs) get(p *Producer) *asyncRecord {
 func (s *asyncSlabs) advance(sl *asyncSlab) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c := s.cur.Load(); c != sl || (c != nil && c.next.Load() < asyncSlabLen) {
+	if c := s.cur.Load(); c != sl || (c != nil && uint32(c.next.Load()) < asyncSlabLen) {
 		return true // another goroutine moved on already
 	}
 	if sl != nil {
@@ -235,10 +240,19 @@ func (s *asyncSlabs) takeLocked() *asyncSlab {
 // counts once in live until it is handed out (then it is the record's
 // count) or skipped (then it is dropped).
 func (s *asyncSlabs) installLocked(sl *asyncSlab, busy uint64) {
+	// Every record to be handed out is busy from now: one taken by get
+	// but not yet returned is busy already, so a search of all for free
+	// records (takeLocked) never hands it out a second time.
+	sl.gen++
+	for i := range sl.recs {
+		if busy&(1<<i) == 0 {
+			sl.recs[i].busy.Store(true)
+			sl.recs[i].issued.Store(sl.gen)
+		}
+	}
 	sl.state = slabCur
-	sl.skip.Store(busy)
 	sl.live.Add(asyncSlabLen)
-	sl.next.Store(0)
+	sl.next.Store(uint64(sl.gen) << 32)
 }
 
 // release gives a back; nothing may refer to it any more.

@@ -137,7 +137,8 @@ func TestAsyncSlabs_NoRecordTwice(t *testing.T) {
 	}
 }
 
-// busyRecords counts the slab records handed out and not yet released.
+// busyRecords counts the slab records handed out and not yet released
+// (the current slab's records not handed out yet are busy too).
 func busyRecords(p *Producer) int {
 	p.asyncs.mu.Lock()
 	defer p.asyncs.mu.Unlock()
@@ -146,6 +147,13 @@ func busyRecords(p *Producer) int {
 		for i := range sl.recs {
 			if sl.recs[i].busy.Load() {
 				n++
+			}
+		}
+	}
+	if sl := p.asyncs.cur.Load(); sl != nil {
+		for i := uint32(sl.next.Load()); i < asyncSlabLen; i++ {
+			if sl.recs[i].issued.Load() == sl.gen {
+				n--
 			}
 		}
 	}
@@ -171,6 +179,9 @@ func TestSendAsync_ExpiredInFlightRecordsReusedAfterTheirBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	hold := make(chan struct{})
+	var release sync.Once
+	open := func() { setHold(nil); release.Do(func() { close(hold) }) }
+	defer open()
 	setHold(hold)
 	const n = 100
 	var wg sync.WaitGroup
@@ -188,8 +199,7 @@ func TestSendAsync_ExpiredInFlightRecordsReusedAfterTheirBatch(t *testing.T) {
 	if got := busyRecords(p); got != n {
 		t.Fatalf("%d records busy after the deadline with their batch in flight, want %d", got, n)
 	}
-	setHold(nil)
-	close(hold)
+	open()
 	deadline := time.Now().Add(10 * time.Second)
 	for busyRecords(p) != 0 {
 		if time.Now().After(deadline) {
