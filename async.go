@@ -36,6 +36,8 @@ type asyncRecord struct {
 	// (clock.Mono), for OnRecordDone.
 	rec   *Record
 	start int64
+
+	_ [8]byte // 256 bytes: in a slab every record starts a cache line (TestAsyncRecord_FillsCacheLines)
 }
 
 // Notify implements sink.Notifier; it runs the user's callback, then

@@ -7,9 +7,22 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/kpush/kpush/kafkatest"
 )
+
+// TestAsyncRecord_FillsCacheLines: slab records are a whole number of
+// cache lines, so that each one's first line holds what a batch's drain
+// reads (sink.Pending's field order).
+func TestAsyncRecord_FillsCacheLines(t *testing.T) {
+	if n := unsafe.Sizeof(asyncRecord{}); n%64 != 0 {
+		t.Fatalf("asyncRecord is %d bytes, not a multiple of 64: adjust its padding", n)
+	}
+	if off := unsafe.Offsetof(asyncRecord{}.pend); off != 0 {
+		t.Fatalf("pend at offset %d, want 0", off)
+	}
+}
 
 func newTestSlabs(maxRecords int64) *asyncSlabs {
 	s := &asyncSlabs{}

@@ -45,24 +45,29 @@ type HeldReleaser interface {
 // Pending is one record on its way to the broker. The root package embeds
 // it in its waiter types so that a record costs one allocation (or none,
 // when waiters are pooled).
+//
+// Field order is cache layout: a batch's drain reads state, Size and
+// Deadline, and its encoding the record right after; with those first, a
+// record's first 64 bytes serve the drain and most of the encoding (an
+// owner that embeds Pending at a 64-byte boundary gets that).
 type Pending struct {
-	Rec       batch.Record
+	state    atomic.Uint32
+	Size     int32 // bytes reserved in the producer's buffer
+	Deadline int64 // clock.Mono nanoseconds; delivery timeout
+	Rec      batch.Record
+
 	Topic     string
 	Partition int32
-	Size      int32 // bytes reserved in the producer's buffer
-	Enqueued  int64 // clock.Mono nanoseconds; when Send buffered it (linger)
-	Deadline  int64 // clock.Mono nanoseconds; delivery timeout
 	Async     bool  // Notify runs on the sink's callback goroutine
+	Unknown   bool  // outcome: the record may have been written (ErrOutcomeUnknown)
+	Enqueued  int64 // clock.Mono nanoseconds; when Send buffered it (linger)
 	Done      Notifier
 
 	cbq *cbQueue // the partition's callback queue; set by Partition.Add
 
-	state atomic.Uint32
-
-	// Outcome, written before Notify.
-	Offset  int64
-	Err     error
-	Unknown bool // the record may have been written (ErrOutcomeUnknown)
+	// Outcome, written before Notify (and Unknown above).
+	Offset int64
+	Err    error
 }
 
 // Reset prepares p for reuse: the outcome and state are cleared; the
