@@ -47,9 +47,10 @@ type HeldReleaser interface {
 // when waiters are pooled).
 //
 // Field order is cache layout: a batch's drain reads state, Size and
-// Deadline, and its encoding the record right after; with those first, a
-// record's first 64 bytes serve the drain and most of the encoding (an
-// owner that embeds Pending at a 64-byte boundary gets that).
+// Deadline, and its encoding the record right after; with those first, the
+// drain reads one cache line of a record and the encoding one more, the
+// adjacent one (CPUs fetch 128-byte-aligned pairs of lines together), when
+// the owner embeds Pending at such a boundary (asyncRecord in its slab).
 type Pending struct {
 	state    atomic.Uint32
 	Size     int32 // bytes reserved in the producer's buffer
