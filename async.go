@@ -98,8 +98,11 @@ type asyncSlab struct {
 	// at its index is issued in its generation or skipped (it was busy).
 	next atomic.Uint64
 	gen  uint32 // guarded by asyncSlabs.mu
+	_    [56]byte
 	// live counts busy records plus, while the slab is cur, the indices not
 	// yet handed out; the slab is free again when it reaches 0 outside cur.
+	// On its own cache line: the callback goroutine decrements it for each
+	// record while the sender adds to next.
 	live  atomic.Int32
 	state slabState // guarded by asyncSlabs.mu
 }
