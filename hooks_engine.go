@@ -105,11 +105,21 @@ func newHookSet(hooks []Hook) (hookSet, int) {
 // so that the caller's record does not escape (HookRecordSend). Its
 // Headers are clipped, so a hook's append never writes into the caller's
 // array.
-func hookedCopy(r *Record) *Record {
-	c := new(Record)
-	*c = *r
-	c.Headers = slices.Clip(c.Headers)
-	return c
+//
+// The record's stage times (sink.Stamps) share the copy's allocation:
+// the Pending of the record points at them, so a Pending without record
+// hooks carries only a nil pointer.
+func hookedCopy(r *Record) (*Record, *sink.Stamps) {
+	c := new(hookedAlloc)
+	c.rec = *r
+	c.rec.Headers = slices.Clip(c.rec.Headers)
+	return &c.rec, &c.stamps
+}
+
+// hookedAlloc is hookedCopy's one allocation.
+type hookedAlloc struct {
+	rec    Record
+	stamps sink.Stamps
 }
 
 // hookedRecord returns the record the hooks see for a Send or SendAsync.
@@ -127,20 +137,22 @@ func hookedRecord(n sink.Notifier) *Record {
 
 // hookedSend is what send reports to sendHooked for OnRecordDone.
 type hookedSend struct {
-	rec    *Record     // the record the hooks see (and send sends)
-	size   int32       // its encoded size, 0 if it failed before it was measured
-	stamps sink.Stamps // its stage times; Answered 0 when none
+	rec    *Record      // the record the hooks see (and send sends)
+	size   int32        // its encoded size, 0 if it failed before it was measured
+	stamps *sink.Stamps // its stage times once its outcome is taken; nil when none
+	pend   *sink.Stamps // the stage times the engine fills (send sets them on the Pending)
 }
 
 // sendHooked is Send with record hooks installed (hooks.go).
 func (p *Producer) sendHooked(ctx context.Context, orig *Record) (Result, error) {
 	start := clock.Mono()
-	hs := hookedSend{rec: hookedCopy(orig)} // orig must not escape (Send's allocation budget)
+	var hs hookedSend
+	hs.rec, hs.pend = hookedCopy(orig) // orig must not escape (Send's allocation budget)
 	for _, h := range p.hooks.send {
 		h.OnRecordSend(ctx, hs.rec)
 	}
 	res, err := p.send(ctx, hs.rec, &hs)
-	p.recordDone(hs.rec, start, hs.size, &hs.stamps, res, err)
+	p.recordDone(hs.rec, start, hs.size, hs.stamps, res, err)
 	return res, err
 }
 

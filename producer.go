@@ -72,7 +72,7 @@ type Producer struct {
 	clock        clock.Clock
 
 	waiters sync.Pool // *syncWaiter
-	asyncs  sync.Pool // *asyncRecord
+	asyncs  asyncSlabs
 
 	// testHookFlushSealed, when set (tests only, before any Flush), runs in
 	// Flush once the records it waits for are fixed.
@@ -105,6 +105,7 @@ func New(opts ...Option) (*Producer, error) {
 		retired:     make(map[string]*topic),
 		closing:     make(chan struct{}),
 	}
+	p.asyncs.init(p, cfg.maxBufRecords)
 	empty := map[string]*topic{}
 	p.topics.Store(&empty)
 	p.topicIdle.Store(int64(defaultTopicIdle))
@@ -175,44 +176,6 @@ func (w *syncWaiter) Notify(*sink.Pending) {
 	w.ch <- struct{}{}
 }
 
-// asyncRecord is a SendAsync call's record and callback.
-type asyncRecord struct {
-	pend sink.Pending
-	cb   func(Result, error)
-	prod *Producer
-	gen  *buffer.Gen          // the record's Flush generation
-	load *partitioner.Counter // its partition's load (partitioner.go)
-	// With record hooks only: the caller's record and the SendAsync start
-	// (clock.Mono), for OnRecordDone.
-	rec   *Record
-	start int64
-}
-
-// Notify implements sink.Notifier; it runs the user's callback, then
-// recycles a (nothing else refers to it once its outcome is delivered).
-func (a *asyncRecord) Notify(pd *sink.Pending) {
-	p := a.prod
-	takeLoad(&a.load, pd.Size)
-	res, err := p.outcome(pd)
-	if a.rec != nil {
-		p.recordDone(a.rec, a.start, pd.Size, &pd.Stamps, res, err)
-		a.rec = nil
-	}
-	if a.cb != nil {
-		a.cb(res, err)
-	}
-	a.cb = nil
-	gen := a.gen
-	a.gen = nil
-	if !pd.HeldByBatch() { // else a batch still refers to it
-		p.asyncs.Put(a)
-	}
-	// After the callback: Flush waits for callbacks to finish. Buffer
-	// space is accounted separately and may be released earlier (see
-	// sink.callbacks.deliver).
-	gen.Done()
-}
-
 // release returns the buffer space of records with outcomes and counts
 // them; the engine calls it once per batch of outcomes.
 func (p *Producer) release(n, failed int, bytes int64) {
@@ -269,6 +232,7 @@ func (p *Producer) send(ctx context.Context, r *Record, hooked *hookedSend) (Res
 	w.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
 	if hooked != nil {
 		w.rec = hooked.rec
+		w.pend.Stamps = hooked.pend
 	}
 	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen); err != nil {
 		if hooked != nil {
@@ -296,7 +260,7 @@ func (p *Producer) send(ctx context.Context, r *Record, hooked *hookedSend) (Res
 	}
 	res, err := p.outcome(&w.pend)
 	if hooked != nil {
-		hooked.stamps = w.pend.Stamps
+		hooked.stamps = hooked.pend
 		w.rec = nil
 	}
 	if !w.pend.HeldByBatch() { // else a batch still refers to it
@@ -327,57 +291,6 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 	}
 	<-w.ch
 	return false, nil
-}
-
-// SendAsync produces one record without waiting; cb (which may be nil)
-// receives the outcome exactly once.
-//
-// ctx bounds only the wait for buffer space and first metadata; once the
-// record is buffered, ctx is no longer watched. Callbacks of one partition
-// run one at a time in send order, also across leader moves and retries (a
-// record acknowledged while an earlier one of its partition waits for a
-// retry has its callback held until that one's outcome, or its own
-// delivery deadline); they run on a
-// goroutine of the partition's leader's sink (the old leader's until its
-// queued callbacks for the partition have run). A slow callback delays
-// later callbacks that share its goroutine (and keeps their buffer space
-// reserved), never the acknowledgements of other brokers or the reading of
-// responses. Records that fail before being
-// buffered (invalid, buffer full, closed) have cb run on the calling
-// goroutine before SendAsync returns. A callback must not call Flush or
-// Close.
-func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, error)) {
-	a, _ := p.asyncs.Get().(*asyncRecord)
-	if a == nil {
-		a = &asyncRecord{prod: p}
-	}
-	a.pend.Reset()
-	a.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
-	a.pend.Async = true
-	a.cb = cb
-	if p.hooks.anyRecord && r != nil {
-		rc := hookedCopy(r) // r itself must not escape
-		a.rec, a.start = rc, clock.Mono()
-		for _, h := range p.hooks.send {
-			h.OnRecordSend(ctx, rc)
-		}
-	}
-	rec := r
-	if a.rec != nil {
-		rec = a.rec
-	}
-	if err := p.enqueue(ctx, rec, &a.pend, a, &a.gen); err != nil {
-		if a.rec != nil {
-			p.recordDone(a.rec, a.start, a.pend.Size, nil, Result{}, err)
-			a.rec = nil
-		}
-		a.cb = nil
-		p.asyncs.Put(a)
-		p.failed.Add(1)
-		if cb != nil {
-			cb(Result{}, err)
-		}
-	}
 }
 
 // enqueue validates r, reserves buffer space and appends it to its
@@ -463,7 +376,9 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		w.part, w.load = parts[part], load
 	}
 	if p.hooks.anyRecord { // before Add: the record may be done as soon as it is queued
-		pd.Stamps = sink.Stamps{Buffered: clock.Mono()} // all of it: Reset leaves Stamps alone
+		if pd.Stamps != nil { // kpush's copy of the record holds them (hookedCopy)
+			*pd.Stamps = sink.Stamps{Buffered: clock.Mono()}
+		}
 		if len(p.hooks.buffered) > 0 {
 			p.recordBuffered(hookedRecord(n), name, pd.Partition, size)
 		}

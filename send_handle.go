@@ -58,7 +58,8 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 	h.pend.Async = true
 	rec := r
 	if p.hooks.anyRecord && r != nil {
-		h.rec, h.start = hookedCopy(r), clock.Mono()
+		h.rec, h.pend.Stamps = hookedCopy(r)
+		h.start = clock.Mono()
 		for _, hk := range p.hooks.send {
 			hk.OnRecordSend(ctx, h.rec)
 		}
@@ -141,7 +142,7 @@ func (h *SendHandle) Notify(pd *sink.Pending) {
 	if deliver && (cb != nil || hr != nil) {
 		res, err := h.prod.outcome(pd)
 		if hr != nil {
-			h.prod.recordDone(hr, h.start, pd.Size, &pd.Stamps, res, err)
+			h.prod.recordDone(hr, h.start, pd.Size, pd.Stamps, res, err)
 		}
 		if cb != nil {
 			cb(res, err)

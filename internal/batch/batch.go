@@ -54,8 +54,8 @@ type Header struct {
 // length 0.
 type Record struct {
 	Key, Value  []byte
-	Headers     []Header
 	TimestampMs int64
+	Headers     []Header // last: the sink's Pending keeps the fields before it in one cache line
 }
 
 // Codec is a Kafka compression codec; values equal the attribute bits of

@@ -215,14 +215,16 @@ func (e *Engine) putRecSlice(s []*Pending) {
 func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 	var n, failed, nAsync, nHeld int
 	var bytes int64
+	var held []*Pending // rare: only after a delivery deadline passed in flight
 	for _, r := range recs {
-		held := r.HeldByBatch()
-		if r.Async && !held {
+		isHeld := r.HeldByBatch()
+		if r.Async && !isHeld {
 			nAsync++
 			continue
 		}
-		if held {
+		if isHeld {
 			nHeld++
+			held = append(held, r)
 		}
 		n++
 		bytes += int64(r.Size)
@@ -257,6 +259,13 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 		}
 		if len(async) > 0 {
 			e.pushAsync(async, cb)
+		}
+	}
+	// Their batch is done with them; found before anything was delivered
+	// (a delivered record may be reused at once).
+	for _, r := range held {
+		if h, ok := r.Done.(HeldReleaser); ok {
+			h.ReleaseHeld(r)
 		}
 	}
 }

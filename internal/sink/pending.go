@@ -33,28 +33,43 @@ type Notifier interface {
 	Notify(p *Pending)
 }
 
+// HeldReleaser is implemented by a Notifier that reuses its records: the
+// engine calls ReleaseHeld once the batch that held a record whose outcome
+// was delivered early (HeldByBatch) is done with it, without a kpush lock
+// held, possibly before that outcome's Notify has run (async). The owner
+// may reuse the Pending once both have happened.
+type HeldReleaser interface {
+	ReleaseHeld(p *Pending)
+}
+
 // Pending is one record on its way to the broker. The root package embeds
 // it in its waiter types so that a record costs one allocation (or none,
 // when waiters are pooled).
+//
+// Field order is cache layout: a batch's drain reads state, Size and
+// Deadline, and its encoding the record right after; with those first, the
+// drain reads one cache line of a record and the encoding one more, the
+// adjacent one (CPUs fetch 128-byte-aligned pairs of lines together), when
+// the owner embeds Pending at such a boundary (asyncRecord in its slab).
 type Pending struct {
-	Rec       batch.Record
+	state    atomic.Uint32
+	Size     int32 // bytes reserved in the producer's buffer
+	Deadline int64 // clock.Mono nanoseconds; delivery timeout
+	Rec      batch.Record
+
 	Topic     string
 	Partition int32
-	Size      int32 // bytes reserved in the producer's buffer
-	Enqueued  int64 // clock.Mono nanoseconds; when Send buffered it (linger)
-	Deadline  int64 // clock.Mono nanoseconds; delivery timeout
 	Async     bool  // Notify runs on the sink's callback goroutine
+	Unknown   bool  // outcome: the record may have been written (ErrOutcomeUnknown)
+	Enqueued  int64 // clock.Mono nanoseconds; when Send buffered it (linger)
 	Done      Notifier
-	Stamps    Stamps // stage times, with record hooks only (hooks.go)
+	Stamps    *Stamps // stage times, with record hooks only (hooks.go); kpush's copy of the record holds them
 
 	cbq *cbQueue // the partition's callback queue; set by Partition.Add
 
-	state atomic.Uint32
-
-	// Outcome, written before Notify.
-	Offset  int64
-	Err     error
-	Unknown bool // the record may have been written (ErrOutcomeUnknown)
+	// Outcome, written before Notify (and Unknown above).
+	Offset int64
+	Err    error
 }
 
 // Reset prepares p for reuse: the outcome and state are cleared; the
@@ -140,7 +155,7 @@ func (p *Pending) finishSent(b *Batch, offset int64, err error, unknown bool) bo
 		return false
 	}
 	p.Offset, p.Err, p.Unknown = offset, err, unknown
-	if b.answered != 0 { // Hooks.Stamps, while handle applies b's answer
+	if b.answered != 0 && p.Stamps != nil { // Hooks.Stamps, while handle applies b's answer
 		p.Stamps.Written, p.Stamps.Answered = b.written, b.answered
 	}
 	return true

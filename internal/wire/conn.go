@@ -127,9 +127,14 @@ type Conn struct {
 
 	versions [kmsg.MaxKey + 1]int16 // negotiated; -1 when unsupported; read-only after Dial
 
-	wmu  sync.Mutex // guards corr, wbuf and the write side of nc
+	wmu  sync.Mutex // guards corr, wbuf, cuts, iov and the write side of nc
 	corr int32
 	wbuf []byte
+	// Produce requests on plain TCP go out with writev: wbuf holds their
+	// framing, cuts where the batches go, iov the pieces (produce.go).
+	writev bool // read-only after dial
+	cuts   []int
+	iov    net.Buffers
 
 	// Guarded by wmu: when the SASL session must be renewed (clock.Mono
 	// nanoseconds, immune to wall-clock steps; 0 when it never expires).
@@ -182,6 +187,7 @@ func dial(ctx context.Context, addr string, cfg *Config, node int32) (*Conn, err
 		fmtr:       kmsg.NewRequestFormatter(kmsg.FormatterClientID(cfg.ClientID)),
 		readerDone: make(chan struct{}),
 	}
+	_, c.writev = nc.(*net.TCPConn) // TLS would copy the pieces into records anyway
 	for i := range c.versions {
 		c.versions[i] = -1
 	}
@@ -290,10 +296,15 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 	req.SetVersion(v)
 	timeout := c.requestTimeout()
 	c.corr++
-	if need := sizeHint(req); cap(c.wbuf) < need {
-		c.wbuf = getBigBuf(need)
+	pr, framed := req.(*kmsg.ProduceRequest)
+	if framed = framed && c.writev && v <= 12; framed {
+		c.wbuf, c.cuts = frameProduce(c.wbuf[:0], c.cuts[:0], c.cfg.ClientID, pr, c.corr)
+	} else {
+		if need := sizeHint(req); cap(c.wbuf) < need {
+			c.wbuf = getBigBuf(need)
+		}
+		c.wbuf = c.fmtr.AppendRequest(c.wbuf[:0], req, c.corr)
 	}
-	c.wbuf = c.fmtr.AppendRequest(c.wbuf[:0], req, c.corr)
 	now := time.Now()
 	cl := &call{req: req, corr: c.corr, deadline: now.Add(timeout), done: done}
 	// The dead check and the append share one critical section: once the
@@ -313,7 +324,14 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 	c.mu.Unlock()
 	c.nc.SetWriteDeadline(now.Add(timeout))
 	c.touch()
-	_, werr = c.nc.Write(c.wbuf)
+	if framed {
+		c.iov = produceBuffers(c.iov[:0], c.wbuf, c.cuts, pr)
+		iov := c.iov // WriteTo consumes its receiver
+		_, werr = iov.WriteTo(c.nc)
+		clear(c.iov) // pin no batch
+	} else {
+		_, werr = c.nc.Write(c.wbuf)
+	}
 	if cap(c.wbuf) > maxKeptBuf {
 		putBigBuf(c.wbuf) // do not pin one huge request's buffer to the connection
 		c.wbuf = nil

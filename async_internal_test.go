@@ -1,0 +1,237 @@
+package kpush
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/kpush/kpush/kafkatest"
+)
+
+// TestAsyncRecord_FillsCacheLines: slab records are a whole number of
+// cache lines, so that each one's first line holds what a batch's drain
+// reads (sink.Pending's field order).
+func TestAsyncRecord_FillsCacheLines(t *testing.T) {
+	if n := unsafe.Sizeof(asyncRecord{}); n%64 != 0 {
+		t.Fatalf("asyncRecord is %d bytes, not a multiple of 64: adjust its padding", n)
+	}
+	if off := unsafe.Offsetof(asyncRecord{}.pend); off != 0 {
+		t.Fatalf("pend at offset %d, want 0", off)
+	}
+}
+
+func newTestSlabs(maxRecords int64) *asyncSlabs {
+	s := &asyncSlabs{}
+	s.init(&Producer{}, maxRecords)
+	return s
+}
+
+// TestAsyncSlabs_StallPinsNoMoreMemory: when one record in every slab
+// stays busy (a stalled partition's, say) while the others complete, the
+// producer keeps at most its slab budget and reuses the free records of
+// the pinned slabs instead of allocating, so memory stays bounded by the
+// record limit.
+func TestAsyncSlabs_StallPinsNoMoreMemory(t *testing.T) {
+	const maxRecords = 1024
+	s := newTestSlabs(maxRecords)
+	var stuck []*asyncRecord
+	alone := 0
+	for i := range 200 * asyncSlabLen {
+		a := s.get(s.owner)
+		if a.slab == nil {
+			alone++
+		}
+		if i%asyncSlabLen == 0 && len(stuck) < maxRecords {
+			stuck = append(stuck, a) // never released
+			continue
+		}
+		s.release(a)
+	}
+	if len(s.all) > s.max {
+		t.Fatalf("%d slabs, budget %d", len(s.all), s.max)
+	}
+	if alone > 0 {
+		t.Fatalf("%d records allocated alone although pinned slabs had free records", alone)
+	}
+	seen := map[*asyncRecord]bool{}
+	for _, a := range stuck {
+		if seen[a] || !a.busy.Load() {
+			t.Fatalf("a busy record was handed out again")
+		}
+		seen[a] = true
+	}
+}
+
+// TestAsyncSlabs_HeldRecordWaitsForBoth: a record whose outcome came at
+// its deadline while a batch held it is reused only after both its Notify
+// and the batch's ReleaseHeld, in either order.
+func TestAsyncSlabs_HeldRecordWaitsForBoth(t *testing.T) {
+	for _, notifyFirst := range []bool{true, false} {
+		p := &Producer{} // ReleaseHeld releases through a.prod
+		s := &p.asyncs
+		s.init(p, asyncSlabLen)
+		var recs []*asyncRecord
+		for range asyncSlabLen {
+			recs = append(recs, s.get(s.owner))
+		}
+		held := recs[3]
+		for _, a := range recs {
+			if a != held {
+				s.release(a)
+			}
+		}
+		notify := func() { // Notify's tail for a HeldByBatch record
+			if held.held.Add(1) == 2 {
+				s.release(held)
+			}
+		}
+		if notifyFirst {
+			notify()
+		} else {
+			held.ReleaseHeld(nil)
+		}
+		if !held.busy.Load() || len(s.free) != 0 {
+			t.Fatalf("notifyFirst=%v: released after one of the two", notifyFirst)
+		}
+		if notifyFirst {
+			held.ReleaseHeld(nil)
+		} else {
+			notify()
+		}
+		if held.busy.Load() {
+			t.Fatalf("notifyFirst=%v: not released after both", notifyFirst)
+		}
+	}
+}
+
+// TestAsyncSlabs_NoRecordTwice: under concurrent get and release (run
+// with -race), a record is never handed out while it is busy.
+func TestAsyncSlabs_NoRecordTwice(t *testing.T) {
+	s := newTestSlabs(256)
+	var owners sync.Map // *asyncRecord → goroutine id
+	var bad atomic.Int32
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var keep []*asyncRecord
+			for i := range 20000 {
+				a := s.get(s.owner)
+				if _, dup := owners.LoadOrStore(a, g); dup {
+					bad.Add(1)
+				}
+				keep = append(keep, a)
+				if len(keep) > 50 || i%7 == 0 {
+					// release out of order: oldest, or a random-ish one
+					j := i % len(keep)
+					r := keep[j]
+					keep = append(keep[:j], keep[j+1:]...)
+					owners.Delete(r)
+					s.release(r)
+				}
+			}
+			for _, r := range keep {
+				owners.Delete(r)
+				s.release(r)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := bad.Load(); n > 0 {
+		t.Fatalf("%d records handed out while busy", n)
+	}
+	if len(s.all) > s.max {
+		t.Fatalf("%d slabs, budget %d", len(s.all), s.max)
+	}
+}
+
+// busyRecords counts the slab records handed out and not yet released
+// (the current slab's records not handed out yet are busy too).
+func busyRecords(p *Producer) int {
+	p.asyncs.mu.Lock()
+	defer p.asyncs.mu.Unlock()
+	n := 0
+	for _, sl := range p.asyncs.all {
+		for i := range sl.recs {
+			if sl.recs[i].busy.Load() {
+				n++
+			}
+		}
+	}
+	if sl := p.asyncs.cur.Load(); sl != nil {
+		for i := uint32(sl.next.Load()); i < asyncSlabLen; i++ {
+			if sl.recs[i].issued.Load() == sl.gen {
+				n--
+			}
+		}
+	}
+	return n
+}
+
+// TestSendAsync_ExpiredInFlightRecordsReusedAfterTheirBatch: SendAsync
+// records whose delivery deadline passes while their request hangs get
+// their callbacks at the deadline, but their records are reused only once
+// the batch is done with them (the batch may still be split and encoded
+// again from them); then they are reused, not leaked.
+func TestSendAsync_ExpiredInFlightRecordsReusedAfterTheirBatch(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("held", 1))
+	setHold, arrived := holdProduces(c)
+	p, err := New(WithBrokers(c.Addrs()...), WithRequestTimeout(300*time.Millisecond),
+		WithDeliveryTimeout(400*time.Millisecond), WithMaxBufferedRecords(256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	ctx := context.Background()
+	if _, err := p.Send(ctx, &Record{Topic: "held", Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	var release sync.Once
+	open := func() { setHold(nil); release.Do(func() { close(hold) }) }
+	defer open()
+	setHold(hold)
+	const n = 100
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for range n {
+		p.SendAsync(ctx, &Record{Topic: "held", Value: make([]byte, 100)}, func(_ Result, err error) {
+			if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrDeliveryTimeout) {
+				t.Errorf("got %v, want an unknown outcome at the delivery deadline", err)
+			}
+			wg.Done()
+		})
+	}
+	<-arrived
+	wg.Wait()
+	if got := busyRecords(p); got != n {
+		t.Fatalf("%d records busy after the deadline with their batch in flight, want %d", got, n)
+	}
+	open()
+	deadline := time.Now().Add(10 * time.Second)
+	for busyRecords(p) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records still busy after their batch was answered", busyRecords(p))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	slabs := len(p.asyncs.all)
+	wg.Add(10 * n)
+	for range 10 * n {
+		p.SendAsync(ctx, &Record{Topic: "held", Value: make([]byte, 100)}, func(_ Result, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if got := len(p.asyncs.all); got > p.asyncs.max || got < slabs {
+		t.Fatalf("%d slabs (before: %d, budget %d)", got, slabs, p.asyncs.max)
+	}
+}
