@@ -7,7 +7,10 @@
 //     goroutine is started from.
 //   - One sink goroutine per broker (Sink.loop) owns that broker's
 //     connection: it dials, drains ready partitions into ProduceRequests and
-//     writes them, keeping at most MaxInflight requests outstanding.
+//     writes them, keeping at most MaxInflight requests outstanding. While
+//     the sink is idle (nothing in flight, connection up) a synchronous
+//     Send's goroutine writes its own request instead (Sink.kick), holding
+//     the same ownership (Sink.own).
 //   - The connection's reader goroutine (internal/wire) runs Sink.handle for
 //     each response, in order: it updates partitions and wakes synchronous
 //     waiters directly (one wake per record, no herd).
@@ -106,7 +109,23 @@ type Engine struct {
 	leaderHints func([]LeaderHint, []Endpoint) // see hint.go; set before any sink
 
 	bumpCause atomic.Pointer[error] // the broker error behind the last epoch bump asked for (hooks.go)
+
+	testHooks atomic.Pointer[TestHooks] // nil in production
 }
+
+// TestHooks are seams for the root package's tests; production never sets
+// them.
+type TestHooks struct {
+	// LoopWoken runs each time a sink's loop goroutine wakes up (a nudge
+	// or one of its timers).
+	LoopWoken func()
+	// Written runs after each ProduceRequest is written; inline reports
+	// that a Send caller wrote it (Sink.kick), not the sink's loop.
+	Written func(inline bool)
+}
+
+// SetTestHooks installs h (tests only, before any record is sent).
+func (e *Engine) SetTestHooks(h TestHooks) { e.testHooks.Store(&h) }
 
 // NewEngine returns an engine; nothing starts until sinks are created.
 func NewEngine(cfg Config, m *idem.Manager) *Engine {

@@ -177,7 +177,11 @@ func (p *PartitionQueue) Add(r *Pending) bool {
 	s := p.queueLocked()
 	p.mu.Unlock()
 	if s != nil {
-		s.nudge()
+		if r.Async {
+			s.nudge() // the sender goes on enqueueing; the loop writes meanwhile
+		} else {
+			s.kick()
+		}
 	}
 	return true
 }

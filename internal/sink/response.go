@@ -248,7 +248,12 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 	}
 	s.inflight.Add(-1)
 	e.Stats.Inflight.Add(-1)
-	s.nudge()
+	if s.hasReady() {
+		// A slot is free for partitions that wait (a partition queued
+		// later nudges or sends itself: Add, kick). An idle sink's loop
+		// is not woken for nothing, so the next Send can write at once.
+		s.nudge()
+	}
 	s.eng.notifyAll(done, &s.cb)
 	for _, b := range finished {
 		e.putRecSlice(b.recs)
