@@ -196,7 +196,8 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			if act == actBump && b.id == p.id {
 				// The broker lost (or never had) our state: new epoch, and
 				// one batch in flight until the broker acknowledges again.
-				e.bumpCause.Store(&cause)
+				c := cause // a copy: taking cause's address put it on the heap for every batch
+				e.bumpCause.Store(&c)
 				p.askBumpLocked()
 				p.stepLocked(evLostState)
 			} else {
