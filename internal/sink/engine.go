@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -250,14 +251,16 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 	}
 	switch {
 	case nAsync == 0 && nHeld == 0:
-		for _, r := range recs {
+		for i, r := range recs {
 			r.Done.Notify(r)
+			yieldAfterWakes(i)
 		}
 	case nAsync == len(recs):
 		e.pushAsync(recs, cb)
 	case nAsync == 0 && nHeld == len(recs):
 	default: // a mix: split them
 		var async []*Pending
+		woken := 0
 		if nAsync > 0 {
 			async = make([]*Pending, 0, nAsync)
 		}
@@ -268,11 +271,29 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 				async = append(async, r)
 			default:
 				r.Done.Notify(r)
+				yieldAfterWakes(woken)
+				woken++
 			}
 		}
 		if len(async) > 0 {
 			e.pushAsync(async, cb)
 		}
+	}
+}
+
+// wakeBurst is how many synchronous waiters notifyAll wakes before it
+// lets them run: a P's local run queue holds 256 goroutines, and waking
+// more at once (a response for ~1,000 records at C=10,000) spills the rest
+// to the global run queue, whose lock and cold goroutine list cost ~15% of
+// the CPU there (issue 15, docs/internals.md).
+const wakeBurst = 128
+
+// yieldAfterWakes yields the processor after every wakeBurst-th waiter
+// woken (i counts from 0); the caller holds no kpush lock but perhaps
+// Sink.own, which only delays the next request meanwhile.
+func yieldAfterWakes(i int) {
+	if i%wakeBurst == wakeBurst-1 {
+		runtime.Gosched()
 	}
 }
 
