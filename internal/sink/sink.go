@@ -8,11 +8,13 @@ package sink
 // (partitions with something to send); wake is a one-slot channel so
 // nudges coalesce. inflight is written by the sender (increment) and the
 // reader goroutine (decrement); the reader wakes the loop when a slot
-// frees and partitions wait for it. throttleUntil is written by the reader. rmu guards reqs, the in-flight requests' batches: the loop
+// frees and partitions wait for it. throttleUntil is written by the
+// reader. rmu guards reqs, the in-flight requests' batches: the sender
 // adds, the reader goroutine removes (before handling a response), the
 // reaper reads (expire.go). encode holds the batch's PartitionQueue.recMu
-// while it reads the records' memory. Partition.mu → Sink.mu;
-// rmu → PartitionQueue.recMu.
+// while it reads the records' memory. Lock order: own → Partition.mu →
+// Sink.mu; own → rmu → PartitionQueue.recMu; own is never taken with
+// another kpush lock held.
 
 import (
 	"errors"
