@@ -127,10 +127,9 @@ type Conn struct {
 
 	versions [kmsg.MaxKey + 1]int16 // negotiated; -1 when unsupported; read-only after Dial
 
-	wmu  sync.Mutex // guards corr, wbuf, wdl and the write side of nc
+	wmu  sync.Mutex // guards corr, wbuf and the write side of nc
 	corr int32
 	wbuf []byte
-	wdl  time.Time // the write deadline armed on nc (zero: none)
 
 	// Guarded by wmu: when the SASL session must be renewed (clock.Mono
 	// nanoseconds, immune to wall-clock steps; 0 when it never expires).
@@ -141,7 +140,6 @@ type Conn struct {
 
 	mu      sync.Mutex // guards pending, dead, idle
 	pending []call     // in wire order; by value, and its array kept, so a request allocates no call
-	rdl     time.Time  // the read deadline armed on nc (zero: none); see armReadLocked
 	dead    error
 	idle    chan struct{} // closed by the reader when pending empties; nil unless awaited
 
@@ -305,14 +303,11 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 	if !noResponse {
 		c.pending = append(c.pending, call{req: req, corr: c.corr, deadline: deadline, done: done})
 		if len(c.pending) == 1 {
-			c.armReadLocked(deadline)
+			c.nc.SetReadDeadline(deadline)
 		}
 	}
 	c.mu.Unlock()
-	if c.wdl.Before(deadline) { // else the armed one bounds this write too, at most a grain late
-		c.wdl = deadline.Add(c.deadlineGrain())
-		c.nc.SetWriteDeadline(c.wdl)
-	}
+	c.nc.SetWriteDeadline(now.Add(timeout))
 	c.touch()
 	_, werr = c.nc.Write(c.wbuf)
 	if cap(c.wbuf) > maxKeptBuf {
@@ -447,9 +442,6 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 		var body []byte
 		body, err = readFrame(br, rbuf)
 		if err != nil {
-			if c.staleDeadline(err) {
-				continue
-			}
 			break
 		}
 		c.mu.Lock()
@@ -465,10 +457,9 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 		c.pending[n] = call{}
 		c.pending = c.pending[:n]
 		if n > 0 {
-			c.armReadLocked(c.pending[0].deadline)
+			c.nc.SetReadDeadline(c.pending[0].deadline)
 		} else {
-			// The read deadline stays armed; if it fires before the next
-			// request, staleDeadline ignores it.
+			c.nc.SetReadDeadline(time.Time{})
 			if cap(c.pending) > maxKeptPending {
 				c.pending = nil // let a burst's array go
 			}

@@ -362,29 +362,6 @@ func TestDo_RequestTimeout(t *testing.T) {
 	}
 }
 
-// A connection idle for longer than the request timeout stays alive: the
-// read deadline is armed once per grain rather than per request and left
-// armed when nothing is pending, so it fires on an idle connection, and
-// that is not a request timing out.
-func TestDo_IdleLongerThanRequestTimeout(t *testing.T) {
-	_, addr := newCluster(t)
-	c := dial(t, addr, &wire.Config{RequestTimeout: 100 * time.Millisecond})
-	for i := range 3 {
-		if _, err := c.Request(context.Background(), metadataReq("t")); err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		idle := time.NewTimer(300 * time.Millisecond) // past the deadline armed for that request
-		select {
-		case <-c.Done():
-			t.Fatalf("connection died while idle after request %d: %v", i, c.Err())
-		case <-idle.C:
-		}
-	}
-	if err := c.Err(); err != nil {
-		t.Fatalf("Err() = %v after idling", err)
-	}
-}
-
 // The timeout applies per request: a call queued behind a slow one times
 // out too, and both complete exactly once.
 func TestDo_RequestTimeoutFailsQueuedCalls(t *testing.T) {
