@@ -76,7 +76,7 @@ func runBenchBroker() {
 // brokerAddrs starts a fresh broker process for this (sub-)benchmark and
 // stops it in cleanup: the fake broker keeps every record in memory, so a
 // shared one would slow down whichever client runs later.
-func brokerAddrs(b *testing.B) []string {
+func brokerAddrs(b testing.TB) []string {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "KPUSH_BENCH_BROKER=1")

@@ -2,7 +2,10 @@ package kpush
 
 import (
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/kpush/kpush/internal/sink"
 )
 
 // DebugPartitions describes every partition's state (tests only).
@@ -18,3 +21,25 @@ func (p *Producer) DebugPartitions() string {
 // SetTopicIdle shortens how long a topic may go unused before it is
 // dropped from metadata requests (tests only).
 func (p *Producer) SetTopicIdle(d time.Duration) { p.topicIdle.Store(int64(d)) }
+
+// SinkWork counts what the sinks did, from sink.TestHooks (tests only).
+type SinkWork struct {
+	LoopWakes, InlineWrites, LoopWrites atomic.Int64
+}
+
+// CountSinkWork starts counting sink loop wake-ups and who wrote each
+// produce request (call before the first record).
+func (p *Producer) CountSinkWork() *SinkWork {
+	w := &SinkWork{}
+	p.eng.SetTestHooks(sink.TestHooks{
+		LoopWoken: func() { w.LoopWakes.Add(1) },
+		Written: func(inline bool) {
+			if inline {
+				w.InlineWrites.Add(1)
+			} else {
+				w.LoopWrites.Add(1)
+			}
+		},
+	})
+	return w
+}

@@ -219,8 +219,11 @@ type RequestWrittenEvent struct {
 }
 
 // HookRequestWritten is called after each ProduceRequest is written to a
-// broker's connection (or failed to be), on that broker's sender loop
-// goroutine; a blocking hook stops new requests to that broker. The
+// broker's connection (or failed to be), on the goroutine that wrote it:
+// that broker's sender loop, or, when the broker had nothing in flight,
+// the goroutine of the Send whose record made the request (before that
+// Send waits for its outcome). A blocking hook stops new requests to that
+// broker. The
 // response may be read, and OnRequestAnswered called, before
 // OnRequestWritten returns.
 type HookRequestWritten interface {

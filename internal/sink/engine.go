@@ -7,7 +7,10 @@
 //     goroutine is started from.
 //   - One sink goroutine per broker (Sink.loop) owns that broker's
 //     connection: it dials, drains ready partitions into ProduceRequests and
-//     writes them, keeping at most MaxInflight requests outstanding.
+//     writes them, keeping at most MaxInflight requests outstanding. While
+//     the sink is idle (nothing in flight, connection up) a synchronous
+//     Send's goroutine writes its own request instead (Sink.kick), holding
+//     the same ownership (Sink.own).
 //   - The connection's reader goroutine (internal/wire) runs Sink.handle for
 //     each response, in order: it updates partitions and wakes synchronous
 //     waiters directly (one wake per record, no herd).
@@ -23,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,8 +111,23 @@ type Engine struct {
 
 	bumpCause atomic.Pointer[error] // the broker error behind the last epoch bump asked for (hooks.go)
 
-	reaper reaper // shared with the reaper goroutine (reaper.go)
+	reaper    reaper                    // shared with the reaper goroutine (reaper.go)
+	testHooks atomic.Pointer[TestHooks] // nil in production
 }
+
+// TestHooks are seams for the root package's tests; production never sets
+// them.
+type TestHooks struct {
+	// LoopWoken runs each time a sink's loop goroutine wakes up (a nudge
+	// or one of its timers).
+	LoopWoken func()
+	// Written runs after each ProduceRequest is written; inline reports
+	// that a Send caller wrote it (Sink.kick), not the sink's loop.
+	Written func(inline bool)
+}
+
+// SetTestHooks installs h (tests only, before any record is sent).
+func (e *Engine) SetTestHooks(h TestHooks) { e.testHooks.Store(&h) }
 
 // NewEngine returns an engine; nothing starts until sinks are created.
 func NewEngine(cfg Config, m *idem.Manager) *Engine {
@@ -237,14 +256,16 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 	}
 	switch {
 	case nAsync == 0 && nHeld == 0:
-		for _, r := range recs {
+		for i, r := range recs {
 			r.Done.Notify(r)
+			yieldAfterWakes(i)
 		}
 	case nAsync == len(recs):
 		e.pushAsync(recs, cb)
 	case nAsync == 0 && nHeld == len(recs):
 	default: // a mix: split them
 		var async []*Pending
+		woken := 0
 		if nAsync > 0 {
 			async = make([]*Pending, 0, nAsync)
 		}
@@ -255,6 +276,8 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 				async = append(async, r)
 			default:
 				r.Done.Notify(r)
+				yieldAfterWakes(woken)
+				woken++
 			}
 		}
 		if len(async) > 0 {
@@ -267,6 +290,22 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 		if h, ok := r.Done.(HeldReleaser); ok {
 			h.ReleaseHeld(r)
 		}
+	}
+}
+
+// wakeBurst is how many synchronous waiters notifyAll wakes before it
+// lets them run: a P's local run queue holds 256 goroutines, and waking
+// more at once (a response for ~1,000 records at C=10,000) spills the rest
+// to the global run queue, whose lock and cold goroutine list cost ~15% of
+// the CPU there (issue 15, docs/internals.md).
+const wakeBurst = 128
+
+// yieldAfterWakes yields the processor after every wakeBurst-th waiter
+// woken (i counts from 0); the caller holds no kpush lock but perhaps
+// Sink.own, which only delays the next request meanwhile.
+func yieldAfterWakes(i int) {
+	if i%wakeBurst == wakeBurst-1 {
+		runtime.Gosched()
 	}
 }
 

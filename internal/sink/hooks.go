@@ -3,10 +3,11 @@ package sink
 // Observability hooks (the root package's Hook… interfaces): the engine's
 // side. Each function is nil unless the user installed a hook of its kind,
 // so a call site costs one nil check. They run with no lock held: request
-// events on the sink loop (written, or not written) and on the connection
-// reader (answered, throttle, retry). With Stamps, each request's batches
-// get its write time (loop) and, while the reader applies the answer, its
-// answer time, which finishSent copies into the records it ends.
+// events on the goroutine that wrote the request (the sink loop, or a Send
+// caller: Sink.kick) and on the connection reader (answered, throttle,
+// retry). With Stamps, each request's batches get its write time (from the
+// writer) and, while the reader applies the answer, its answer time, which
+// finishSent copies into the records it ends.
 
 import (
 	"time"

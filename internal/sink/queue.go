@@ -170,6 +170,7 @@ func (p *PartitionQueue) unlock() {
 // partition becomes ready. It reports false, taking nothing, once the
 // partition is closed (Close already failed what was buffered).
 func (p *PartitionQueue) Add(r *Pending) bool {
+	async := r.Async // once r is queued it may be sent, done and reused before Add returns
 	p.mu.Lock()
 	if p.phase == phaseClosed {
 		p.mu.Unlock()
@@ -181,7 +182,11 @@ func (p *PartitionQueue) Add(r *Pending) bool {
 	s := p.queueLocked()
 	p.mu.Unlock()
 	if s != nil {
-		s.nudge()
+		if async {
+			s.nudge() // the sender goes on enqueueing; the loop writes meanwhile
+		} else {
+			s.kick()
+		}
 	}
 	return true
 }

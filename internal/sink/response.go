@@ -199,7 +199,8 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			if act == actBump && b.id == p.id {
 				// The broker lost (or never had) our state: new epoch, and
 				// one batch in flight until the broker acknowledges again.
-				e.bumpCause.Store(&cause)
+				c := cause // a copy: taking cause's address put it on the heap for every batch
+				e.bumpCause.Store(&c)
 				p.askBumpLocked()
 				p.stepLocked(evLostState)
 			} else {
@@ -254,7 +255,12 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 	}
 	s.inflight.Add(-1)
 	e.Stats.Inflight.Add(-1)
-	s.nudge()
+	if s.hasReady() {
+		// A slot is free for partitions that wait (a partition queued
+		// later nudges or sends itself: Add, kick). An idle sink's loop
+		// is not woken for nothing, so the next Send can write at once.
+		s.nudge()
+	}
 	s.eng.notifyAll(done, &s.cb)
 	for _, b := range finished {
 		e.putRecSlice(b.recs)

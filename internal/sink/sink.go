@@ -2,17 +2,21 @@ package sink
 
 // Sink: one sender loop per broker.
 //
-// Ownership: the loop goroutine owns conn, builder and throttleUntil. mu
-// guards ready (partitions with something to send); wake is a one-slot
-// channel so nudges coalesce. inflight is written by the loop (increment)
-// and the reader goroutine (decrement); the reader wakes the loop when a
-// slot frees. rmu guards reqs, the in-flight requests' batches: the loop
+// Ownership: own is held by whoever sends on the sink — its loop goroutine,
+// or a Send caller writing a request itself while the sink is idle (kick) —
+// and guards conn, builder, dialFails, gen and exited. mu guards ready
+// (partitions with something to send); wake is a one-slot channel so
+// nudges coalesce. inflight is written by the sender (increment) and the
+// reader goroutine (decrement); the reader wakes the loop when a slot
+// frees and partitions wait for it. throttleUntil is written by the
+// reader. rmu guards reqs, the in-flight requests' batches: the sender
 // adds, the reader goroutine removes (before handling a response), the
 // reaper reads (expire.go); both hand-overs (drain → track, untrack →
 // handle) report to the reaper when one of its scans overlapped them
-// (reaper.go). encode holds the batch's PartitionQueue.recMu
-// while it reads the records' memory. Partition.mu → Sink.mu;
-// rmu → PartitionQueue.recMu.
+// (reaper.go). encode holds the batch's PartitionQueue.recMu while it
+// reads the records' memory. Lock order: own → Partition.mu → Sink.mu;
+// own → rmu → PartitionQueue.recMu; own is never taken with another kpush
+// lock held.
 
 import (
 	"errors"
@@ -46,11 +50,14 @@ type Sink struct {
 	cb       callbacks
 	loopDone chan struct{} // closed when the loop and its connection are done
 
-	// Owned by the loop goroutine.
+	// own is held by the goroutine sending on this sink (the loop, or a
+	// caller in kick); it guards the fields below.
+	own       sync.Mutex
 	conn      *wire.Conn
 	builder   batch.Builder
 	dialFails int
 	gen       uint64 // request number, so a partition joins a request once
+	exited    bool   // the loop is done: nobody sends any more
 
 	throttleUntil atomic.Int64 // clock.Mono nanoseconds; written by the reader
 
@@ -122,9 +129,12 @@ func (s *Sink) giveBackSpare(r []*PartitionQueue) {
 
 func (s *Sink) loop() {
 	defer func() {
+		s.own.Lock() // a caller may be writing inline; it sends nothing after this
+		s.exited = true
 		if s.conn != nil {
 			s.conn.Close() // waits for the reader: every in-flight batch is handled
 		}
+		s.own.Unlock()
 		close(s.loopDone)
 	}()
 	e := s.eng
@@ -140,6 +150,9 @@ func (s *Sink) loop() {
 		case <-s.quit:
 			return
 		}
+		if h := e.testHooks.Load(); h != nil && h.LoopWoken != nil {
+			h.LoopWoken()
+		}
 		select {
 		case <-e.stop: // Close gave up: send nothing new
 			return
@@ -147,6 +160,7 @@ func (s *Sink) loop() {
 			return
 		default:
 		}
+		s.own.Lock()
 	drain:
 		for {
 			if wait := time.Duration(s.throttleUntil.Load() - clock.Mono()); wait > 0 {
@@ -173,7 +187,7 @@ func (s *Sink) loop() {
 					break drain
 				}
 			}
-			sent, lingerUntil := s.produce()
+			sent, lingerUntil := s.produce(false)
 			if lingerUntil > 0 {
 				timer, timerC = resetTimer(timer, time.Duration(lingerUntil-clock.Mono()))
 			}
@@ -181,7 +195,67 @@ func (s *Sink) loop() {
 				break
 			}
 		}
+		s.own.Unlock()
 	}
+}
+
+// kick gets a partition that just became ready sent (PartitionQueue.Add of
+// a synchronous Send). When the sink is idle — nothing in flight, its
+// connection up, nobody else sending — the caller writes the request
+// itself: at low concurrency that saves the hand-off to the loop goroutine
+// (a wake-up, often of an idle P) on every record. Anything else — a dial,
+// a throttle or linger wait, the producer ID still loading, requests in
+// flight (so that records batch up behind them) — is the loop's job.
+func (s *Sink) kick() {
+	if s.inflight.Load() != 0 || !s.own.TryLock() {
+		s.nudge()
+		return
+	}
+	more := s.sendIdleLocked()
+	s.own.Unlock()
+	if more {
+		s.nudge()
+	}
+}
+
+// sendIdleLocked is kick's request, with own held; it reports whether the
+// loop must still look at the ready list.
+func (s *Sink) sendIdleLocked() (more bool) {
+	e := s.eng
+	if s.exited || s.conn == nil || s.inflight.Load() != 0 || s.throttleUntil.Load() > clock.Mono() {
+		return true
+	}
+	select {
+	case <-e.stop:
+		return true
+	case <-s.quit:
+		return true
+	default:
+	}
+	if e.idem.Enabled() {
+		select {
+		case <-e.idem.Ready():
+		default:
+			return true
+		}
+	}
+	if s.conn.Err() != nil {
+		return true
+	}
+	if !s.pruneReady() {
+		return false
+	}
+	if _, lingerUntil := s.produce(true); lingerUntil > 0 {
+		return true // the loop sets the timer
+	}
+	return s.hasReady()
+}
+
+// hasReady reports whether partitions wait on the ready list.
+func (s *Sink) hasReady() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ready) > 0
 }
 
 func resetTimer(t *time.Timer, d time.Duration) (*time.Timer, <-chan time.Time) {
@@ -280,10 +354,11 @@ func (s *Sink) failReady(err error) {
 	s.giveBackSpare(parts)
 }
 
-// produce drains ready partitions into one request and writes it. It
-// reports whether it sent something, and the earliest time a lingering
-// partition becomes ready (0 if none).
-func (s *Sink) produce() (sent bool, lingerUntil int64) {
+// produce drains ready partitions into one request and writes it, with own
+// held (inline: by a Send caller, see kick). It reports whether it sent
+// something, and the earliest time a lingering partition becomes ready (0
+// if none).
+func (s *Sink) produce(inline bool) (sent bool, lingerUntil int64) {
 	e := s.eng
 	mark := e.scanMark() // before drain takes batches out of the reaper's sight
 	parts := s.takeReady()
@@ -367,6 +442,9 @@ func (s *Sink) produce() (sent bool, lingerUntil int64) {
 		e.handedOver(mark, batches)
 	})
 	s.written(hev, err)
+	if h := e.testHooks.Load(); h != nil && h.Written != nil && err == nil {
+		h.Written(inline)
+	}
 	if err != nil {
 		// Not written: the batches are retried, definitely unsent.
 		mark := e.scanMark()

@@ -146,7 +146,7 @@ type Conn struct {
 	state atomic.Int32 // events.go: dialing, open (ConnOpened reported), gone
 
 	mu      sync.Mutex // guards pending, dead, idle
-	pending []*call
+	pending []call     // in wire order; by value, and its array kept, so a request allocates no call
 	dead    error
 	idle    chan struct{} // closed by the reader when pending empties; nil unless awaited
 
@@ -306,7 +306,7 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 		c.wbuf = c.fmtr.AppendRequest(c.wbuf[:0], req, c.corr)
 	}
 	now := time.Now()
-	cl := &call{req: req, corr: c.corr, deadline: now.Add(timeout), done: done}
+	deadline := now.Add(timeout)
 	// The dead check and the append share one critical section: once the
 	// reader has failed the pending calls and exited, no call may join them.
 	c.mu.Lock()
@@ -316,9 +316,9 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 		return fmt.Errorf("%w: %v", ErrConnClosed, err), nil
 	}
 	if !noResponse {
-		c.pending = append(c.pending, cl)
+		c.pending = append(c.pending, call{req: req, corr: c.corr, deadline: deadline, done: done})
 		if len(c.pending) == 1 {
-			c.nc.SetReadDeadline(cl.deadline)
+			c.nc.SetReadDeadline(deadline)
 		}
 	}
 	c.mu.Unlock()
@@ -350,6 +350,14 @@ func (c *Conn) requestTimeout() time.Duration {
 	}
 	return c.cfg.RequestTimeout
 }
+
+// maxKeptReadBuf bounds the response buffer the reader keeps for the next
+// produce response.
+const maxKeptReadBuf = 64 << 10
+
+// maxKeptPending bounds the pending array a connection keeps while
+// nothing is pending.
+const maxKeptPending = 64
 
 // maxKeptBuf bounds the write buffer a connection keeps between requests;
 // larger ones go back to bigBufs, which the GC may empty.
@@ -451,9 +459,10 @@ func (c *Conn) fail(err error) {
 func (c *Conn) readLoop(br *bufio.Reader) {
 	defer close(c.readerDone)
 	var err error
+	var rbuf []byte // reused for produce responses (see below)
 	for {
 		var body []byte
-		body, err = readFrame(br, nil)
+		body, err = readFrame(br, rbuf)
 		if err != nil {
 			break
 		}
@@ -464,24 +473,38 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 			break
 		}
 		cl := c.pending[0]
-		c.pending[0] = nil
-		c.pending = c.pending[1:]
-		if len(c.pending) > 0 {
+		// Shift rather than reslice: at most a few requests are pending
+		// (MaxInflight), and the array is reused from its start.
+		n := copy(c.pending, c.pending[1:])
+		c.pending[n] = call{}
+		c.pending = c.pending[:n]
+		if n > 0 {
 			c.nc.SetReadDeadline(c.pending[0].deadline)
 		} else {
 			c.nc.SetReadDeadline(time.Time{})
-			c.pending = c.pending[:0:0] // let the backing array go
+			if cap(c.pending) > maxKeptPending {
+				c.pending = nil // let a burst's array go
+			}
 			c.signalIdleLocked()
 			c.touch() // the idle period starts with the last response
 		}
 		c.mu.Unlock()
-		resp, derr := decode(cl, body)
+		resp, derr := decode(&cl, body)
 		if derr != nil {
 			cl.done(nil, fmt.Errorf("%w: decode response from %s: %v", ErrMaybeDelivered, c.addr, derr))
 			err = derr
 			break
 		}
 		cl.done(resp, nil)
+		// A decoded response may alias its frame (kmsg keeps unknown
+		// tagged fields, and some byte fields, as subslices). The engine
+		// is done with a produce response once done returns; other
+		// responses are handed to their callers, so their frames are not
+		// reused.
+		rbuf = nil
+		if cl.req.Key() == int16(kmsg.Produce) && cap(body) <= maxKeptReadBuf {
+			rbuf = body
+		}
 	}
 
 	var ne net.Error
