@@ -135,6 +135,7 @@ type Conn struct {
 	writev bool // read-only after dial
 	cuts   []int
 	iov    net.Buffers
+	iovw   net.Buffers // iov as WriteTo consumes it
 
 	// Guarded by wmu: when the SASL session must be renewed (clock.Mono
 	// nanoseconds, immune to wall-clock steps; 0 when it never expires).
@@ -326,8 +327,8 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 	c.touch()
 	if framed {
 		c.iov = produceBuffers(c.iov[:0], c.wbuf, c.cuts, pr)
-		iov := c.iov // WriteTo consumes its receiver
-		_, werr = iov.WriteTo(c.nc)
+		c.iovw = c.iov // WriteTo consumes its receiver; a local copy would escape
+		_, werr = c.iovw.WriteTo(c.nc)
 		clear(c.iov) // pin no batch
 	} else {
 		_, werr = c.nc.Write(c.wbuf)
