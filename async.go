@@ -77,6 +77,10 @@ func (a *asyncRecord) ReleaseHeld(*sink.Pending) {
 // each in asyncSlab.skip).
 const asyncSlabLen = 64
 
+// asyncSlabQuarterFree is the live count at which a slab whose records
+// are partly busy is worth making current again (a quarter free).
+const asyncSlabQuarterFree = asyncSlabLen * 3 / 4
+
 // asyncSlabMargin is how many slabs a producer may have beyond those its
 // record limit fills.
 const asyncSlabMargin = 4
@@ -127,8 +131,14 @@ const (
 // current slab's next index; mu guards the slab lists and each slab's
 // state, taken once per slab used up and when a slab becomes free.
 type asyncSlabs struct {
-	cur   atomic.Pointer[asyncSlab]
-	owner *Producer // set by New
+	cur atomic.Pointer[asyncSlab]
+	// exhausted is set when no slab had a quarter of its records free (all
+	// budgeted slabs pinned: a stalled partition plus SendAsync callers
+	// waiting for buffer space hold them). Until a slab gets a quarter free
+	// again, get allocates alone without taking mu: searching every slab
+	// per call would serialize the senders.
+	exhausted atomic.Bool
+	owner     *Producer // set by New
 
 	mu   sync.Mutex
 	free []*asyncSlab // released slabs, most recently released last (still in cache)
@@ -167,7 +177,7 @@ func (s *asyncSlabs) get(p *Producer) *asyncRecord {
 			}
 			continue
 		}
-		if !s.advance(nil) {
+		if s.exhausted.Load() || !s.advance(nil) {
 			return &asyncRecord{prod: p}
 		}
 	}
@@ -190,6 +200,9 @@ func (s *asyncSlabs) advance(sl *asyncSlab) bool {
 	}
 	next := s.takeLocked()
 	s.cur.Store(next)
+	if next == nil {
+		s.exhausted.Store(true) // unref clears it
+	}
 	return next != nil
 }
 
@@ -213,19 +226,18 @@ func (s *asyncSlabs) takeLocked() *asyncSlab {
 		s.installLocked(sl, 0)
 		return sl
 	}
+	// Only a slab with a quarter of its records free: installing one for
+	// fewer costs more than allocating them alone.
 	var best *asyncSlab
-	bestLive := int32(asyncSlabLen)
 	for range len(s.all) {
 		sl := s.all[s.scan]
 		s.scan = (s.scan + 1) % len(s.all)
 		if sl.state != slabOut {
 			continue
 		}
-		if l := sl.live.Load(); l < bestLive {
-			best, bestLive = sl, l
-			if l <= asyncSlabLen*3/4 {
-				break // a quarter free: good enough
-			}
+		if sl.live.Load() <= asyncSlabQuarterFree {
+			best = sl // a quarter free: good enough
+			break
 		}
 	}
 	if best == nil {
@@ -273,7 +285,11 @@ func (s *asyncSlabs) release(a *asyncRecord) {
 // unref drops one count of sl's live; the slab is free at zero unless it
 // is current (advance frees it then).
 func (s *asyncSlabs) unref(sl *asyncSlab) {
-	if sl.live.Add(-1) != 0 {
+	n := sl.live.Add(-1)
+	if n <= asyncSlabQuarterFree && s.exhausted.Load() {
+		s.exhausted.Store(false) // takeLocked can use sl again
+	}
+	if n != 0 {
 		return
 	}
 	s.mu.Lock()

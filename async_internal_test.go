@@ -235,3 +235,47 @@ func TestSendAsync_ExpiredInFlightRecordsReusedAfterTheirBatch(t *testing.T) {
 		t.Fatalf("%d slabs (before: %d, budget %d)", got, slabs, p.asyncs.max)
 	}
 }
+
+// TestAsyncSlabs_ExhaustedAllocatesWithoutSearching: with every budgeted
+// slab busy (a full buffer and more SendAsync callers waiting for space
+// than the margin), get allocates alone without taking mu or searching
+// the slabs each time, and goes back to slab records once a slab has a
+// quarter of its records free again.
+func TestAsyncSlabs_ExhaustedAllocatesWithoutSearching(t *testing.T) {
+	s := newTestSlabs(1 << 12)
+	var held []*asyncRecord
+	for range s.max * asyncSlabLen {
+		held = append(held, s.get(s.owner))
+	}
+	if a := s.get(s.owner); a.slab != nil {
+		t.Fatal("a slab record although every slab record is busy")
+	}
+	if !s.exhausted.Load() {
+		t.Fatal("not marked exhausted after a search found no slab")
+	}
+	s.mu.Lock() // a get that took mu (to search) would block here
+	done := make(chan *asyncRecord)
+	go func() { done <- s.get(s.owner) }()
+	select {
+	case a := <-done:
+		if a.slab != nil {
+			t.Fatal("a slab record while exhausted")
+		}
+	case <-time.After(5 * time.Second):
+		s.mu.Unlock()
+		<-done
+		t.Fatal("get took asyncSlabs.mu while exhausted: every call searches the slabs")
+	}
+	s.mu.Unlock()
+	// Fewer than a quarter of one slab's records free: still exhausted.
+	for _, a := range held[:asyncSlabLen/4-1] {
+		s.release(a)
+	}
+	if a := s.get(s.owner); a.slab != nil || !s.exhausted.Load() {
+		t.Fatalf("slab %v, exhausted %v with %d records of a slab free, want alone and exhausted", a.slab != nil, s.exhausted.Load(), asyncSlabLen/4-1)
+	}
+	s.release(held[asyncSlabLen/4-1])
+	if a := s.get(s.owner); a.slab == nil {
+		t.Fatal("allocated alone although a slab has a quarter of its records free")
+	}
+}
