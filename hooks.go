@@ -177,7 +177,9 @@ type RecordStages struct {
 	// Queue is from there to the write of the request that carried the
 	// record (the last one, when its batch was sent again): linger,
 	// waiting for an in-flight slot, encoding, and any earlier attempts
-	// with their backoff.
+	// with their backoff. The write time is taken just before the request
+	// goes to its connection, so a wait there (another request being
+	// written, a SASL renewal) counts as InFlight.
 	Queue time.Duration
 	// InFlight is from that write to the broker's answer (with AcksNone,
 	// to the end of the write).

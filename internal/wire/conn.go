@@ -136,6 +136,11 @@ type Conn struct {
 	cuts   []int
 	iov    net.Buffers
 	iovw   net.Buffers // iov as WriteTo consumes it
+	// writes counts requests being written (Add under mu while the
+	// connection is alive); the reader, failing the pending calls, waits
+	// for them first: with writev the batches are written from the
+	// caller's memory, which is the caller's again once done runs.
+	writes sync.WaitGroup
 
 	// Guarded by wmu: when the SASL session must be renewed (clock.Mono
 	// nanoseconds, immune to wall-clock steps; 0 when it never expires).
@@ -322,7 +327,9 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 			c.nc.SetReadDeadline(deadline)
 		}
 	}
+	c.writes.Add(1)
 	c.mu.Unlock()
+	defer c.writes.Done()
 	c.nc.SetWriteDeadline(now.Add(timeout))
 	c.touch()
 	if framed {
@@ -521,8 +528,9 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 	c.pending = nil
 	c.signalIdleLocked()
 	c.mu.Unlock()
-	c.nc.Close()
+	c.nc.Close() // ends a write in progress, which wait waits for
 	c.stopIdleTimer()
+	c.writes.Wait() // no write starts once dead is set (sendLocked)
 	for _, cl := range pending {
 		cl.done(nil, fmt.Errorf("%w: %s: %w", ErrMaybeDelivered, c.addr, dead))
 	}
