@@ -20,18 +20,7 @@ import (
 func TestReauth_UserCodeRunsOutsideWriteLock_SessionEnded(t *testing.T) {
 	_, addr := saslCluster(t, kfake.BrokerConfigs(map[string]string{"connections.max.reauth.ms": "3600000"}))
 	var c *wire.Conn
-	roundTrip := func() error {
-		r := newResult()
-		if err := c.Do(metadataReq("t"), false, r.done); err != nil {
-			return err
-		}
-		select {
-		case <-r.ch:
-			return r.err
-		case <-time.After(waitTimeout):
-			return errors.New("no answer")
-		}
-	}
+	roundTrip := func() error { return metadataRoundTrip(c) }
 	provider := make(chan error, 1)
 	mech := &reentrantMech{Mechanism: mechanisms("alice", secret)["SCRAM-SHA-256"], use: func() error {
 		provider <- roundTrip()

@@ -39,19 +39,7 @@ func (m *reentrantMech) Authenticate(ctx context.Context, addr string) (sasl.Ses
 func TestReauth_UserCodeRunsOutsideWriteLock(t *testing.T) {
 	_, addr := saslCluster(t, kfake.BrokerConfigs(map[string]string{"connections.max.reauth.ms": "3600000"}))
 	var conn atomic.Pointer[wire.Conn]
-	// roundTrip sends a Metadata request on the connection and waits.
-	roundTrip := func() error {
-		r := newResult()
-		if err := conn.Load().Do(metadataReq("t"), false, r.done); err != nil {
-			return err
-		}
-		select {
-		case <-r.ch:
-			return r.err
-		case <-time.After(waitTimeout):
-			return errors.New("no answer")
-		}
-	}
+	roundTrip := func() error { return metadataRoundTrip(conn.Load()) }
 	mech := &reentrantMech{Mechanism: mechanisms("alice", secret)["SCRAM-SHA-256"], use: roundTrip}
 	hookErr := make(chan error, 1)
 	cfg := &wire.Config{SASL: mech, AuthHook: func(_ string, reauth bool, err error) {
@@ -85,5 +73,19 @@ func TestReauth_UserCodeRunsOutsideWriteLock(t *testing.T) {
 	}
 	if n := mech.calls.Load(); n != 2 {
 		t.Errorf("Authenticate ran %d times, want 2 (Dial, renewal)", n)
+	}
+}
+
+// metadataRoundTrip sends a Metadata request on c and waits for its answer.
+func metadataRoundTrip(c *wire.Conn) error {
+	r := newResult()
+	if err := c.Do(metadataReq("t"), false, r.done); err != nil {
+		return err
+	}
+	select {
+	case <-r.ch:
+		return r.err
+	case <-time.After(waitTimeout):
+		return errors.New("no answer")
 	}
 }
