@@ -7,7 +7,9 @@ package kpush
 // Goroutines and ownership: hooks hold no state of kpush's. New sorts the
 // hooks into one slice per kind (hookSet, hooks_engine.go); never written
 // after New, so every goroutine reads them without a lock. Each hook runs
-// on the goroutine named in its interface's doc, never under a kpush lock.
+// on the goroutine named in its interface's doc, never under a kpush lock
+// except a broker's send slot (Sink.own) for the request hooks run by the
+// goroutine writing that broker's request.
 
 import (
 	"context"
@@ -26,9 +28,10 @@ import (
 // implement any number of them.
 //
 // Hooks are called concurrently from several goroutines and must be safe
-// for concurrent use. They run outside every kpush lock, on the goroutine
-// each interface names, so a hook that blocks delays that goroutine's
-// work — a record's Send, a broker's sender loop, the reading of a
+// for concurrent use. They run outside every kpush lock (a request hook
+// holds only its broker's send slot, as the sender loop would), on the
+// goroutine each interface names, so a hook that blocks delays that
+// goroutine's work — a record's Send, a broker's sender loop, the reading of a
 // broker's responses — and nothing is dropped or reordered because of it;
 // keep hooks fast, and hand slow work to a goroutine of your own. A hook
 // that panics crashes the program, as a panicking callback does: kpush
@@ -376,8 +379,9 @@ type RetryEvent struct {
 // (a retriable broker error, a request that failed as a whole, a batch
 // split because the broker found it too large, the rest of a batch whose
 // named records the broker rejected), on the goroutine handling the
-// response (the connection's reader, or the sender loop for a request
-// that could not be written), after OnRequestAnswered for the same
+// response (the connection's reader, or the goroutine that tried to write
+// a request that could not be written: the sender loop, or a Send's as for
+// HookRequestWritten), after OnRequestAnswered for the same
 // request and after the partition's lock is released.
 type HookRetry interface {
 	// OnRetry receives the retried batch.

@@ -203,11 +203,16 @@ func (s *Sink) loop() {
 // a synchronous Send). When the sink is idle — nothing in flight, its
 // connection up, nobody else sending — the caller writes the request
 // itself: at low concurrency that saves the hand-off to the loop goroutine
-// (a wake-up, often of an idle P) on every record. Anything else — a dial,
-// a throttle or linger wait, the producer ID still loading, requests in
-// flight (so that records batch up behind them) — is the loop's job.
+// (a wake-up, often of an idle P) on every record. Anything the caller
+// could wait for past its ctx, or that batches better later, is the loop's
+// job: a dial, a SASL renewal, a throttle or linger wait, the producer ID
+// still loading, requests in flight (records batch up behind them), a
+// request over inlineMaxBytes (a write that could block), and acks=0 (a
+// request counts as answered once written, so nothing would ever be in
+// flight and every write, however backed up the socket, would be the
+// caller's).
 func (s *Sink) kick() {
-	if s.inflight.Load() != 0 || !s.own.TryLock() {
+	if s.eng.cfg.Acks == 0 || s.inflight.Load() != 0 || !s.own.TryLock() {
 		s.nudge()
 		return
 	}
@@ -239,8 +244,8 @@ func (s *Sink) sendIdleLocked() (more bool) {
 			return true
 		}
 	}
-	if s.conn.Err() != nil {
-		return true
+	if s.conn.Err() != nil || s.conn.RenewDue() {
+		return true // the loop redials or renews: the caller does not wait for that
 	}
 	if !s.pruneReady() {
 		return false
@@ -250,6 +255,11 @@ func (s *Sink) sendIdleLocked() (more bool) {
 	}
 	return s.hasReady()
 }
+
+// inlineMaxBytes bounds the request a Send caller writes itself (kick):
+// with nothing in flight the broker has read what came before, so a write
+// this small goes into the socket buffer at once.
+const inlineMaxBytes = 64 << 10
 
 // hasReady reports whether partitions wait on the ready list.
 func (s *Sink) hasReady() bool {
@@ -369,7 +379,16 @@ func (s *Sink) produce(inline bool) (sent bool, lingerUntil int64) {
 	used := 0 // request bytes taken by the batches so far (MaxRequestBytes)
 	for _, p := range parts {
 		maxBytes := e.cfg.MaxBatchBytes
-		if limit := e.cfg.MaxRequestBytes; limit > 0 && len(batches) > 0 {
+		if inline {
+			// Only what an idle connection's socket takes without
+			// blocking: the caller must not wait in a write past its
+			// ctx. Below MaxBatchBytes, a record that does not fit stays
+			// for the loop (drain).
+			if maxBytes = min(maxBytes-1, inlineMaxBytes-used-framing(p)); maxBytes <= batch.BatchOverhead {
+				requeue = append(requeue, p)
+				continue
+			}
+		} else if limit := e.cfg.MaxRequestBytes; limit > 0 && len(batches) > 0 {
 			if maxBytes = min(maxBytes, limit-used-framing(p)); maxBytes <= batch.BatchOverhead {
 				requeue = append(requeue, p) // the request is full: the next one takes it
 				continue

@@ -147,6 +147,7 @@ type Conn struct {
 	reauthAt   int64
 	sessionEnd int64         // when the session ends (clock.Mono ns; 0: never)
 	renewing   chan struct{} // non-nil while a Do gets credentials outside wmu; closed when done
+	renewAt    atomic.Int64  // reauthAt, for RenewDue without wmu
 	authEv     *Event        // an authentication to report once wmu is released (events.go)
 
 	state atomic.Int32 // events.go: dialing, open (ConnOpened reported), gone

@@ -11,6 +11,7 @@ func SetReauthWaitingHook(cfg *Config, f func()) { cfg.testHookReauthWaiting = f
 func ExpireSession(c *Conn) {
 	c.wmu.Lock()
 	c.reauthAt = 1
+	c.renewAt.Store(1)
 	c.wmu.Unlock()
 }
 
@@ -19,5 +20,6 @@ func ExpireSession(c *Conn) {
 func EndSession(c *Conn) {
 	c.wmu.Lock()
 	c.reauthAt, c.sessionEnd = 1, 1
+	c.renewAt.Store(1)
 	c.wmu.Unlock()
 }

@@ -221,6 +221,7 @@ func (c *Conn) authenticateLocked(ctx context.Context, reauth bool, pre *saslSta
 		c.reauthAt = start + int64(reauthAfter(life))
 		c.sessionEnd = start + int64(life)
 	}
+	c.renewAt.Store(c.reauthAt)
 	return c.authLocked(reauth, nil) // reported by unlockWrite, after wmu
 }
 
@@ -242,6 +243,14 @@ type saslStart struct {
 	sess sasl.Session
 	msg  []byte
 	err  error
+}
+
+// RenewDue reports whether the next request on c renews its SASL session
+// first (KIP-368): a caller that must not wait for that (a Send writing
+// its own request, sink.kick) leaves the request to another goroutine.
+func (c *Conn) RenewDue() bool {
+	at := c.renewAt.Load()
+	return at != 0 && clock.Mono() >= at
 }
 
 // renewLocked re-authenticates when the session is due for renewal

@@ -89,3 +89,24 @@ func metadataRoundTrip(c *wire.Conn) error {
 		return errors.New("no answer")
 	}
 }
+
+// TestConn_RenewDue: RenewDue (read without the write lock by a Send that
+// would write its own request, sink.kick) tells when the next request
+// renews the session first, and stops once it has been renewed.
+func TestConn_RenewDue(t *testing.T) {
+	_, addr := saslCluster(t, kfake.BrokerConfigs(map[string]string{"connections.max.reauth.ms": "3600000"}))
+	c := dial(t, addr, &wire.Config{SASL: mechanisms("alice", secret)["SCRAM-SHA-256"]})
+	if c.RenewDue() {
+		t.Fatal("renewal due right after Dial")
+	}
+	wire.ExpireSession(c)
+	if !c.RenewDue() {
+		t.Fatal("no renewal due past the renewal point")
+	}
+	if err := metadataRoundTrip(c); err != nil {
+		t.Fatal(err)
+	}
+	if c.RenewDue() {
+		t.Fatal("renewal still due after the session was renewed")
+	}
+}
