@@ -264,7 +264,9 @@ func (c *Conn) Done() <-chan struct{} { return c.readerDone }
 // goroutine with the response or an error. When noResponse is true (Produce
 // with acks=0) done runs on the calling goroutine once the write completes.
 // Do returns an error, and does not call done, only when the request was
-// not written at all.
+// not written at all. A ProduceResponse may alias the reader's frame,
+// which is reused once done returns: done must not keep it (or pass it to
+// another goroutine); Produce therefore never goes through Request.
 func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) error {
 	c.wmu.Lock()
 	if err := c.renewLocked(); err != nil {
@@ -412,7 +414,7 @@ func sizeHint(req kmsg.Request) int {
 }
 
 // Request is the blocking form of Do for control requests (metadata,
-// InitProducerID).
+// InitProducerID); not for Produce, whose response frame is reused (Do).
 func (c *Conn) Request(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
 	return c.request(ctx, req, c.Do)
 }
