@@ -400,13 +400,43 @@ func (b *bridge) flush(barrier buffer.Barrier, err error, timeoutMS int64) error
 // close stops intake, closes the engine producers (bounded by the
 // timeout; what is left fails) and waits for every outcome to be pushed.
 func (b *bridge) close(timeoutMS int64) error {
+	lanes, err := b.stopIntake()
+	if err != nil {
+		return err
+	}
+	return b.finishClose(lanes, timeoutMS)
+}
+
+// closeAsync is kp_close_async: the "already closed" check and the end of
+// intake happen here, on the caller's thread, so of two closes the first
+// called is the real one (whichever goroutine runs first); its completion
+// (kind close, id) arrives after every record's outcome, the other's at
+// once with ErrClosed.
+func (b *bridge) closeAsync(id uint64, timeoutMS int64) {
+	lanes, err := b.stopIntake()
+	go func() {
+		if err == nil {
+			err = b.finishClose(lanes, timeoutMS)
+		}
+		b.q.push(done(id, kindClose, err))
+	}()
+}
+
+// stopIntake is the start of close: ErrClosed if a close already began,
+// else intake is stopped and the lanes to wait for are returned.
+func (b *bridge) stopIntake() ([]*lane, error) {
 	if !b.closed.CompareAndSwap(false, true) {
-		return kpush.ErrClosed
+		return nil, kpush.ErrClosed
 	}
 	b.imu.Lock()
 	b.intakeClosed = true
 	lanes := slices.Collect(maps.Values(b.lanes)) // no lane starts from now on
 	b.imu.Unlock()
+	return lanes, nil
+}
+
+// finishClose is the rest of close, after stopIntake.
+func (b *bridge) finishClose(lanes []*lane, timeoutMS int64) error {
 	for _, l := range lanes {
 		l.poke()
 	}

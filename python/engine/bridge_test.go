@@ -99,3 +99,46 @@ func TestFlushWaitsOnlyForEarlierRecords(t *testing.T) {
 	}
 	b.q.close()
 }
+
+// Two kp_close_async calls (abandon() from the garbage collector's thread,
+// then close() on the loop's): the first one called is the real close. Its
+// check and the end of intake happen on the caller's thread, so no
+// goroutine scheduling can make the second call the real one, whose
+// completion would then come at once, before the records' outcomes.
+func TestFirstCloseAsyncCalledIsTheRealClose(t *testing.T) {
+	b := testBridge(t)
+	defer b.q.close()
+	stuck := &item{id: 10, mode: modeSend, rec: kpush.Record{Topic: "t", Value: []byte("x")}}
+	if !b.sendMany([]*item{stuck}) {
+		t.Fatal("sendMany refused a batch on an open producer")
+	}
+	b.closeAsync(1, 200)
+	// No goroutine had to run: intake is already stopped.
+	if b.sendMany([]*item{{id: 11, mode: modeSend, rec: kpush.Record{Topic: "t", Value: []byte("y")}}}) {
+		t.Fatal("sendMany accepted a batch after kp_close_async returned")
+	}
+	b.closeAsync(2, 200)
+	var order []uint64
+	causes := map[uint64]int32{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(causes) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("completions so far %v: a close never completed", order)
+		}
+		b.q.take(16, 1<<16, func(i int, c *completion) {
+			order = append(order, c.id)
+			causes[c.id] = c.cause
+		})
+		time.Sleep(5 * time.Millisecond)
+	}
+	if causes[2] != causeClosed {
+		t.Errorf("second close: cause %d, want causeClosed (%d)", causes[2], causeClosed)
+	}
+	pos := map[uint64]int{}
+	for i, id := range order {
+		pos[id] = i
+	}
+	if pos[1] < pos[10] {
+		t.Errorf("completion order %v: the first close completed before the record's outcome (it was treated as the second)", order)
+	}
+}

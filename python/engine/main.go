@@ -294,9 +294,7 @@ func kp_close_async(h C.int64_t, id C.uint64_t, timeoutMS C.int64_t) {
 	if b == nil {
 		return
 	}
-	go func() {
-		b.q.push(done(uint64(id), kindClose, b.close(int64(timeoutMS))))
-	}()
+	b.closeAsync(uint64(id), int64(timeoutMS))
 }
 
 func done(id uint64, kind int32, err error) completion {

@@ -135,7 +135,10 @@ try:
     from ._speedups import SendFuture  # type: ignore[attr-defined]
 
     HAVE_SPEEDUPS = True
-except ImportError:  # built without a C compiler: the Python twin
+except (ImportError, RuntimeWarning):
+    # Built without a C compiler, a subinterpreter (ImportError), or a
+    # free-threaded build's warning that the extension needs the GIL, made an
+    # error by -W error: the Python twin.
     Fast = PyFast  # type: ignore[misc,assignment]
     HAVE_SPEEDUPS = False
 

@@ -14,8 +14,17 @@
  */
 #include "_speedups.h"
 
-static PyObject *CancelledError, *InvalidStateError;
-static PyObject *str_call_soon, *str_context, *str_call_exception_handler;
+static PyObject *CancelledError, *InvalidStateError, *current_task;
+static PyObject *str_call_soon, *str_context, *str_call_exception_handler, *str_msg;
+
+/* After tp_clear (a reference cycle being collected) the fields are NULL:
+ * methods raise instead of dereferencing them. */
+static int sf_cleared(SendFuture *f) {
+    if (f->loop != NULL && f->topic != NULL)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "kpush SendFuture object is not initialized (cleared)");
+    return 1;
+}
 
 static int SF_traverse(SendFuture *f, visitproc visit, void *arg) {
     Py_VISIT(f->loop);
@@ -41,7 +50,27 @@ static int SF_clear(SendFuture *f) {
     return 0;
 }
 
+/* As asyncio.Future.__del__: an exception nobody retrieved goes to the
+ * loop's exception handler. Only a failed, unread future pays for it. */
+static void SF_finalize(SendFuture *f) {
+    if (!f->log_tb || f->loop == NULL || f->exception == NULL)
+        return;
+    f->log_tb = 0;
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyObject *d = Py_BuildValue("{s:s,s:O,s:O}", "message", "kpush SendFuture exception was never retrieved", "exception",
+                                f->exception, "future", (PyObject *)f);
+    PyObject *r = d == NULL ? NULL : PyObject_CallMethodOneArg(f->loop, str_call_exception_handler, d);
+    Py_XDECREF(d);
+    if (r == NULL)
+        PyErr_WriteUnraisable((PyObject *)f);
+    Py_XDECREF(r);
+    PyErr_Restore(t, v, tb);
+}
+
 static void SF_dealloc(SendFuture *f) {
+    if (f->log_tb && PyObject_CallFinalizerFromDealloc((PyObject *)f) < 0)
+        return; /* resurrected */
     PyObject_GC_UnTrack(f);
     SF_clear(f);
     Py_TYPE(f)->tp_free((PyObject *)f);
@@ -56,6 +85,7 @@ SendFuture *sf_new(PyObject *loop, PyObject *topic) {
     f->result = f->exception = f->cancel_msg = f->cb = f->cb_ctx = f->callbacks = NULL;
     f->state = SF_PENDING;
     f->blocking = 0;
+    f->log_tb = 0;
     PyObject_GC_Track(f);
     return f;
 }
@@ -90,6 +120,8 @@ static PyObject *sf_take_callbacks(SendFuture *f) {
 static int sf_schedule_callbacks(SendFuture *f) {
     if (f->cb == NULL && f->callbacks == NULL)
         return 0;
+    if (sf_cleared(f))
+        return -1;
     PyObject *all = sf_take_callbacks(f);
     if (all == NULL)
         return -1;
@@ -116,9 +148,10 @@ static int sf_schedule_callbacks(SendFuture *f) {
     return rc;
 }
 
-/* Runs fn(f) in ctx now (as Handle._run would): an Exception goes to the
- * loop's exception handler; a BaseException (KeyboardInterrupt, SystemExit)
- * is stored in *fatal (the first one) for the caller to raise later. */
+/* Runs fn(f) in ctx now (as Handle._run would): a KeyboardInterrupt or
+ * SystemExit is stored in *fatal (the first one) for the caller to raise
+ * later; any other exception (CancelledError and GeneratorExit too) goes to
+ * the loop's exception handler. */
 static void sf_run(SendFuture *f, PyObject *fn, PyObject *ctx, PyObject **fatal) {
     PyObject *r;
     if (ctx != NULL && ctx != Py_None) {
@@ -144,10 +177,11 @@ static void sf_run(SendFuture *f, PyObject *fn, PyObject *ctx, PyObject **fatal)
     PyErr_NormalizeException(&t, &v, &tb);
     if (tb != NULL && v != NULL)
         PyException_SetTraceback(v, tb);
-    if (v != NULL && !PyObject_TypeCheck(v, (PyTypeObject *)PyExc_Exception)) {
+    if (v != NULL && (PyErr_GivenExceptionMatches(v, PyExc_KeyboardInterrupt) ||
+                      PyErr_GivenExceptionMatches(v, PyExc_SystemExit))) {
         if (*fatal == NULL)
             *fatal = Py_NewRef(v);
-    } else if (v != NULL) {
+    } else if (v != NULL && f->loop != NULL) {
         PyObject *d = Py_BuildValue("{s:s,s:O,s:O}", "message", "Exception in callback of a kpush send future", "exception", v,
                                     "future", (PyObject *)f);
         PyObject *rr = d == NULL ? NULL : PyObject_CallMethodOneArg(f->loop, str_call_exception_handler, d);
@@ -161,10 +195,25 @@ static void sf_run(SendFuture *f, PyObject *fn, PyObject *ctx, PyObject **fatal)
     Py_XDECREF(tb);
 }
 
-/* Completes f with result (stolen) and runs its callbacks now. */
-void sf_resolve_now(SendFuture *f, PyObject *result, PyObject **fatal) {
+int sf_no_task_running(PyObject *loop) {
+    PyObject *t = PyObject_CallOneArg(current_task, loop);
+    if (t == NULL)
+        return -1;
+    int none = t == Py_None;
+    Py_DECREF(t);
+    return none;
+}
+
+/* Completes f with result (stolen) and runs its callbacks now (direct) or
+ * schedules them (a task is running, so a wake-up could not enter its own). */
+void sf_resolve_now(SendFuture *f, PyObject *result, PyObject **fatal, int direct) {
     f->result = result;
     f->state = SF_DONE;
+    if (!direct) {
+        if (sf_schedule_callbacks(f) < 0)
+            PyErr_WriteUnraisable((PyObject *)f);
+        return;
+    }
     if (f->cb != NULL && f->callbacks == NULL) { /* the usual case: only the task's wake-up */
         PyObject *fn = f->cb, *ctx = f->cb_ctx;
         f->cb = f->cb_ctx = NULL;
@@ -207,8 +256,13 @@ static PyObject *SF_result(SendFuture *f, PyObject *unused) {
         return sf_cancelled_error(f);
     if (f->state == SF_PENDING)
         return invalid_state("Result is not ready.");
+    f->log_tb = 0;
     if (f->exception != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(f->exception), f->exception);
+        return NULL;
+    }
+    if (f->result == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "kpush SendFuture object is not initialized (cleared)");
         return NULL;
     }
     return Py_NewRef(f->result);
@@ -219,10 +273,13 @@ static PyObject *SF_exception(SendFuture *f, PyObject *unused) {
         return sf_cancelled_error(f);
     if (f->state == SF_PENDING)
         return invalid_state("Exception is not set.");
+    f->log_tb = 0;
     return Py_NewRef(f->exception ? f->exception : Py_None);
 }
 
 static PyObject *SF_set_result(SendFuture *f, PyObject *v) {
+    if (sf_cleared(f))
+        return NULL;
     if (f->state != SF_PENDING)
         return invalid_state("invalid state");
     f->result = Py_NewRef(v);
@@ -233,6 +290,8 @@ static PyObject *SF_set_result(SendFuture *f, PyObject *v) {
 }
 
 static PyObject *SF_set_exception(SendFuture *f, PyObject *e) {
+    if (sf_cleared(f))
+        return NULL;
     if (f->state != SF_PENDING)
         return invalid_state("invalid state");
     if (PyType_Check(e)) {
@@ -247,7 +306,13 @@ static PyObject *SF_set_exception(SendFuture *f, PyObject *e) {
         PyErr_SetString(PyExc_TypeError, "invalid exception object");
         return NULL;
     }
+    if (PyErr_GivenExceptionMatches(e, PyExc_StopIteration)) {
+        Py_DECREF(e);
+        PyErr_SetString(PyExc_TypeError, "StopIteration interacts badly with generators and cannot be raised into a Future");
+        return NULL;
+    }
     f->exception = e;
+    f->log_tb = 1;
     f->state = SF_DONE;
     if (sf_schedule_callbacks(f) < 0)
         return NULL;
@@ -255,9 +320,17 @@ static PyObject *SF_set_exception(SendFuture *f, PyObject *e) {
 }
 
 static PyObject *SF_cancel(SendFuture *f, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *msg = nargs > 0 ? args[0] : Py_None;
-    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) == 1 && nargs == 0)
-        msg = args[0];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_SetString(PyExc_TypeError, "cancel() takes at most 1 argument (msg)");
+        return NULL;
+    }
+    if (nkw == 1 && PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), str_msg) != 0) {
+        PyErr_Format(PyExc_TypeError, "cancel() got an unexpected keyword argument %R", PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    PyObject *msg = nargs + nkw == 1 ? args[0] : Py_None;
+    f->log_tb = 0;
     if (f->state != SF_PENDING)
         Py_RETURN_FALSE;
     f->state = SF_CANCELLED;
@@ -273,16 +346,34 @@ static PyObject *SF_add_done_callback(SendFuture *f, PyObject *const *args, Py_s
         PyErr_SetString(PyExc_TypeError, "add_done_callback(fn, *, context=None)");
         return NULL;
     }
-    PyObject *fn = args[0], *ctx = nkw ? args[1] : Py_None;
+    if (nkw == 1 && PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), str_context) != 0) {
+        PyErr_Format(PyExc_TypeError, "add_done_callback() got an unexpected keyword argument %R", PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    if (sf_cleared(f))
+        return NULL;
+    PyObject *fn = args[0], *ctx;
+    /* asyncio: no context= (or None) means a copy of the current one. The
+     * awaiting task's wake-up always passes its own, so this is off the
+     * per-record path. */
+    if (nkw == 0 || args[1] == Py_None) {
+        if ((ctx = PyContext_CopyCurrent()) == NULL)
+            return NULL;
+    } else {
+        ctx = Py_NewRef(args[1]);
+    }
     if (f->state != SF_PENDING) {
         PyObject *call_soon = PyObject_GetAttr(f->loop, str_call_soon);
-        if (call_soon == NULL)
+        if (call_soon == NULL) {
+            Py_DECREF(ctx);
             return NULL;
+        }
         PyObject *kwn = PyTuple_Pack(1, str_context);
         PyObject *stack[3] = {fn, (PyObject *)f, ctx};
-        PyObject *r = kwn == NULL ? NULL : PyObject_Vectorcall(call_soon, stack, 2, ctx == Py_None ? NULL : kwn);
+        PyObject *r = kwn == NULL ? NULL : PyObject_Vectorcall(call_soon, stack, 2, kwn);
         Py_XDECREF(kwn);
         Py_DECREF(call_soon);
+        Py_DECREF(ctx);
         if (r == NULL)
             return NULL;
         Py_DECREF(r);
@@ -290,12 +381,15 @@ static PyObject *SF_add_done_callback(SendFuture *f, PyObject *const *args, Py_s
     }
     if (f->cb == NULL && f->callbacks == NULL) {
         f->cb = Py_NewRef(fn);
-        f->cb_ctx = ctx == Py_None ? NULL : Py_NewRef(ctx);
+        f->cb_ctx = ctx; /* the reference taken above */
         Py_RETURN_NONE;
     }
-    if (f->callbacks == NULL && (f->callbacks = PyList_New(0)) == NULL)
+    if (f->callbacks == NULL && (f->callbacks = PyList_New(0)) == NULL) {
+        Py_DECREF(ctx);
         return NULL;
+    }
     PyObject *pair = PyTuple_Pack(2, fn, ctx);
+    Py_DECREF(ctx);
     if (pair == NULL)
         return NULL;
     int rc = PyList_Append(f->callbacks, pair);
@@ -305,34 +399,56 @@ static PyObject *SF_add_done_callback(SendFuture *f, PyObject *const *args, Py_s
     Py_RETURN_NONE;
 }
 
+/* As asyncio's C Future: fn.__eq__ may run any Python, which can remove
+ * callbacks, resolve f or clear it; so every item is referenced while it is
+ * compared, the size re-read each step, and the list of the callbacks that
+ * do not match rebuilt and put back only into the list it was built from. */
 static PyObject *SF_remove_done_callback(SendFuture *f, PyObject *fn) {
     Py_ssize_t removed = 0;
     if (f->cb != NULL) {
-        int eq = PyObject_RichCompareBool(f->cb, fn, Py_EQ);
-        if (eq < 0)
-            return NULL;
-        if (eq) {
+        PyObject *cb = Py_NewRef(f->cb);
+        int eq = PyObject_RichCompareBool(cb, fn, Py_EQ);
+        if (eq > 0 && f->cb == cb) { /* still the same first callback */
             Py_CLEAR(f->cb);
             Py_CLEAR(f->cb_ctx);
             removed++;
         }
+        Py_DECREF(cb);
+        if (eq < 0)
+            return NULL;
     }
-    if (f->callbacks != NULL) {
-        for (Py_ssize_t i = PyList_GET_SIZE(f->callbacks) - 1; i >= 0; i--) {
-            int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(PyList_GET_ITEM(f->callbacks, i), 0), fn, Py_EQ);
-            if (eq < 0)
-                return NULL;
-            if (eq) {
-                if (PySequence_DelItem(f->callbacks, i) < 0)
-                    return NULL;
-                removed++;
-            }
+    if (f->callbacks == NULL)
+        return PyLong_FromSsize_t(removed);
+    PyObject *list = Py_NewRef(f->callbacks);
+    PyObject *keep = PyList_New(0);
+    if (keep == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    Py_ssize_t matched = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *pair = Py_NewRef(PyList_GET_ITEM(list, i));
+        int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(pair, 0), fn, Py_EQ);
+        int rc = eq == 0 ? PyList_Append(keep, pair) : 0;
+        Py_DECREF(pair);
+        if (eq < 0 || rc < 0) {
+            Py_DECREF(keep);
+            Py_DECREF(list);
+            return NULL;
         }
+        matched += eq;
     }
-    return PyLong_FromSsize_t(removed);
+    int rc = 0;
+    if (matched > 0 && f->callbacks == list) {
+        rc = PyList_SetSlice(list, 0, PY_SSIZE_T_MAX, keep);
+        removed += matched;
+    }
+    Py_DECREF(keep);
+    Py_DECREF(list);
+    return rc < 0 ? NULL : PyLong_FromSsize_t(removed);
 }
 
-static PyObject *SF_get_loop(SendFuture *f, PyObject *unused) { return Py_NewRef(f->loop); }
+static PyObject *SF_get_loop(SendFuture *f, PyObject *unused) { return sf_cleared(f) ? NULL : Py_NewRef(f->loop); }
 
 /* await: yield self while pending (the Task then waits on it), then return
  * the result or raise. */
@@ -371,12 +487,14 @@ static int SF_set_blocking(SendFuture *f, PyObject *v, void *c) {
     return 0;
 }
 
-static PyObject *SF_get_topic(SendFuture *f, void *c) { return Py_NewRef(f->topic); }
+static PyObject *SF_get_topic(SendFuture *f, void *c) { return sf_cleared(f) ? NULL : Py_NewRef(f->topic); }
 
-static PyObject *SF_get_loop_attr(SendFuture *f, void *c) { return Py_NewRef(f->loop); }
+static PyObject *SF_get_loop_attr(SendFuture *f, void *c) { return sf_cleared(f) ? NULL : Py_NewRef(f->loop); }
 
 static PyObject *SF_repr(SendFuture *f) {
     static const char *names[] = {"pending", "finished", "cancelled"};
+    if (f->topic == NULL)
+        return PyUnicode_FromFormat("<kpush SendFuture %s (cleared)>", names[f->state]);
     return PyUnicode_FromFormat("<kpush SendFuture %s topic=%R>", names[f->state], f->topic);
 }
 
@@ -412,6 +530,7 @@ PyTypeObject SendFutureType = {
     .tp_dealloc = (destructor)SF_dealloc,
     .tp_traverse = (traverseproc)SF_traverse,
     .tp_clear = (inquiry)SF_clear,
+    .tp_finalize = (destructor)SF_finalize,
     .tp_methods = SF_methods,
     .tp_getset = SF_getset,
     .tp_as_async = &SF_as_async,
@@ -424,10 +543,20 @@ PyTypeObject SendFutureType = {
 int sf_module_init(void) {
     if (PyType_Ready(&SendFutureType) < 0)
         return -1;
+    if (current_task != NULL && CancelledError != NULL && InvalidStateError != NULL)
+        return 0; /* the module imported again (main interpreter only) */
+    str_msg = PyUnicode_InternFromString("msg");
     str_call_soon = PyUnicode_InternFromString("call_soon");
     str_context = PyUnicode_InternFromString("context");
     str_call_exception_handler = PyUnicode_InternFromString("call_exception_handler");
-    if (str_call_soon == NULL || str_context == NULL || str_call_exception_handler == NULL)
+    if (str_msg == NULL || str_call_soon == NULL || str_context == NULL || str_call_exception_handler == NULL)
+        return -1;
+    PyObject *aio = PyImport_ImportModule("asyncio");
+    if (aio == NULL)
+        return -1;
+    current_task = PyObject_GetAttrString(aio, "current_task");
+    Py_DECREF(aio);
+    if (current_task == NULL)
         return -1;
     PyObject *exc = PyImport_ImportModule("asyncio.exceptions");
     if (exc == NULL)

@@ -344,6 +344,9 @@ static PyObject *Fast_resolve(Fast *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Knn", &addr, &n, &i))
         return NULL;
     const char *base = (const char *)(uintptr_t)addr;
+    /* Called from inside a task (not the loop's reader), a wake-up run now
+     * could not enter its task and would strand it: schedule them instead. */
+    int direct = -2;
     for (; i < n; i++) {
         const char *c = base + i * COMPLETION_SIZE;
         uint64_t id;
@@ -372,11 +375,15 @@ static PyObject *Fast_resolve(Fast *self, PyObject *args) {
             Py_DECREF(k);
             SendFuture *f = (SendFuture *)entry;
             if (rc == 0 && f->state == SF_PENDING) {
+                if (direct == -2 && (direct = sf_no_task_running(self->loop)) < 0) {
+                    PyErr_WriteUnraisable(entry);
+                    direct = 0;
+                }
                 PyObject *md = make_md(self, f->topic, partition, offset, ts);
                 if (md == NULL)
                     PyErr_WriteUnraisable(entry);
                 else
-                    sf_resolve_now(f, md, &self->fatal); /* runs the awaiting task's step now */
+                    sf_resolve_now(f, md, &self->fatal, direct); /* runs the awaiting task's step now */
             }
             Py_DECREF(entry);
             if (rc < 0)
@@ -450,32 +457,53 @@ static PyTypeObject FastType = {
     .tp_as_sequence = &Fast_as_sequence,
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "kpush._speedups", "kpush's per-record asyncio path in C (see kpush/_fast.py).", -1, NULL,
-};
-
-PyMODINIT_FUNC PyInit__speedups(void) {
+/* Multi-phase init, main interpreter only: the types and names are static
+ * (one copy per process), so a subinterpreter would get the main one's
+ * CancelledError; it gets ImportError and kpush/_fast.py's Python twin. */
+static int speedups_exec(PyObject *m) {
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        PyErr_SetString(PyExc_ImportError, "kpush._speedups works only in the main interpreter");
+        return -1;
+    }
     if (PyType_Ready(&FastType) < 0 || sf_module_init() < 0)
-        return NULL;
-    str_done = PyUnicode_InternFromString("done");
-    str_set_result = PyUnicode_InternFromString("set_result");
-    str_thread_id = PyUnicode_InternFromString("_thread_id");
-    if (str_done == NULL || str_set_result == NULL || str_thread_id == NULL)
-        return NULL;
-    PyObject *m = PyModule_Create(&module);
-    if (m == NULL)
-        return NULL;
+        return -1;
+    if (str_done == NULL) {
+        str_done = PyUnicode_InternFromString("done");
+        str_set_result = PyUnicode_InternFromString("set_result");
+        str_thread_id = PyUnicode_InternFromString("_thread_id");
+        if (str_done == NULL || str_set_result == NULL || str_thread_id == NULL)
+            return -1;
+    }
     Py_INCREF(&FastType);
     if (PyModule_AddObject(m, "Fast", (PyObject *)&FastType) < 0) {
         Py_DECREF(&FastType);
-        Py_DECREF(m);
-        return NULL;
+        return -1;
     }
     Py_INCREF(&SendFutureType);
     if (PyModule_AddObject(m, "SendFuture", (PyObject *)&SendFutureType) < 0) {
         Py_DECREF(&SendFutureType);
-        Py_DECREF(m);
-        return NULL;
+        return -1;
     }
-    return m;
+    return 0;
 }
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_USED}, /* it relies on the GIL throughout */
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "kpush._speedups",
+    .m_doc = "kpush's per-record asyncio path in C (see kpush/_fast.py).",
+    .m_size = 0,
+    .m_slots = speedups_slots,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModuleDef_Init(&module); }

@@ -20,6 +20,7 @@ typedef struct {
     PyObject *callbacks; /* list of (fn, context) for further ones, or NULL */
     int state;
     int blocking;
+    int log_tb;          /* an exception was set and not yet retrieved (as asyncio's __log_traceback) */
 } SendFuture;
 
 /* The SendFuture type (ready once sf_module_init succeeded). */
@@ -29,8 +30,14 @@ extern PyTypeObject SendFutureType;
 SendFuture *sf_new(PyObject *loop, PyObject *topic);
 
 /* Completes f with result (stolen) and runs its done callbacks now; a
- * KeyboardInterrupt/SystemExit from one is stored in *fatal (the first). */
-void sf_resolve_now(SendFuture *f, PyObject *result, PyObject **fatal);
+ * KeyboardInterrupt/SystemExit from one is stored in *fatal (the first).
+ * With direct 0 (a task is running: its wake-ups could not enter theirs)
+ * the callbacks are scheduled with loop.call_soon instead. */
+void sf_resolve_now(SendFuture *f, PyObject *result, PyObject **fatal, int direct);
+
+/* 1 if no task of loop is running now (resolve may run wake-ups directly),
+ * 0 if one is, -1 on error. */
+int sf_no_task_running(PyObject *loop);
 
 /* Readies SendFutureType and the names and exceptions it uses; -1 on error. */
 int sf_module_init(void);
