@@ -108,15 +108,7 @@ func TestKick_BigRequestToStalledBrokerGoesToLoop(t *testing.T) {
 
 	far := clock.Mono() + int64(time.Hour)
 	out := make(chanN, 4)
-	p.Add(newRec(out, far)) // the loop dials and writes this one
-	select {
-	case r := <-out:
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no outcome for the first record")
-	}
+	sendFirst(t, p, out, far) // the loop dials and writes this one
 	for s.inflight.Load() != 0 {
 		time.Sleep(time.Millisecond)
 	}
@@ -157,15 +149,7 @@ func TestKick_AcksNoneWritesOnLoop(t *testing.T) {
 
 	far := clock.Mono() + int64(time.Hour)
 	out := make(chanN, 4)
-	p.Add(newRec(out, far)) // the loop dials and writes this one
-	select {
-	case r := <-out:
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no outcome for the first record")
-	}
+	sendFirst(t, p, out, far) // the loop dials and writes this one
 	relay.stalled.Store(true)
 	for i := range 2000 {
 		r := newRec(out, far)
@@ -184,4 +168,18 @@ func TestKick_AcksNoneWritesOnLoop(t *testing.T) {
 		}
 	}
 	t.Fatal("2000 records written to a broker that reads nothing")
+}
+
+// sendFirst adds one record to p and waits for its acknowledgement.
+func sendFirst(t *testing.T, p *PartitionQueue, out chanN, deadline int64) {
+	t.Helper()
+	p.Add(newRec(out, deadline))
+	select {
+	case r := <-out:
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no outcome for the first record")
+	}
 }
