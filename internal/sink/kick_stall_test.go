@@ -90,21 +90,7 @@ func (r *stallRelay) close() {
 // ctx: kick leaves requests over inlineMaxBytes to the loop, so Add
 // returns at once.
 func TestKick_BigRequestToStalledBrokerGoesToLoop(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	relay := &stallRelay{target: c.ListenAddrs()[0], release: make(chan struct{})}
-	defer relay.close()
-	const writeTimeout = 4 * time.Second // the wire's request timeout bounds the blocked write
-	// Produce v11 as kpush asks (MaxVersions): kfake wants topic IDs at v13.
-	e := NewEngine(Config{Acks: 1, MaxInflight: 5, MaxBatchBytes: 64 << 20, RetryBackoff: time.Hour,
-		RequestTimeout: time.Minute, Wire: &wire.Config{Dial: relay.dial, MaxVersions: map[int16]int16{0: 11}, RequestTimeout: writeTimeout}}, idem.NewManager(false))
-	s := e.NewSink(0, c.ListenAddrs()[0])
-	p := e.NewPartitionQueue("t", 0)
-	p.SetLeader(s)
-	defer func() { close(relay.release); relay.close(); e.Stop(); e.Wait() }()
+	s, p, relay := stallSink(t, 1, 64<<20)
 
 	far := clock.Mono() + int64(time.Hour)
 	out := make(chanN, 4)
@@ -132,20 +118,7 @@ func TestKick_BigRequestToStalledBrokerGoesToLoop(t *testing.T) {
 // the write deadline. kick leaves acks=0 to the loop; Add returns at once
 // while the loop blocks.
 func TestKick_AcksNoneWritesOnLoop(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	relay := &stallRelay{target: c.ListenAddrs()[0], release: make(chan struct{})}
-	defer relay.close()
-	const writeTimeout = 4 * time.Second
-	e := NewEngine(Config{Acks: 0, MaxInflight: 5, MaxBatchBytes: 1 << 20, RetryBackoff: time.Hour,
-		RequestTimeout: time.Minute, Wire: &wire.Config{Dial: relay.dial, MaxVersions: map[int16]int16{0: 11}, RequestTimeout: writeTimeout}}, idem.NewManager(false))
-	s := e.NewSink(0, c.ListenAddrs()[0])
-	p := e.NewPartitionQueue("t", 0)
-	p.SetLeader(s)
-	defer func() { close(relay.release); relay.close(); e.Stop(); e.Wait() }()
+	_, p, relay := stallSink(t, 0, 1<<20)
 
 	far := clock.Mono() + int64(time.Hour)
 	out := make(chanN, 4)
@@ -182,4 +155,25 @@ func sendFirst(t *testing.T, p *PartitionQueue, out chanN, deadline int64) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no outcome for the first record")
 	}
+}
+
+// stallSink is a sink and partition "t"/0 on a one-broker kfake cluster
+// reached through a stallRelay, with the given acks and batch limit; a
+// blocked write ends at the wire's 4 s request timeout. Everything stops
+// at the test's end.
+func stallSink(t *testing.T, acks int16, maxBatchBytes int) (*Sink, *PartitionQueue, *stallRelay) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := &stallRelay{target: c.ListenAddrs()[0], release: make(chan struct{})}
+	// Produce v11 as kpush asks (MaxVersions): kfake wants topic IDs at v13.
+	e := NewEngine(Config{Acks: acks, MaxInflight: 5, MaxBatchBytes: maxBatchBytes, RetryBackoff: time.Hour,
+		RequestTimeout: time.Minute, Wire: &wire.Config{Dial: relay.dial, MaxVersions: map[int16]int16{0: 11}, RequestTimeout: 4 * time.Second}}, idem.NewManager(false))
+	s := e.NewSink(0, c.ListenAddrs()[0])
+	p := e.NewPartitionQueue("t", 0)
+	p.SetLeader(s)
+	t.Cleanup(func() { close(relay.release); relay.close(); e.Stop(); e.Wait(); c.Close() })
+	return s, p, relay
 }
