@@ -228,14 +228,15 @@ func (r *Refresher) Trigger() {
 }
 
 // Backoff returns the wait before a triggered refresh after n-1 unhealthy
-// answers in a row (n ≥ 1): MinInterval·2^(n-1) capped at MaxInterval,
-// with ±20% jitter so producers do not refresh in lockstep.
+// answers in a row (n ≥ 1): MinInterval·2^(n-1) with ±20% jitter so
+// producers do not refresh in lockstep, then capped at MaxInterval (the cap
+// applies after the jitter: MaxInterval is a bound, never exceeded).
 func (r *Refresher) Backoff(n int) time.Duration {
 	d := r.MinInterval << min(max(n-1, 0), 20)
 	if d > r.MaxInterval || d <= 0 {
 		d = r.MaxInterval
 	}
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return min(time.Duration(float64(d)*(0.8+0.4*rand.Float64())), r.MaxInterval)
 }
 
 // Run refreshes until stop is closed. A helper goroutine (started with Go)

@@ -178,16 +178,18 @@ func (e *Engine) Wait() { e.wg.Wait() }
 func (e *Engine) requestBump(old idem.ID) { e.cfg.RequestBump(old) }
 
 // backoff returns the wait before the n-th consecutive retry round:
-// exponential from RetryBackoff, capped at 1s (or RetryBackoff when larger),
-// with ±20% jitter so partitions do not retry in lockstep.
+// exponential from RetryBackoff with ±20% jitter so partitions do not retry
+// in lockstep, then capped at 1s (or RetryBackoff when larger). The cap comes
+// after the jitter, as in the Java producer's ExponentialBackoff: the cap is a
+// bound the liveness checks rely on, not a centre to jitter around.
 func (e *Engine) backoff(n int) time.Duration {
 	base := e.cfg.RetryBackoff
-	d := base << min(n-1, 10)
 	limit := max(time.Second, base)
+	d := base << min(max(n-1, 0), 10)
 	if d > limit || d <= 0 {
 		d = limit
 	}
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return min(time.Duration(float64(d)*(0.8+0.4*rand.Float64())), limit)
 }
 
 // getBuf returns a recycled batch buffer (or nil).

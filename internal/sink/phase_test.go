@@ -155,7 +155,7 @@ func TestDrain_OtherPartitionsBumpKeepsOldIDRetry(t *testing.T) {
 
 // A backoff waits for the retries: once the reaper has expired every retry
 // batch, records buffered behind them go out at once instead of waiting out
-// a backoff (up to 1.2 s) that could outlast their own delivery timeout.
+// a backoff (up to 1 s) that could outlast their own delivery timeout.
 func TestExpire_DroppedRetriesEndBackoff(t *testing.T) {
 	s1, p, nt, far := idemPartition()
 	now := clock.Mono()
