@@ -48,6 +48,8 @@ type Cluster struct {
 	fake    *kfake.Cluster
 	addrs   []string
 	certs   *tlsgen.Bundle // WithTLS; set by Start
+
+	sleeps sleeps // control functions in SleepControl (sleep.go)
 }
 
 // NewCluster starts a cluster configured by opts and returns it. Close it
@@ -192,6 +194,10 @@ func (c *Cluster) Close() error {
 		if fake == nil {
 			return
 		}
+		// Sleeping control functions resume before kfake closes (sleep.go);
+		// one that does not within the timeout shows up in the goroutines
+		// left running.
+		c.endSleeps(c.cfg.closeTimeout)
 		fake.Close()
 		c.closeErr = waitGoroutines(c.label, c.cfg.closeTimeout)
 	})
