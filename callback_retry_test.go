@@ -55,7 +55,7 @@ func TestSendAsync_CallbackOrderAfterRetriedWrite(t *testing.T) {
 		close(gotA)
 		// Answer A only once B's request is on the wire behind it (bounded
 		// wait, checked every millisecond).
-		f.SleepControl(func() {
+		c.SleepControl(func() {
 			tick := time.NewTicker(time.Millisecond)
 			defer tick.Stop()
 			capT := time.NewTimer(5 * time.Second)

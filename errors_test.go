@@ -152,12 +152,16 @@ func TestSend_AfterClose(t *testing.T) {
 }
 
 // holdProduce makes the cluster hold every produce request until release
-// is closed.
+// is closed. The hold is kafkatest's SleepControl, so the cluster's Close
+// (a t.Cleanup) waits for held requests to resume before kfake closes: a
+// request resuming while kfake closes could deadlock its run loop
+// (TestClose_FailsBufferedRecords under -race: "cluster goroutines still
+// running ... continueSleptControl").
 func holdProduce(c *kafkatest.Cluster, release <-chan struct{}) {
 	f := c.Fake()
 	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		f.KeepControl()
-		f.SleepControl(func() { <-release })
+		c.SleepControl(func() { <-release })
 		return nil, nil, false
 	})
 }

@@ -67,7 +67,7 @@ func TestHooks_RecordStages(t *testing.T) {
 	f := c.Fake()
 	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		f.KeepControl()
-		f.SleepControl(func() { time.Sleep(brokerDelay) })
+		c.SleepControl(func() { time.Sleep(brokerDelay) })
 		return nil, nil, false
 	})
 	h := &doneHook{done: map[string]kpush.RecordDoneEvent{}}
@@ -156,7 +156,7 @@ func TestHooks_RecordStagesExpired(t *testing.T) {
 	release := make(chan struct{})
 	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		f.KeepControl()
-		f.SleepControl(func() { <-release })
+		c.SleepControl(func() { <-release })
 		return nil, nil, false
 	})
 	h := &doneHook{done: map[string]kpush.RecordDoneEvent{}}

@@ -49,7 +49,7 @@ func slowBrokerProducer(b *testing.B, part kpush.Partitioner) *kpush.Producer {
 		// The broker's own slowness, not test synchronization:
 		// SleepControl lets the other brokers answer meanwhile.
 		d := time.Duration(int64(n) * int64(time.Second) / slowBandwidth)
-		f.SleepControl(func() { time.Sleep(d) })
+		c.SleepControl(func() { time.Sleep(d) })
 		return nil, nil, false
 	})
 	// A 4 MiB buffer: once the slow broker's partitions fill it, every

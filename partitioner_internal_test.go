@@ -174,7 +174,7 @@ func holdProduces(c *kafkatest.Cluster) (setHold func(chan struct{}), arrived ch
 			case arrived <- struct{}{}:
 			default:
 			}
-			f.SleepControl(func() { <-h })
+			c.SleepControl(func() { <-h })
 		}
 		return nil, nil, false
 	})

@@ -154,7 +154,7 @@ func slowBrokerCluster(t testing.TB, topic string) (c *kafkatest.Cluster, releas
 		f.KeepControl()
 		if f.CurrentNode() == 0 {
 			// SleepControl lets the other brokers answer meanwhile.
-			f.SleepControl(func() { <-release })
+			c.SleepControl(func() { <-release })
 		}
 		return nil, nil, false
 	})

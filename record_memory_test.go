@@ -166,10 +166,10 @@ func holdFirstTwoProduces(c *kafkatest.Cluster) (release1, release2, second chan
 		switch reqs {
 		case 1:
 			f.KeepControl()
-			f.SleepControl(func() { <-release1 })
+			c.SleepControl(func() { <-release1 })
 		case 2:
 			close(second)
-			f.SleepControl(func() { <-release2 })
+			c.SleepControl(func() { <-release2 })
 		}
 		return nil, nil, false
 	})

@@ -239,7 +239,7 @@ func relSlowBroker() *relScenario {
 			rel := release
 			holds++
 			mu.Unlock()
-			e.f.SleepControl(func() {
+			e.c.SleepControl(func() {
 				select {
 				case <-rel:
 				case <-e.done:

@@ -304,7 +304,7 @@ func relBlackHole() *relScenario {
 		delivery: time.Second, opts: []kpush.Option{kpush.WithRequestTimeout(300 * time.Millisecond)},
 		onProduce: func(e *relEnv, n int64, _ *kmsg.ProduceRequest) (kmsg.Response, error, bool) {
 			if holding.Load() && e.f.CurrentNode() == 0 {
-				e.f.SleepControl(func() {
+				e.c.SleepControl(func() {
 					select {
 					case <-release:
 					case <-e.done:

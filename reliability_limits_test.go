@@ -247,7 +247,7 @@ func relCloseAbrupt() *relScenario {
 		onProduce: func(e *relEnv, n int64, _ *kmsg.ProduceRequest) (kmsg.Response, error, bool) {
 			if hold.Load() {
 				held.Add(1)
-				e.f.SleepControl(func() {
+				e.c.SleepControl(func() {
 					select {
 					case <-released:
 					case <-e.done:

@@ -237,7 +237,7 @@ func relDelayedResponse() *relScenario {
 			reconnected := e.net.nextAccept(e.ports[node])
 			holds.Add(1)
 			start := time.Now()
-			e.f.SleepControl(func() {
+			e.c.SleepControl(func() {
 				capT := time.NewTimer(20 * time.Second)
 				defer capT.Stop()
 				select {
@@ -359,7 +359,7 @@ func relRetryAfterSuccessorsAcked() *relScenario {
 						// Answer once four successors are in flight behind it
 						// (bounded wait, checked every millisecond).
 						mu.Unlock()
-						e.f.SleepControl(func() {
+						e.c.SleepControl(func() {
 							tick := time.NewTicker(time.Millisecond)
 							defer tick.Stop()
 							capT := time.NewTimer(2 * time.Second)
