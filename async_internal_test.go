@@ -196,21 +196,37 @@ func TestSendAsync_ExpiredInFlightRecordsReusedAfterTheirBatch(t *testing.T) {
 	open := func() { setHold(nil); release.Do(func() { close(hold) }) }
 	defer open()
 	setHold(hold)
+	// Which records make it into requests before the deadline depends on
+	// scheduling: the sink sends what is buffered when it runs, up to the
+	// requests in flight allowed, and records it never got to send fail
+	// not written at their deadline. Under load (2 cores, -race) a few
+	// records per request is common. Those in flight (unknown) must stay
+	// busy; those never sent hold no batch and are released.
 	const n = 100
 	var wg sync.WaitGroup
+	var inFlight, buffered atomic.Int64
 	wg.Add(n)
 	for range n {
 		p.SendAsync(ctx, &Record{Topic: "held", Value: make([]byte, 100)}, func(_ Result, err error) {
-			if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrDeliveryTimeout) {
-				t.Errorf("got %v, want an unknown outcome at the delivery deadline", err)
+			switch {
+			case errors.Is(err, ErrOutcomeUnknown) && errors.Is(err, ErrDeliveryTimeout):
+				inFlight.Add(1)
+			case errors.Is(err, ErrNotWritten) && errors.Is(err, ErrDeliveryTimeout):
+				buffered.Add(1)
+			default:
+				t.Errorf("got %v, want ErrDeliveryTimeout at the delivery deadline", err)
 			}
 			wg.Done()
 		})
 	}
 	<-arrived
 	wg.Wait()
-	if got := busyRecords(p); got != n {
-		t.Fatalf("%d records busy after the deadline with their batch in flight, want %d", got, n)
+	t.Logf("at the deadline: %d records in flight in %d requests, %d still buffered", inFlight.Load(), p.Stats().InflightRequests, buffered.Load())
+	if inFlight.Load() == 0 {
+		t.Fatalf("no record in flight at its deadline (%d buffered): the test did not exercise in-flight expiry", buffered.Load())
+	}
+	if got, want := busyRecords(p), int(inFlight.Load()); got != want {
+		t.Fatalf("%d records busy after the deadline with their batch in flight, want the %d in flight (%d were still buffered)", got, want, buffered.Load())
 	}
 	open()
 	deadline := time.Now().Add(10 * time.Second)
