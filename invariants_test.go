@@ -1,7 +1,7 @@
 package kpush_test
 
 // Invariants the reliability scenarios and the soak check on every run,
-// besides the model check (reliability_helpers_test.go), and the bounds they
+// besides the model check (reliability_model_test.go), and the bounds they
 // use. docs/reliability.md reports each as a column.
 
 import (

@@ -1,7 +1,7 @@
 package kpush_test
 
 // Invariants every reliability scenario checks besides the model check
-// (reliability_helpers_test.go), each a column of docs/reliability.md:
+// (reliability_model_test.go), each a column of docs/reliability.md:
 //
 //   - deadline: every outcome arrives by its delivery deadline (the Send
 //     ctx's deadline or the delivery timeout from the Send call, whichever

@@ -2,7 +2,7 @@ package kpush_test
 
 // Reliability scenarios (issue 4): broker faults, bad timing and producer
 // misuse under load, each checked against the same model (see
-// reliability_helpers_test.go): every record gets exactly one outcome; an
+// reliability_model_test.go): every record gets exactly one outcome; an
 // acknowledged record is in the log exactly once, at the reported
 // partition and offset; a record reported not written is absent; a record
 // with an unknown outcome is present at most once; per key, records are in

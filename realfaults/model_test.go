@@ -1,7 +1,7 @@
 package realfaults
 
 // A compact model of the reliability suite's checks (the root package's
-// reliability_helpers_test.go runs them on the fake cluster): many keys
+// reliability_model_test.go runs them on the fake cluster): many keys
 // send from their own goroutines, a fault runs once mid-traffic, then the
 // log is read back and every outcome is checked:
 //
