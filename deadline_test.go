@@ -113,3 +113,44 @@ func TestDeliveryTimeout_IsABound(t *testing.T) {
 		t.Logf("%d records in the log (3 warm-up, 3 after, and whichever expired ones the broker wrote)", len(got))
 	}
 }
+
+// TestDeliveryTimeout_CountsFromTheCall: the delivery deadline counts from
+// the SendAsync call, not from when the record was buffered: a sender that
+// waits inside SendAsync before its record is buffered (here for the slab
+// lock, which a loaded machine can leave held while it deschedules the
+// holder) still gets its outcome by the call plus the delivery timeout
+// plus deadlineSlack.
+func TestDeliveryTimeout_CountsFromTheCall(t *testing.T) {
+	hold := deadlineSlack() + 200*time.Millisecond // longer than the slack
+	delivery := 4 * hold                          // the reaper looks at least every delivery/4
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 1))
+	p := newProducer(t, c, kpush.WithDeliveryTimeout(delivery), kpush.WithRequestTimeout(hold))
+	ctx := testCtx(t)
+	if _, err := p.Send(ctx, &kpush.Record{Topic: "t"}); err != nil { // metadata loaded; Send takes no slab
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	defer close(release)
+	holdProduce(c, release)
+	unlock := p.LockAsyncSlabs() // the first SendAsync needs a slab
+	type outcome struct {
+		took time.Duration
+		err  error
+	}
+	done := make(chan outcome, 1)
+	start := time.Now()
+	go p.SendAsync(ctx, &kpush.Record{Topic: "t"}, func(_ kpush.Result, err error) {
+		done <- outcome{time.Since(start), err}
+	})
+	wait := time.NewTimer(hold) // how long the sender waits for the lock
+	<-wait.C
+	unlock()
+	o := <-done
+	checkErr(t, o.err, kpush.ErrOutcomeUnknown, kpush.ErrDeliveryTimeout)
+	if bound := delivery + deadlineSlack(); o.took > bound {
+		t.Errorf("outcome %v after SendAsync was called, want at most %v (delivery timeout + slack): the deadline counted from after the %v wait", o.took, bound, hold)
+	}
+	if o.took < delivery {
+		t.Errorf("outcome %v after SendAsync was called, before the %v delivery timeout", o.took, delivery)
+	}
+}

@@ -43,3 +43,11 @@ func (p *Producer) CountSinkWork() *SinkWork {
 	})
 	return w
 }
+
+// LockAsyncSlabs takes the SendAsync slab lock, as a sender holding it
+// would, until the returned func is called (tests only): a SendAsync that
+// needs a new slab waits meanwhile.
+func (p *Producer) LockAsyncSlabs() (unlock func()) {
+	p.asyncs.mu.Lock()
+	return p.asyncs.mu.Unlock
+}

@@ -224,6 +224,7 @@ func (p *Producer) send(ctx context.Context, r *Record, hooked *hookedSend) (Res
 	if hooked == nil && p.hooks.anyRecord && r != nil {
 		return p.sendHooked(ctx, r)
 	}
+	mono, wall := p.clock.Now() // the deadline counts from here (enqueue)
 	w, _ := p.waiters.Get().(*syncWaiter)
 	if w == nil {
 		w = &syncWaiter{ch: make(chan struct{}, 1), prod: p}
@@ -234,7 +235,7 @@ func (p *Producer) send(ctx context.Context, r *Record, hooked *hookedSend) (Res
 		w.rec = hooked.rec
 		w.pend.Stamps = hooked.pend
 	}
-	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen); err != nil {
+	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen, mono, wall); err != nil {
 		if hooked != nil {
 			hooked.size = w.pend.Size
 			w.rec = nil
@@ -295,8 +296,12 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 
 // enqueue validates r, reserves buffer space and appends it to its
 // partition, storing the record's Flush generation in *gen (before the
-// record can have an outcome). Errors are *ProduceError, definite.
-func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier, gen **buffer.Gen) error {
+// record can have an outcome). Errors are *ProduceError, definite. mono
+// and wall are the clock (p.clock.Now) read when Send, SendAsync or
+// SendCancelable was called, before anything that can wait (a contended
+// slab lock, hooks): the delivery deadline counts from the call
+// (WithDeliveryTimeout), and the record's default timestamp is the call's.
+func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier, gen **buffer.Gen, mono, wall int64) error {
 	if r == nil {
 		return notWritten("", -1, ErrNilRecord)
 	}
@@ -314,7 +319,6 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		return notWritten(name, -1, err)
 	}
 
-	mono, wall := p.clock.Now()
 	tsMs := wall / int64(time.Millisecond)
 	if !r.Timestamp.IsZero() {
 		if tsMs = r.Timestamp.UnixMilli(); tsMs < 0 {

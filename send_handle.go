@@ -53,6 +53,7 @@ type SendHandle struct {
 // returns (Cancel is then a no-op). A callback must not call Flush or
 // Close.
 func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result, error)) *SendHandle {
+	mono, wall := p.clock.Now() // the deadline counts from here (enqueue)
 	h := &SendHandle{cb: cb, prod: p}
 	h.pend.Reset()
 	h.pend.Async = true
@@ -65,7 +66,7 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 		}
 		rec = h.rec
 	}
-	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen); err != nil {
+	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen, mono, wall); err != nil {
 		h.delivered = true
 		if h.rec != nil {
 			p.recordDone(h.rec, h.start, h.pend.Size, nil, Result{}, err)
