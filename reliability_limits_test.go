@@ -433,7 +433,16 @@ func relUnreachable() *relScenario {
 		e.net.refuse.Store(true)
 		e.net.killAll()
 	})
-	sc.finish = func(e *relEnv) { e.net.refuse.Store(false) }
+	sc.finish = func(e *relEnv) {
+		e.net.refuse.Store(false)
+		// The idle window starts after the producer's first idle moment
+		// once it has reconnected: its dial and metadata backoffs grew
+		// during the outage, so its reconnection can fall anywhere in the
+		// windows right after the brokers come back (seen under load: 3
+		// ApiVersions in the first window, 2 Metadata and 1 ApiVersions in
+		// the second).
+		e.waitFirstIdle()
+	}
 	return sc
 }
 

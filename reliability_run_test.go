@@ -149,6 +149,8 @@ func runReliability(t *testing.T, sc *relScenario) {
 	stopSampling := sync.OnceFunc(func() { close(sampling); <-sampled })
 	t.Cleanup(stopSampling)
 	e.t0 = time.Now()
+	e.inv.probe = startProbe(e.t0)
+	t.Cleanup(e.inv.probe.stopProbe)
 	var wg sync.WaitGroup
 	for k := range e.keys {
 		wg.Add(1)
@@ -182,6 +184,11 @@ func runReliability(t *testing.T, sc *relScenario) {
 			logs[max(0, len(logs)-4000):], buf[:runtime.Stack(buf, true)])
 	}
 	sendTime := time.Since(e.t0)
+	e.inv.probe.stopProbe() // every outcome is in: its window is measured
+	e.judgeLateness()
+	if *relDiag {
+		t.Logf("%s: %s", sc.name, e.lateDiag())
+	}
 	e.quiet.Store(true)
 	e.net.quiet.Store(true)
 	if sc.finish != nil {
