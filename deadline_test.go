@@ -122,7 +122,7 @@ func TestDeliveryTimeout_IsABound(t *testing.T) {
 // plus deadlineSlack.
 func TestDeliveryTimeout_CountsFromTheCall(t *testing.T) {
 	hold := deadlineSlack() + 200*time.Millisecond // longer than the slack
-	delivery := 4 * hold                          // the reaper looks at least every delivery/4
+	delivery := 4 * hold                           // the reaper looks at least every delivery/4
 	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("t", 1))
 	p := newProducer(t, c, kpush.WithDeliveryTimeout(delivery), kpush.WithRequestTimeout(hold))
 	ctx := testCtx(t)
