@@ -65,10 +65,18 @@ type Broker struct {
 // and kpush then validates and sends the modified record. The caller's
 // Record and its Headers slice are not changed. The hook must not change
 // anything else in r, nor the keys and values it shares with the
-// caller's record, and must not keep r after the matching OnRecordDone.
-// Every OnRecordSend is followed by exactly one OnRecordDone (and at most
-// one OnRecordBuffered before it) carrying the same *Record, so a tracer
-// can pair them by pointer.
+// caller's record.
+//
+// The copy is kept in memory kpush reuses (the pooled state of a Send,
+// the slab entry of a SendAsync), so that record hooks allocate nothing
+// per record: once the record's OnRecordDone hooks have returned, kpush
+// clears it and hands the same *Record to a later send. Hooks must not
+// retain r (or RecordBufferedEvent.Record, RecordDoneEvent.Record) past
+// the record's OnRecordDone; copy what they need. Every OnRecordSend is
+// followed by exactly one OnRecordDone (and at most one OnRecordBuffered
+// before it) carrying the same *Record, and the pointer is not given to
+// another send in between, so a tracer can pair them by pointer as long
+// as it forgets the pointer in OnRecordDone.
 type HookRecordSend interface {
 	// OnRecordSend receives the ctx given to Send or SendAsync and the
 	// record.
@@ -203,7 +211,8 @@ func (ev *RecordDoneEvent) Outcome() Outcome { return OutcomeOf(ev.Err) }
 // (on the caller's goroutine, before SendAsync returns, for a record that
 // fails before it is buffered). A blocking OnRecordDone for a SendAsync
 // record delays the callbacks sharing its goroutine, as a slow callback
-// does. After it returns, kpush no longer reads ev.Record.
+// does. After it returns, kpush no longer reads ev.Record, and reuses it
+// for another record (see HookRecordSend): do not keep it.
 type HookRecordDone interface {
 	// OnRecordDone receives the record's outcome.
 	OnRecordDone(ev RecordDoneEvent)

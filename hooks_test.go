@@ -57,101 +57,6 @@ func TestCauseOf_Bounded(t *testing.T) {
 	}
 }
 
-// recorder implements every Hook interface and keeps the events.
-type recorder struct {
-	mu       sync.Mutex
-	seq      int
-	order    map[*kpush.Record][]string // event names per record, in order
-	sends    int
-	buffered []kpush.RecordBufferedEvent
-	done     []kpush.RecordDoneEvent
-	written  []kpush.RequestWrittenEvent
-	answered []kpush.RequestAnsweredEvent
-	throttle []kpush.ThrottleEvent
-	opened   []kpush.ConnEvent
-	closed   []kpush.ConnEvent
-	failed   []kpush.ConnEvent
-	bumps    []kpush.EpochBumpEvent
-	auths    []kpush.AuthEvent
-	retries  []kpush.RetryEvent
-	// header, when set, is added by OnRecordSend.
-	header string
-	// event, when set, receives each event's name (non-blocking).
-	event chan string
-}
-
-func newRecorder() *recorder {
-	return &recorder{order: map[*kpush.Record][]string{}, event: make(chan string, 1<<16)}
-}
-
-func (h *recorder) note(name string) {
-	select {
-	case h.event <- name:
-	default:
-	}
-}
-
-func (h *recorder) OnRecordSend(ctx context.Context, r *kpush.Record) {
-	if h.header != "" {
-		r.Headers = append(r.Headers, kpush.Header{Key: h.header, Value: []byte("injected")})
-	}
-	h.mu.Lock()
-	h.sends++
-	h.order[r] = append(h.order[r], "send")
-	h.mu.Unlock()
-}
-
-// add appends ev to *events under h.mu; then, when name is set, notes it
-// for waitEvent.
-func add[E any](h *recorder, events *[]E, ev E, name string) {
-	h.mu.Lock()
-	*events = append(*events, ev)
-	h.mu.Unlock()
-	if name != "" {
-		h.note(name)
-	}
-}
-
-func (h *recorder) OnRecordBuffered(ev kpush.RecordBufferedEvent) {
-	h.mu.Lock()
-	h.buffered = append(h.buffered, ev)
-	h.order[ev.Record] = append(h.order[ev.Record], "buffered")
-	h.mu.Unlock()
-}
-
-func (h *recorder) OnRecordDone(ev kpush.RecordDoneEvent) {
-	h.mu.Lock()
-	h.done = append(h.done, ev)
-	h.order[ev.Record] = append(h.order[ev.Record], "done")
-	h.mu.Unlock()
-}
-
-func (h *recorder) OnRequestWritten(ev kpush.RequestWrittenEvent)   { add(h, &h.written, ev, "") }
-func (h *recorder) OnRequestAnswered(ev kpush.RequestAnsweredEvent) { add(h, &h.answered, ev, "") }
-func (h *recorder) OnThrottle(ev kpush.ThrottleEvent)               { add(h, &h.throttle, ev, "") }
-func (h *recorder) OnRetry(ev kpush.RetryEvent)                     { add(h, &h.retries, ev, "") }
-func (h *recorder) OnConnOpened(ev kpush.ConnEvent)                 { add(h, &h.opened, ev, "opened") }
-func (h *recorder) OnConnClosed(ev kpush.ConnEvent)                 { add(h, &h.closed, ev, "closed") }
-func (h *recorder) OnConnFailed(ev kpush.ConnEvent)                 { add(h, &h.failed, ev, "failed") }
-func (h *recorder) OnEpochBump(ev kpush.EpochBumpEvent)             { add(h, &h.bumps, ev, "bump") }
-func (h *recorder) OnAuth(ev kpush.AuthEvent)                       { add(h, &h.auths, ev, "auth") }
-
-// waitEvent waits (bounded) until an event named name arrives.
-func (h *recorder) waitEvent(t *testing.T, name string) {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case got := <-h.event:
-			if got == name {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no %s event within 20s", name)
-		}
-	}
-}
-
 // TestHooks_RecordEvents: every record gets send, then buffered (if it
 // was buffered), then exactly one done with the same pointer, its outcome
 // and size; a header the send hook adds is what is written.
@@ -192,6 +97,7 @@ func TestHooks_RecordEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	h.checkPairing(t)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	const total = nSync + nAsync + 1
@@ -205,21 +111,21 @@ func TestHooks_RecordEvents(t *testing.T) {
 		}
 	}
 	var acked, notWritten, gotBytes int
-	for _, ev := range h.done {
-		seq := h.order[ev.Record]
+	for _, d := range h.done {
+		ev, seq := d.ev, d.seq
 		switch ev.Outcome() {
 		case kpush.OutcomeAcked:
 			acked++
 			gotBytes += ev.Bytes
 			if len(seq) != 3 || seq[0] != "send" || seq[1] != "buffered" || seq[2] != "done" {
-				t.Errorf("record %q: events %v, want send, buffered, done", ev.Record.Value, seq)
+				t.Errorf("record %q: events %v, want send, buffered, done", d.value, seq)
 			}
 			if ev.Result.Offset < 0 || ev.Partition != ev.Result.Partition || ev.Elapsed <= 0 {
 				t.Errorf("done event %+v", ev)
 			}
 		case kpush.OutcomeNotWritten:
 			notWritten++
-			if string(ev.Record.Value) != "x" || kpush.CauseOf(ev.Err) != "no_topic" || ev.Partition != -1 {
+			if d.value != "x" || kpush.CauseOf(ev.Err) != "no_topic" || ev.Partition != -1 {
 				t.Errorf("failed done event %+v", ev)
 			}
 			if len(seq) != 2 || seq[0] != "send" || seq[1] != "done" {
@@ -579,17 +485,18 @@ func TestHooks_SendCancelableRecordEvents(t *testing.T) {
 		s.Cancel()
 	}
 	wg.Wait()
+	h.checkPairing(t)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sends != n || len(h.buffered) != n || len(h.done) != n {
 		t.Fatalf("%d sends, %d buffered, %d done; want %d each", h.sends, len(h.buffered), len(h.done), n)
 	}
-	for _, ev := range h.done {
-		if ev.Outcome() != kpush.OutcomeNotWritten || !errors.Is(ev.Err, context.Canceled) {
+	for _, d := range h.done {
+		if ev := d.ev; ev.Outcome() != kpush.OutcomeNotWritten || !errors.Is(ev.Err, context.Canceled) {
 			t.Errorf("done event %+v, want not written, canceled", ev)
 		}
-		if seq := h.order[ev.Record]; len(seq) != 3 || seq[2] != "done" {
-			t.Errorf("record %q: events %v, want send, buffered, done", ev.Record.Value, seq)
+		if seq := d.seq; len(seq) != 3 || seq[2] != "done" {
+			t.Errorf("record %q: events %v, want send, buffered, done", d.value, seq)
 		}
 	}
 }
