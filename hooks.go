@@ -183,7 +183,11 @@ type RecordDoneEvent struct {
 type RecordStages struct {
 	// Buffer is from the start of Send or SendAsync to the record joining
 	// its partition's queue (OnRecordBuffered): the first metadata of a
-	// new topic, the partitioner, waiting for buffer space.
+	// new topic, the partitioner, waiting for buffer space. When nothing
+	// waited and the partitioner is a built-in one, its end is the clock
+	// reading kpush takes anyway as it starts checking the record
+	// (validation and the partition's pick, well under a microsecond,
+	// then count as Queue).
 	Buffer time.Duration
 	// Queue is from there to the write of the request that carried the
 	// record (the last one, when its batch was sent again): linger,
