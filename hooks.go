@@ -15,6 +15,8 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -444,7 +446,9 @@ var causes = []struct {
 // Err… sentinel of this package); a broker error's Kafka name in lower
 // case ("not_enough_replicas", "message_too_large", ...; a fixed set
 // defined by the protocol); "other" for anything else. A kpush cause is
-// preferred to a broker error found in the same chain.
+// preferred to a broker error found in the same chain. It allocates
+// nothing once a broker error's name was seen (metrics call it per
+// record).
 func CauseOf(err error) string {
 	if err == nil {
 		return ""
@@ -454,9 +458,70 @@ func CauseOf(err error) string {
 			return c.name
 		}
 	}
-	var ke *kerr.Error
-	if errors.As(err, &ke) {
-		return strings.ToLower(ke.Message)
+	if ke := kafkaError(err); ke != nil {
+		return kafkaCauseName(ke.Message)
 	}
 	return "other"
+}
+
+// kafkaError finds a *kerr.Error in err's chain as errors.As would,
+// without errors.As's target escaping to the heap (an allocation per
+// call).
+func kafkaError(err error) *kerr.Error {
+	for err != nil {
+		switch x := err.(type) {
+		case *kerr.Error:
+			return x
+		case interface{ Unwrap() []error }:
+			for _, e := range x.Unwrap() {
+				if ke := kafkaError(e); ke != nil {
+					return ke
+				}
+			}
+			return nil
+		case interface{ Unwrap() error }:
+			err = x.Unwrap()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// kafkaCauseNames caches kafkaCauseName's lower-case names, copy-on-write
+// (replaced under kafkaCauseMu); at most maxKafkaCauseNames entries, past
+// which a name is lowered per call instead.
+var (
+	kafkaCauseNames atomic.Pointer[map[string]string]
+	kafkaCauseMu    sync.Mutex
+)
+
+// maxKafkaCauseNames bounds kafkaCauseNames: Kafka defines about 130
+// error codes.
+const maxKafkaCauseNames = 512
+
+// kafkaCauseName returns msg (a Kafka error code's name) in lower case.
+func kafkaCauseName(msg string) string {
+	if m := kafkaCauseNames.Load(); m != nil {
+		if name, ok := (*m)[msg]; ok {
+			return name
+		}
+	}
+	name := strings.ToLower(msg)
+	kafkaCauseMu.Lock()
+	defer kafkaCauseMu.Unlock()
+	var old map[string]string
+	if m := kafkaCauseNames.Load(); m != nil {
+		old = *m
+	}
+	if len(old) >= maxKafkaCauseNames {
+		return name
+	}
+	next := make(map[string]string, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[msg] = name
+	kafkaCauseNames.Store(&next)
+	return name
 }

@@ -2,9 +2,13 @@ package kpush_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kpush/kpush"
 	"github.com/kpush/kpush/kafkatest"
@@ -157,5 +161,32 @@ func TestHooks_RecordHooksAllocateNothing(t *testing.T) {
 		if h > n+0.5 {
 			t.Errorf("%s: record hooks add %.2f allocations per record, want 0", name, h-n)
 		}
+	}
+}
+
+// TestCauseOf_BrokerErrorsAllocateNothing: metrics name a cause per
+// record, so CauseOf allocates nothing for a broker error once its name
+// was seen, however it is wrapped (one chain, or several errors joined).
+func TestCauseOf_BrokerErrorsAllocateNothing(t *testing.T) {
+	errs := map[string]error{
+		"not_enough_replicas": &kpush.ProduceError{Topic: "t", Err: kerr.NotEnoughReplicas},
+		"invalid_record":      fmt.Errorf("a: %w", fmt.Errorf("b: %w; %w", errors.New("c"), kerr.InvalidRecord)),
+		"message_too_large":   errors.Join(errors.New("x"), kerr.MessageTooLarge),
+		"other":               errors.New("something"),
+	}
+	for want, err := range errs {
+		if got := kpush.CauseOf(err); got != want {
+			t.Errorf("CauseOf(%v) = %q, want %q", err, got, want)
+		}
+	}
+	if raceEnabled {
+		return
+	}
+	if a := testing.AllocsPerRun(1000, func() {
+		for _, err := range errs {
+			kpush.CauseOf(err)
+		}
+	}); a != 0 {
+		t.Errorf("%v allocations per %d CauseOf calls, want 0", a, len(errs))
 	}
 }
