@@ -8,7 +8,10 @@ package kpush
 // or inline), then it is released. A record whose outcome came while a
 // batch still held it (HeldByBatch) is never released: the batch may
 // still read it, and the garbage collector takes its slab once nothing
-// refers to it.
+// refers to it. With record hooks, its hk (kpush's copy of the record,
+// in an array allocated with its slab) goes with it: written by
+// SendAsync, read by the hooks until the record's OnRecordDone returns
+// (in Notify, before release), then cleared.
 
 import (
 	"context"
