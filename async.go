@@ -8,7 +8,10 @@ package kpush
 // or inline), then it is released. A record whose outcome came while a
 // batch still held it (HeldByBatch) is never released: the batch may
 // still read it, and the garbage collector takes its slab once nothing
-// refers to it.
+// refers to it. With record hooks, its hk (kpush's copy of the record,
+// in an array allocated with its slab) goes with it: written by
+// SendAsync, read by the hooks until the record's OnRecordDone returns
+// (in Notify, before release), then cleared.
 
 import (
 	"context"
@@ -16,7 +19,6 @@ import (
 	"sync/atomic"
 
 	"github.com/kpush/kpush/internal/buffer"
-	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/partitioner"
 	"github.com/kpush/kpush/internal/sink"
 )
@@ -32,10 +34,10 @@ type asyncRecord struct {
 	held   atomic.Int32         // HeldByBatch: released at 2 (Notify and ReleaseHeld)
 	gen    *buffer.Gen          // the record's Flush generation
 	load   *partitioner.Counter // its partition's load (partitioner.go)
-	// With record hooks only: the caller's record and the SendAsync start
-	// (clock.Mono), for OnRecordDone.
-	rec   *Record
-	start int64
+	// With record hooks only: kpush's copy of the record, in a block its
+	// slab allocates with it (hooks_engine.go); nil without record hooks.
+	hk *hookedRec
+	_  [8]byte
 	// 256 bytes, no padding needed: in a slab every record starts a cache
 	// line (TestAsyncRecord_FillsCacheLines).
 }
@@ -46,9 +48,8 @@ func (a *asyncRecord) Notify(pd *sink.Pending) {
 	p := a.prod
 	takeLoad(&a.load, pd.Size)
 	res, err := p.outcome(pd)
-	if a.rec != nil {
-		p.recordDone(a.rec, a.start, pd.Size, pd.Stamps, res, err)
-		a.rec = nil
+	if a.hk != nil { // its record is not nil: enqueue buffered it
+		p.recordDone(a.hk, pd.Size, pd.Stamps, res, err)
 	}
 	if a.cb != nil {
 		a.cb(res, err)
@@ -153,6 +154,19 @@ func (s *asyncSlabs) init(p *Producer, maxRecords int64) {
 	s.max = int((maxRecords+asyncSlabLen-1)/asyncSlabLen) + asyncSlabMargin
 }
 
+// newAsyncRecord allocates a record outside the slabs.
+func newAsyncRecord(p *Producer) *asyncRecord {
+	if p.hooks.anyRecord {
+		ha := &struct {
+			a  asyncRecord
+			hk hookedRec
+		}{}
+		ha.a.prod, ha.a.hk = p, &ha.hk
+		return &ha.a
+	}
+	return &asyncRecord{prod: p}
+}
+
 // get returns a record for one SendAsync call: busy, with prod and slab
 // set; every other field is the caller's to set.
 func (s *asyncSlabs) get(p *Producer) *asyncRecord {
@@ -173,12 +187,12 @@ func (s *asyncSlabs) get(p *Producer) *asyncRecord {
 				return a
 			}
 			if !s.advance(sl) {
-				return &asyncRecord{prod: p} // no slab has a free record: the garbage collector takes this one
+				return newAsyncRecord(p) // no slab has a free record: the garbage collector takes this one
 			}
 			continue
 		}
 		if s.exhausted.Load() || !s.advance(nil) {
-			return &asyncRecord{prod: p}
+			return newAsyncRecord(p)
 		}
 	}
 }
@@ -219,8 +233,18 @@ func (s *asyncSlabs) takeLocked() *asyncSlab {
 	if len(s.all) < s.max {
 		sl := new(asyncSlab)
 		p := s.owner
+		var hks *[asyncSlabLen]hookedRec
+		if p.hooks.anyRecord {
+			// The records' copies for the hooks, one allocation per slab
+			// and only with record hooks: inside asyncRecord, they would
+			// make every slab 75% larger for producers without them.
+			hks = new([asyncSlabLen]hookedRec)
+		}
 		for i := range sl.recs {
 			sl.recs[i].prod, sl.recs[i].slab = p, sl
+			if hks != nil {
+				sl.recs[i].hk = &hks[i]
+			}
 		}
 		s.all = append(s.all, sl)
 		s.installLocked(sl, 0)
@@ -328,21 +352,19 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 	a.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
 	a.pend.Async = true
 	a.cb = cb
-	if p.hooks.anyRecord && r != nil {
-		rc, st := hookedCopy(r) // r itself must not escape
-		a.rec, a.start, a.pend.Stamps = rc, clock.Mono(), st
+	rec := r
+	hooked := a.hk != nil && r != nil // a.hk: the producer has record hooks
+	if hooked {
+		rc := a.hk.begin(r) // r itself must not escape
+		a.pend.Stamps = &a.hk.stamps
 		for _, h := range p.hooks.send {
 			h.OnRecordSend(ctx, rc)
 		}
-	}
-	rec := r
-	if a.rec != nil {
-		rec = a.rec
+		rec = rc
 	}
 	if err := p.enqueue(ctx, rec, &a.pend, a, &a.gen, mono, wall); err != nil {
-		if a.rec != nil {
-			p.recordDone(a.rec, a.start, a.pend.Size, nil, Result{}, err)
-			a.rec = nil
+		if hooked {
+			p.recordDone(a.hk, a.pend.Size, nil, Result{}, err)
 		}
 		a.cb = nil
 		p.asyncs.release(a)

@@ -15,6 +15,8 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -65,10 +67,18 @@ type Broker struct {
 // and kpush then validates and sends the modified record. The caller's
 // Record and its Headers slice are not changed. The hook must not change
 // anything else in r, nor the keys and values it shares with the
-// caller's record, and must not keep r after the matching OnRecordDone.
-// Every OnRecordSend is followed by exactly one OnRecordDone (and at most
-// one OnRecordBuffered before it) carrying the same *Record, so a tracer
-// can pair them by pointer.
+// caller's record.
+//
+// The copy is kept in memory kpush reuses (the pooled state of a Send,
+// the slab entry of a SendAsync), so that record hooks allocate nothing
+// per record: once the record's OnRecordDone hooks have returned, kpush
+// clears it and hands the same *Record to a later send. Hooks must not
+// retain r (or RecordBufferedEvent.Record, RecordDoneEvent.Record) past
+// the record's OnRecordDone; copy what they need. Every OnRecordSend is
+// followed by exactly one OnRecordDone (and at most one OnRecordBuffered
+// before it) carrying the same *Record, and the pointer is not given to
+// another send in between, so a tracer can pair them by pointer as long
+// as it forgets the pointer in OnRecordDone.
 type HookRecordSend interface {
 	// OnRecordSend receives the ctx given to Send or SendAsync and the
 	// record.
@@ -175,7 +185,11 @@ type RecordDoneEvent struct {
 type RecordStages struct {
 	// Buffer is from the start of Send or SendAsync to the record joining
 	// its partition's queue (OnRecordBuffered): the first metadata of a
-	// new topic, the partitioner, waiting for buffer space.
+	// new topic, the partitioner, waiting for buffer space. When nothing
+	// waited and the partitioner is a built-in one, its end is the clock
+	// reading kpush takes anyway as it starts checking the record
+	// (validation and the partition's pick, well under a microsecond,
+	// then count as Queue).
 	Buffer time.Duration
 	// Queue is from there to the write of the request that carried the
 	// record (the last one, when its batch was sent again): linger,
@@ -203,7 +217,8 @@ func (ev *RecordDoneEvent) Outcome() Outcome { return OutcomeOf(ev.Err) }
 // (on the caller's goroutine, before SendAsync returns, for a record that
 // fails before it is buffered). A blocking OnRecordDone for a SendAsync
 // record delays the callbacks sharing its goroutine, as a slow callback
-// does. After it returns, kpush no longer reads ev.Record.
+// does. After it returns, kpush no longer reads ev.Record, and reuses it
+// for another record (see HookRecordSend): do not keep it.
 type HookRecordDone interface {
 	// OnRecordDone receives the record's outcome.
 	OnRecordDone(ev RecordDoneEvent)
@@ -431,7 +446,9 @@ var causes = []struct {
 // Err… sentinel of this package); a broker error's Kafka name in lower
 // case ("not_enough_replicas", "message_too_large", ...; a fixed set
 // defined by the protocol); "other" for anything else. A kpush cause is
-// preferred to a broker error found in the same chain.
+// preferred to a broker error found in the same chain. It allocates
+// nothing once a broker error's name was seen (metrics call it per
+// record).
 func CauseOf(err error) string {
 	if err == nil {
 		return ""
@@ -441,9 +458,78 @@ func CauseOf(err error) string {
 			return c.name
 		}
 	}
-	var ke *kerr.Error
-	if errors.As(err, &ke) {
-		return strings.ToLower(ke.Message)
+	if ke := kafkaError(err); ke != nil {
+		return kafkaCauseName(ke.Message)
 	}
 	return "other"
+}
+
+// kafkaError finds a *kerr.Error in err's chain as errors.As would,
+// without errors.As's target escaping to the heap (an allocation per
+// call).
+func kafkaError(err error) *kerr.Error {
+	for err != nil {
+		switch x := err.(type) {
+		case *kerr.Error:
+			return x
+		case interface{ Unwrap() []error }:
+			for _, e := range x.Unwrap() {
+				if ke := kafkaError(e); ke != nil {
+					return ke
+				}
+			}
+			return nil
+		case interface{ As(any) bool }:
+			// A type with its own As may stand for a *kerr.Error: ask it
+			// as errors.As does (this allocates; kpush's errors have none).
+			var ke *kerr.Error
+			if errors.As(err, &ke) {
+				return ke
+			}
+			return nil
+		case interface{ Unwrap() error }:
+			err = x.Unwrap()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// kafkaCauseNames caches kafkaCauseName's lower-case names, copy-on-write
+// (replaced under kafkaCauseMu); at most maxKafkaCauseNames entries, past
+// which a name is lowered per call instead.
+var (
+	kafkaCauseNames atomic.Pointer[map[string]string]
+	kafkaCauseMu    sync.Mutex
+)
+
+// maxKafkaCauseNames bounds kafkaCauseNames: Kafka defines about 130
+// error codes.
+const maxKafkaCauseNames = 512
+
+// kafkaCauseName returns msg (a Kafka error code's name) in lower case.
+func kafkaCauseName(msg string) string {
+	if m := kafkaCauseNames.Load(); m != nil {
+		if name, ok := (*m)[msg]; ok {
+			return name
+		}
+	}
+	name := strings.ToLower(msg)
+	kafkaCauseMu.Lock()
+	defer kafkaCauseMu.Unlock()
+	var old map[string]string
+	if m := kafkaCauseNames.Load(); m != nil {
+		old = *m
+	}
+	if len(old) >= maxKafkaCauseNames {
+		return name
+	}
+	next := make(map[string]string, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[msg] = name
+	kafkaCauseNames.Store(&next)
+	return name
 }

@@ -101,59 +101,80 @@ func newHookSet(hooks []Hook) (hookSet, int) {
 	return hs, -1
 }
 
-// hookedCopy is the record the record hooks see and kpush sends: a copy,
-// so that the caller's record does not escape (HookRecordSend). Its
-// Headers are clipped, so a hook's append never writes into the caller's
-// array.
+// hookedRec is kpush's copy of a record, the one the record hooks see
+// and kpush sends (HookRecordSend), with the record's stage times
+// (sink.Stamps: the record's Pending points at them) and its start time.
+// It lives in a structure the send has anyway, allocated with it once and
+// reused after the record's OnRecordDone: a pooled syncWaiter (Send), an
+// asyncRecord's slab (SendAsync), the SendHandle (SendCancelable). So the
+// caller's record does not escape, and record hooks allocate nothing per
+// record.
 //
-// The record's stage times (sink.Stamps) share the copy's allocation:
-// the Pending of the record points at them, so a Pending without record
-// hooks carries only a nil pointer.
-func hookedCopy(r *Record) (*Record, *sink.Stamps) {
-	c := new(hookedAlloc)
-	c.rec = *r
-	c.rec.Headers = slices.Clip(c.rec.Headers)
-	return &c.rec, &c.stamps
-}
-
-// hookedAlloc is hookedCopy's one allocation.
-type hookedAlloc struct {
+// Ownership: the send that fills it (begin) until its OnRecordDone hooks
+// return (end); the engine only ever writes stamps, and only while the
+// record is in a batch, which its owner (syncWaiter, asyncRecord) waits
+// for before reusing it.
+type hookedRec struct {
 	rec    Record
 	stamps sink.Stamps
+	start  int64 // clock.Mono at the start of Send or SendAsync
 }
 
-// hookedRecord returns the record the hooks see for a Send or SendAsync.
+// begin fills h from the caller's record r and returns the record the
+// hooks see. Its Headers are clipped, so a hook's append never writes
+// into the caller's array.
+func (h *hookedRec) begin(r *Record) *Record {
+	h.start = clock.Mono()
+	h.rec = *r
+	h.rec.Headers = slices.Clip(h.rec.Headers)
+	return &h.rec
+}
+
+// hookedRecord returns the record the hooks see for a Send or SendAsync
+// (with record hooks, every send enqueue buffers has one).
 func hookedRecord(n sink.Notifier) *Record {
 	switch x := n.(type) {
 	case *syncWaiter:
-		return x.rec
+		return &x.hk.rec
 	case *asyncRecord:
-		return x.rec
+		return &x.hk.rec
 	case *SendHandle:
-		return x.rec
+		return &x.hk.rec
 	}
 	return nil
 }
 
-// hookedSend is what send reports to sendHooked for OnRecordDone.
-type hookedSend struct {
-	rec    *Record      // the record the hooks see (and send sends)
-	size   int32        // its encoded size, 0 if it failed before it was measured
-	stamps *sink.Stamps // its stage times once its outcome is taken; nil when none
-	pend   *sink.Stamps // the stage times the engine fills (send sets them on the Pending)
+// hookedWaiter is a syncWaiter of a producer with record hooks: its copy
+// of the record comes in the same allocation, so that a producer without
+// them does not pay for it.
+type hookedWaiter struct {
+	w  syncWaiter
+	hk hookedRec
 }
 
-// sendHooked is Send with record hooks installed (hooks.go).
-func (p *Producer) sendHooked(ctx context.Context, orig *Record) (Result, error) {
-	start := clock.Mono()
-	var hs hookedSend
-	hs.rec, hs.pend = hookedCopy(orig) // orig must not escape (Send's allocation budget)
-	for _, h := range p.hooks.send {
-		h.OnRecordSend(ctx, hs.rec)
+// newWaiter returns a syncWaiter for the pool.
+func (p *Producer) newWaiter() *syncWaiter {
+	if p.hooks.anyRecord {
+		hw := &hookedWaiter{}
+		hw.w.hk = &hw.hk
+		hw.w.ch, hw.w.prod = make(chan struct{}, 1), p
+		return &hw.w
 	}
-	res, err := p.send(ctx, hs.rec, &hs)
-	p.recordDone(hs.rec, start, hs.size, hs.stamps, res, err)
-	return res, err
+	return &syncWaiter{ch: make(chan struct{}, 1), prod: p}
+}
+
+// sendHooked is Send with record hooks installed (hooks.go): the waiter's
+// copy of orig goes to the hooks and to send.
+func (p *Producer) sendHooked(ctx context.Context, orig *Record) (Result, error) {
+	w, _ := p.waiters.Get().(*syncWaiter)
+	if w == nil {
+		w = p.newWaiter()
+	}
+	r := w.hk.begin(orig) // orig must not escape (Send's allocation budget)
+	for _, h := range p.hooks.send {
+		h.OnRecordSend(ctx, r)
+	}
+	return p.send(ctx, r, w)
 }
 
 // recordBuffered runs the OnRecordBuffered hooks (caller's goroutine, no
@@ -165,13 +186,15 @@ func (p *Producer) recordBuffered(r *Record, topic string, part int32, size int)
 	}
 }
 
-// recordDone runs the OnRecordDone hooks for a record whose Send or
-// SendAsync started at start (clock.Mono); called where the outcome is
-// delivered, with no lock held. st is the record's stamps, nil when the
-// engine may still write them (a Send that gave up) or never will.
-func (p *Producer) recordDone(r *Record, start int64, size int32, st *sink.Stamps, res Result, err error) {
+// recordDone runs the OnRecordDone hooks for the record h holds; called
+// where the outcome is delivered, with no lock held. st is the record's
+// stamps, nil when the engine may still write them (a Send that gave up)
+// or never will. After the hooks, h drops the caller's memory (its owner
+// may reuse it for another record from then on).
+func (p *Producer) recordDone(h *hookedRec, size int32, st *sink.Stamps, res Result, err error) {
 	now := clock.Mono()
-	ev := RecordDoneEvent{Record: r, Topic: res.Topic, Partition: res.Partition, Bytes: int(size),
+	start := h.start
+	ev := RecordDoneEvent{Record: &h.rec, Topic: res.Topic, Partition: res.Partition, Bytes: int(size),
 		Result: res, Err: err, Elapsed: time.Duration(now - start)}
 	if pe, ok := err.(*ProduceError); ok {
 		ev.Topic, ev.Partition = pe.Topic, pe.Partition
@@ -181,9 +204,10 @@ func (p *Producer) recordDone(r *Record, start int64, size int32, st *sink.Stamp
 		ev.Stages = RecordStages{Buffer: time.Duration(st.Buffered - start), Queue: time.Duration(st.Written - st.Buffered),
 			InFlight: time.Duration(st.Answered - st.Written), Deliver: time.Duration(now - st.Answered)}
 	}
-	for _, h := range p.hooks.done {
-		h.OnRecordDone(ev)
+	for _, x := range p.hooks.done {
+		x.OnRecordDone(ev)
 	}
+	h.rec = Record{} // the caller may reuse its key, value and headers: keep none alive
 }
 
 // engineHooks returns the engine's side of the request, throttle and retry

@@ -176,3 +176,57 @@ func TestHooks_RecordStagesExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHooks_RecordStagesBufferWaits: what delays a record before it is
+// buffered counts in its Buffer stage, not in Queue: waiting for buffer
+// space (WithMaxBufferedRecords(1) while the broker holds the first
+// record) and a slow custom partitioner.
+func TestHooks_RecordStagesBufferWaits(t *testing.T) {
+	const (
+		brokerDelay = 80 * time.Millisecond
+		pickDelay   = 40 * time.Millisecond
+	)
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("sb", 1))
+	f := c.Fake()
+	f.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		f.SleepControl(func() { time.Sleep(brokerDelay) })
+		return nil, nil, false
+	})
+	h := &doneHook{done: map[string]kpush.RecordDoneEvent{}}
+	ctx := testCtx(t)
+
+	p := newProducer(t, c, kpush.WithHooks(h), kpush.WithMaxBufferedRecords(1))
+	if _, err := p.Send(ctx, &kpush.Record{Topic: "sb", Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	p.SendAsync(ctx, &kpush.Record{Topic: "sb", Value: []byte("first")}, func(_ kpush.Result, err error) { first <- err })
+	if _, err := p.Send(ctx, &kpush.Record{Topic: "sb", Value: []byte("waits")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	ev := h.get(t, "waits")
+	checkStages(t, "waits", ev)
+	if ev.Stages.Buffer < brokerDelay/2 {
+		t.Errorf("a record that waited for buffer space behind a %v answer has Buffer %v (Queue %v)", brokerDelay, ev.Stages.Buffer, ev.Stages.Queue)
+	}
+
+	slow := kpush.PartitionerFunc(func(string, *kpush.Record, int) int {
+		time.Sleep(pickDelay)
+		return 0
+	})
+	q := newProducer(t, c, kpush.WithHooks(h), kpush.WithPartitioner(slow))
+	for _, v := range []string{"warm2", "picked"} { // the first waits for metadata too
+		if _, err := q.Send(ctx, &kpush.Record{Topic: "sb", Value: []byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev = h.get(t, "picked")
+	checkStages(t, "picked", ev)
+	if ev.Stages.Buffer < pickDelay {
+		t.Errorf("a record whose partitioner took %v has Buffer %v (Queue %v)", pickDelay, ev.Stages.Buffer, ev.Stages.Queue)
+	}
+}

@@ -32,6 +32,20 @@ func TestWithHooks_RejectsNonHook(t *testing.T) {
 }
 
 // TestCauseOf_Bounded: causes map to short fixed names, kpush's own first.
+// asKerr is an error standing for a Kafka error through its own As method
+// (as errors.As honours): CauseOf must name it as it did with errors.As.
+type asKerr struct{ ke *kerr.Error }
+
+func (e asKerr) Error() string { return "as " + e.ke.Message }
+
+func (e asKerr) As(target any) bool {
+	if p, ok := target.(**kerr.Error); ok {
+		*p = e.ke
+		return true
+	}
+	return false
+}
+
 func TestCauseOf_Bounded(t *testing.T) {
 	pe := func(unknown bool, err error) error {
 		return &kpush.ProduceError{Topic: "t", Partition: 0, Unknown: unknown, Err: err}
@@ -47,107 +61,14 @@ func TestCauseOf_Bounded(t *testing.T) {
 		{pe(false, kerr.NotEnoughReplicas), "not_enough_replicas", kpush.OutcomeNotWritten},
 		{pe(true, context.Canceled), "canceled", kpush.OutcomeUnknown},
 		{pe(false, errors.New("something")), "other", kpush.OutcomeNotWritten},
+		{pe(false, asKerr{kerr.NotLeaderForPartition}), "not_leader_for_partition", kpush.OutcomeNotWritten},
+		{pe(false, fmt.Errorf("wrapped: %w", asKerr{kerr.NotLeaderForPartition})), "not_leader_for_partition", kpush.OutcomeNotWritten},
 	} {
 		if got := kpush.CauseOf(c.err); got != c.cause {
 			t.Errorf("CauseOf(%v) = %q, want %q", c.err, got, c.cause)
 		}
 		if got := kpush.OutcomeOf(c.err); got != c.outcome {
 			t.Errorf("OutcomeOf(%v) = %v, want %v", c.err, got, c.outcome)
-		}
-	}
-}
-
-// recorder implements every Hook interface and keeps the events.
-type recorder struct {
-	mu       sync.Mutex
-	seq      int
-	order    map[*kpush.Record][]string // event names per record, in order
-	sends    int
-	buffered []kpush.RecordBufferedEvent
-	done     []kpush.RecordDoneEvent
-	written  []kpush.RequestWrittenEvent
-	answered []kpush.RequestAnsweredEvent
-	throttle []kpush.ThrottleEvent
-	opened   []kpush.ConnEvent
-	closed   []kpush.ConnEvent
-	failed   []kpush.ConnEvent
-	bumps    []kpush.EpochBumpEvent
-	auths    []kpush.AuthEvent
-	retries  []kpush.RetryEvent
-	// header, when set, is added by OnRecordSend.
-	header string
-	// event, when set, receives each event's name (non-blocking).
-	event chan string
-}
-
-func newRecorder() *recorder {
-	return &recorder{order: map[*kpush.Record][]string{}, event: make(chan string, 1<<16)}
-}
-
-func (h *recorder) note(name string) {
-	select {
-	case h.event <- name:
-	default:
-	}
-}
-
-func (h *recorder) OnRecordSend(ctx context.Context, r *kpush.Record) {
-	if h.header != "" {
-		r.Headers = append(r.Headers, kpush.Header{Key: h.header, Value: []byte("injected")})
-	}
-	h.mu.Lock()
-	h.sends++
-	h.order[r] = append(h.order[r], "send")
-	h.mu.Unlock()
-}
-
-// add appends ev to *events under h.mu; then, when name is set, notes it
-// for waitEvent.
-func add[E any](h *recorder, events *[]E, ev E, name string) {
-	h.mu.Lock()
-	*events = append(*events, ev)
-	h.mu.Unlock()
-	if name != "" {
-		h.note(name)
-	}
-}
-
-func (h *recorder) OnRecordBuffered(ev kpush.RecordBufferedEvent) {
-	h.mu.Lock()
-	h.buffered = append(h.buffered, ev)
-	h.order[ev.Record] = append(h.order[ev.Record], "buffered")
-	h.mu.Unlock()
-}
-
-func (h *recorder) OnRecordDone(ev kpush.RecordDoneEvent) {
-	h.mu.Lock()
-	h.done = append(h.done, ev)
-	h.order[ev.Record] = append(h.order[ev.Record], "done")
-	h.mu.Unlock()
-}
-
-func (h *recorder) OnRequestWritten(ev kpush.RequestWrittenEvent)   { add(h, &h.written, ev, "") }
-func (h *recorder) OnRequestAnswered(ev kpush.RequestAnsweredEvent) { add(h, &h.answered, ev, "") }
-func (h *recorder) OnThrottle(ev kpush.ThrottleEvent)               { add(h, &h.throttle, ev, "") }
-func (h *recorder) OnRetry(ev kpush.RetryEvent)                     { add(h, &h.retries, ev, "") }
-func (h *recorder) OnConnOpened(ev kpush.ConnEvent)                 { add(h, &h.opened, ev, "opened") }
-func (h *recorder) OnConnClosed(ev kpush.ConnEvent)                 { add(h, &h.closed, ev, "closed") }
-func (h *recorder) OnConnFailed(ev kpush.ConnEvent)                 { add(h, &h.failed, ev, "failed") }
-func (h *recorder) OnEpochBump(ev kpush.EpochBumpEvent)             { add(h, &h.bumps, ev, "bump") }
-func (h *recorder) OnAuth(ev kpush.AuthEvent)                       { add(h, &h.auths, ev, "auth") }
-
-// waitEvent waits (bounded) until an event named name arrives.
-func (h *recorder) waitEvent(t *testing.T, name string) {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case got := <-h.event:
-			if got == name {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no %s event within 20s", name)
 		}
 	}
 }
@@ -192,6 +113,7 @@ func TestHooks_RecordEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	h.checkPairing(t)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	const total = nSync + nAsync + 1
@@ -205,21 +127,21 @@ func TestHooks_RecordEvents(t *testing.T) {
 		}
 	}
 	var acked, notWritten, gotBytes int
-	for _, ev := range h.done {
-		seq := h.order[ev.Record]
+	for _, d := range h.done {
+		ev, seq := d.ev, d.seq
 		switch ev.Outcome() {
 		case kpush.OutcomeAcked:
 			acked++
 			gotBytes += ev.Bytes
 			if len(seq) != 3 || seq[0] != "send" || seq[1] != "buffered" || seq[2] != "done" {
-				t.Errorf("record %q: events %v, want send, buffered, done", ev.Record.Value, seq)
+				t.Errorf("record %q: events %v, want send, buffered, done", d.value, seq)
 			}
 			if ev.Result.Offset < 0 || ev.Partition != ev.Result.Partition || ev.Elapsed <= 0 {
 				t.Errorf("done event %+v", ev)
 			}
 		case kpush.OutcomeNotWritten:
 			notWritten++
-			if string(ev.Record.Value) != "x" || kpush.CauseOf(ev.Err) != "no_topic" || ev.Partition != -1 {
+			if d.value != "x" || kpush.CauseOf(ev.Err) != "no_topic" || ev.Partition != -1 {
 				t.Errorf("failed done event %+v", ev)
 			}
 			if len(seq) != 2 || seq[0] != "send" || seq[1] != "done" {
@@ -579,17 +501,18 @@ func TestHooks_SendCancelableRecordEvents(t *testing.T) {
 		s.Cancel()
 	}
 	wg.Wait()
+	h.checkPairing(t)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sends != n || len(h.buffered) != n || len(h.done) != n {
 		t.Fatalf("%d sends, %d buffered, %d done; want %d each", h.sends, len(h.buffered), len(h.done), n)
 	}
-	for _, ev := range h.done {
-		if ev.Outcome() != kpush.OutcomeNotWritten || !errors.Is(ev.Err, context.Canceled) {
+	for _, d := range h.done {
+		if ev := d.ev; ev.Outcome() != kpush.OutcomeNotWritten || !errors.Is(ev.Err, context.Canceled) {
 			t.Errorf("done event %+v, want not written, canceled", ev)
 		}
-		if seq := h.order[ev.Record]; len(seq) != 3 || seq[2] != "done" {
-			t.Errorf("record %q: events %v, want send, buffered, done", ev.Record.Value, seq)
+		if seq := d.seq; len(seq) != 3 || seq[2] != "done" {
+			t.Errorf("record %q: events %v, want send, buffered, done", d.value, seq)
 		}
 	}
 }

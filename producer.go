@@ -165,7 +165,7 @@ type syncWaiter struct {
 	part *sink.PartitionQueue // where enqueue put pend
 	gen  *buffer.Gen          // the record's Flush generation
 	load *partitioner.Counter // its partition's load (partitioner.go)
-	rec  *Record              // with record hooks: the record they see (hooks.go)
+	hk   *hookedRec           // with record hooks: kpush's copy of the record (hooks_engine.go)
 }
 
 // Notify implements sink.Notifier; it runs on the goroutine that learned
@@ -216,36 +216,34 @@ func (p *Producer) Send(ctx context.Context, r *Record) (Result, error) {
 	return p.send(ctx, r, nil)
 }
 
-// send is Send. hooked is nil from Send, which sends through sendHooked
-// when record hooks are installed; from sendHooked, hooked.rec is r, and
-// send fills in the rest for OnRecordDone. A separate parameter,
-// so that r does not escape without hooks.
-func (p *Producer) send(ctx context.Context, r *Record, hooked *hookedSend) (Result, error) {
-	if hooked == nil && p.hooks.anyRecord && r != nil {
+// send is Send. hw is nil from Send, which sends through sendHooked when
+// record hooks are installed; from sendHooked, hw is the waiter whose copy
+// of the record r is (hookedRec), and send runs the OnRecordDone hooks
+// before the waiter can be reused. A separate parameter, so that r does
+// not escape without hooks.
+func (p *Producer) send(ctx context.Context, r *Record, hw *syncWaiter) (Result, error) {
+	if hw == nil && p.hooks.anyRecord && r != nil {
 		return p.sendHooked(ctx, r)
 	}
 	mono, wall := p.clock.Now() // the deadline counts from here (enqueue)
-	w, _ := p.waiters.Get().(*syncWaiter)
+	w := hw
 	if w == nil {
-		w = &syncWaiter{ch: make(chan struct{}, 1), prod: p}
+		w, _ = p.waiters.Get().(*syncWaiter)
+		if w == nil {
+			w = p.newWaiter()
+		}
+	} else {
+		w.pend.Stamps = &w.hk.stamps
 	}
 	w.pend.Reset()
 	w.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
-	if hooked != nil {
-		w.rec = hooked.rec
-		w.pend.Stamps = hooked.pend
-	}
 	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen, mono, wall); err != nil {
-		if hooked != nil {
-			hooked.size = w.pend.Size
-			w.rec = nil
+		if hw != nil {
+			p.recordDone(w.hk, w.pend.Size, nil, Result{}, err)
 		}
 		p.waiters.Put(w)
 		p.failed.Add(1)
 		return Result{}, err
-	}
-	if hooked != nil {
-		hooked.size = w.pend.Size
 	}
 	done := ctx.Done()
 	if done == nil {
@@ -255,14 +253,18 @@ func (p *Producer) send(ctx context.Context, r *Record, hooked *hookedSend) (Res
 		case <-w.ch:
 		case <-done:
 			if gaveUp, err := p.cancelWait(ctx, w); gaveUp {
-				return Result{}, err // the engine may still write w.pend: no stamps
+				// w is never reused: the engine may still write
+				// w.pend, so no stamps.
+				if hw != nil {
+					p.recordDone(w.hk, w.pend.Size, nil, Result{}, err)
+				}
+				return Result{}, err
 			}
 		}
 	}
 	res, err := p.outcome(&w.pend)
-	if hooked != nil {
-		hooked.stamps = hooked.pend
-		w.rec = nil
+	if hw != nil {
+		p.recordDone(w.hk, w.pend.Size, w.pend.Stamps, res, err)
 	}
 	if !w.pend.HeldByBatch() { // else a batch still refers to it
 		p.waiters.Put(w)
@@ -342,7 +344,7 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		return notWritten(name, -1, &RecordTooLargeError{Size: int64(size), Limit: p.cfg.maxBufBytes, Option: "WithMaxBufferedBytes"})
 	}
 
-	t, err := p.topic(ctx, name, mono)
+	t, waited, err := p.topic(ctx, name, mono)
 	if err != nil {
 		return notWritten(name, -1, err)
 	}
@@ -360,6 +362,7 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		if err := p.reserve(ctx, int64(size), deadline); err != nil {
 			return notWritten(name, int32(part), err)
 		}
+		waited = true
 	}
 	pd.Topic = name
 	pd.Partition = int32(part)
@@ -380,8 +383,18 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		w.part, w.load = parts[part], load
 	}
 	if p.hooks.anyRecord { // before Add: the record may be done as soon as it is queued
-		if pd.Stamps != nil { // kpush's copy of the record holds them (hookedCopy)
-			*pd.Stamps = sink.Stamps{Buffered: clock.Mono()}
+		if pd.Stamps != nil { // kpush's copy of the record holds them (hookedRec)
+			// The Buffer stage ends now. Without a wait (metadata, buffer
+			// space) or user code (a custom partitioner) since mono, only
+			// validation and a built-in partitioner's pick (well under a
+			// microsecond) came between: mono does, and saves a clock read.
+			// SendAsync and SendCancelable read mono before the hooks'
+			// start (before the slab lock and OnRecordSend): read again.
+			at := mono
+			if _, custom := t.picker.(*customPicker); waited || custom || pd.Async {
+				at = clock.Mono()
+			}
+			*pd.Stamps = sink.Stamps{Buffered: at}
 		}
 		if len(p.hooks.buffered) > 0 {
 			p.recordBuffered(hookedRecord(n), name, pd.Partition, size)

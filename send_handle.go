@@ -17,7 +17,6 @@ import (
 	"sync"
 
 	"github.com/kpush/kpush/internal/buffer"
-	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/partitioner"
 	"github.com/kpush/kpush/internal/sink"
 )
@@ -31,10 +30,10 @@ type SendHandle struct {
 	gen  *buffer.Gen          // the record's Flush generation
 	part *sink.PartitionQueue // where enqueue buffered the record (set before Add)
 	load *partitioner.Counter // its partition's load (partitioner.go); under mu after enqueue
-	// With record hooks only: the record they see and the send's start
-	// (clock.Mono), for OnRecordDone; under mu after enqueue.
-	rec   *Record
-	start int64
+	// With record hooks only: kpush's copy of the record, allocated with
+	// the handle (hooks_engine.go); nil without record hooks, and once
+	// its OnRecordDone ran or is running. Under mu after enqueue.
+	hk *hookedRec
 
 	mu        sync.Mutex
 	delivered bool // cb ran (or is running) with the engine's outcome
@@ -54,23 +53,32 @@ type SendHandle struct {
 // Close.
 func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result, error)) *SendHandle {
 	mono, wall := p.clock.Now() // the deadline counts from here (enqueue)
-	h := &SendHandle{cb: cb, prod: p}
-	h.pend.Reset()
-	h.pend.Async = true
+	var h *SendHandle
 	rec := r
 	if p.hooks.anyRecord && r != nil {
-		h.rec, h.pend.Stamps = hookedCopy(r)
-		h.start = clock.Mono()
-		for _, hk := range p.hooks.send {
-			hk.OnRecordSend(ctx, h.rec)
+		hh := &struct { // one allocation for the handle and the hooks' copy
+			h  SendHandle
+			hk hookedRec
+		}{}
+		h = &hh.h
+		h.hk = &hh.hk
+		hr := hh.hk.begin(r) // r itself must not escape: hooks see hr
+		h.pend.Stamps = &hh.hk.stamps
+		for _, x := range p.hooks.send {
+			x.OnRecordSend(ctx, hr)
 		}
-		rec = h.rec
+		rec = hr
+	} else {
+		h = &SendHandle{}
 	}
+	h.cb, h.prod = cb, p
+	h.pend.Reset()
+	h.pend.Async = true
 	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen, mono, wall); err != nil {
 		h.delivered = true
-		if h.rec != nil {
-			p.recordDone(h.rec, h.start, h.pend.Size, nil, Result{}, err)
-			h.rec = nil
+		if hk := h.hk; hk != nil {
+			h.hk = nil
+			p.recordDone(hk, h.pend.Size, nil, Result{}, err)
 		}
 		p.failed.Add(1)
 		if cb != nil {
@@ -116,11 +124,11 @@ func (h *SendHandle) Cancel() {
 		return
 	}
 	h.canceled = true
-	cb, hr := h.cb, h.rec
-	h.cb, h.rec = nil, nil
+	cb, hk := h.cb, h.hk
+	h.cb, h.hk = nil, nil
 	h.mu.Unlock()
-	if hr != nil {
-		h.prod.recordDone(hr, h.start, pd.Size, nil, Result{}, err)
+	if hk != nil {
+		h.prod.recordDone(hk, pd.Size, nil, Result{}, err)
 	}
 	if cb != nil {
 		cb(Result{}, err)
@@ -137,13 +145,13 @@ func (h *SendHandle) Notify(pd *sink.Pending) {
 		h.delivered = true
 	}
 	takeLoad(&h.load, pd.Size)
-	hr := h.rec
-	h.cb, h.rec = nil, nil
+	hk := h.hk
+	h.cb, h.hk = nil, nil
 	h.mu.Unlock()
-	if deliver && (cb != nil || hr != nil) {
+	if deliver && (cb != nil || hk != nil) {
 		res, err := h.prod.outcome(pd)
-		if hr != nil {
-			h.prod.recordDone(hr, h.start, pd.Size, pd.Stamps, res, err)
+		if hk != nil {
+			h.prod.recordDone(hk, pd.Size, pd.Stamps, res, err)
 		}
 		if cb != nil {
 			cb(res, err)

@@ -72,11 +72,11 @@ func (t *topic) setLastErr(err error) {
 }
 
 // topic returns the topic's state, waiting for its first metadata.
-func (p *Producer) topic(ctx context.Context, name string, mono int64) (*topic, error) {
-	t := (*p.topics.Load())[name]
+func (p *Producer) topic(ctx context.Context, name string, mono int64) (t *topic, waited bool, err error) {
+	t = (*p.topics.Load())[name]
 	if t == nil {
 		if err := checkTopicName(name); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		t = p.addTopic(name)
 	}
@@ -88,25 +88,26 @@ func (p *Producer) topic(ctx context.Context, name string, mono int64) (*topic, 
 	default:
 		// First records of a topic: wait for metadata, bounded by ctx, the
 		// delivery timeout and Close.
+		waited = true
 		timer := time.NewTimer(p.cfg.deliveryTimeout - time.Duration(clock.Mono()-mono))
 		defer timer.Stop()
 		select {
 		case <-t.ready:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, true, ctx.Err()
 		case <-p.closing:
-			return nil, ErrClosed
+			return nil, true, ErrClosed
 		case <-timer.C:
 			if last := t.lastErr.Load(); last != nil {
-				return nil, fmt.Errorf("%w: %w", ErrDeliveryTimeout, *last)
+				return nil, true, fmt.Errorf("%w: %w", ErrDeliveryTimeout, *last)
 			}
-			return nil, ErrDeliveryTimeout
+			return nil, true, ErrDeliveryTimeout
 		}
 	}
 	if t.err != nil {
-		return nil, t.err
+		return nil, waited, t.err
 	}
-	return t, nil
+	return t, waited, nil
 }
 
 func (p *Producer) addTopic(name string) *topic {

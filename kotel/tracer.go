@@ -45,7 +45,9 @@ var (
 type spanShard struct {
 	mu sync.Mutex
 	// m holds the span of each send in progress, by the record pointer
-	// the hooks see: kpush's own copy, one per send (kpush.HookRecordSend).
+	// the hooks see: kpush's own copy, which kpush reuses for a later send
+	// only after this send's OnRecordDone returned (kpush.HookRecordSend),
+	// so OnRecordDone deletes the entry before the pointer can come back.
 	m map[*kpush.Record]trace.Span // guarded by mu
 	_ [48]byte                     // keeps shards on separate cache lines
 }
@@ -96,8 +98,9 @@ func (t *tracer) OnRecordSend(ctx context.Context, r *kpush.Record) {
 	s.m[r] = span
 	s.mu.Unlock()
 	if prev != nil {
-		// Never with kpush's one copy per send; ending the older span
-		// keeps it from leaking if that ever changed.
+		// Never: kpush reuses a record only after its OnRecordDone, which
+		// removed it. Ending the older span keeps it from leaking if that
+		// ever changed.
 		prev.End()
 	}
 }

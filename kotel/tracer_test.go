@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -213,5 +214,70 @@ func TestTracer_DefaultTopicSpanName(t *testing.T) {
 	ended := e.spans.Ended()
 	if len(ended) != 1 || ended[0].Name() != "send t" || attrs(ended[0])[semconv.MessagingDestinationNameKey].AsString() != "t" {
 		t.Errorf("spans %v, want one \"send t\" with destination t", ended)
+	}
+}
+
+// TestTracer_ReusedRecordsPairSpans: kpush reuses the *Record the hooks
+// see once its outcome is delivered; under concurrent Send and SendAsync
+// the tracer still ends each span with its own record's outcome: the
+// span that ended with offset o is the one whose context was injected
+// into the record at offset o, and every span started is ended.
+func TestTracer_ReusedRecordsPairSpans(t *testing.T) {
+	e := newEnv(t, kotel.WithMetrics(false), kotel.WithInjectTraceContext(true))
+	const goroutines, perG = 32, 60
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			var cbs sync.WaitGroup
+			for i := range perG {
+				r := &kpush.Record{Topic: "t", Value: []byte(fmt.Sprintf("%d-%d", g, i))}
+				if i%2 == 0 {
+					if _, err := e.p.Send(e.ctx, r); err != nil {
+						t.Error(err)
+					}
+					continue
+				}
+				cbs.Add(1)
+				e.p.SendAsync(e.ctx, r, func(_ kpush.Result, err error) {
+					defer cbs.Done()
+					if err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			cbs.Wait()
+		})
+	}
+	wg.Wait()
+	const total = goroutines * perG
+	ended := e.spans.Ended()
+	if len(ended) != total || len(e.spans.Started()) != total {
+		t.Fatalf("%d spans started, %d ended; want %d each", len(e.spans.Started()), len(ended), total)
+	}
+	byOffset := map[int64]string{} // the ended span's traceparent by the offset it ended with
+	for _, s := range ended {
+		o, ok := attrs(s)[semconv.MessagingKafkaOffsetKey]
+		if !ok {
+			t.Fatalf("span %v ended without an offset", s.SpanContext().SpanID())
+		}
+		byOffset[o.AsInt64()] = traceparent(s.SpanContext())
+	}
+	recs, err := e.c.ReadAll(e.ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != total {
+		t.Fatalf("read %d records, want %d", len(recs), total)
+	}
+	for _, r := range recs {
+		var got string
+		for _, h := range r.Headers {
+			if h.Key == "traceparent" {
+				got = string(h.Value)
+			}
+		}
+		if want := byOffset[r.Offset]; got != want {
+			t.Errorf("record %q at offset %d carries %q; the span that ended with that offset is %q", r.Value, r.Offset, got, want)
+		}
 	}
 }

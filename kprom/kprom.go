@@ -15,11 +15,15 @@
 //
 // Goroutines and ownership: Metrics has none; its hooks run on kpush's
 // goroutines (see kpush.Hook) and only update client_golang's metric
-// values, which are safe for concurrent use.
+// values, which are safe for concurrent use. The per-record series are
+// cached in a copy-on-write map (recordCache): read with one atomic load,
+// replaced under recordMu when a new (topic, outcome, cause) appears.
 package kprom
 
 import (
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -51,6 +55,30 @@ type Metrics struct {
 	authFailures  *prometheus.CounterVec
 	authSuccesses *prometheus.CounterVec
 	all           []prometheus.Collector
+
+	// sendDur is sendDuration's series per kpush.Outcome, resolved in New.
+	sendDur [kpush.OutcomeUnknown + 1]prometheus.Observer
+	// recordCache maps each (topic, outcome, cause) seen to its series of
+	// records_total and record_bytes_total, so a record's outcome costs
+	// one map read instead of two label lookups (a hash of the label
+	// values and a lock each) and allocates nothing once its combination
+	// was seen. Copy-on-write: never modified once stored; recordMu
+	// serializes the writers. Bounded as the labels are.
+	recordCache atomic.Pointer[map[recordKey]*recordSeries]
+	recordMu    sync.Mutex
+}
+
+// recordKey is the label values of a record's series.
+type recordKey struct {
+	topic   string
+	cause   string
+	outcome kpush.Outcome
+}
+
+// recordSeries are the counters of one recordKey.
+type recordSeries struct {
+	records prometheus.Counter
+	bytes   prometheus.Counter
 }
 
 // latencyBuckets span 100µs to ~52s, doubling.
@@ -67,8 +95,8 @@ func New() *Metrics {
 			Help: "Records with an outcome, by topic, outcome (acked, not_written, unknown) and cause (empty when acked)."},
 			[]string{"topic", "outcome", "cause"}),
 		recordBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "record_bytes_total",
-			Help: "Encoded bytes of records with an outcome, by topic and outcome."},
-			[]string{"topic", "outcome"}),
+			Help: "Encoded bytes of records with an outcome, by topic, outcome and cause (0 for records that failed before they were buffered)."},
+			[]string{"topic", "outcome", "cause"}),
 		sendDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "send_duration_seconds",
 			Help: "Time from Send or SendAsync to the record's outcome, by outcome.", Buckets: latencyBuckets},
 			[]string{"outcome"}),
@@ -120,7 +148,47 @@ func New() *Metrics {
 	m.all = []prometheus.Collector{m.records, m.recordBytes, m.sendDuration, m.bufRecords, m.bufBytes,
 		m.requests, m.requestBytes, m.reqDuration, m.reqBatches, m.reqRecords, m.inflight,
 		m.retries, m.retryRecords, m.throttles, m.throttleTime, m.bumps, m.conns, m.authFailures, m.authSuccesses}
+	for o := range m.sendDur {
+		m.sendDur[o] = m.sendDuration.WithLabelValues(kpush.Outcome(o).String())
+	}
+	m.recordCache.Store(&map[recordKey]*recordSeries{})
 	return m
+}
+
+// maxRecordCache bounds the copy-on-write series cache: filling it costs
+// O(n²) copies, so past this many (topic, outcome, cause) keys series are
+// looked up per record instead of cached.
+const maxRecordCache = 4096
+
+// series returns the cached series of k, creating them the first time.
+func (m *Metrics) series(k recordKey) *recordSeries {
+	if s := (*m.recordCache.Load())[k]; s != nil {
+		return s
+	}
+	m.recordMu.Lock()
+	defer m.recordMu.Unlock()
+	old := *m.recordCache.Load()
+	if s := old[k]; s != nil {
+		return s // another goroutine added it meanwhile
+	}
+	o := k.outcome.String()
+	s := &recordSeries{
+		records: m.records.WithLabelValues(k.topic, o, k.cause),
+		bytes:   m.recordBytes.WithLabelValues(k.topic, o, k.cause),
+	}
+	if len(old) >= maxRecordCache {
+		// Copying the map per new key is O(n) each: past the cap (thousands
+		// of topics, or bad topic names from user input) look the series up
+		// per record instead, as client_golang does, O(1) per new series.
+		return s
+	}
+	next := make(map[recordKey]*recordSeries, len(old)+1)
+	for key, v := range old {
+		next[key] = v
+	}
+	next[k] = s
+	m.recordCache.Store(&next)
+	return s
 }
 
 // Describe implements prometheus.Collector.
@@ -153,10 +221,15 @@ func (m *Metrics) OnRecordBuffered(ev kpush.RecordBufferedEvent) {
 
 // OnRecordDone implements kpush.HookRecordDone.
 func (m *Metrics) OnRecordDone(ev kpush.RecordDoneEvent) {
-	o := ev.Outcome().String()
-	m.records.WithLabelValues(ev.Topic, o, kpush.CauseOf(ev.Err)).Inc()
-	m.recordBytes.WithLabelValues(ev.Topic, o).Add(float64(ev.Bytes))
-	m.sendDuration.WithLabelValues(o).Observe(ev.Elapsed.Seconds())
+	o := ev.Outcome()
+	k := recordKey{topic: ev.Topic, outcome: o}
+	if ev.Err != nil {
+		k.cause = kpush.CauseOf(ev.Err)
+	}
+	s := m.series(k)
+	s.records.Inc()
+	s.bytes.Add(float64(ev.Bytes))
+	m.sendDur[o].Observe(ev.Elapsed.Seconds())
 	if ev.Bytes > 0 { // it was buffered (kpush.RecordDoneEvent.Bytes)
 		m.bufRecords.Dec()
 		m.bufBytes.Sub(float64(ev.Bytes))

@@ -145,8 +145,9 @@ func (m *cliMetrics) OnRecordDone(ev kpush.RecordDoneEvent) {
 	o := ev.Outcome().String()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.addLocked("kpush_producer_records_total", labels("topic", ev.Topic, "outcome", o, "cause", kpush.CauseOf(ev.Err)), 1)
-	m.addLocked("kpush_producer_record_bytes_total", labels("topic", ev.Topic, "outcome", o), float64(ev.Bytes))
+	l := labels("topic", ev.Topic, "outcome", o, "cause", kpush.CauseOf(ev.Err))
+	m.addLocked("kpush_producer_records_total", l, 1)
+	m.addLocked("kpush_producer_record_bytes_total", l, float64(ev.Bytes))
 	m.observeLocked("kpush_producer_send_duration_seconds", labels("outcome", o), ev.Elapsed.Seconds())
 	if ev.Bytes > 0 {
 		m.bufRecords--
@@ -239,7 +240,7 @@ func (m *cliMetrics) OnAuth(ev kpush.AuthEvent) {
 // metricHelp is each exported metric's type and help (as in kprom).
 var metricHelp = map[string][2]string{
 	"kpush_producer_records_total":            {"counter", "Records with an outcome, by topic, outcome (acked, not_written, unknown) and cause (empty when acked)."},
-	"kpush_producer_record_bytes_total":       {"counter", "Encoded bytes of records with an outcome, by topic and outcome."},
+	"kpush_producer_record_bytes_total":       {"counter", "Encoded bytes of records with an outcome, by topic, outcome and cause (0 for records that failed before they were buffered)."},
 	"kpush_producer_send_duration_seconds":    {"histogram", "Time from Send or SendAsync to the record's outcome, by outcome."},
 	"kpush_producer_buffered_records":         {"gauge", "Records accepted into the buffer whose outcome was not delivered yet."},
 	"kpush_producer_buffered_bytes":           {"gauge", "Encoded bytes of the records counted by buffered_records."},
