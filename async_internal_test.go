@@ -41,7 +41,7 @@ func TestAsyncSlabs_StallPinsNoMoreMemory(t *testing.T) {
 	var stuck []*asyncRecord
 	alone := 0
 	for i := range 200 * asyncSlabLen {
-		a := s.get(s.owner)
+		a := s.get(s.owner, i/3%11) // runs of a partition, over every lane
 		if a.slab == nil {
 			alone++
 		}
@@ -76,7 +76,7 @@ func TestAsyncSlabs_HeldRecordWaitsForBoth(t *testing.T) {
 		s.init(p, asyncSlabLen)
 		var recs []*asyncRecord
 		for range asyncSlabLen {
-			recs = append(recs, s.get(s.owner))
+			recs = append(recs, s.get(s.owner, 0))
 		}
 		held := recs[3]
 		for _, a := range recs {
@@ -121,7 +121,7 @@ func TestAsyncSlabs_NoRecordTwice(t *testing.T) {
 			defer wg.Done()
 			var keep []*asyncRecord
 			for i := range 20000 {
-				a := s.get(s.owner)
+				a := s.get(s.owner, i%3+g) // lanes shared by goroutines, and not
 				if _, dup := owners.LoadOrStore(a, g); dup {
 					bad.Add(1)
 				}
@@ -163,10 +163,12 @@ func busyRecords(p *Producer) int {
 			}
 		}
 	}
-	if sl := p.asyncs.cur.Load(); sl != nil {
-		for i := uint32(sl.next.Load()); i < asyncSlabLen; i++ {
-			if sl.recs[i].issued.Load() == sl.gen {
-				n--
+	for l := range p.asyncs.lanes {
+		if sl := p.asyncs.lanes[l].cur.Load(); sl != nil {
+			for i := uint32(sl.next.Load()); i < asyncSlabLen; i++ {
+				if sl.recs[i].issued.Load() == sl.gen {
+					n--
+				}
 			}
 		}
 	}
@@ -245,9 +247,9 @@ func TestAsyncSlabs_ExhaustedAllocatesWithoutSearching(t *testing.T) {
 	s := newTestSlabs(1 << 12)
 	var held []*asyncRecord
 	for range s.max * asyncSlabLen {
-		held = append(held, s.get(s.owner))
+		held = append(held, s.get(s.owner, 0))
 	}
-	if a := s.get(s.owner); a.slab != nil {
+	if a := s.get(s.owner, 0); a.slab != nil {
 		t.Fatal("a slab record although every slab record is busy")
 	}
 	if !s.exhausted.Load() {
@@ -255,7 +257,7 @@ func TestAsyncSlabs_ExhaustedAllocatesWithoutSearching(t *testing.T) {
 	}
 	s.mu.Lock() // a get that took mu (to search) would block here
 	done := make(chan *asyncRecord)
-	go func() { done <- s.get(s.owner) }()
+	go func() { done <- s.get(s.owner, 0) }()
 	select {
 	case a := <-done:
 		if a.slab != nil {
@@ -271,11 +273,39 @@ func TestAsyncSlabs_ExhaustedAllocatesWithoutSearching(t *testing.T) {
 	for _, a := range held[:asyncSlabLen/4-1] {
 		s.release(a)
 	}
-	if a := s.get(s.owner); a.slab != nil || !s.exhausted.Load() {
+	if a := s.get(s.owner, 0); a.slab != nil || !s.exhausted.Load() {
 		t.Fatalf("slab %v, exhausted %v with %d records of a slab free, want alone and exhausted", a.slab != nil, s.exhausted.Load(), asyncSlabLen/4-1)
 	}
 	s.release(held[asyncSlabLen/4-1])
-	if a := s.get(s.owner); a.slab == nil {
+	if a := s.get(s.owner, 0); a.slab == nil {
 		t.Fatal("allocated alone although a slab has a quarter of its records free")
+	}
+}
+
+// TestAsyncSlabs_PartitionRecordsConsecutive: records of interleaved
+// partitions (keyed records) are each handed out in address order within
+// their partition, so a batch's drain, encoding and outcomes walk
+// consecutive memory; partitions that share a lane (asyncLanes apart)
+// interleave.
+func TestAsyncSlabs_PartitionRecordsConsecutive(t *testing.T) {
+	s := newTestSlabs(1 << 12)
+	last := map[int]*asyncRecord{}
+	for i := range asyncSlabLen / 2 {
+		for _, part := range []int{0, 1, 2, 5} {
+			a := s.get(s.owner, part)
+			if a.slab == nil {
+				t.Fatal("a record allocated alone")
+			}
+			if prev := last[part]; prev != nil && prev.slab == a.slab && uintptr(unsafe.Pointer(a)) != uintptr(unsafe.Pointer(prev))+unsafe.Sizeof(*a) {
+				t.Fatalf("record %d of partition %d is not next to the partition's previous one", i, part)
+			} else if prev != nil && prev.slab != a.slab {
+				t.Fatalf("record %d of partition %d starts a new slab before the partition used one up", i, part)
+			}
+			last[part] = a
+		}
+	}
+	a, b := s.get(s.owner, 3), s.get(s.owner, 3+asyncLanes)
+	if uintptr(unsafe.Pointer(b)) != uintptr(unsafe.Pointer(a))+unsafe.Sizeof(*a) {
+		t.Fatal("partitions of one lane do not share its slab")
 	}
 }
