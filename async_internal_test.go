@@ -309,3 +309,54 @@ func TestAsyncSlabs_PartitionRecordsConsecutive(t *testing.T) {
 		t.Fatal("partitions of one lane do not share its slab")
 	}
 }
+
+// TestSendAsync_WaitingForSpaceHoldsNoRecord: a SendAsync call blocked
+// on a full buffer holds no slab record (admit reserves the space before
+// asyncSlabs.get), so callers waiting for space cannot pin the slabs; once
+// space frees up, every one of them is sent.
+func TestSendAsync_WaitingForSpaceHoldsNoRecord(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("full", 1))
+	setHold, arrived := holdProduces(c)
+	const limit, waiting = 8, 6
+	p, err := New(WithBrokers(c.Addrs()...), WithMaxBufferedRecords(limit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	ctx := context.Background()
+	if _, err := p.Send(ctx, &Record{Topic: "full", Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	var release sync.Once
+	open := func() { setHold(nil); release.Do(func() { close(hold) }) }
+	defer open()
+	setHold(hold)
+	var wg sync.WaitGroup
+	cb := func(_ Result, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		wg.Done()
+	}
+	wg.Add(limit + waiting)
+	for range limit {
+		p.SendAsync(ctx, &Record{Topic: "full", Value: []byte("v")}, cb)
+	}
+	<-arrived
+	for range waiting {
+		go p.SendAsync(ctx, &Record{Topic: "full", Value: []byte("w")}, cb)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.lim.Waiting() < waiting {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d SendAsync calls waiting for space, want %d", p.lim.Waiting(), waiting)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := busyRecords(p); got != limit {
+		t.Fatalf("%d slab records busy with %d buffered and %d callers waiting for space, want %d", got, limit, waiting, limit)
+	}
+	open()
+	wg.Wait()
+}
