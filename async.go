@@ -82,9 +82,20 @@ const asyncSlabLen = 64
 // are partly busy is worth making current again (a quarter free).
 const asyncSlabQuarterFree = asyncSlabLen * 3 / 4
 
+// asyncLanes is how many current slabs a producer hands records out from:
+// a record takes its memory from lane partition % asyncLanes, so the
+// records of one partition (up to asyncLanes partitions) are consecutive
+// in memory. Keyed records spread over the partitions; from one slab, a
+// partition's records would be every n-th of it, and the drain, encoding
+// and outcome of a batch would each walk them with a stride the hardware
+// prefetcher does not follow (pprof: the first read of a record at drain,
+// encode and Notify was 30 % of the keyed async profile,
+// docs/internals-async.md).
+const asyncLanes = 8
+
 // asyncSlabMargin is how many slabs a producer may have beyond those its
-// record limit fills.
-const asyncSlabMargin = 4
+// record limit fills: one current slab per lane, and a few more.
+const asyncSlabMargin = asyncLanes + 4
 
 // asyncSlab is asyncSlabLen records in one allocation, handed out in
 // address order. Records recycled one at a time (through a sync.Pool) come
@@ -97,7 +108,7 @@ const asyncSlabMargin = 4
 type asyncSlab struct {
 	recs [asyncSlabLen]asyncRecord
 	// next is the generation (high 32 bits: how many times the slab became
-	// asyncSlabs.cur) and, while it is cur, the next index to hand out (low
+	// a lane's cur) and, while it is cur, the next index to hand out (low
 	// 32 bits; asyncSlabLen or more once used up). One atomic add gives a
 	// taker both, so it can tell (asyncRecord.issued) whether the record
 	// at its index is issued in its generation or skipped (it was busy).
@@ -110,18 +121,23 @@ type asyncSlab struct {
 	// record while the sender adds to next.
 	live  atomic.Int32
 	state slabState // guarded by asyncSlabs.mu
+	// isCur mirrors state == slabCur for unref, which runs without mu: a
+	// release into some lane's current slab frees nothing another lane can
+	// take, so it must not clear asyncSlabs.exhausted (each such clear
+	// would cost a failed search of every slab under mu).
+	isCur atomic.Bool
 }
 
 type slabState uint8
 
 const (
 	slabOut  slabState = iota // some records may be busy; not handing any out
-	slabCur                   // asyncSlabs.cur
+	slabCur                   // some lane's cur (asyncLane.cur)
 	slabFree                  // on asyncSlabs.free: no record busy
 )
 
-// asyncSlabs hands out asyncRecords: in order from the current slab,
-// taking a free slab when it is used up, and, when the producer has all
+// asyncSlabs hands out asyncRecords: in order from the current slab of
+// the record's lane (asyncLanes), taking a free slab when it is used up, and, when the producer has all
 // the slabs it may have and none is free (records of a stalled partition
 // pin them), reusing the free records of a slab that still has busy ones.
 // So memory stays bounded by the record limit whatever the order records
@@ -130,12 +146,12 @@ const (
 //
 // Ownership: the lock-free fast path (get) is one atomic add on the
 // current slab's next index; mu guards the slab lists and each slab's
-// state, taken once per slab used up and when a slab becomes free.
+// state, taken once per slab used up and when a slab becomes free. The
+// lanes share the slab lists and the budget.
 type asyncSlabs struct {
-	cur atomic.Pointer[asyncSlab]
+	lanes [asyncLanes]asyncLane
 	// exhausted is set when no slab had a quarter of its records free (all
-	// budgeted slabs pinned: a stalled partition plus SendAsync callers
-	// waiting for buffer space hold them). Until a slab gets a quarter free
+	// budgeted slabs pinned: a stalled partition's records hold them). Until a slab gets a quarter free
 	// again, get allocates alone without taking mu: searching every slab
 	// per call would serialize the senders.
 	exhausted atomic.Bool
@@ -146,6 +162,13 @@ type asyncSlabs struct {
 	all  []*asyncSlab // every slab, for reuse of the free records of busy ones
 	scan int          // where the next search of all starts
 	max  int          // slabs the producer may have
+}
+
+// asyncLane is one lane's current slab, on a cache line of its own (the
+// senders of different partitions add to their lanes' slabs at once).
+type asyncLane struct {
+	cur atomic.Pointer[asyncSlab]
+	_   [56]byte
 }
 
 // init sets the slab budget from the record limit.
@@ -167,11 +190,12 @@ func newAsyncRecord(p *Producer) *asyncRecord {
 	return &asyncRecord{prod: p}
 }
 
-// get returns a record for one SendAsync call: busy, with prod and slab
-// set; every other field is the caller's to set.
-func (s *asyncSlabs) get(p *Producer) *asyncRecord {
+// get returns a record for one SendAsync call to partition part: busy,
+// with prod and slab set; every other field is the caller's to set.
+func (s *asyncSlabs) get(p *Producer, part int) *asyncRecord {
+	l := &s.lanes[uint(part)%asyncLanes]
 	for {
-		if sl := s.cur.Load(); sl != nil {
+		if sl := l.cur.Load(); sl != nil {
 			v := sl.next.Add(1) - 1
 			if i := uint32(v); i < asyncSlabLen {
 				// Index i holds one count of live (installLocked), so the
@@ -186,34 +210,37 @@ func (s *asyncSlabs) get(p *Producer) *asyncRecord {
 				a.held.Store(0)
 				return a
 			}
-			if !s.advance(sl) {
+			if !s.advance(l, sl) {
 				return newAsyncRecord(p) // no slab has a free record: the garbage collector takes this one
 			}
 			continue
 		}
-		if s.exhausted.Load() || !s.advance(nil) {
+		if s.exhausted.Load() || !s.advance(l, nil) {
 			return newAsyncRecord(p)
 		}
 	}
 }
 
-// advance replaces the used-up current slab sl (nil: none) with another
-// and reports whether there is a current slab to take records from.
-func (s *asyncSlabs) advance(sl *asyncSlab) bool {
+// advance replaces lane l's used-up current slab sl (nil: none) with
+// another and reports whether l has a current slab to take records from.
+func (s *asyncSlabs) advance(l *asyncLane, sl *asyncSlab) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c := s.cur.Load(); c != sl || (c != nil && uint32(c.next.Load()) < asyncSlabLen) {
+	if c := l.cur.Load(); c != sl || (c != nil && uint32(c.next.Load()) < asyncSlabLen) {
 		return true // another goroutine moved on already
 	}
 	if sl != nil {
 		sl.state = slabOut
+		// Releases that landed while sl was current did not clear
+		// exhausted (unref); takeLocked below reads live after this.
+		sl.isCur.Store(false)
 		if sl.live.Load() == 0 {
 			sl.state = slabFree
 			s.free = append(s.free, sl)
 		}
 	}
 	next := s.takeLocked()
-	s.cur.Store(next)
+	l.cur.Store(next)
 	if next == nil {
 		s.exhausted.Store(true) // unref clears it
 	}
@@ -292,6 +319,7 @@ func (s *asyncSlabs) installLocked(sl *asyncSlab, busy uint64) {
 		}
 	}
 	sl.state = slabCur
+	sl.isCur.Store(true)
 	sl.live.Add(asyncSlabLen)
 	sl.next.Store(uint64(sl.gen) << 32)
 }
@@ -310,7 +338,7 @@ func (s *asyncSlabs) release(a *asyncRecord) {
 // is current (advance frees it then).
 func (s *asyncSlabs) unref(sl *asyncSlab) {
 	n := sl.live.Add(-1)
-	if n <= asyncSlabQuarterFree && s.exhausted.Load() {
+	if n <= asyncSlabQuarterFree && s.exhausted.Load() && !sl.isCur.Load() {
 		s.exhausted.Store(false) // takeLocked can use sl again
 	}
 	if n != 0 {
@@ -342,30 +370,55 @@ func (s *asyncSlabs) unref(sl *asyncSlab) {
 // goroutine before SendAsync returns. A callback must not call Flush or
 // Close.
 func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, error)) {
-	// The deadline counts from here (enqueue): get can wait for the slab
-	// lock, whose holder a loaded machine may deschedule (seen: 10 senders
-	// waiting 110-220ms at once, so their outcomes came that much after
-	// their deadline measured from the call).
+	// The deadline counts from here (enqueue): nothing before it can wait
+	// (seen without this: senders descheduled behind a slab lock on a
+	// loaded machine had outcomes 110-220ms after "call + timeout").
 	mono, wall := p.clock.Now()
-	a := p.asyncs.get(p)
+	if p.hooks.anyRecord && r != nil {
+		p.sendAsyncHooked(ctx, r, cb, mono, wall)
+		return
+	}
+	// Admit first, then take the record's memory from its partition's lane
+	// (asyncSlabs.get); a caller waiting for buffer space holds none.
+	var ad admitted
+	err := p.admit(ctx, r, &ad, mono, wall)
+	if err == nil {
+		a := p.asyncs.get(p, ad.part)
+		a.pend.Reset()
+		a.pend.Size = 0 // set by add; RecordDoneEvent.Bytes
+		a.pend.Async = true
+		a.cb = cb
+		if err = p.add(&ad, &a.pend, a, &a.gen); err == nil {
+			return
+		}
+		a.cb = nil
+		p.asyncs.release(a)
+	}
+	p.failed.Add(1)
+	if cb != nil {
+		cb(Result{}, err)
+	}
+}
+
+// sendAsyncHooked is SendAsync with record hooks installed. The hooks see
+// kpush's copy of the record, which lives in the slab record (hookedRec),
+// and OnRecordSend runs before admit: so the slab record is taken first,
+// from lane 0 (the partition is not known yet). Hooked records give up the
+// per-partition memory order, and one waiting for buffer space holds its
+// slab record.
+func (p *Producer) sendAsyncHooked(ctx context.Context, r *Record, cb func(Result, error), mono, wall int64) {
+	a := p.asyncs.get(p, 0)
 	a.pend.Reset()
 	a.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
 	a.pend.Async = true
 	a.cb = cb
-	rec := r
-	hooked := a.hk != nil && r != nil // a.hk: the producer has record hooks
-	if hooked {
-		rc := a.hk.begin(r) // r itself must not escape
-		a.pend.Stamps = &a.hk.stamps
-		for _, h := range p.hooks.send {
-			h.OnRecordSend(ctx, rc)
-		}
-		rec = rc
+	rc := a.hk.begin(r) // r itself must not escape
+	a.pend.Stamps = &a.hk.stamps
+	for _, h := range p.hooks.send {
+		h.OnRecordSend(ctx, rc)
 	}
-	if err := p.enqueue(ctx, rec, &a.pend, a, &a.gen, mono, wall); err != nil {
-		if hooked {
-			p.recordDone(a.hk, a.pend.Size, nil, Result{}, err)
-		}
+	if err := p.enqueue(ctx, rc, &a.pend, a, &a.gen, mono, wall); err != nil {
+		p.recordDone(a.hk, a.pend.Size, nil, Result{}, err)
 		a.cb = nil
 		p.asyncs.release(a)
 		p.failed.Add(1)

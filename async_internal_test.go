@@ -41,7 +41,7 @@ func TestAsyncSlabs_StallPinsNoMoreMemory(t *testing.T) {
 	var stuck []*asyncRecord
 	alone := 0
 	for i := range 200 * asyncSlabLen {
-		a := s.get(s.owner)
+		a := s.get(s.owner, i/3%11) // runs of a partition, over every lane
 		if a.slab == nil {
 			alone++
 		}
@@ -76,7 +76,7 @@ func TestAsyncSlabs_HeldRecordWaitsForBoth(t *testing.T) {
 		s.init(p, asyncSlabLen)
 		var recs []*asyncRecord
 		for range asyncSlabLen {
-			recs = append(recs, s.get(s.owner))
+			recs = append(recs, s.get(s.owner, 0))
 		}
 		held := recs[3]
 		for _, a := range recs {
@@ -121,7 +121,7 @@ func TestAsyncSlabs_NoRecordTwice(t *testing.T) {
 			defer wg.Done()
 			var keep []*asyncRecord
 			for i := range 20000 {
-				a := s.get(s.owner)
+				a := s.get(s.owner, i%3+g) // lanes shared by goroutines, and not
 				if _, dup := owners.LoadOrStore(a, g); dup {
 					bad.Add(1)
 				}
@@ -163,10 +163,12 @@ func busyRecords(p *Producer) int {
 			}
 		}
 	}
-	if sl := p.asyncs.cur.Load(); sl != nil {
-		for i := uint32(sl.next.Load()); i < asyncSlabLen; i++ {
-			if sl.recs[i].issued.Load() == sl.gen {
-				n--
+	for l := range p.asyncs.lanes {
+		if sl := p.asyncs.lanes[l].cur.Load(); sl != nil {
+			for i := uint32(sl.next.Load()); i < asyncSlabLen; i++ {
+				if sl.recs[i].issued.Load() == sl.gen {
+					n--
+				}
 			}
 		}
 	}
@@ -261,9 +263,9 @@ func TestAsyncSlabs_ExhaustedAllocatesWithoutSearching(t *testing.T) {
 	s := newTestSlabs(1 << 12)
 	var held []*asyncRecord
 	for range s.max * asyncSlabLen {
-		held = append(held, s.get(s.owner))
+		held = append(held, s.get(s.owner, 0))
 	}
-	if a := s.get(s.owner); a.slab != nil {
+	if a := s.get(s.owner, 0); a.slab != nil {
 		t.Fatal("a slab record although every slab record is busy")
 	}
 	if !s.exhausted.Load() {
@@ -271,7 +273,7 @@ func TestAsyncSlabs_ExhaustedAllocatesWithoutSearching(t *testing.T) {
 	}
 	s.mu.Lock() // a get that took mu (to search) would block here
 	done := make(chan *asyncRecord)
-	go func() { done <- s.get(s.owner) }()
+	go func() { done <- s.get(s.owner, 0) }()
 	select {
 	case a := <-done:
 		if a.slab != nil {
@@ -287,11 +289,124 @@ func TestAsyncSlabs_ExhaustedAllocatesWithoutSearching(t *testing.T) {
 	for _, a := range held[:asyncSlabLen/4-1] {
 		s.release(a)
 	}
-	if a := s.get(s.owner); a.slab != nil || !s.exhausted.Load() {
+	if a := s.get(s.owner, 0); a.slab != nil || !s.exhausted.Load() {
 		t.Fatalf("slab %v, exhausted %v with %d records of a slab free, want alone and exhausted", a.slab != nil, s.exhausted.Load(), asyncSlabLen/4-1)
 	}
 	s.release(held[asyncSlabLen/4-1])
-	if a := s.get(s.owner); a.slab == nil {
+	if a := s.get(s.owner, 0); a.slab == nil {
 		t.Fatal("allocated alone although a slab has a quarter of its records free")
 	}
+}
+
+// TestAsyncSlabs_OtherLanesCurrentSlabKeepsExhausted: releases into a
+// slab that is another lane's current slab free nothing lane 0 can take,
+// so they must leave exhausted set; clearing it would make each following
+// get search every slab under mu and fail.
+func TestAsyncSlabs_OtherLanesCurrentSlabKeepsExhausted(t *testing.T) {
+	s := newTestSlabs(1 << 12)
+	var lane1 []*asyncRecord
+	for range 20 {
+		lane1 = append(lane1, s.get(s.owner, 1))
+	}
+	for {
+		if a := s.get(s.owner, 0); a.slab == nil {
+			break // allocated alone: no slab left
+		}
+	}
+	if !s.exhausted.Load() {
+		t.Fatal("not exhausted after a get allocated alone")
+	}
+	for i, a := range lane1 {
+		s.release(a)
+		s.mu.Lock() // a get that searches blocks here
+		done := make(chan struct{})
+		go func() { s.get(s.owner, 0); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			s.mu.Unlock()
+			<-done
+			t.Fatalf("after release %d into lane 1's current slab, get searched the slabs under mu", i)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// TestAsyncSlabs_PartitionRecordsConsecutive: records of interleaved
+// partitions (keyed records) are each handed out in address order within
+// their partition, so a batch's drain, encoding and outcomes walk
+// consecutive memory; partitions that share a lane (asyncLanes apart)
+// interleave.
+func TestAsyncSlabs_PartitionRecordsConsecutive(t *testing.T) {
+	s := newTestSlabs(1 << 12)
+	last := map[int]*asyncRecord{}
+	for i := range asyncSlabLen / 2 {
+		for _, part := range []int{0, 1, 2, 5} {
+			a := s.get(s.owner, part)
+			if a.slab == nil {
+				t.Fatal("a record allocated alone")
+			}
+			if prev := last[part]; prev != nil && prev.slab == a.slab && uintptr(unsafe.Pointer(a)) != uintptr(unsafe.Pointer(prev))+unsafe.Sizeof(*a) {
+				t.Fatalf("record %d of partition %d is not next to the partition's previous one", i, part)
+			} else if prev != nil && prev.slab != a.slab {
+				t.Fatalf("record %d of partition %d starts a new slab before the partition used one up", i, part)
+			}
+			last[part] = a
+		}
+	}
+	a, b := s.get(s.owner, 3), s.get(s.owner, 3+asyncLanes)
+	if uintptr(unsafe.Pointer(b)) != uintptr(unsafe.Pointer(a))+unsafe.Sizeof(*a) {
+		t.Fatal("partitions of one lane do not share its slab")
+	}
+}
+
+// TestSendAsync_WaitingForSpaceHoldsNoRecord: a SendAsync call blocked
+// on a full buffer holds no slab record (admit reserves the space before
+// asyncSlabs.get), so callers waiting for space cannot pin the slabs; once
+// space frees up, every one of them is sent.
+func TestSendAsync_WaitingForSpaceHoldsNoRecord(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("full", 1))
+	setHold, arrived := holdProduces(c)
+	const limit, waiting = 8, 6
+	p, err := New(WithBrokers(c.Addrs()...), WithMaxBufferedRecords(limit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	ctx := context.Background()
+	if _, err := p.Send(ctx, &Record{Topic: "full", Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	var release sync.Once
+	open := func() { setHold(nil); release.Do(func() { close(hold) }) }
+	defer open()
+	setHold(hold)
+	var wg sync.WaitGroup
+	cb := func(_ Result, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		wg.Done()
+	}
+	wg.Add(limit + waiting)
+	for range limit {
+		p.SendAsync(ctx, &Record{Topic: "full", Value: []byte("v")}, cb)
+	}
+	<-arrived
+	for range waiting {
+		go p.SendAsync(ctx, &Record{Topic: "full", Value: []byte("w")}, cb)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.lim.Waiting() < waiting {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d SendAsync calls waiting for space, want %d", p.lim.Waiting(), waiting)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := busyRecords(p); got != limit {
+		t.Fatalf("%d slab records busy with %d buffered and %d callers waiting for space, want %d", got, limit, waiting, limit)
+	}
+	open()
+	wg.Wait()
 }

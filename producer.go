@@ -304,6 +304,33 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 // slab lock, hooks): the delivery deadline counts from the call
 // (WithDeliveryTimeout), and the record's default timestamp is the call's.
 func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier, gen **buffer.Gen, mono, wall int64) error {
+	var ad admitted
+	if err := p.admit(ctx, r, &ad, mono, wall); err != nil {
+		return err
+	}
+	return p.add(&ad, pd, n, gen)
+}
+
+// admitted is a record that passed admit: valid, its partition chosen and
+// its buffer space reserved. add either queues it or gives the space back.
+type admitted struct {
+	rec      batch.Record
+	name     string
+	t        *topic
+	q        *sink.PartitionQueue // partition part's queue
+	part     int
+	size     int
+	mono     int64 // when the send was called (clock.Mono)
+	deadline int64
+	waited   bool // admit waited (metadata, buffer space) or ran user code (a custom partitioner)
+}
+
+// admit is enqueue's first half: it validates r, finds its topic and
+// partition and reserves its buffer space, filling in *ad. SendAsync
+// picks its record's memory by the partition between the two halves
+// (asyncSlabs.get). Errors are *ProduceError, definite; on error nothing
+// is reserved. mono and wall: as enqueue's.
+func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wall int64) error {
 	if r == nil {
 		return notWritten("", -1, ErrNilRecord)
 	}
@@ -332,8 +359,8 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 			return notWritten(name, -1, fmt.Errorf("%w: key %q is not UTF-8", ErrInvalidHeader, r.Headers[i].Key))
 		}
 	}
-	pd.Rec = batch.Record{Key: r.Key, Value: r.Value, Headers: engineHeaders(r.Headers), TimestampMs: tsMs}
-	size := batch.RecordSize(&pd.Rec)
+	ad.rec = batch.Record{Key: r.Key, Value: r.Value, Headers: engineHeaders(r.Headers), TimestampMs: tsMs}
+	size := batch.RecordSize(&ad.rec)
 	if size+batch.BatchOverhead > p.cfg.maxBatchBytes {
 		return notWritten(name, -1, &RecordTooLargeError{Size: int64(size), Limit: int64(p.cfg.maxBatchBytes - batch.BatchOverhead), Option: "WithMaxBatchBytes"})
 	}
@@ -364,23 +391,36 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		}
 		waited = true
 	}
+	_, custom := t.picker.(*customPicker)
+	ad.name, ad.t, ad.q, ad.part, ad.size, ad.mono, ad.deadline = name, t, parts[part], part, size, mono, deadline
+	ad.waited = waited || custom
+	return nil
+}
+
+// add is enqueue's second half: it appends the admitted record, as pd
+// with notifier n, to its partition and stores its Flush generation in
+// *gen. It fails (ErrClosed, definite) only when Close closed the
+// partition first; the record's buffer space is then given back.
+func (p *Producer) add(ad *admitted, pd *sink.Pending, n sink.Notifier, gen **buffer.Gen) error {
+	name, part, size, q := ad.name, ad.part, ad.size, ad.q
+	pd.Rec = ad.rec
 	pd.Topic = name
 	pd.Partition = int32(part)
 	pd.Size = int32(size)
-	pd.Enqueued = mono
-	pd.Deadline = deadline
+	pd.Enqueued = ad.mono
+	pd.Deadline = ad.deadline
 	pd.Done = n
 	*gen = p.undelivered.Add()
-	load := addLoad(t.picker.Counter(part), pd.Size)
+	load := addLoad(ad.t.picker.Counter(part), pd.Size)
 	switch w := n.(type) {
 	case *syncWaiter:
-		w.part = parts[part] // a canceled Send withdraws its record there
+		w.part = q // a canceled Send withdraws its record there
 		w.load = load
 	case *asyncRecord:
 		w.load = load
 	case *SendHandle:
 		// Before Add: neither Notify nor Cancel can run yet.
-		w.part, w.load = parts[part], load
+		w.part, w.load = q, load
 	}
 	if p.hooks.anyRecord { // before Add: the record may be done as soon as it is queued
 		if pd.Stamps != nil { // kpush's copy of the record holds them (hookedRec)
@@ -390,8 +430,8 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 			// microsecond) came between: mono does, and saves a clock read.
 			// SendAsync and SendCancelable read mono before the hooks'
 			// start (before the slab lock and OnRecordSend): read again.
-			at := mono
-			if _, custom := t.picker.(*customPicker); waited || custom || pd.Async {
+			at := ad.mono
+			if ad.waited || pd.Async {
 				at = clock.Mono()
 			}
 			*pd.Stamps = sink.Stamps{Buffered: at}
@@ -400,13 +440,13 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 			p.recordBuffered(hookedRecord(n), name, pd.Partition, size)
 		}
 	}
-	if !parts[part].Add(pd) { // Close got there first
+	if !q.Add(pd) { // Close got there first
 		addLoad(load, -pd.Size)
 		p.lim.Release(int64(size))
 		(*gen).Done()
 		return notWritten(name, int32(part), ErrClosed)
 	}
-	if t.leaderless.Load() { // no sink will ask for metadata (refreshes back off)
+	if ad.t.leaderless.Load() { // no sink will ask for metadata (refreshes back off)
 		p.ref.Trigger()
 	}
 	return nil

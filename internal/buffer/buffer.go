@@ -159,6 +159,9 @@ func (l *Limiter) Used() (bytes, records int64) {
 	return int64(s & byteMask), int64(s >> recShift)
 }
 
+// Waiting returns how many Reserve calls wait for space (a snapshot).
+func (l *Limiter) Waiting() int { return int(l.nwait.Load()) }
+
 // WaitEmpty waits until no record is reserved, or ctx is done.
 func (l *Limiter) WaitEmpty(ctx context.Context) error {
 	l.nempt.Add(1)
