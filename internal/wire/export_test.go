@@ -23,3 +23,26 @@ func EndSession(c *Conn) {
 	c.renewAt.Store(1)
 	c.wmu.Unlock()
 }
+
+// Lent reports whether c's reader goroutine has lent the read and nobody
+// has taken it (ownread.go).
+func Lent(c *Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rown == ownLent
+}
+
+// Reading reports whether a borrower is in its read of c (ReadOwn).
+func Reading(c *Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rown != ownReader && c.rreading
+}
+
+// Lends returns how many times c's reader lent the read, and the current
+// backoff exponent (consecutive unused lends).
+func Lends(c *Conn) (lends uint64, waste uint8) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lends, c.lendWaste
+}
