@@ -230,6 +230,10 @@ func (p *Producer) send(ctx context.Context, r *Record, hooked *hookedSend) (Res
 	}
 	w.pend.Reset()
 	w.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
+	done := ctx.Done()
+	// Nothing can interrupt the wait: the engine may let this goroutine
+	// read its own response (sink.Sink.kick).
+	w.pend.OwnRead = done == nil
 	if hooked != nil {
 		w.rec = hooked.rec
 		w.pend.Stamps = hooked.pend
@@ -246,7 +250,6 @@ func (p *Producer) send(ctx context.Context, r *Record, hooked *hookedSend) (Res
 	if hooked != nil {
 		hooked.size = w.pend.Size
 	}
-	done := ctx.Done()
 	if done == nil {
 		<-w.ch // a plain receive costs far less than a select
 	} else {
