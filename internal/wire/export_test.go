@@ -1,5 +1,7 @@
 package wire
 
+import "time"
+
 // Test seams for package wire_test.
 
 // SetReauthWaitingHook makes f run whenever a re-authentication on a
@@ -45,4 +47,11 @@ func Lends(c *Conn) (lends uint64, waste uint8) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.lends, c.lendWaste
+}
+
+// SetLendTick sets the period of every reader's recall timer (ownread.go)
+// until the test ends; for tests that must act within one lend.
+func SetLendTick(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := lendTick.Swap(int64(d))
+	t.Cleanup(func() { lendTick.Store(old) })
 }

@@ -38,6 +38,15 @@ package wire
 //     lend (n consecutive unused lends, at most 64), so a connection whose
 //     requests come from the sink loop is not parked and woken for nothing.
 //
+// While the read is lent and unborrowed nobody watches the socket, so a
+// broker closing it would go unnoticed until the next request was written
+// into it (and that request would be maybe-delivered where it is certainly
+// not). So every request written while the read is lent first peeks at the
+// socket without blocking (peerGone, ownread_unix.go: one recv with
+// MSG_PEEK|MSG_DONTWAIT); a closed or reset socket kills the connection and
+// the request is not written (ErrConnClosed). The reader lends only on
+// plain TCP on Unix (Conn.raw), where it can peek.
+//
 // A borrower blocks in a read bounded by the request timeout (the read
 // deadline of its request, the head of the queue); DoOwnRead grants only
 // when the caller may wait that long.
@@ -46,6 +55,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -71,8 +81,10 @@ const (
 
 // lendTick is the recall timer's period: a lend unused for a tick, or a
 // grant whose read has not started within one to two ticks, goes back to
-// the reader goroutine.
-const lendTick = 10 * time.Millisecond
+// the reader goroutine. Tests may change it (export_test.go).
+var lendTick atomic.Int64
+
+func init() { lendTick.Store(int64(10 * time.Millisecond)) }
 
 // maxLendWaste caps the backoff exponent: at most 1<<6 = 64 lend chances
 // are skipped after unused lends.
@@ -178,6 +190,10 @@ func (c *Conn) awaitRead() error {
 		c.mu.Unlock()
 		return dead
 	}
+	if c.raw == nil {
+		c.mu.Unlock()
+		return nil // no way to watch a socket nobody reads (TLS; see peerGone)
+	}
 	if c.lendSkip > 0 {
 		c.lendSkip--
 		c.mu.Unlock()
@@ -187,9 +203,9 @@ func (c *Conn) awaitRead() error {
 	c.rticks, c.lendGrants, c.seenGrants = 0, 0, 0
 	c.lends++
 	if c.rtimer == nil {
-		c.rtimer = time.NewTimer(lendTick)
+		c.rtimer = time.NewTimer(time.Duration(lendTick.Load()))
 	} else {
-		c.rtimer.Reset(lendTick)
+		c.rtimer.Reset(time.Duration(lendTick.Load()))
 	}
 	for {
 		c.mu.Unlock()
@@ -205,7 +221,7 @@ func (c *Conn) awaitRead() error {
 			break
 		}
 		if tick {
-			c.rtimer.Reset(lendTick)
+			c.rtimer.Reset(time.Duration(lendTick.Load()))
 		}
 	}
 	c.rtimer.Stop()

@@ -393,3 +393,39 @@ func TestOwnRead_BacksOffAfterUnusedLends(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnRead_BrokerGoneWhileLentIsNotWritten: while the read is lent
+// nobody reads the socket, so a broker that closed it is found out by the
+// next request before it is written: that request fails as not written
+// (ErrConnClosed, done not called), not as maybe delivered.
+func TestOwnRead_BrokerGoneWhileLentIsNotWritten(t *testing.T) {
+	wire.SetLendTick(t, time.Hour) // the lend lasts until a request ends it
+	cl, addr := newCluster(t)
+	c := dial(t, addr, &wire.Config{})
+	lend, r := doLent(t, c)
+	if !c.ReadOwn(lend) || r.err != nil {
+		t.Fatalf("first request: %v", r.err)
+	}
+	waitLent(t, c)
+	cl.Close()
+	time.Sleep(20 * time.Millisecond) // the FIN arrives
+	if !wire.Lent(c) {
+		t.Fatal("the lend ended before the test's request")
+	}
+	for _, own := range []bool{true, false} {
+		r := newResult()
+		var err error
+		if own {
+			_, err = c.DoOwnRead(metadataReq("t"), time.Hour, r.done)
+		} else {
+			err = c.Do(metadataReq("t"), false, r.done)
+		}
+		if !errors.Is(err, wire.ErrConnClosed) {
+			t.Fatalf("own=%v: request to a closed socket: err %v, want ErrConnClosed (not written)", own, err)
+		}
+		if n := r.calls.Load(); n != 0 {
+			t.Fatalf("own=%v: done ran %d times for a request never written", own, n)
+		}
+	}
+	requireClosed(t, c.Done(), "Done")
+}
