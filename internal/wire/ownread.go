@@ -86,19 +86,27 @@ var lendTick atomic.Int64
 
 func init() { lendTick.Store(int64(10 * time.Millisecond)) }
 
+// lendMargin is what DoOwnRead leaves between the end of a borrower's
+// longest read (its request's read deadline, set when the request is
+// written) and the caller's maxWait, measured before the write: the write
+// itself, short (callers lend only for small requests on idle
+// connections), must not push the read past what the caller may wait.
+const lendMargin = 100 * time.Millisecond
+
 // maxLendWaste caps the backoff exponent: at most 1<<6 = 64 lend chances
 // are skipped after unused lends.
 const maxLendWaste = 6
 
 // DoOwnRead is Do for a request whose caller will wait for its outcome
 // and cannot be canceled meanwhile (a synchronous Send without a Done
-// channel), and may wait up to maxWait. When the request is alone on the
-// connection, its read is lent to the caller: lend is non-zero, and the
-// caller must then call ReadOwn(lend) once, without holding locks that
-// done takes. With lend 0, the reader goroutine runs done as with Do.
-// Never for noResponse requests.
+// channel), and may wait up to maxWait: nothing is lent unless that is
+// more than the request timeout plus lendMargin. When the request is
+// alone on the connection, its read is lent to the caller: lend is
+// non-zero, and the caller must then call ReadOwn(lend) once, without
+// holding locks that done takes. With lend 0, the reader goroutine runs
+// done as with Do. Never for noResponse requests.
 func (c *Conn) DoOwnRead(req kmsg.Request, maxWait time.Duration, done func(kmsg.Response, error)) (lend uint64, err error) {
-	return c.do(req, false, c.requestTimeout() < maxWait, done)
+	return c.do(req, false, c.requestTimeout()+lendMargin < maxWait, done)
 }
 
 // ReadOwn reads the response of the request that DoOwnRead lent the read
