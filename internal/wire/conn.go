@@ -46,7 +46,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -172,19 +171,19 @@ type Conn struct {
 	// Guarded by mu (ownread.go): who reads the responses, and the lend's
 	// bookkeeping.
 	rown       readOwner
-	rreading   bool            // the borrower is in its read
-	lendID     uint64          // the current or last grant; a borrower's token
-	grantTick  uint64          // rticks when lendID was granted
-	rticks     uint64          // recall timer ticks of the current lend
-	lendGrants uint64          // grants during the current lend
-	seenGrants uint64          // lendGrants at the last tick
-	lendWaste  uint8           // consecutive lends recalled unused (backoff exponent)
-	lendSkip   uint8           // lend opportunities still to skip
-	lends      uint64          // lends so far (tests)
-	rwake      chan struct{}   // one slot: the reader goroutine has to look at rown
-	raw        syscall.RawConn // plain TCP only: to look at a socket whose read is lent (peerGone); nil: never lend
-	rtimer     *time.Timer     // the reader goroutine's recall timer; its own, not under mu
-	ownReads   atomic.Int64    // responses read by their writers (tests, stats)
+	rreading   bool          // the borrower is in its read
+	lendID     uint64        // the current or last grant; a borrower's token
+	grantTick  uint64        // rticks when lendID was granted
+	rticks     uint64        // recall timer ticks of the current lend
+	lendGrants uint64        // grants during the current lend
+	seenGrants uint64        // lendGrants at the last tick
+	lendWaste  uint8         // consecutive lends recalled unused (backoff exponent)
+	lendSkip   uint8         // lend opportunities still to skip
+	lends      uint64        // lends so far (tests)
+	rwake      chan struct{} // one slot: the reader goroutine has to look at rown
+	peek       *peeker       // plain TCP on Unix only: looks at a socket whose read is lent (peerGone); nil: never lend
+	rtimer     *time.Timer   // the reader goroutine's recall timer; its own, not under mu
+	ownReads   atomic.Int64  // responses read by their writers (tests, stats)
 
 	lastUse   atomic.Int64               // clock.Mono of the last write or response
 	idleTimer atomic.Pointer[time.Timer] // nil without Config.IdleTimeout
@@ -224,8 +223,8 @@ func dial(ctx context.Context, addr string, cfg *Config, node int32) (*Conn, err
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		c.writev = true // TLS would copy the pieces into records anyway
-		if probeSupported {
-			c.raw, _ = tc.SyscallConn()
+		if raw, err := tc.SyscallConn(); probeSupported && err == nil {
+			c.peek = newPeeker(raw)
 		}
 	}
 	for i := range c.versions {
@@ -374,7 +373,7 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse, ownRead bool, done func(
 		// Nobody has read the socket since the lend began: a broker that
 		// closed it meanwhile must not be written to (the request would be
 		// maybe-delivered, where it is certainly not).
-		if perr := peerGone(c.raw); perr != nil {
+		if perr := c.peek.peerGone(); perr != nil {
 			c.dead = fmt.Errorf("read from %s: %w", c.addr, perr)
 			c.rown = ownReader
 			c.mu.Unlock()

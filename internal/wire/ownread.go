@@ -45,7 +45,7 @@ package wire
 // socket without blocking (peerGone, ownread_unix.go: one recv with
 // MSG_PEEK|MSG_DONTWAIT); a closed or reset socket kills the connection and
 // the request is not written (ErrConnClosed). The reader lends only on
-// plain TCP on Unix (Conn.raw), where it can peek.
+// plain TCP on Unix (Conn.peek), where it can peek.
 //
 // A borrower blocks in a read bounded by the request timeout (the read
 // deadline of its request, the head of the queue); DoOwnRead grants only
@@ -198,7 +198,7 @@ func (c *Conn) awaitRead() error {
 		c.mu.Unlock()
 		return dead
 	}
-	if c.raw == nil {
+	if c.peek == nil {
 		c.mu.Unlock()
 		return nil // no way to watch a socket nobody reads (TLS; see peerGone)
 	}

@@ -11,4 +11,8 @@ import (
 // whose read is lent, so the reader never lends it on this platform.
 const probeSupported = false
 
-func peerGone(syscall.RawConn) error { return errors.New("no probe on this platform") }
+type peeker struct{}
+
+func newPeeker(syscall.RawConn) *peeker { return &peeker{} }
+
+func (*peeker) peerGone() error { return errors.New("no probe on this platform") }
