@@ -31,7 +31,9 @@ func newPeeker(raw syscall.RawConn) *peeker {
 
 func (p *peeker) peek(fd uintptr) bool {
 	for {
-		p.n, _, p.rerr = syscall.Recvfrom(int(fd), p.b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// No MSG_DONTWAIT (AIX's syscall package lacks it): Go's network
+		// sockets are non-blocking, so an empty socket gives EAGAIN.
+		p.n, _, p.rerr = syscall.Recvfrom(int(fd), p.b[:], syscall.MSG_PEEK)
 		if p.rerr != syscall.EINTR {
 			return true
 		}
