@@ -223,7 +223,10 @@ func dial(ctx context.Context, addr string, cfg *Config, node int32) (*Conn, err
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		c.writev = true // TLS would copy the pieces into records anyway
-		if raw, err := tc.SyscallConn(); probeSupported && err == nil {
+		// No lent reads with SASL: a re-authentication can run inside a
+		// lent Do before its read deadline is set, so the borrower could
+		// block past the delivery deadline it was lent on (review).
+		if raw, err := tc.SyscallConn(); probeSupported && err == nil && cfg.SASL == nil {
 			c.peek = newPeeker(raw)
 		}
 	}

@@ -43,9 +43,11 @@ package wire
 // into it (and that request would be maybe-delivered where it is certainly
 // not). So every request written while the read is lent first peeks at the
 // socket without blocking (peerGone, ownread_unix.go: one recv with
-// MSG_PEEK|MSG_DONTWAIT); a closed or reset socket kills the connection and
-// the request is not written (ErrConnClosed). The reader lends only on
-// plain TCP on Unix (Conn.peek), where it can peek.
+// MSG_PEEK on the non-blocking socket); a closed or reset socket kills the
+// connection and the request is not written (ErrConnClosed). The reader
+// lends only on plain TCP on Unix (Conn.peek), where it can peek, and
+// without SASL (a re-authentication inside a lent Do would delay the
+// borrower's read past the time it was lent for).
 //
 // A borrower blocks in a read bounded by the request timeout (the read
 // deadline of its request, the head of the queue); DoOwnRead grants only
