@@ -25,6 +25,10 @@ func (p *Producer) SetTopicIdle(d time.Duration) { p.topicIdle.Store(int64(d)) }
 // SinkWork counts what the sinks did, from sink.TestHooks (tests only).
 type SinkWork struct {
 	LoopWakes, InlineWrites, LoopWrites atomic.Int64
+	// OwnReads counts responses a Send caller read itself (lent reads);
+	// OwnReadMisses lent reads that read nothing (taken back, or the
+	// connection died).
+	OwnReads, OwnReadMisses atomic.Int64
 }
 
 // CountSinkWork starts counting sink loop wake-ups and who wrote each
@@ -38,6 +42,13 @@ func (p *Producer) CountSinkWork() *SinkWork {
 				w.InlineWrites.Add(1)
 			} else {
 				w.LoopWrites.Add(1)
+			}
+		},
+		OwnRead: func(read bool) {
+			if read {
+				w.OwnReads.Add(1)
+			} else {
+				w.OwnReadMisses.Add(1)
 			}
 		},
 	})

@@ -271,8 +271,11 @@ type RequestAnsweredEvent struct {
 // HookRequestAnswered is called once per ProduceRequest written (not for
 // one OnRequestWritten reported as not written) after its answer or
 // failure, before its records' outcomes are delivered, on the goroutine
-// reading that broker's connection; a blocking hook stops the processing
-// of that broker's responses. With AcksNone no answer comes:
+// reading that broker's connection — its reader, or the goroutine of a
+// Send whose ctx cannot be canceled and that wrote the request alone on
+// the connection, which reads its own response (holding no kpush lock);
+// a blocking hook stops the processing of that broker's responses. With
+// AcksNone no answer comes:
 // it is called on the sender loop once the request is written.
 type HookRequestAnswered interface {
 	// OnRequestAnswered receives the answered request.

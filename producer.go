@@ -237,6 +237,10 @@ func (p *Producer) send(ctx context.Context, r *Record, hw *syncWaiter) (Result,
 	}
 	w.pend.Reset()
 	w.pend.Size = 0 // set by enqueue once buffered; RecordDoneEvent.Bytes
+	done := ctx.Done()
+	// Nothing can interrupt the wait: the engine may let this goroutine
+	// read its own response (sink.Sink.kick).
+	w.pend.OwnRead = done == nil
 	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen, mono, wall); err != nil {
 		if hw != nil {
 			p.recordDone(w.hk, w.pend.Size, nil, Result{}, err)
@@ -245,7 +249,6 @@ func (p *Producer) send(ctx context.Context, r *Record, hw *syncWaiter) (Result,
 		p.failed.Add(1)
 		return Result{}, err
 	}
-	done := ctx.Done()
 	if done == nil {
 		<-w.ch // a plain receive costs far less than a select
 	} else {

@@ -13,7 +13,10 @@
 //     the same ownership (Sink.own).
 //   - The connection's reader goroutine (internal/wire) runs Sink.handle for
 //     each response, in order: it updates partitions and wakes synchronous
-//     waiters directly (one wake per record, no herd).
+//     waiters directly (one wake per record, no herd). A Send that wrote a
+//     lone request inline and cannot be canceled may read that response
+//     and run Sink.handle on its own goroutine instead (Sink.kick,
+//     wire/ownread.go), after releasing Sink.own.
 //   - One callback goroutine per sink (callbacks.run) runs asynchronous
 //     callbacks from per-partition queues (callbacks.go), so a slow
 //     callback never delays reading responses, and one partition's
@@ -124,6 +127,10 @@ type TestHooks struct {
 	// Written runs after each ProduceRequest is written; inline reports
 	// that a Send caller wrote it (Sink.kick), not the sink's loop.
 	Written func(inline bool)
+	// OwnRead runs after a Send caller that was lent its request's
+	// response read (Sink.kick) tried it; read reports that it read the
+	// response (false: the connection's reader goroutine took it back).
+	OwnRead func(read bool)
 }
 
 // SetTestHooks installs h (tests only, before any record is sent).

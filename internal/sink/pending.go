@@ -60,6 +60,7 @@ type Pending struct {
 	Topic     string
 	Partition int32
 	Async     bool  // Notify runs on the sink's callback goroutine
+	OwnRead   bool  // a Send whose ctx has no Done channel: it may read its own response (Sink.kick)
 	Unknown   bool  // outcome: the record may have been written (ErrOutcomeUnknown)
 	Enqueued  int64 // clock.Mono nanoseconds; when Send buffered it (linger)
 	Done      Notifier

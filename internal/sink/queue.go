@@ -170,7 +170,8 @@ func (p *PartitionQueue) unlock() {
 // partition becomes ready. It reports false, taking nothing, once the
 // partition is closed (Close already failed what was buffered).
 func (p *PartitionQueue) Add(r *Pending) bool {
-	async := r.Async // once r is queued it may be sent, done and reused before Add returns
+	// Once r is queued it may be sent, done and reused before Add returns.
+	async, ownRead, until := r.Async, r.OwnRead, r.Deadline
 	p.mu.Lock()
 	if p.phase == phaseClosed {
 		p.mu.Unlock()
@@ -185,7 +186,7 @@ func (p *PartitionQueue) Add(r *Pending) bool {
 		if async {
 			s.nudge() // the sender goes on enqueueing; the loop writes meanwhile
 		} else {
-			s.kick()
+			s.kick(ownRead, until)
 		}
 	}
 	return true

@@ -1,6 +1,8 @@
 package sink
 
-// Response handling; runs on the connection's reader goroutine.
+// Response handling; runs on the connection's reader goroutine, or on a
+// Send's goroutine that reads its own lone request's response (a lent
+// read: internal/wire/ownread.go, Sink.kick).
 
 import (
 	"errors"

@@ -187,7 +187,7 @@ func (s *Sink) loop() {
 					break drain
 				}
 			}
-			sent, lingerUntil := s.produce(false)
+			sent, lingerUntil, _ := s.produce(false, 0)
 			if lingerUntil > 0 {
 				timer, timerC = resetTimer(timer, time.Duration(lingerUntil-clock.Mono()))
 			}
@@ -211,49 +211,70 @@ func (s *Sink) loop() {
 // request counts as answered once written, so nothing would ever be in
 // flight and every write, however backed up the socket, would be the
 // caller's).
-func (s *Sink) kick() {
+//
+// With ownRead (Pending.OwnRead: the Send cannot be canceled) the caller
+// also reads the response itself when the request is alone on the
+// connection and the caller may wait for the whole request timeout before
+// its delivery deadline (until, clock.Mono): the network poller then wakes
+// the caller directly instead of the connection's reader goroutine, which
+// would wake the caller (wire/ownread.go). The read happens after own is
+// released, so the loop and other senders go on meanwhile.
+func (s *Sink) kick(ownRead bool, until int64) {
 	if s.eng.cfg.Acks == 0 || s.inflight.Load() != 0 || !s.own.TryLock() {
 		s.nudge()
 		return
 	}
-	more := s.sendIdleLocked()
+	var maxWait time.Duration
+	if ownRead {
+		maxWait = time.Duration(until - clock.Mono())
+	}
+	more, conn, lend := s.sendIdleLocked(maxWait)
 	s.own.Unlock()
 	if more {
 		s.nudge()
 	}
+	if lend != 0 {
+		read := conn.ReadOwn(lend)
+		if h := s.eng.testHooks.Load(); h != nil && h.OwnRead != nil {
+			h.OwnRead(read)
+		}
+	}
 }
 
 // sendIdleLocked is kick's request, with own held; it reports whether the
-// loop must still look at the ready list.
-func (s *Sink) sendIdleLocked() (more bool) {
+// loop must still look at the ready list, and the connection and token of
+// a read lent to the caller (lend 0: none) when maxWait > 0.
+func (s *Sink) sendIdleLocked(maxWait time.Duration) (more bool, conn *wire.Conn, lend uint64) {
 	e := s.eng
 	if s.exited || s.conn == nil || s.inflight.Load() != 0 || s.throttleUntil.Load() > clock.Mono() {
-		return true
+		return true, nil, 0
 	}
 	select {
 	case <-e.stop:
-		return true
+		return true, nil, 0
 	case <-s.quit:
-		return true
+		return true, nil, 0
 	default:
 	}
 	if e.idem.Enabled() {
 		select {
 		case <-e.idem.Ready():
 		default:
-			return true
+			return true, nil, 0
 		}
 	}
 	if s.conn.Err() != nil || s.conn.RenewDue() {
-		return true // the loop redials or renews: the caller does not wait for that
+		return true, nil, 0 // the loop redials or renews: the caller does not wait for that
 	}
 	if !s.pruneReady() {
-		return false
+		return false, nil, 0
 	}
-	if _, lingerUntil := s.produce(true); lingerUntil > 0 {
-		return true // the loop sets the timer
+	conn = s.conn
+	_, lingerUntil, lend := s.produce(true, maxWait)
+	if lingerUntil > 0 {
+		return true, conn, lend // the loop sets the timer
 	}
-	return s.hasReady()
+	return s.hasReady(), conn, lend
 }
 
 // inlineMaxBytes bounds the request a Send caller writes itself (kick):
@@ -367,8 +388,10 @@ func (s *Sink) failReady(err error) {
 // produce drains ready partitions into one request and writes it, with own
 // held (inline: by a Send caller, see kick). It reports whether it sent
 // something, and the earliest time a lingering partition becomes ready (0
-// if none).
-func (s *Sink) produce(inline bool) (sent bool, lingerUntil int64) {
+// if none). With maxWait > 0 (inline only) it asks the connection to lend
+// the caller the response's read (wire.Conn.DoOwnRead); lend is the token
+// for ReadOwn, 0 when not lent.
+func (s *Sink) produce(inline bool, maxWait time.Duration) (sent bool, lingerUntil int64, lend uint64) {
 	e := s.eng
 	mark := e.scanMark() // before drain takes batches out of the reaper's sight
 	parts := s.takeReady()
@@ -416,7 +439,7 @@ func (s *Sink) produce(inline bool) (sent bool, lingerUntil int64) {
 	}
 	s.giveBackSpare(parts)
 	if len(batches) == 0 {
-		return false, lingerUntil
+		return false, lingerUntil, 0
 	}
 	e.window(drainToTrack)
 	s.track(s.gen, batches) // before encoding: the reaper may expire their records meanwhile
@@ -452,14 +475,20 @@ func (s *Sink) produce(inline bool) (sent bool, lingerUntil int64) {
 	if e.cfg.Hooks.Stamps {
 		stampWritten(batches)
 	}
-	err := s.conn.Do(req, e.cfg.Acks == 0, func(r kmsg.Response, err error) {
+	done := func(r kmsg.Response, err error) {
 		mark := e.scanMark()
 		s.untrack(gen)
 		s.answered(hev, err)
 		e.window(untrackToHandle)
 		s.handle(batches, r, err, sentAt)
 		e.handedOver(mark, batches)
-	})
+	}
+	var err error
+	if maxWait > 0 && inline && e.cfg.Acks != 0 {
+		lend, err = s.conn.DoOwnRead(req, maxWait, done)
+	} else {
+		err = s.conn.Do(req, e.cfg.Acks == 0, done)
+	}
 	s.written(hev, err)
 	if h := e.testHooks.Load(); h != nil && h.Written != nil && err == nil {
 		h.Written(inline)
@@ -471,7 +500,7 @@ func (s *Sink) produce(inline bool) (sent bool, lingerUntil int64) {
 		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt)
 		e.handedOver(mark, batches)
 	}
-	return true, lingerUntil
+	return true, lingerUntil, lend
 }
 
 var errNotSent = errors.New("request not sent")

@@ -10,8 +10,12 @@
 //     the pending queue, checks the correlation id, decodes the response and
 //     runs the call's done function on its own goroutine. done must not block
 //     for long: it delays every later response of this connection.
-//   - Conn.mu guards the pending queue, the dead error, the read deadline and
-//     the idle channel. Lock order: wmu before mu.
+//   - Conn.mu guards the pending queue, the dead error, the read deadline,
+//     the idle channel and who reads (rown). Lock order: wmu before mu.
+//   - The reader goroutine may lend the read of one lone request's response
+//     to the goroutine that wrote it (DoOwnRead, ReadOwn); the reader
+//     goroutine then parks until the read comes back (ownread.go). Whoever
+//     holds the read owns br and rbuf.
 //   - Idle closing (idle.go): a timer goroutine per Conn (time.AfterFunc)
 //     closes the connection once nothing was written or read for
 //     Config.IdleTimeout, only while it holds wmu (no write in progress)
@@ -159,6 +163,28 @@ type Conn struct {
 
 	readerDone chan struct{}
 
+	// The read side, owned by the reader goroutine or, while it is lent,
+	// by the borrower that is reading (ownread.go).
+	br   *bufio.Reader
+	rbuf []byte // reused for produce responses (readOne)
+
+	// Guarded by mu (ownread.go): who reads the responses, and the lend's
+	// bookkeeping.
+	rown       readOwner
+	rreading   bool          // the borrower is in its read
+	lendID     uint64        // the current or last grant; a borrower's token
+	grantTick  uint64        // rticks when lendID was granted
+	rticks     uint64        // recall timer ticks of the current lend
+	lendGrants uint64        // grants during the current lend
+	seenGrants uint64        // lendGrants at the last tick
+	lendWaste  uint8         // consecutive lends recalled unused (backoff exponent)
+	lendSkip   uint8         // lend opportunities still to skip
+	lends      uint64        // lends so far (tests)
+	rwake      chan struct{} // one slot: the reader goroutine has to look at rown
+	peek       *peeker       // plain TCP on Unix only: looks at a socket whose read is lent (peerGone); nil: never lend
+	rtimer     *time.Timer   // the reader goroutine's recall timer; its own, not under mu
+	ownReads   atomic.Int64  // responses read by their writers (tests, stats)
+
 	lastUse   atomic.Int64               // clock.Mono of the last write or response
 	idleTimer atomic.Pointer[time.Timer] // nil without Config.IdleTimeout
 }
@@ -193,8 +219,17 @@ func dial(ctx context.Context, addr string, cfg *Config, node int32) (*Conn, err
 		nc:         nc,
 		fmtr:       kmsg.NewRequestFormatter(kmsg.FormatterClientID(cfg.ClientID)),
 		readerDone: make(chan struct{}),
+		rwake:      make(chan struct{}, 1),
 	}
-	_, c.writev = nc.(*net.TCPConn) // TLS would copy the pieces into records anyway
+	if tc, ok := nc.(*net.TCPConn); ok {
+		c.writev = true // TLS would copy the pieces into records anyway
+		// No lent reads with SASL: a re-authentication can run inside a
+		// lent Do before its read deadline is set, so the borrower could
+		// block past the delivery deadline it was lent on (review).
+		if raw, err := tc.SyscallConn(); probeSupported && err == nil && cfg.SASL == nil {
+			c.peek = newPeeker(raw)
+		}
+	}
 	for i := range c.versions {
 		c.versions[i] = -1
 	}
@@ -224,7 +259,8 @@ func dial(ctx context.Context, addr string, cfg *Config, node int32) (*Conn, err
 	}
 	nc.SetDeadline(time.Time{})
 	c.touch()
-	go c.readLoop(br)
+	c.br = br
+	go c.readLoop()
 	if cfg.SASL != nil {
 		c.wmu.Lock()
 		err := c.authenticateLocked(ctx, false, nil)
@@ -268,20 +304,27 @@ func (c *Conn) Done() <-chan struct{} { return c.readerDone }
 // which is reused once done returns: done must not keep it (or pass it to
 // another goroutine); Produce therefore never goes through Request.
 func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) error {
+	_, err := c.do(req, noResponse, false, done)
+	return err
+}
+
+// do is Do; with ownRead it asks to read the response on the calling
+// goroutine (DoOwnRead) and returns the lend's token, 0 when not granted.
+func (c *Conn) do(req kmsg.Request, noResponse, ownRead bool, done func(kmsg.Response, error)) (lend uint64, _ error) {
 	c.wmu.Lock()
 	if err := c.renewLocked(); err != nil {
 		if errors.Is(err, errRenewWait) {
 			c.unlockWrite()
-			return fmt.Errorf("%w: %w", ErrConnClosed, err)
+			return 0, fmt.Errorf("%w: %w", ErrConnClosed, err)
 		}
 		c.fail(err) // under wmu: no other Do renews on a connection failing
 		c.unlockWrite()
-		return fmt.Errorf("%w: %w", ErrConnClosed, err)
+		return 0, fmt.Errorf("%w: %w", ErrConnClosed, err)
 	}
-	err, werr := c.sendLocked(req, noResponse, done)
+	lend, err, werr := c.sendLocked(req, noResponse, ownRead && !noResponse, done)
 	c.unlockWrite()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if noResponse {
 		if werr != nil {
@@ -290,17 +333,22 @@ func (c *Conn) Do(req kmsg.Request, noResponse bool, done func(kmsg.Response, er
 			done(nil, nil)
 		}
 	}
-	return nil
+	if werr != nil {
+		lend = 0 // the reader completes the call
+	}
+	return lend, nil
 }
 
 // sendLocked writes req with c.wmu held. err reports a request that was not
 // written (done will not run); werr a failed write, after which the
 // connection is dead and the reader completes the pending call (for
-// noResponse calls the caller runs done, after releasing wmu).
-func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Response, error)) (err, werr error) {
+// noResponse calls the caller runs done, after releasing wmu). With
+// ownRead, lend is the token of a read lent to the caller (ownread.go), 0
+// when the reader goroutine reads the response.
+func (c *Conn) sendLocked(req kmsg.Request, noResponse, ownRead bool, done func(kmsg.Response, error)) (lend uint64, err, werr error) {
 	v := c.Version(req.Key())
 	if v < 0 {
-		return fmt.Errorf("%w: api key %d on %s", ErrUnsupported, req.Key(), c.addr), nil
+		return 0, fmt.Errorf("%w: api key %d on %s", ErrUnsupported, req.Key(), c.addr), nil
 	}
 	req.SetVersion(v)
 	timeout := c.requestTimeout()
@@ -322,9 +370,22 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 	if c.dead != nil {
 		err := c.dead
 		c.mu.Unlock()
-		return fmt.Errorf("%w: %v", ErrConnClosed, err), nil
+		return 0, fmt.Errorf("%w: %v", ErrConnClosed, err), nil
+	}
+	if c.rown == ownLent {
+		// Nobody has read the socket since the lend began: a broker that
+		// closed it meanwhile must not be written to (the request would be
+		// maybe-delivered, where it is certainly not).
+		if perr := c.peek.peerGone(); perr != nil {
+			c.dead = fmt.Errorf("read from %s: %w", c.addr, perr)
+			c.rown = ownReader
+			c.mu.Unlock()
+			c.wakeReader() // it completes nothing (nothing is pending) and exits
+			return 0, fmt.Errorf("%w: %v", ErrConnClosed, c.dead), nil
+		}
 	}
 	if !noResponse {
+		lend = c.borrowLocked(ownRead)
 		c.pending = append(c.pending, call{req: req, corr: c.corr, deadline: deadline, done: done})
 		if len(c.pending) == 1 {
 			c.nc.SetReadDeadline(deadline)
@@ -352,7 +413,7 @@ func (c *Conn) sendLocked(req kmsg.Request, noResponse bool, done func(kmsg.Resp
 		// it. The reader completes the pending call.
 		c.fail(fmt.Errorf("write to %s: %w", c.addr, werr))
 	}
-	return nil, werr
+	return lend, nil, werr
 }
 
 func (c *Conn) requestTimeout() time.Duration {
@@ -422,7 +483,7 @@ func (c *Conn) Request(ctx context.Context, req kmsg.Request) (kmsg.Response, er
 // requestLocked is Request for a caller holding c.wmu (SASL).
 func (c *Conn) requestLocked(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
 	return c.request(ctx, req, func(req kmsg.Request, _ bool, done func(kmsg.Response, error)) error {
-		err, _ := c.sendLocked(req, false, done)
+		_, err, _ := c.sendLocked(req, false, false, done)
 		return err
 	})
 }
@@ -463,68 +524,28 @@ func (c *Conn) fail(err error) {
 		c.dead = err
 	}
 	c.mu.Unlock()
+	c.wakeReader() // a reader that lent the read is parked (ownread.go)
 	c.nc.Close()
 	c.stopIdleTimer()
 }
 
-func (c *Conn) readLoop(br *bufio.Reader) {
+func (c *Conn) readLoop() {
 	defer close(c.readerDone)
 	var err error
-	var rbuf []byte // reused for produce responses (see below)
 	for {
-		var body []byte
-		body, err = readFrame(br, rbuf)
-		if err != nil {
+		// awaitRead returns once the reader goroutine owns the read: at
+		// once, or after lending it (ownread.go).
+		if err = c.awaitRead(); err != nil {
 			break
 		}
-		c.mu.Lock()
-		if len(c.pending) == 0 {
-			c.mu.Unlock()
-			err = errors.New("response with no request pending")
+		if err = c.readOne(); err != nil {
 			break
-		}
-		cl := c.pending[0]
-		// Shift rather than reslice: at most a few requests are pending
-		// (MaxInflight), and the array is reused from its start.
-		n := copy(c.pending, c.pending[1:])
-		c.pending[n] = call{}
-		c.pending = c.pending[:n]
-		if n > 0 {
-			c.nc.SetReadDeadline(c.pending[0].deadline)
-		} else {
-			c.nc.SetReadDeadline(time.Time{})
-			if cap(c.pending) > maxKeptPending {
-				c.pending = nil // let a burst's array go
-			}
-			c.signalIdleLocked()
-			c.touch() // the idle period starts with the last response
-		}
-		c.mu.Unlock()
-		resp, derr := decode(&cl, body)
-		if derr != nil {
-			cl.done(nil, fmt.Errorf("%w: decode response from %s: %v", ErrMaybeDelivered, c.addr, derr))
-			err = derr
-			break
-		}
-		cl.done(resp, nil)
-		// A decoded response may alias its frame (kmsg keeps unknown
-		// tagged fields, and some byte fields, as subslices). The engine
-		// is done with a produce response once done returns; other
-		// responses are handed to their callers, so their frames are not
-		// reused.
-		rbuf = nil
-		if cl.req.Key() == int16(kmsg.Produce) && cap(body) <= maxKeptReadBuf {
-			rbuf = body
 		}
 	}
 
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		err = ErrRequestTimeout
-	}
 	c.mu.Lock()
 	if c.dead == nil {
-		c.dead = err
+		c.dead = readErr(err)
 	}
 	dead := c.dead
 	pending := c.pending

@@ -1,5 +1,7 @@
 package wire
 
+import "time"
+
 // Test seams for package wire_test.
 
 // SetReauthWaitingHook makes f run whenever a re-authentication on a
@@ -22,4 +24,34 @@ func EndSession(c *Conn) {
 	c.reauthAt, c.sessionEnd = 1, 1
 	c.renewAt.Store(1)
 	c.wmu.Unlock()
+}
+
+// Lent reports whether c's reader goroutine has lent the read and nobody
+// has taken it (ownread.go).
+func Lent(c *Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rown == ownLent
+}
+
+// Reading reports whether a borrower is in its read of c (ReadOwn).
+func Reading(c *Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rown != ownReader && c.rreading
+}
+
+// Lends returns how many times c's reader lent the read, and the current
+// backoff exponent (consecutive unused lends).
+func Lends(c *Conn) (lends uint64, waste uint8) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lends, c.lendWaste
+}
+
+// SetLendTick sets the period of every reader's recall timer (ownread.go)
+// until the test ends; for tests that must act within one lend.
+func SetLendTick(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := lendTick.Swap(int64(d))
+	t.Cleanup(func() { lendTick.Store(old) })
 }

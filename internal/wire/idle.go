@@ -83,7 +83,8 @@ func (c *Conn) checkIdle() {
 	c.dead = ErrIdle
 	closed = true
 	c.mu.Unlock()
-	c.nc.Close() // the reader exits with no call to complete
+	c.wakeReader() // a reader that lent the read is parked (ownread.go)
+	c.nc.Close()   // the reader exits with no call to complete
 	if c.cfg.OnIdleClose != nil {
 		c.cfg.OnIdleClose(c.addr)
 	}

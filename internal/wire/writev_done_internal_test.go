@@ -44,12 +44,12 @@ func doneBeforeWriteEnds(t *testing.T) bool {
 	defer p.Close()
 	wc := &watchedConn{Conn: nc}
 	c := &Conn{nc: wc, cfg: &Config{RequestTimeout: 30 * time.Second}, readerDone: make(chan struct{}),
-		fmtr: kmsg.NewRequestFormatter(), writev: true}
+		rwake: make(chan struct{}, 1), br: bufio.NewReader(nc), fmtr: kmsg.NewRequestFormatter(), writev: true}
 	for i := range c.versions {
 		c.versions[i] = -1
 	}
 	c.versions[kmsg.Produce] = 9
-	go c.readLoop(bufio.NewReader(nc))
+	go c.readLoop()
 
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks, req.TimeoutMillis = -1, 1000
