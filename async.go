@@ -334,7 +334,7 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 	if a.rec != nil {
 		rec = a.rec
 	}
-	if err := p.enqueue(ctx, rec, &a.pend, a, &a.gen); err != nil {
+	if err := p.enqueue(ctx, rec, &a.pend, a, &a.gen, false); err != nil {
 		if a.rec != nil {
 			p.recordDone(a.rec, a.start, a.pend.Size, nil, Result{}, err)
 			a.rec = nil

@@ -234,7 +234,7 @@ func (p *Producer) send(ctx context.Context, r *Record, hooked *hookedSend) (Res
 		w.rec = hooked.rec
 		w.pend.Stamps = hooked.pend
 	}
-	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen); err != nil {
+	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen, false); err != nil {
 		if hooked != nil {
 			hooked.size = w.pend.Size
 			w.rec = nil
@@ -295,8 +295,11 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 
 // enqueue validates r, reserves buffer space and appends it to its
 // partition, storing the record's Flush generation in *gen (before the
-// record can have an outcome). Errors are *ProduceError, definite.
-func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier, gen **buffer.Gen) error {
+// record can have an outcome). Errors are *ProduceError, definite, except
+// errWouldWait: with try set, enqueue never waits, and when the topic's
+// metadata or buffer space is not there yet it returns errWouldWait having
+// taken nothing (TrySendCancelable).
+func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier, gen **buffer.Gen, try bool) error {
 	if r == nil {
 		return notWritten("", -1, ErrNilRecord)
 	}
@@ -338,7 +341,10 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		return notWritten(name, -1, &RecordTooLargeError{Size: int64(size), Limit: p.cfg.maxBufBytes, Option: "WithMaxBufferedBytes"})
 	}
 
-	t, err := p.topic(ctx, name, mono)
+	t, err := p.topic(ctx, name, mono, try)
+	if err == errWouldWait {
+		return err
+	}
 	if err != nil {
 		return notWritten(name, -1, err)
 	}
@@ -352,6 +358,9 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 	if !p.lim.TryReserve(int64(size)) {
 		if p.cfg.failFast {
 			return notWritten(name, int32(part), ErrBufferFull)
+		}
+		if try {
+			return errWouldWait
 		}
 		if err := p.reserve(ctx, int64(size), deadline); err != nil {
 			return notWritten(name, int32(part), err)

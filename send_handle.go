@@ -1,10 +1,13 @@
 package kpush
 
-// Goroutines and ownership (SendCancelable):
-//   - The caller's goroutine runs SendCancelable (enqueue, as SendAsync).
+// Goroutines and ownership (SendCancelable, TrySendCancelable):
+//   - The caller's goroutine runs SendCancelable (enqueue, as SendAsync),
+//     or TrySendCancelable (enqueue without waiting; it may also write the
+//     request, holding the sink's own, as Send's caller does).
 //   - The outcome arrives through SendHandle.Notify on the partition's
 //     callback goroutine (a sink's), in send order per partition, as for
-//     SendAsync.
+//     SendAsync; a TrySendCancelable record's Notify may instead run on the
+//     goroutine that completed it (sink.Pending.Inline), still in order.
 //   - Any goroutine may call SendHandle.Cancel, at any time, any number of
 //     times.
 // h.mu guards delivered and canceled: exactly one of Notify and Cancel
@@ -14,6 +17,7 @@ package kpush
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/kpush/kpush/internal/buffer"
@@ -65,7 +69,7 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 		}
 		rec = h.rec
 	}
-	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen); err != nil {
+	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen, false); err != nil {
 		h.delivered = true
 		if h.rec != nil {
 			p.recordDone(h.rec, h.start, h.pend.Size, nil, Result{}, err)
@@ -78,6 +82,51 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 		return h
 	}
 	return h
+}
+
+// errWouldWait is enqueue's answer, with try set, when buffering the record
+// would wait (for its topic's first metadata or for buffer space); nothing
+// was taken. Never returned to callers of the public API.
+var errWouldWait = errors.New("kpush: buffering the record would wait")
+
+// TrySendCancelable is SendCancelable for a caller that must never wait,
+// such as a thread running an event loop (the Python bridge hands a lone
+// record over this way, on the loop's thread). It reports false, having done
+// nothing (cb is not called), when buffering the record would wait: its
+// topic's metadata is not known yet (the lookup is started), or buffer space
+// is short (without WithFailFastWhenFull); send it with SendCancelable
+// then, from a goroutine that may wait. It also reports false whenever
+// record hooks are installed (WithHooks), so they see each record once.
+//
+// Otherwise it behaves as SendCancelable, with two differences. When the
+// record's broker has nothing in flight and its connection is up, the
+// request is written on the calling goroutine, as Send's is (a write of at
+// most 64 KiB into an idle connection: it does not wait for the broker),
+// instead of waking the sink's goroutine. And cb must be quick and must
+// never block, nor call Flush or Close: it runs on whichever goroutine
+// completes the record — usually the one reading the broker's responses —
+// when no earlier callback of the partition is pending, else on a sink's
+// callback goroutine, still one at a time per partition, in send order.
+// Bad input still fails through cb on the calling goroutine, with true.
+func (p *Producer) TrySendCancelable(r *Record, cb func(Result, error)) (*SendHandle, bool) {
+	if p.hooks.anyRecord {
+		return nil, false
+	}
+	h := &SendHandle{cb: cb, prod: p}
+	h.pend.Reset()
+	h.pend.Async = true
+	h.pend.Inline = true
+	switch err := p.enqueue(context.Background(), r, &h.pend, h, &h.gen, true); {
+	case err == errWouldWait:
+		return nil, false
+	case err != nil:
+		h.delivered = true
+		p.failed.Add(1)
+		if cb != nil {
+			cb(Result{}, err)
+		}
+	}
+	return h, true
 }
 
 // Cancel gives up on the record as a cancelled Send's ctx does: a record not

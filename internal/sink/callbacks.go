@@ -70,9 +70,57 @@ func (e *Engine) pushAsync(recs []*Pending, c *callbacks) {
 		idle := !q.running
 		q.running = true
 		q.mu.Unlock()
-		if idle {
+		switch {
+		case !idle:
+		case allInline(run):
+			e.runInline(q, c)
+		default:
 			e.schedule(q, c)
 		}
+	}
+}
+
+// allInline reports whether every record's Notify may run inline
+// (Pending.Inline).
+func allInline(recs []*Pending) bool {
+	for _, r := range recs {
+		if !r.Inline {
+			return false
+		}
+	}
+	return true
+}
+
+// runInline delivers a running queue on this goroutine (the one that
+// completed its records: a connection reader, the reaper, a sink loop) as
+// long as every record waiting in it is Inline: their callbacks are quick
+// and never block, so this saves waking the callback goroutine (a hand-off
+// per response at C=1). A queue that holds another record is scheduled on
+// c as pushAsync would have, behind nothing: order per partition is kept
+// because only the goroutine that set running delivers the queue.
+func (e *Engine) runInline(q *cbQueue, c *callbacks) {
+	for {
+		q.mu.Lock()
+		if len(q.recs) == 0 {
+			q.running = false
+			q.mu.Unlock()
+			return
+		}
+		if !allInline(q.recs) {
+			q.mu.Unlock()
+			e.schedule(q, c)
+			return
+		}
+		recs := q.recs
+		q.recs, q.spare = q.spare[:0], nil
+		q.mu.Unlock()
+		e.deliver(recs)
+		clear(recs)
+		q.mu.Lock()
+		if q.spare == nil {
+			q.spare = recs[:0]
+		}
+		q.mu.Unlock()
 	}
 }
 

@@ -170,7 +170,8 @@ func (p *PartitionQueue) unlock() {
 // partition becomes ready. It reports false, taking nothing, once the
 // partition is closed (Close already failed what was buffered).
 func (p *PartitionQueue) Add(r *Pending) bool {
-	async := r.Async // once r is queued it may be sent, done and reused before Add returns
+	// Read before r is queued: it may be sent, done and reused before Add returns.
+	nudge := r.Async && !r.Inline
 	p.mu.Lock()
 	if p.phase == phaseClosed {
 		p.mu.Unlock()
@@ -182,10 +183,10 @@ func (p *PartitionQueue) Add(r *Pending) bool {
 	s := p.queueLocked()
 	p.mu.Unlock()
 	if s != nil {
-		if async {
+		if nudge {
 			s.nudge() // the sender goes on enqueueing; the loop writes meanwhile
 		} else {
-			s.kick()
+			s.kick() // a Send's or an inline record: written here if the sink is idle
 		}
 	}
 	return true
