@@ -7,7 +7,9 @@ package kpush
 //   - The outcome arrives through SendHandle.Notify on the partition's
 //     callback goroutine (a sink's), in send order per partition, as for
 //     SendAsync; a TrySendCancelable record's Notify may instead run on the
-//     goroutine that completed it (sink.Pending.Inline), still in order.
+//     goroutine that completed it (sink.Pending.Inline), still in order —
+//     only a connection's reader or the reaper, never a sink loop or a
+//     Send caller writing inline (they hold the sink's own: pushAsync).
 //   - Any goroutine may call SendHandle.Cancel, at any time, any number of
 //     times.
 // h.mu guards delivered and canceled: exactly one of Notify and Cancel
@@ -102,12 +104,16 @@ var errWouldWait = errors.New("kpush: buffering the record would wait")
 // record's broker has nothing in flight and its connection is up, the
 // request is written on the calling goroutine, as Send's is (a write of at
 // most 64 KiB into an idle connection: it does not wait for the broker),
-// instead of waking the sink's goroutine. And cb must be quick and must
-// never block, nor call Flush or Close: it runs on whichever goroutine
-// completes the record — usually the one reading the broker's responses —
-// when no earlier callback of the partition is pending, else on a sink's
-// callback goroutine, still one at a time per partition, in send order.
-// Bad input still fails through cb on the calling goroutine, with true.
+// instead of waking the sink's goroutine. And cb runs on the goroutine that
+// completes the record when no earlier callback of the partition is
+// pending: the one reading the broker's responses, or the producer's
+// reaper (delivery timeout); else on a sink's callback goroutine, still one
+// at a time per partition, in send order (and on Cancel's goroutine when
+// Cancel delivers). cb must therefore be quick and must never block: it
+// must not call Flush or Close, nor Send, SendCancelable or SendAsync where
+// they may wait (for metadata or buffer space) — a blocked reader stops
+// every response from its broker. Bad input still fails through cb on the
+// calling goroutine, with true.
 func (p *Producer) TrySendCancelable(r *Record, cb func(Result, error)) (*SendHandle, bool) {
 	if p.hooks.anyRecord {
 		return nil, false

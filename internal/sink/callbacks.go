@@ -6,7 +6,9 @@ package sink
 // their callbacks; its mu guards recs, spare and running. A queue with
 // records is "running": it is scheduled on exactly one callback goroutine
 // (a sink's callbacks.run), or being drained inline by the goroutine that
-// found that goroutine closed. Only the goroutine running a queue delivers
+// found that goroutine closed, or by the connection reader or reaper that
+// completed its Inline records (runInline; never a goroutine holding
+// Sink.own). Only the goroutine running a queue delivers
 // its records, one snapshot at a time, so one partition's callbacks run in
 // order even when its leader moves: completions from the new leader join
 // the same queue, behind the old leader's. callbacks.mu guards a sink's
@@ -51,8 +53,12 @@ type callbacks struct {
 
 // pushAsync hands async records to their partitions' queues; a queue that
 // was idle is scheduled on c (nil: drained inline on this goroutine).
-// Records of one partition are contiguous in recs (one batch each).
-func (e *Engine) pushAsync(recs []*Pending, c *callbacks) {
+// Records of one partition are contiguous in recs (one batch each). inline
+// allows running Inline records' callbacks here (runInline): only a
+// connection reader handling a response and the reaper pass true, which
+// hold no kpush lock and are nobody's caller; a sink loop or a Send caller
+// writing inline holds Sink.own, and must not run a user's callback.
+func (e *Engine) pushAsync(recs []*Pending, c *callbacks, inline bool) {
 	for len(recs) > 0 {
 		q := recs[0].cbq
 		n := 1
@@ -72,7 +78,7 @@ func (e *Engine) pushAsync(recs []*Pending, c *callbacks) {
 		q.mu.Unlock()
 		switch {
 		case !idle:
-		case allInline(run):
+		case inline && allInline(run):
 			e.runInline(q, c)
 		default:
 			e.schedule(q, c)
@@ -92,7 +98,7 @@ func allInline(recs []*Pending) bool {
 }
 
 // runInline delivers a running queue on this goroutine (the one that
-// completed its records: a connection reader, the reaper, a sink loop) as
+// completed its records: a connection reader or the reaper) as
 // long as every record waiting in it is Inline: their callbacks are quick
 // and never block, so this saves waking the callback goroutine (a hand-off
 // per response at C=1). A queue that holds another record is scheduled on

@@ -359,7 +359,7 @@ func (s *Sink) ensureConn() bool {
 func (s *Sink) failReady(err error) {
 	parts := s.takeReady()
 	for _, p := range parts {
-		s.eng.notifyAll(p.failUnsent(s, err), &s.cb)
+		s.eng.notifyAll(p.failUnsent(s, err), &s.cb, false) // own held
 	}
 	s.giveBackSpare(parts)
 }
@@ -399,7 +399,7 @@ func (s *Sink) produce(inline bool) (sent bool, lingerUntil int64) {
 			lingerUntil = until
 		}
 		if len(exp) > 0 {
-			s.eng.notifyAll(exp, &s.cb)
+			s.eng.notifyAll(exp, &s.cb, false) // own held: no callback here
 		}
 		if more {
 			requeue = append(requeue, p)
@@ -457,7 +457,7 @@ func (s *Sink) produce(inline bool) (sent bool, lingerUntil int64) {
 		s.untrack(gen)
 		s.answered(hev, err)
 		e.window(untrackToHandle)
-		s.handle(batches, r, err, sentAt)
+		s.handle(batches, r, err, sentAt, e.cfg.Acks != 0) // acks=0: on the sender, own held
 		e.handedOver(mark, batches)
 	})
 	s.written(hev, err)
@@ -468,7 +468,7 @@ func (s *Sink) produce(inline bool) (sent bool, lingerUntil int64) {
 		// Not written: the batches are retried, definitely unsent.
 		mark := e.scanMark()
 		s.untrack(gen)
-		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt)
+		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt, false) // own held
 		e.handedOver(mark, batches)
 	}
 	return true, lingerUntil
