@@ -349,13 +349,25 @@ func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n s
 		return notWritten(name, -1, err)
 	}
 	parts := *t.parts.Load()
+	// With try, space is taken before a partition is chosen: a refused
+	// record must not have moved the partitioner (sticky byte counts,
+	// round robin). Without it, a record that fails fast still has one.
+	reserved := false
+	if try {
+		if reserved = p.lim.TryReserve(int64(size)); !reserved && !p.cfg.failFast {
+			return errWouldWait
+		}
+	}
 	part, bad, err := choosePartition(t.picker, p.cfg.partitioner == ManualPartitioner, r, size, len(parts))
 	if err != nil {
+		if reserved {
+			p.lim.Release(int64(size))
+		}
 		return notWritten(name, bad, err)
 	}
 
 	deadline := mono + int64(p.cfg.deliveryTimeout)
-	if !p.lim.TryReserve(int64(size)) {
+	if !reserved && !p.lim.TryReserve(int64(size)) {
 		if p.cfg.failFast {
 			return notWritten(name, int32(part), ErrBufferFull)
 		}

@@ -276,3 +276,39 @@ func TestTrySendCancelable_Cancel(t *testing.T) {
 type hooksOnly struct{}
 
 func (hooksOnly) OnRecordSend(context.Context, *kpush.Record) {}
+
+// TestTrySendCancelable_RefusedDoesNotMovePartitioner: a record refused for
+// buffer space took nothing, not even its place in the partitioner's
+// rotation: with round robin, the next record goes where it would have gone
+// had the refused ones never been offered.
+func TestTrySendCancelable_RefusedDoesNotMovePartitioner(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("rr", 2))
+	p := newProducer(t, c, kpush.WithMaxBufferedRecords(1), kpush.WithPartitioner(kpush.RoundRobinPartitioner))
+	ctx := testCtx(t)
+	first, err := p.Send(ctx, &kpush.Record{Topic: "rr", Value: []byte("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	holdProduce(c, release)
+	held := newOutcomeCh()
+	if _, ok := p.TrySendCancelable(&kpush.Record{Topic: "rr", Value: []byte("held")}, held.cb); !ok {
+		t.Fatal("refused a record with the buffer empty")
+	}
+	for range 3 { // odd: each one that moved the rotation would flip the next partition
+		if _, ok := p.TrySendCancelable(&kpush.Record{Topic: "rr", Value: []byte("full")}, nil); ok {
+			t.Fatal("took a record with the buffer full")
+		}
+	}
+	close(release)
+	if err := <-held.ch; err != nil {
+		t.Fatal(err)
+	}
+	next, err := p.Send(ctx, &kpush.Record{Topic: "rr", Value: []byte("c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Partition != first.Partition {
+		t.Fatalf("record after 3 refused ones on partition %d, want %d (round robin: a, held, c)", next.Partition, first.Partition)
+	}
+}
