@@ -120,12 +120,15 @@ func TestTrySendCancelable_WouldWait(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ff := newProducer(t, c, kpush.WithMaxBufferedRecords(1), kpush.WithFailFastWhenFull(true))
+	// Its own cluster: a second holdProduce on c would replace the first
+	// control function while kfake may still run it (a data race).
+	fc := kafkatest.NewTestCluster(t, kafkatest.WithTopic("ww", 1))
+	ff := newProducer(t, fc, kpush.WithMaxBufferedRecords(1), kpush.WithFailFastWhenFull(true))
 	if _, err := ff.Send(ctx, &kpush.Record{Topic: "ww", Value: []byte("known")}); err != nil {
 		t.Fatal(err)
 	}
 	release = make(chan struct{})
-	holdProduce(c, release)
+	holdProduce(fc, release)
 	defer close(release)
 	if !try(ff, &kpush.Record{Topic: "ww", Value: []byte("held")}, func(kpush.Result, error) {}) {
 		t.Fatal("refused a record with the buffer empty")
