@@ -260,7 +260,14 @@ func (b *bridge) tryHandOver(it *item) bool {
 	h, ok := b.p.TrySendCancelable(&it.rec, func(res kpush.Result, err error) { b.complete(it, res, err) })
 	b.cmu.Lock()
 	if !ok {
-		it.state.Store(itemQueued)
+		// A kp_cancel that came meanwhile found it handed, without a
+		// handle, and left cancelReq: withdraw it now (intake completes
+		// it as withdrawn) instead of queueing it to be sent after all.
+		if it.cancelReq {
+			it.state.Store(itemWithdrawn)
+		} else {
+			it.state.Store(itemQueued)
+		}
 		b.cmu.Unlock()
 		return false
 	}
