@@ -114,6 +114,9 @@ var errWouldWait = errors.New("kpush: buffering the record would wait")
 // they may wait (for metadata or buffer space) — a blocked reader stops
 // every response from its broker. Bad input still fails through cb on the
 // calling goroutine, with true.
+//
+// Experimental: for the Python bridge; may change (it exposes which
+// goroutine runs callbacks).
 func (p *Producer) TrySendCancelable(r *Record, cb func(Result, error)) (*SendHandle, bool) {
 	if p.hooks.anyRecord {
 		return nil, false
