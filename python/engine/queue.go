@@ -70,10 +70,13 @@ func newQueue() (*queue, error) {
 // push (a flush or partitions_for finishing after close) must not write to
 // a closed fd whose number the process may have reused for another file.
 // The write is under fdmu (read) so close cannot come between the check
-// and it; it happens once per drain, never blocks (O_NONBLOCK). A drain
-// between arming and the write takes c already; the byte then only causes
-// one spurious wake-up (the reader reads the pipe, drains nothing), never
-// a lost one: the next push finds the queue disarmed and writes again.
+// and it; it happens once per arming (empty → non-empty) and never blocks
+// (O_NONBLOCK). It comes after q.mu is released, so a drain between
+// arming and the write takes c already and disarms, and the next push
+// arms and writes too: up to two bytes for one drain. The extra byte only
+// causes a spurious wake-up (the reader reads the pipe, drains nothing or
+// only newer completions), never a lost one: a push that finds the queue
+// disarmed always writes.
 func (q *queue) push(c completion) {
 	q.fdmu.RLock()
 	defer q.fdmu.RUnlock()
