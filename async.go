@@ -381,7 +381,7 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 	// Admit first, then take the record's memory from its partition's lane
 	// (asyncSlabs.get); a caller waiting for buffer space holds none.
 	var ad admitted
-	err := p.admit(ctx, r, &ad, mono, wall)
+	err := p.admit(ctx, r, &ad, mono, wall, false)
 	if err == nil {
 		a := p.asyncs.get(p, ad.part)
 		a.pend.Reset()
@@ -417,7 +417,7 @@ func (p *Producer) sendAsyncHooked(ctx context.Context, r *Record, cb func(Resul
 	for _, h := range p.hooks.send {
 		h.OnRecordSend(ctx, rc)
 	}
-	if err := p.enqueue(ctx, rc, &a.pend, a, &a.gen, mono, wall); err != nil {
+	if err := p.enqueue(ctx, rc, &a.pend, a, &a.gen, mono, wall, false); err != nil {
 		p.recordDone(a.hk, a.pend.Size, nil, Result{}, err)
 		a.cb = nil
 		p.asyncs.release(a)

@@ -241,7 +241,7 @@ func (p *Producer) send(ctx context.Context, r *Record, hw *syncWaiter) (Result,
 	// Nothing can interrupt the wait: the engine may let this goroutine
 	// read its own response (sink.Sink.kick).
 	w.pend.OwnRead = done == nil
-	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen, mono, wall); err != nil {
+	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen, mono, wall, false); err != nil {
 		if hw != nil {
 			p.recordDone(w.hk, w.pend.Size, nil, Result{}, err)
 		}
@@ -301,14 +301,17 @@ func (p *Producer) cancelWait(ctx context.Context, w *syncWaiter) (gaveUp bool, 
 
 // enqueue validates r, reserves buffer space and appends it to its
 // partition, storing the record's Flush generation in *gen (before the
-// record can have an outcome). Errors are *ProduceError, definite. mono
-// and wall are the clock (p.clock.Now) read when Send, SendAsync or
-// SendCancelable was called, before anything that can wait (a contended
-// slab lock, hooks): the delivery deadline counts from the call
-// (WithDeliveryTimeout), and the record's default timestamp is the call's.
-func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier, gen **buffer.Gen, mono, wall int64) error {
+// record can have an outcome). Errors are *ProduceError, definite, except
+// errWouldWait: with try set, enqueue never waits, and when the topic's
+// metadata or buffer space is not there yet it returns errWouldWait having
+// taken nothing (TrySendCancelable). mono and wall are the clock
+// (p.clock.Now) read when Send, SendAsync or SendCancelable was called,
+// before anything that can wait (a contended slab lock, hooks): the
+// delivery deadline counts from the call (WithDeliveryTimeout), and the
+// record's default timestamp is the call's.
+func (p *Producer) enqueue(ctx context.Context, r *Record, pd *sink.Pending, n sink.Notifier, gen **buffer.Gen, mono, wall int64, try bool) error {
 	var ad admitted
-	if err := p.admit(ctx, r, &ad, mono, wall); err != nil {
+	if err := p.admit(ctx, r, &ad, mono, wall, try); err != nil {
 		return err
 	}
 	return p.add(&ad, pd, n, gen)
@@ -331,9 +334,10 @@ type admitted struct {
 // admit is enqueue's first half: it validates r, finds its topic and
 // partition and reserves its buffer space, filling in *ad. SendAsync
 // picks its record's memory by the partition between the two halves
-// (asyncSlabs.get). Errors are *ProduceError, definite; on error nothing
-// is reserved. mono and wall: as enqueue's.
-func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wall int64) error {
+// (asyncSlabs.get). Errors are *ProduceError, definite, or errWouldWait
+// (try, as enqueue's); on error nothing is reserved. mono and wall: as
+// enqueue's.
+func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wall int64, try bool) error {
 	if r == nil {
 		return notWritten("", -1, ErrNilRecord)
 	}
@@ -374,20 +378,38 @@ func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wal
 		return notWritten(name, -1, &RecordTooLargeError{Size: int64(size), Limit: p.cfg.maxBufBytes, Option: "WithMaxBufferedBytes"})
 	}
 
-	t, waited, err := p.topic(ctx, name, mono)
+	t, waited, err := p.topic(ctx, name, mono, try)
+	if err == errWouldWait {
+		return err
+	}
 	if err != nil {
 		return notWritten(name, -1, err)
 	}
 	parts := *t.parts.Load()
+	// With try, space is taken before a partition is chosen: a refused
+	// record must not have moved the partitioner (sticky byte counts,
+	// round robin). Without it, a record that fails fast still has one.
+	reserved := false
+	if try {
+		if reserved = p.lim.TryReserve(int64(size)); !reserved && !p.cfg.failFast {
+			return errWouldWait
+		}
+	}
 	part, bad, err := choosePartition(t.picker, p.cfg.partitioner == ManualPartitioner, r, size, len(parts))
 	if err != nil {
+		if reserved {
+			p.lim.Release(int64(size))
+		}
 		return notWritten(name, bad, err)
 	}
 
 	deadline := mono + int64(p.cfg.deliveryTimeout)
-	if !p.lim.TryReserve(int64(size)) {
+	if !reserved && !p.lim.TryReserve(int64(size)) {
 		if p.cfg.failFast {
 			return notWritten(name, int32(part), ErrBufferFull)
+		}
+		if try {
+			return errWouldWait
 		}
 		if err := p.reserve(ctx, int64(size), deadline); err != nil {
 			return notWritten(name, int32(part), err)

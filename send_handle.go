@@ -1,10 +1,15 @@
 package kpush
 
-// Goroutines and ownership (SendCancelable):
-//   - The caller's goroutine runs SendCancelable (enqueue, as SendAsync).
+// Goroutines and ownership (SendCancelable, TrySendCancelable):
+//   - The caller's goroutine runs SendCancelable (enqueue, as SendAsync),
+//     or TrySendCancelable (enqueue without waiting; it may also write the
+//     request, holding the sink's own, as Send's caller does).
 //   - The outcome arrives through SendHandle.Notify on the partition's
 //     callback goroutine (a sink's), in send order per partition, as for
-//     SendAsync.
+//     SendAsync; a TrySendCancelable record's Notify may instead run on the
+//     goroutine that completed it (sink.Pending.Inline), still in order —
+//     only a connection's reader or the reaper, never a sink loop or a
+//     Send caller writing inline (they hold the sink's own: pushAsync).
 //   - Any goroutine may call SendHandle.Cancel, at any time, any number of
 //     times.
 // h.mu guards delivered and canceled: exactly one of Notify and Cancel
@@ -14,6 +19,7 @@ package kpush
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/kpush/kpush/internal/buffer"
@@ -74,7 +80,7 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 	h.cb, h.prod = cb, p
 	h.pend.Reset()
 	h.pend.Async = true
-	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen, mono, wall); err != nil {
+	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen, mono, wall, false); err != nil {
 		h.delivered = true
 		if hk := h.hk; hk != nil {
 			h.hk = nil
@@ -87,6 +93,59 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 		return h
 	}
 	return h
+}
+
+// errWouldWait is enqueue's answer, with try set, when buffering the record
+// would wait (for its topic's first metadata or for buffer space); nothing
+// was taken. Never returned to callers of the public API.
+var errWouldWait = errors.New("kpush: buffering the record would wait")
+
+// TrySendCancelable is SendCancelable for a caller that must never wait,
+// such as a thread running an event loop (the Python bridge hands a lone
+// record over this way, on the loop's thread). It reports false, having done
+// nothing (cb is not called), when buffering the record would wait: its
+// topic's metadata is not known yet (the lookup is started), or buffer space
+// is short (without WithFailFastWhenFull); send it with SendCancelable
+// then, from a goroutine that may wait. It also reports false whenever
+// record hooks are installed (WithHooks), so they see each record once.
+//
+// Otherwise it behaves as SendCancelable, with two differences. When the
+// record's broker has nothing in flight and its connection is up, the
+// request is written on the calling goroutine, as Send's is (a write of at
+// most 64 KiB into an idle connection: it does not wait for the broker),
+// instead of waking the sink's goroutine. And cb runs on the goroutine that
+// completes the record when no earlier callback of the partition is
+// pending: the one reading the broker's responses, or the producer's
+// reaper (delivery timeout); else on a sink's callback goroutine, still one
+// at a time per partition, in send order (and on Cancel's goroutine when
+// Cancel delivers). cb must therefore be quick and must never block: it
+// must not call Flush or Close, nor Send, SendCancelable or SendAsync where
+// they may wait (for metadata or buffer space) — a blocked reader stops
+// every response from its broker. Bad input still fails through cb on the
+// calling goroutine, with true.
+//
+// Experimental: for the Python bridge; may change (it exposes which
+// goroutine runs callbacks).
+func (p *Producer) TrySendCancelable(r *Record, cb func(Result, error)) (*SendHandle, bool) {
+	if p.hooks.anyRecord {
+		return nil, false
+	}
+	h := &SendHandle{cb: cb, prod: p}
+	h.pend.Reset()
+	h.pend.Async = true
+	h.pend.Inline = true
+	mono, wall := p.clock.Now() // the deadline counts from here (enqueue)
+	switch err := p.enqueue(context.Background(), r, &h.pend, h, &h.gen, mono, wall, true); {
+	case err == errWouldWait:
+		return nil, false
+	case err != nil:
+		h.delivered = true
+		p.failed.Add(1)
+		if cb != nil {
+			cb(Result{}, err)
+		}
+	}
+	return h, true
 }
 
 // Cancel gives up on the record as a cancelled Send's ctx does: a record not

@@ -71,8 +71,9 @@ func (t *topic) setLastErr(err error) {
 	t.lastErr.Store(&err)
 }
 
-// topic returns the topic's state, waiting for its first metadata.
-func (p *Producer) topic(ctx context.Context, name string, mono int64) (t *topic, waited bool, err error) {
+// topic returns the topic's state, waiting for its first metadata (with
+// try set, returning errWouldWait instead of waiting).
+func (p *Producer) topic(ctx context.Context, name string, mono int64, try bool) (t *topic, waited bool, err error) {
 	t = (*p.topics.Load())[name]
 	if t == nil {
 		if err := checkTopicName(name); err != nil {
@@ -86,6 +87,9 @@ func (p *Producer) topic(ctx context.Context, name string, mono int64) (t *topic
 	select {
 	case <-t.ready:
 	default:
+		if try { // TrySendCancelable: the caller waits elsewhere
+			return nil, false, errWouldWait
+		}
 		// First records of a topic: wait for metadata, bounded by ctx, the
 		// delivery timeout and Close.
 		waited = true

@@ -6,7 +6,9 @@ package sink
 // their callbacks; its mu guards recs, spare and running. A queue with
 // records is "running": it is scheduled on exactly one callback goroutine
 // (a sink's callbacks.run), or being drained inline by the goroutine that
-// found that goroutine closed. Only the goroutine running a queue delivers
+// found that goroutine closed, or by the connection reader or reaper that
+// completed its Inline records (runInline; never a goroutine holding
+// Sink.own). Only the goroutine running a queue delivers
 // its records, one snapshot at a time, so one partition's callbacks run in
 // order even when its leader moves: completions from the new leader join
 // the same queue, behind the old leader's. callbacks.mu guards a sink's
@@ -51,8 +53,12 @@ type callbacks struct {
 
 // pushAsync hands async records to their partitions' queues; a queue that
 // was idle is scheduled on c (nil: drained inline on this goroutine).
-// Records of one partition are contiguous in recs (one batch each).
-func (e *Engine) pushAsync(recs []*Pending, c *callbacks) {
+// Records of one partition are contiguous in recs (one batch each). inline
+// allows running Inline records' callbacks here (runInline): only a
+// connection reader handling a response and the reaper pass true, which
+// hold no kpush lock and are nobody's caller; a sink loop or a Send caller
+// writing inline holds Sink.own, and must not run a user's callback.
+func (e *Engine) pushAsync(recs []*Pending, c *callbacks, inline bool) {
 	for len(recs) > 0 {
 		q := recs[0].cbq
 		n := 1
@@ -70,9 +76,57 @@ func (e *Engine) pushAsync(recs []*Pending, c *callbacks) {
 		idle := !q.running
 		q.running = true
 		q.mu.Unlock()
-		if idle {
+		switch {
+		case !idle:
+		case inline && allInline(run):
+			e.runInline(q, c)
+		default:
 			e.schedule(q, c)
 		}
+	}
+}
+
+// allInline reports whether every record's Notify may run inline
+// (Pending.Inline).
+func allInline(recs []*Pending) bool {
+	for _, r := range recs {
+		if !r.Inline {
+			return false
+		}
+	}
+	return true
+}
+
+// runInline delivers a running queue on this goroutine (the one that
+// completed its records: a connection reader or the reaper) as
+// long as every record waiting in it is Inline: their callbacks are quick
+// and never block, so this saves waking the callback goroutine (a hand-off
+// per response at C=1). A queue that holds another record is scheduled on
+// c as pushAsync would have, behind nothing: order per partition is kept
+// because only the goroutine that set running delivers the queue.
+func (e *Engine) runInline(q *cbQueue, c *callbacks) {
+	for {
+		q.mu.Lock()
+		if len(q.recs) == 0 {
+			q.running = false
+			q.mu.Unlock()
+			return
+		}
+		if !allInline(q.recs) {
+			q.mu.Unlock()
+			e.schedule(q, c)
+			return
+		}
+		recs := q.recs
+		q.recs, q.spare = q.spare[:0], nil
+		q.mu.Unlock()
+		e.deliver(recs)
+		clear(recs)
+		q.mu.Lock()
+		if q.spare == nil {
+			q.spare = recs[:0]
+		}
+		q.mu.Unlock()
 	}
 }
 

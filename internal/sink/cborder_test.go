@@ -53,9 +53,9 @@ func retriedThen(t *testing.T, da, db int64, nB int, bResp *kmsg.ProduceResponse
 		bs = append(bs, bt)
 	}
 	s1.untrack(2)
-	s1.handle(bs[:1], okResp("t", 0, kerr.NotEnoughReplicasAfterAppend.Code), nil, 0)
+	s1.handle(bs[:1], okResp("t", 0, kerr.NotEnoughReplicasAfterAppend.Code), nil, 0, false)
 	s1.untrack(3)
-	s1.handle(bs[1:], bResp, nil, 0)
+	s1.handle(bs[1:], bResp, nil, 0, false)
 	s1.cb.drain()
 	return s1, p, o, a, b
 }

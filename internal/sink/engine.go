@@ -239,8 +239,9 @@ func (e *Engine) putRecSlice(s []*Pending) {
 // records, before they are woken; async records release theirs just before
 // their callbacks run (backpressure). Records that expired while their
 // batch held them (HeldByBatch) had their outcome delivered already: only
-// their buffer space is released here.
-func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
+// their buffer space is released here. inline is pushAsync's: true only on
+// a connection reader (handle) and the reaper (ExpireAll).
+func (e *Engine) notifyAll(recs []*Pending, cb *callbacks, inline bool) {
 	var n, failed, nAsync, nHeld int
 	var bytes int64
 	var held []*Pending // rare: only after a delivery deadline passed in flight
@@ -270,7 +271,7 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 			yieldAfterWakes(i)
 		}
 	case nAsync == len(recs):
-		e.pushAsync(recs, cb)
+		e.pushAsync(recs, cb, inline)
 	case nAsync == 0 && nHeld == len(recs):
 	default: // a mix: split them
 		var async []*Pending
@@ -290,7 +291,7 @@ func (e *Engine) notifyAll(recs []*Pending, cb *callbacks) {
 			}
 		}
 		if len(async) > 0 {
-			e.pushAsync(async, cb)
+			e.pushAsync(async, cb, inline)
 		}
 	}
 	// Their batch is done with them; found before anything was delivered
@@ -320,8 +321,8 @@ func yieldAfterWakes(i int) {
 
 // notifyExpired delivers the outcomes of records that expired while a
 // batch holds them (expireSent): their buffer space is released when the
-// batch is done, not now.
-func (e *Engine) notifyExpired(recs []*Pending, cb *callbacks) {
+// batch is done, not now. inline is pushAsync's (true only on the reaper).
+func (e *Engine) notifyExpired(recs []*Pending, cb *callbacks, inline bool) {
 	var async []*Pending
 	for _, r := range recs {
 		if r.Async {
@@ -331,7 +332,7 @@ func (e *Engine) notifyExpired(recs []*Pending, cb *callbacks) {
 		r.Done.Notify(r)
 	}
 	if len(async) > 0 {
-		e.pushAsync(async, cb)
+		e.pushAsync(async, cb, inline)
 	}
 }
 
@@ -339,7 +340,7 @@ func (e *Engine) notifyExpired(recs []*Pending, cb *callbacks) {
 // (Close): a later Add is refused. Engine goroutines must have exited.
 func FailAll(parts []*PartitionQueue, err error) {
 	for _, p := range parts {
-		p.eng.notifyAll(p.failBuffered(err, true), nil)
+		p.eng.notifyAll(p.failBuffered(err, true), nil, false)
 	}
 }
 
@@ -351,7 +352,7 @@ func FailBuffered(parts []*PartitionQueue, err error) {
 		if l := p.Leader(); l != nil {
 			cb = &l.cb
 		}
-		p.eng.notifyAll(p.failBuffered(err, false), cb)
+		p.eng.notifyAll(p.failBuffered(err, false), cb, false)
 	}
 }
 

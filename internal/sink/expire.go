@@ -47,7 +47,7 @@ func ExpireAll(parts []*PartitionQueue, sinks []*Sink) (next int64) {
 		held, d := s.expireInflight(now)
 		earliest(d)
 		if len(held) > 0 {
-			s.eng.notifyExpired(held, &s.cb)
+			s.eng.notifyExpired(held, &s.cb, true)
 		}
 	}
 	for _, p := range parts {
@@ -61,10 +61,10 @@ func ExpireAll(parts []*PartitionQueue, sinks []*Sink) (next int64) {
 			cb = &leader.cb
 		}
 		if len(held) > 0 {
-			p.eng.notifyExpired(held, cb)
+			p.eng.notifyExpired(held, cb, true)
 		}
 		if len(failed) > 0 {
-			p.eng.notifyAll(failed, cb)
+			p.eng.notifyAll(failed, cb, true)
 		}
 	}
 	return next

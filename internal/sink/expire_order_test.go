@@ -68,7 +68,7 @@ func TestExpire_LaterRetryDueFirstIsDropped(t *testing.T) {
 	p.Add(newRec(nt, far))
 	s1.takeReady()
 	b1, _, _, _ := p.drain(s1, 1, now, 1<<20)
-	s1.handle([]*Batch{b1}, okResp("t", 0, 0), nil, 0) // steady: pipelining
+	s1.handle([]*Batch{b1}, okResp("t", 0, 0), nil, 0, false) // steady: pipelining
 	p.Add(newRec(nt, far))
 	s1.takeReady()
 	b2, _, _, _ := p.drain(s1, 2, now, 1<<20)
@@ -81,8 +81,8 @@ func TestExpire_LaterRetryDueFirstIsDropped(t *testing.T) {
 	}
 	// Refused before appending (retriable): both wait for a retry, in a
 	// backoff of an hour.
-	s1.handle([]*Batch{b2}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0)
-	s1.handle([]*Batch{b3}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0)
+	s1.handle([]*Batch{b2}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0, false)
+	s1.handle([]*Batch{b3}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0, false)
 	failed, held, _, _, _ := p.expireDue(now + 2*int64(time.Second))
 	if len(held) != 0 || len(failed) != 1 || failed[0] != soon || soon.Unknown {
 		t.Fatalf("due record of the second retry batch: %d failed, %d held (unknown=%v), want it failed as not written: %s",

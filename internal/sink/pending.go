@@ -59,12 +59,19 @@ type Pending struct {
 
 	Topic     string
 	Partition int32
-	Async     bool  // Notify runs on the sink's callback goroutine
-	OwnRead   bool  // a Send whose ctx has no Done channel: it may read its own response (Sink.kick)
-	Unknown   bool  // outcome: the record may have been written (ErrOutcomeUnknown)
-	Enqueued  int64 // clock.Mono nanoseconds; when Send buffered it (linger)
-	Done      Notifier
-	Stamps    *Stamps // stage times, with record hooks only (hooks.go); kpush's copy of the record holds them
+	Async     bool // Notify runs on the sink's callback goroutine
+	// Inline (with Async): Add kicks the sink as a Send's record does — the
+	// sender writes the request itself when the sink is idle — and Notify,
+	// which its owner promises is quick and never blocks, runs on the
+	// goroutine that completes the record (the connection reader) when no
+	// callback of its partition is pending (pushAsync). Set by
+	// kpush.TrySendCancelable before Add.
+	Inline   bool
+	OwnRead  bool  // a Send whose ctx has no Done channel: it may read its own response (Sink.kick)
+	Unknown  bool  // outcome: the record may have been written (ErrOutcomeUnknown)
+	Enqueued int64 // clock.Mono nanoseconds; when Send buffered it (linger)
+	Done     Notifier
+	Stamps   *Stamps // stage times, with record hooks only (hooks.go); kpush's copy of the record holds them
 
 	cbq *cbQueue // the partition's callback queue; set by Partition.Add
 

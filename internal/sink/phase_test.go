@@ -36,7 +36,7 @@ func TestDrain_ExpiredRetryDoesNotStallPartition(t *testing.T) {
 		t.Fatal("no batch")
 	}
 	// NOT_ENOUGH_REPLICAS: refused before appending, retriable.
-	s1.handle([]*Batch{b}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0)
+	s1.handle([]*Batch{b}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0, false)
 	p.Add(newRec(&nt, far))
 	p.endBackoff() // the timer fires after the first record's deadline
 	s1.takeReady()
@@ -64,8 +64,8 @@ func TestPartition_LostStateGoesBackToOneInFlight(t *testing.T) {
 	if a == nil || b == nil {
 		t.Fatalf("no pipelining after the first acknowledgement: %s", p.DebugString())
 	}
-	s1.handle([]*Batch{a}, okResp("t", 0, kerr.UnknownProducerID.Code), nil, 0)
-	s1.handle([]*Batch{b}, okResp("t", 0, kerr.OutOfOrderSequenceNumber.Code), nil, 0)
+	s1.handle([]*Batch{a}, okResp("t", 0, kerr.UnknownProducerID.Code), nil, 0, false)
+	s1.handle([]*Batch{b}, okResp("t", 0, kerr.OutOfOrderSequenceNumber.Code), nil, 0, false)
 	p.endBackoff()
 	again := next(s1, p, 4)
 	if again == nil || again.seq != a.seq {
@@ -74,7 +74,7 @@ func TestPartition_LostStateGoesBackToOneInFlight(t *testing.T) {
 	if second := next(s1, p, 5); second != nil {
 		t.Fatalf("two batches in flight after UNKNOWN_PRODUCER_ID before any acknowledgement: %s", p.DebugString())
 	}
-	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0)
+	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0, false)
 	checkPipelines(t, s1, p, nt, far, 6, "the broker acknowledged again")
 }
 
@@ -99,7 +99,7 @@ func TestHandle_RecordErrorsFailOnlyNamedRecords(t *testing.T) {
 	er := kmsg.NewProduceResponseTopicPartitionErrorRecord()
 	er.RelativeOffset, er.ErrorMessage = 1, &msg
 	resp.Topics[0].Partitions[0].ErrorRecords = append(resp.Topics[0].Partitions[0].ErrorRecords, er)
-	s1.handle([]*Batch{b}, resp, nil, 0)
+	s1.handle([]*Batch{b}, resp, nil, 0, false)
 	if len(out.errs) != 1 || !errors.Is(out.errs[recs[1]], kerr.InvalidRecord) {
 		t.Fatalf("outcomes %v, want only record 1 failed with INVALID_RECORD", out.errs)
 	}
@@ -107,7 +107,7 @@ func TestHandle_RecordErrorsFailOnlyNamedRecords(t *testing.T) {
 	if again == nil || len(again.recs) != 2 || again.recs[0] != recs[0] || again.recs[1] != recs[2] || again.seq != 0 {
 		t.Fatalf("the two good records were not resent at seq 0: %s", p.DebugString())
 	}
-	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0)
+	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0, false)
 	next := sendOne(s1, p, out, far, 3)
 	if next == nil || next.seq != 2 {
 		t.Errorf("next batch: %v, want seq 2 (no gap after the dropped record): %s", next != nil, p.DebugString())
@@ -128,7 +128,7 @@ func TestDrain_OtherPartitionsBumpKeepsOldIDRetry(t *testing.T) {
 	p.Add(r)
 	b := next(s1, p, 1)
 	old := b.id
-	s1.handle([]*Batch{b}, nil, fmt.Errorf("connection reset"), 0) // maybe written
+	s1.handle([]*Batch{b}, nil, fmt.Errorf("connection reset"), 0, false) // maybe written
 	p.eng.idem.Set(idem.ID{Producer: old.Producer, Epoch: old.Epoch + 1})
 	p.endBackoff()
 	p.Add(newRec(out, far))
@@ -143,7 +143,7 @@ func TestDrain_OtherPartitionsBumpKeepsOldIDRetry(t *testing.T) {
 	if nb := next(s1, p, 3); nb != nil {
 		t.Fatalf("new batch sent while the old ID's retry is in flight: %s", p.DebugString())
 	}
-	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0)
+	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0, false)
 	nb := next(s1, p, 4)
 	if nb == nil || nb.id == old || nb.seq != 0 {
 		t.Errorf("new record not sent under the new ID at seq 0: %s", p.DebugString())
@@ -162,7 +162,7 @@ func TestExpire_DroppedRetriesEndBackoff(t *testing.T) {
 	p.Add(newRec(nt, now+int64(time.Second)))
 	s1.takeReady()
 	b, _, _, _ := p.drain(s1, 1, now, 1<<20)
-	s1.handle([]*Batch{b}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0) // backoff (an hour in tests)
+	s1.handle([]*Batch{b}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0, false) // backoff (an hour in tests)
 	p.Add(newRec(nt, far))
 	if out, _, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 {
 		t.Fatalf("expired %d records, want the retry's one", len(out))

@@ -170,8 +170,8 @@ func (p *PartitionQueue) unlock() {
 // partition becomes ready. It reports false, taking nothing, once the
 // partition is closed (Close already failed what was buffered).
 func (p *PartitionQueue) Add(r *Pending) bool {
-	// Once r is queued it may be sent, done and reused before Add returns.
-	async, ownRead, until := r.Async, r.OwnRead, r.Deadline
+	// Read before r is queued: it may be sent, done and reused before Add returns.
+	nudge, ownRead, until := r.Async && !r.Inline, r.OwnRead, r.Deadline
 	p.mu.Lock()
 	if p.phase == phaseClosed {
 		p.mu.Unlock()
@@ -183,10 +183,10 @@ func (p *PartitionQueue) Add(r *Pending) bool {
 	s := p.queueLocked()
 	p.mu.Unlock()
 	if s != nil {
-		if async {
+		if nudge {
 			s.nudge() // the sender goes on enqueueing; the loop writes meanwhile
 		} else {
-			s.kick(ownRead, until)
+			s.kick(ownRead, until) // a Send's or an inline record: written here if the sink is idle
 		}
 	}
 	return true

@@ -51,7 +51,7 @@ func TestDrain_RequestNumberIsPerSink(t *testing.T) {
 	if b == nil {
 		t.Fatal("no batch")
 	}
-	s1.handle([]*Batch{b}, nil, nil, 0) // acks=0 style success
+	s1.handle([]*Batch{b}, nil, nil, 0, false) // acks=0 style success
 	p.SetLeader(s2)
 	p.Add(newRec(&nt, far))
 	parts := s2.takeReady()
@@ -81,7 +81,7 @@ func TestDrain_RetryExpiryKeepsRecordsQueued(t *testing.T) {
 		t.Fatal("no batch")
 	}
 	// definitely not written, retriable
-	s1.handle([]*Batch{b}, nil, errors.Join(errNotSent, errors.New("x")), 0)
+	s1.handle([]*Batch{b}, nil, errors.Join(errNotSent, errors.New("x")), 0, false)
 	p.Add(newRec(&nt, now+int64(time.Hour)))
 	p.endBackoff() // the backoff timer fires after the first record's deadline
 	s1.takeReady()
@@ -141,7 +141,7 @@ func pipelining(t *testing.T, s *Sink, p *PartitionQueue, n Notifier, gen uint64
 	if first == nil {
 		t.Fatalf("no first batch: %s", p.DebugString())
 	}
-	s.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0)
+	s.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0, false)
 }
 
 // checkPipelines fails t unless p's next batch (request gen) and one more
@@ -166,7 +166,7 @@ func TestSplit_DroppedHalfDoesNotRenumberEarlierHalf(t *testing.T) {
 	if b == nil || len(b.recs) != 2 {
 		t.Fatal("want one batch of 2")
 	}
-	s1.handle([]*Batch{b}, okResp("t", 0, kerr.MessageTooLarge.Code), nil, 0)
+	s1.handle([]*Batch{b}, okResp("t", 0, kerr.MessageTooLarge.Code), nil, 0, false)
 	a := next(s1, p, 2)
 	bb := next(s1, p, 3)
 	if a == nil || bb == nil {
@@ -174,9 +174,9 @@ func TestSplit_DroppedHalfDoesNotRenumberEarlierHalf(t *testing.T) {
 	}
 	aSeq := a.seq
 	// first half: leader appended, replicas slow -> REQUEST_TIMED_OUT (maybe written)
-	s1.handle([]*Batch{a}, okResp("t", 0, kerr.RequestTimedOut.Code), nil, 0)
+	s1.handle([]*Batch{a}, okResp("t", 0, kerr.RequestTimedOut.Code), nil, 0, false)
 	// second half: single oversized record
-	s1.handle([]*Batch{bb}, okResp("t", 0, kerr.MessageTooLarge.Code), nil, 0)
+	s1.handle([]*Batch{bb}, okResp("t", 0, kerr.MessageTooLarge.Code), nil, 0, false)
 	p.endBackoff()
 	again := next(s1, p, 4)
 	if again == nil {
@@ -222,6 +222,6 @@ func TestPartition_OneBatchInFlightUntilFirstAck(t *testing.T) {
 	if b := next(s1, p, 2); b != nil {
 		t.Fatalf("second batch drained before the first was acknowledged: %s", p.DebugString())
 	}
-	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0)
+	s1.handle([]*Batch{first}, okResp("t", 0, 0), nil, 0, false)
 	checkPipelines(t, s1, p, nt, far, 3, "the first acknowledgement")
 }

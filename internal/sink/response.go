@@ -106,7 +106,11 @@ func findPartition(resp *kmsg.ProduceResponse, topic string, part int32) (*kmsg.
 }
 
 // handle applies a produce response (or a request error) to its batches.
-func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int64) {
+// inline is true only on the connection's reader goroutine, which holds no
+// kpush lock: Inline records' callbacks may then run here (pushAsync).
+// With acks=0 and for a request not written, handle runs on the sender,
+// under Sink.own, and passes false.
+func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int64, inline bool) {
 	e := s.eng
 	var resp *kmsg.ProduceResponse
 	if r != nil {
@@ -263,7 +267,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		// is not woken for nothing, so the next Send can write at once.
 		s.nudge()
 	}
-	s.eng.notifyAll(done, &s.cb)
+	s.eng.notifyAll(done, &s.cb, inline)
 	for _, b := range finished {
 		e.putRecSlice(b.recs)
 		e.putBuf(b.bytes) // the request that carried it is done

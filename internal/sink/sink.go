@@ -380,7 +380,7 @@ func (s *Sink) ensureConn() bool {
 func (s *Sink) failReady(err error) {
 	parts := s.takeReady()
 	for _, p := range parts {
-		s.eng.notifyAll(p.failUnsent(s, err), &s.cb)
+		s.eng.notifyAll(p.failUnsent(s, err), &s.cb, false) // own held
 	}
 	s.giveBackSpare(parts)
 }
@@ -422,7 +422,7 @@ func (s *Sink) produce(inline bool, maxWait time.Duration) (sent bool, lingerUnt
 			lingerUntil = until
 		}
 		if len(exp) > 0 {
-			s.eng.notifyAll(exp, &s.cb)
+			s.eng.notifyAll(exp, &s.cb, false) // own held: no callback here
 		}
 		if more {
 			requeue = append(requeue, p)
@@ -480,7 +480,7 @@ func (s *Sink) produce(inline bool, maxWait time.Duration) (sent bool, lingerUnt
 		s.untrack(gen)
 		s.answered(hev, err)
 		e.window(untrackToHandle)
-		s.handle(batches, r, err, sentAt)
+		s.handle(batches, r, err, sentAt, e.cfg.Acks != 0) // acks=0: on the sender, own held
 		e.handedOver(mark, batches)
 	}
 	var err error
@@ -497,7 +497,7 @@ func (s *Sink) produce(inline bool, maxWait time.Duration) (sent bool, lingerUnt
 		// Not written: the batches are retried, definitely unsent.
 		mark := e.scanMark()
 		s.untrack(gen)
-		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt)
+		s.handle(batches, nil, fmt.Errorf("%w: %w", errNotSent, err), sentAt, false) // own held
 		e.handedOver(mark, batches)
 	}
 	return true, lingerUntil, lend

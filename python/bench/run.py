@@ -9,6 +9,7 @@ count what each client lost or dropped silently.
     python python/bench/run.py [--reps 3] [--seconds 3] [--cs 1,100,1000,10000]
     python python/bench/run.py --quick          # ≤ 10 minutes: 1 repetition, 2 s runs
     python python/bench/run.py --clients kpush@/path/to/old/python,kpush,aiokafka   # two builds, one run
+    python python/bench/run.py --cs 1,100 --clients kpush,go --reps 5 --no-fault   # kpush.aio against the Go API
     python python/bench/run.py --real           # real Kafka: go run ./cmd/kafkalocal (Java 17+)
     KPUSH_KAFKA_SEEDS=host:9092 python python/bench/run.py   # a running broker (or --bootstrap)
 
@@ -40,6 +41,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 CLIENTS = ["kpush", "aiokafka", "confluent-aio", "confluent-recipe", "aiokafka-queue"]
+#: The Go API itself (`kpush bench -b`: C goroutines each awaiting Send), a
+#: peer for kpush.aio's C=1 latency target; not in the default clients.
+GO_CLIENT = "go"
+KPUSH_BIN = ""  # the kpush CLI, built by main()
 
 
 def free_port() -> int:
@@ -127,6 +132,8 @@ def run_client(client: str, bootstrap: str, c: int, seconds: float, topic: str =
     # "kpush@DIR" runs the kpush package found in DIR (e.g. another build,
     # to compare two versions in one interleaved run).
     name, _, path = client.partition("@")
+    if name == GO_CLIENT:
+        return run_go(client, bootstrap, c, seconds, topic)
     env = dict(os.environ, PYTHONPATH=path) if path else None
     cmd = [sys.executable, os.path.join(HERE, "client.py"), "--client", name, "--bootstrap", bootstrap,
            "--c", str(c), "--seconds", str(seconds), "--topic", topic] + (["--seq"] if seq else [])
@@ -145,6 +152,20 @@ def run_client(client: str, bootstrap: str, c: int, seconds: float, topic: str =
     r["client"] = client
     r["load1_after"] = os.getloadavg()[0]  # how busy the machine was during this run (it included)
     return r
+
+
+def run_go(client: str, bootstrap: str, c: int, seconds: float, topic: str) -> dict:
+    """One run of the Go API (`kpush bench`, its own process, the same broker
+    and workload: C goroutines each sending one 100-byte record and waiting,
+    acks=all), as a client.py result."""
+    cmd = [KPUSH_BIN, "bench", "-b", bootstrap, "-t", topic, "-c", str(c), "-d", f"{seconds:g}s", "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    if p.returncode != 0:
+        return {"client": client, "c": c, "failed": (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]}
+    r = json.loads(p.stdout)[0]
+    return {"client": client, "c": c, "acked": r["records"], "errors": r["failed"], "lost": 0,
+            "records_per_s": r["records_per_sec"], "cpu_us_per_record": r["cpu_us_per_record"],
+            "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3, "load1_after": os.getloadavg()[0]}
 
 
 #: The benchmark's own processes (one client, the broker) keep about this
@@ -227,6 +248,9 @@ def main() -> None:
     clients = args.clients.split(",")
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp()
+    global KPUSH_BIN
+    KPUSH_BIN = os.path.join(tmp, "kpush")
+    subprocess.run(["go", "build", "-o", KPUSH_BIN, "./cmd/kpush"], cwd=REPO, check=True)
     suffix = f"-{os.getpid()}" if args.bootstrap else ""
     topic = "bench" + suffix
     topics = [f"{topic}:3"] + [f"{fault_topic(c)}{suffix}:3" for c in clients]
@@ -241,9 +265,7 @@ def main() -> None:
         args.broker = "one real Apache Kafka node (cmd/kafkalocal, KRaft)"
         create_topics(bootstrap, topics)
     else:
-        binary = os.path.join(tmp, "kpush")
-        subprocess.run(["go", "build", "-o", binary, "./cmd/kpush"], cwd=REPO, check=True)
-        broker, bootstrap = start_broker(binary, topics)
+        broker, bootstrap = start_broker(KPUSH_BIN, topics)
         args.broker = "one `kpush dev` broker (kfake, 3 partitions)"
     runs: list[dict] = []
     fault: list[dict] = []
@@ -258,6 +280,8 @@ def main() -> None:
                     print(json.dumps({k: v for k, v in r.items() if k != "acked_ids"}), flush=True)
         if not args.no_fault:
             for client in clients:
+                if client == GO_CLIENT:
+                    continue  # no --seq read-back for the Go API
                 def outage():
                     time.sleep(3)
                     freeze(broker, signal.SIGSTOP)
@@ -363,6 +387,8 @@ def write_report(args, runs, fault, cs, clients, machine):
         "  with `call_soon_threadsafe` from the delivery callback.",
         "- **aiokafka-queue**: the seed's `asyncio.Queue(1000)` + one worker awaiting aiokafka `send_and_wait`",
         "  (acks=all); failures are logged and dropped.",
+    ] + (["- **go**: not Python — the Go API itself (`kpush bench -b`: C goroutines each awaiting `Send`), the",
+          "  reference for the C=1 latency target."] if GO_CLIENT in clients else []) + [
         "",
     ]
     if chart:
@@ -391,6 +417,10 @@ def write_report(args, runs, fault, cs, clients, machine):
             f"- kpush CPU per record C=10,000 ÷ C=100: {fmt(k['cpu_us_per_record'] / k100['cpu_us_per_record'] if k100 and k100['cpu_us_per_record'] else None, 2)} (target ≤ 1.3)",
             "",
         ]
+    g1, k1 = table.get((GO_CLIENT, 1)), table.get(("kpush", 1))
+    if g1 and k1 and g1["p50_ms"] and k1["p50_ms"]:
+        lines += ["## Target at C=1", "",
+                  f"- kpush.aio p50 ÷ the Go API's: {fmt(k1['p50_ms'] / g1['p50_ms'], 2)}× (target ≤ 1.2×)", ""]
     if fault:
         lines += [
             "## Fault run: broker unreachable for 5 s",

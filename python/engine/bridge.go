@@ -70,10 +70,19 @@ type item struct {
 	cancelReq bool              // kp_cancel came while intake was handing it over; guarded by b.cmu
 }
 
-// lane hands one topic's records to the engine, in order.
+// lane hands one topic's records to the engine, in order. Its records are
+// handed over by its intake goroutine, or one at a time by kp_send_many on
+// the caller's thread (sendMany: a lone record on an idle lane). Lane
+// states, both flags guarded by b.imu: idle (neither set, intake empty),
+// handing (the goroutine holds a batch taken from intake), inline (the
+// caller's thread is handing one record over; the goroutine takes nothing
+// meanwhile, and the caller pokes it when done). inline is set only from
+// idle, so the two never overlap and records keep their order.
 type lane struct {
 	intake  []*item         // guarded by b.imu
-	wake    chan struct{}   // buffered 1: intake went non-empty, or close
+	handing bool            // guarded by b.imu
+	inline  bool            // guarded by b.imu
+	wake    chan struct{}   // buffered 1: intake went non-empty, an inline hand-over ended, or close
 	cur     *item           // the record being handed over; guarded by b.cmu
 	ictx    context.Context // bounds the hand-over's waits; guarded by b.cmu
 	icancel context.CancelFunc
@@ -177,6 +186,9 @@ func (b *bridge) sendMany(its []*item) bool {
 		return false
 	}
 	b.outstanding.Add(int64(len(its)))
+	if len(its) == 1 && b.inlineLocked(its[0]) {
+		return true
+	}
 	var l *lane
 	var lt string
 	var woken []*lane // usually one: a tick's records mostly share a topic
@@ -198,6 +210,72 @@ func (b *bridge) sendMany(its []*item) bool {
 	b.imu.Unlock()
 	for _, l := range woken {
 		l.poke()
+	}
+	return true
+}
+
+// inlineLocked hands a lone record over on the caller's thread when its
+// lane is idle (called with b.imu held; it releases it when it reports
+// true): TrySendCancelable writes the request itself if the broker's sink
+// is idle and delivers the outcome from the connection's reader, so at
+// C=1 a record crosses no goroutine of the bridge or the sink on its way
+// out, and only the reader on its way back. Only a plain awaited send
+// qualifies (modeSend, no explicit partition, no header error); if the
+// engine would wait (first metadata, buffer space), the record joins the
+// intake list as sendMany would have queued it.
+func (b *bridge) inlineLocked(it *item) bool {
+	if it.mode != modeSend || it.err != nil || it.rec.Partition >= 0 || b.aborted.Load() {
+		return false
+	}
+	l := b.laneLocked(it.rec.Topic)
+	if l.handing || l.inline || len(l.intake) > 0 {
+		return false
+	}
+	l.inline = true
+	b.items[it.id] = it
+	it.lane = l
+	it.gen = b.undelivered.Add()
+	b.imu.Unlock()
+
+	queued := !b.tryHandOver(it)
+	b.imu.Lock()
+	l.inline = false
+	if queued {
+		l.intake = append(l.intake, it)
+	}
+	poke := len(l.intake) > 0 || b.intakeClosed
+	b.imu.Unlock()
+	if poke {
+		l.poke()
+	}
+	return true
+}
+
+// tryHandOver is handOver without waiting, on kp_send_many's thread; false
+// when the engine would wait (the record is still queued, untouched).
+func (b *bridge) tryHandOver(it *item) bool {
+	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
+		return false // withdrawn meanwhile: intake completes it
+	}
+	h, ok := b.p.TrySendCancelable(&it.rec, func(res kpush.Result, err error) { b.complete(it, res, err) })
+	b.cmu.Lock()
+	if !ok {
+		// A kp_cancel that came meanwhile found it handed, without a
+		// handle, and left cancelReq: withdraw it now (intake completes
+		// it as withdrawn) instead of queueing it to be sent after all.
+		if it.cancelReq {
+			it.state.Store(itemWithdrawn)
+		} else {
+			it.state.Store(itemQueued)
+		}
+		b.cmu.Unlock()
+		return false
+	}
+	it.h = h
+	req := it.cancelReq
+	b.cmu.Unlock()
+	if req {
+		h.Cancel()
 	}
 	return true
 }
@@ -239,7 +317,13 @@ func (b *bridge) intakeLoop(l *lane) {
 	var batch []*item
 	for {
 		b.imu.Lock()
+		if l.inline { // the caller's thread is handing a record over: it pokes when done
+			b.imu.Unlock()
+			<-l.wake
+			continue
+		}
 		batch, l.intake = l.intake, batch[:0]
+		l.handing = len(batch) > 0
 		done := b.intakeClosed && len(batch) == 0
 		b.imu.Unlock()
 		if done {

@@ -1,8 +1,9 @@
 package main
 
 // Goroutines and ownership (profiling): none of its own; runtime/pprof
-// samples while KPUSH_ENGINE_CPUPROFILE is set, from library load until
-// kp_profile_stop (kpush/_ffi.py calls it at interpreter exit).
+// samples while KPUSH_ENGINE_CPUPROFILE is set, and runtime/trace records
+// while KPUSH_ENGINE_TRACE is set, from library load until kp_profile_stop
+// (kpush/_ffi.py calls it at interpreter exit).
 
 // #include <stdint.h>
 import "C"
@@ -10,27 +11,34 @@ import "C"
 import (
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 )
 
-var profileFile *os.File
+var profileFile, traceFile *os.File
 
 func init() {
-	path := os.Getenv("KPUSH_ENGINE_CPUPROFILE")
-	if path == "" {
-		return
+	if path := os.Getenv("KPUSH_ENGINE_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				profileFile = f
+			} else {
+				f.Close()
+			}
+		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return
+	if path := os.Getenv("KPUSH_ENGINE_TRACE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if trace.Start(f) == nil {
+				traceFile = f
+			} else {
+				f.Close()
+			}
+		}
 	}
-	if pprof.StartCPUProfile(f) != nil {
-		f.Close()
-		return
-	}
-	profileFile = f
 }
 
-// kp_profile_stop ends the CPU profile started by KPUSH_ENGINE_CPUPROFILE.
+// kp_profile_stop ends the CPU profile and the execution trace started by
+// KPUSH_ENGINE_CPUPROFILE and KPUSH_ENGINE_TRACE.
 //
 //export kp_profile_stop
 func kp_profile_stop() {
@@ -38,5 +46,10 @@ func kp_profile_stop() {
 		pprof.StopCPUProfile()
 		profileFile.Close()
 		profileFile = nil
+	}
+	if traceFile != nil {
+		trace.Stop()
+		traceFile.Close()
+		traceFile = nil
 	}
 }

@@ -9,8 +9,12 @@ package main
 //     back to false when it empties the queue. The read end belongs to the
 //     Python side (add_reader), which reads the pipe before draining so a
 //     wake-up is never lost.
-//   - kp_free closes the pipe (close, under q.mu, which also guards closed);
-//     a push after it is dropped, never written to the closed fd.
+//   - kp_free closes the pipe (close, under q.fdmu, which guards closed); a
+//     push after it is dropped, never written to the closed fd. The wake-up
+//     byte is written under q.fdmu held for reading, not under q.mu: the
+//     loop thread, woken by that very byte, calls kp_drain at once, and
+//     with the write under q.mu it found the lock still held by the pusher
+//     and parked (7 % of records at C=1, a sleep and a wake-up each).
 
 import (
 	"sync"
@@ -44,10 +48,12 @@ const (
 type queue struct {
 	rfd, wfd int
 
-	mu     sync.Mutex
-	items  []completion
-	spare  []completion
-	armed  bool
+	mu    sync.Mutex
+	items []completion
+	spare []completion
+	armed bool
+
+	fdmu   sync.RWMutex
 	closed bool // the pipe is closed: its fd numbers may belong to another file now
 }
 
@@ -63,17 +69,26 @@ func newQueue() (*queue, error) {
 // After close it drops c: nobody drains the queue any more, and a late
 // push (a flush or partitions_for finishing after close) must not write to
 // a closed fd whose number the process may have reused for another file.
-// The write is under mu so close cannot come between the check and it; it
-// happens once per drain, never blocks (O_NONBLOCK).
+// The write is under fdmu (read) so close cannot come between the check
+// and it; it happens once per arming (empty → non-empty) and never blocks
+// (O_NONBLOCK). It comes after q.mu is released, so a drain between
+// arming and the write takes c already and disarms, and the next push
+// arms and writes too: up to two bytes for one drain. The extra byte only
+// causes a spurious wake-up (the reader reads the pipe, drains nothing or
+// only newer completions), never a lost one: a push that finds the queue
+// disarmed always writes.
 func (q *queue) push(c completion) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	q.fdmu.RLock()
+	defer q.fdmu.RUnlock()
 	if q.closed {
 		return
 	}
+	q.mu.Lock()
 	q.items = append(q.items, c)
-	if !q.armed {
-		q.armed = true
+	wake := !q.armed
+	q.armed = true
+	q.mu.Unlock()
+	if wake {
 		// A full pipe already holds a wake-up; EAGAIN is fine.
 		syscall.Write(q.wfd, []byte{1})
 	}
@@ -108,8 +123,8 @@ func (q *queue) take(max int, msgCap int, fn func(i int, c *completion)) int {
 
 // close closes the pipe (kp_free); later pushes are dropped.
 func (q *queue) close() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	q.fdmu.Lock()
+	defer q.fdmu.Unlock()
 	if q.closed {
 		return
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"runtime"
 	"syscall"
 	"testing"
 )
@@ -31,5 +32,61 @@ func TestPushAfterCloseWritesToNoReusedFD(t *testing.T) {
 	n, err := syscall.Read(fds[0], buf)
 	if !errors.Is(err, syscall.EAGAIN) {
 		t.Fatalf("push after close wrote %d byte(s) into another file's fd %d (read err %v)", n, oldW, err)
+	}
+}
+
+// Every completion pushed is drained by a reader that sleeps until the
+// pipe is readable, reads it, then drains (as kpush/_core.py does): with
+// pushers racing the drain (the wake-up byte is written after the queue's
+// lock is released, so a drain may come between arming and the write), no
+// wake-up is lost — a lost one leaves completions queued and the reader
+// asleep.
+func TestPushWakesTheReaderEveryTime(t *testing.T) {
+	q, err := newQueue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.close()
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(ep)
+	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, q.rfd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(q.rfd)}); err != nil {
+		t.Fatal(err)
+	}
+	const pushers, each = 4, 5000
+	for g := range pushers {
+		go func() {
+			for i := range each {
+				q.push(completion{id: uint64(g*each + i)})
+				if i%64 == 0 {
+					runtime.Gosched()
+				}
+			}
+		}()
+	}
+	got := 0
+	buf := make([]byte, 4096)
+	events := make([]syscall.EpollEvent, 1)
+	for got < pushers*each {
+		n, err := syscall.EpollWait(ep, events, 5000)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Fatalf("no wake-up for 5 s with %d of %d completions drained: a wake-up was lost", got, pushers*each)
+		}
+		syscall.Read(q.rfd, buf)
+		for {
+			m := q.take(4096, 1<<16, func(int, *completion) {})
+			got += m
+			if m == 0 {
+				break
+			}
+		}
 	}
 }

@@ -145,7 +145,7 @@ def load() -> tuple[Any, Any]:
             _measure_bytes_offset(ffi)
             _ffi, _loaded_pid = ffi, os.getpid()
             os.register_at_fork(after_in_child=_after_fork_in_child)
-            if os.environ.get("KPUSH_ENGINE_CPUPROFILE"):
+            if os.environ.get("KPUSH_ENGINE_CPUPROFILE") or os.environ.get("KPUSH_ENGINE_TRACE"):
                 import atexit
 
                 atexit.register(lambda: None if _forked else lib.kp_profile_stop())

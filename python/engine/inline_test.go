@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kpush/kpush"
+	"github.com/kpush/kpush/kafkatest"
+)
+
+// clusterBridge is a bridge producer on a fake cluster with one topic of
+// one partition.
+func clusterBridge(t *testing.T, topic string) *bridge {
+	t.Helper()
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic(topic, 1))
+	b, err := newBridge(mustJSON(map[string]any{"brokers": c.Addrs()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.close(10_000)
+		b.q.close()
+	})
+	return b
+}
+
+// waitCompletions takes completions until n have come (or fails the test).
+func waitCompletions(t *testing.T, b *bridge, n int) []completion {
+	t.Helper()
+	var got []completion
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d completions after 30 s: %+v", len(got), n, got)
+		}
+		b.q.take(4096, 1<<16, func(_ int, c *completion) { got = append(got, *c) })
+		if len(got) < n {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	return got
+}
+
+func sendOne(b *bridge, id uint64, topic string, mode int32) *item {
+	it := &item{id: id, mode: mode, rec: kpush.Record{Topic: topic, Partition: -1, Value: fmt.Appendf(nil, "v%d", id)}}
+	b.sendMany([]*item{it})
+	return it
+}
+
+// TestLoneRecordHandedOverOnCallersThread: once its topic is known, a lone
+// awaited record (one kp_send_many call, one record, modeSend) is handed to
+// the engine before kp_send_many returns — on the caller's thread, not by
+// the lane goroutine — and its outcome arrives as any other. The first
+// record (metadata unknown: the engine would wait) goes through the lane.
+func TestLoneRecordHandedOverOnCallersThread(t *testing.T) {
+	b := clusterBridge(t, "lone")
+	sendOne(b, 1, "lone", modeSend)
+	if c := waitCompletions(t, b, 1); c[0].kind != kindOK {
+		t.Fatalf("first record: %+v", c[0])
+	}
+	const n = 100
+	for i := range n {
+		id := uint64(2 + i)
+		it := sendOne(b, id, "lone", modeSend)
+		b.cmu.Lock()
+		handed := it.h != nil
+		b.cmu.Unlock()
+		if !handed {
+			t.Fatalf("record %d: not handed over when kp_send_many returned (left to the lane goroutine)", id)
+		}
+		c := waitCompletions(t, b, 1)
+		if c[0].id != id || c[0].kind != kindOK || c[0].offset != int64(i+1) {
+			t.Fatalf("record %d: completion %+v, want ok at offset %d", id, c[0], i+1)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); b.outstanding.Load() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) { // counted down just after each push
+			t.Fatalf("%d records outstanding after every outcome", b.outstanding.Load())
+		}
+	}
+}
+
+// TestInlineAndLaneKeepOrder: lone records (inline), batches (the lane),
+// send_nowait records (modeOrdered, always the lane) and records sent
+// while the lane is busy, on one partition, are written in kp_send_many
+// order and each completes once.
+func TestInlineAndLaneKeepOrder(t *testing.T) {
+	b := clusterBridge(t, "mix")
+	sendOne(b, 1, "mix", modeSend)
+	waitCompletions(t, b, 1)
+	id := uint64(1)
+	var want []uint64
+	for round := range 60 {
+		var its []*item
+		switch round % 4 {
+		case 0, 1: // lone awaited records
+			its = append(its, &item{})
+		case 2: // a tick's batch
+			its = append(its, &item{}, &item{}, &item{})
+		case 3: // a lone send_nowait
+			its = append(its, &item{mode: modeOrdered})
+		}
+		for _, it := range its {
+			id++
+			it.id = id
+			it.rec = kpush.Record{Topic: "mix", Partition: -1, Value: fmt.Appendf(nil, "%d", id)}
+			want = append(want, id)
+		}
+		b.sendMany(its)
+		if round%5 == 0 {
+			time.Sleep(200 * time.Microsecond) // let some find the lane and the sink idle
+		}
+	}
+	got := waitCompletions(t, b, len(want))
+	byID := map[uint64]completion{}
+	for _, c := range got {
+		if _, dup := byID[c.id]; dup {
+			t.Fatalf("record %d completed twice", c.id)
+		}
+		if c.kind != kindOK {
+			t.Fatalf("record %d: %+v", c.id, c)
+		}
+		byID[c.id] = c
+	}
+	for i := 1; i < len(want); i++ {
+		if a, z := byID[want[i-1]], byID[want[i]]; a.offset >= z.offset {
+			t.Fatalf("record %d at offset %d, record %d (sent later) at %d", want[i-1], a.offset, want[i], z.offset)
+		}
+	}
+}
