@@ -175,29 +175,40 @@ func busyRecords(p *Producer) int {
 	return n
 }
 
+// heldProducer returns a producer (opts added) on a new one-partition
+// topic of a fresh cluster, one record already sent (connection and
+// producer ID in place), whose produce requests the broker then holds
+// until open is called (also at the test's end, before the producer's
+// Close); arrived gets a value when a held request reaches the broker.
+func heldProducer(t *testing.T, topic string, opts ...Option) (p *Producer, arrived chan struct{}, open func()) {
+	t.Helper()
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic(topic, 1))
+	setHold, arrived := holdProduces(c)
+	p, err := New(append([]Option{WithBrokers(c.Addrs()...)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	if _, err := p.Send(context.Background(), &Record{Topic: topic, Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	var release sync.Once
+	open = func() { setHold(nil); release.Do(func() { close(hold) }) }
+	t.Cleanup(open) // runs before the Close registered above
+	setHold(hold)
+	return p, arrived, open
+}
+
 // TestSendAsync_ExpiredInFlightRecordsReusedAfterTheirBatch: SendAsync
 // records whose delivery deadline passes while their request hangs get
 // their callbacks at the deadline, but their records are reused only once
 // the batch is done with them (the batch may still be split and encoded
 // again from them); then they are reused, not leaked.
 func TestSendAsync_ExpiredInFlightRecordsReusedAfterTheirBatch(t *testing.T) {
-	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("held", 1))
-	setHold, arrived := holdProduces(c)
-	p, err := New(WithBrokers(c.Addrs()...), WithRequestTimeout(300*time.Millisecond),
+	p, arrived, open := heldProducer(t, "held", WithRequestTimeout(300*time.Millisecond),
 		WithDeliveryTimeout(400*time.Millisecond), WithMaxBufferedRecords(256))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(context.Background())
 	ctx := context.Background()
-	if _, err := p.Send(ctx, &Record{Topic: "held", Value: []byte("warm")}); err != nil {
-		t.Fatal(err)
-	}
-	hold := make(chan struct{})
-	var release sync.Once
-	open := func() { setHold(nil); release.Do(func() { close(hold) }) }
-	defer open()
-	setHold(hold)
 	// Which records make it into requests before the deadline depends on
 	// scheduling: the sink sends what is buffered when it runs, up to the
 	// requests in flight allowed, and records it never got to send fail
@@ -365,23 +376,9 @@ func TestAsyncSlabs_PartitionRecordsConsecutive(t *testing.T) {
 // asyncSlabs.get), so callers waiting for space cannot pin the slabs; once
 // space frees up, every one of them is sent.
 func TestSendAsync_WaitingForSpaceHoldsNoRecord(t *testing.T) {
-	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("full", 1))
-	setHold, arrived := holdProduces(c)
 	const limit, waiting = 8, 6
-	p, err := New(WithBrokers(c.Addrs()...), WithMaxBufferedRecords(limit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(context.Background())
+	p, arrived, open := heldProducer(t, "full", WithMaxBufferedRecords(limit))
 	ctx := context.Background()
-	if _, err := p.Send(ctx, &Record{Topic: "full", Value: []byte("warm")}); err != nil {
-		t.Fatal(err)
-	}
-	hold := make(chan struct{})
-	var release sync.Once
-	open := func() { setHold(nil); release.Do(func() { close(hold) }) }
-	defer open()
-	setHold(hold)
 	var wg sync.WaitGroup
 	cb := func(_ Result, err error) {
 		if err != nil {
