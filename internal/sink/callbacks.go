@@ -107,26 +107,16 @@ func allInline(recs []*Pending) bool {
 func (e *Engine) runInline(q *cbQueue, c *callbacks) {
 	for {
 		q.mu.Lock()
-		if len(q.recs) == 0 {
-			q.running = false
-			q.mu.Unlock()
-			return
-		}
 		if !allInline(q.recs) {
 			q.mu.Unlock()
 			e.schedule(q, c)
 			return
 		}
-		recs := q.recs
-		q.recs, q.spare = q.spare[:0], nil
+		recs := q.takeLocked()
 		q.mu.Unlock()
-		e.deliver(recs)
-		clear(recs)
-		q.mu.Lock()
-		if q.spare == nil {
-			q.spare = recs[:0]
+		if !e.deliverSnapshot(q, recs) {
+			return
 		}
-		q.mu.Unlock()
 	}
 }
 
@@ -154,9 +144,23 @@ func (e *Engine) schedule(q *cbQueue, c *callbacks) {
 // running (more records arrived meanwhile); the caller keeps it.
 func (e *Engine) runOnce(q *cbQueue) bool {
 	q.mu.Lock()
+	recs := q.takeLocked()
+	q.mu.Unlock()
+	return e.deliverSnapshot(q, recs)
+}
+
+// takeLocked takes q's records as one snapshot, leaving the spare slice
+// for records that arrive meanwhile. Under q.mu.
+func (q *cbQueue) takeLocked() []*Pending {
 	recs := q.recs
 	q.recs, q.spare = q.spare[:0], nil
-	q.mu.Unlock()
+	return recs
+}
+
+// deliverSnapshot delivers recs (taken from q by takeLocked), gives their
+// slice back as q's spare, and reports whether q is still running (more
+// records arrived meanwhile); when it is not, q is idle again.
+func (e *Engine) deliverSnapshot(q *cbQueue, recs []*Pending) bool {
 	e.deliver(recs)
 	clear(recs)
 	q.mu.Lock()
