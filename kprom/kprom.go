@@ -21,6 +21,7 @@
 package kprom
 
 import (
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -182,10 +183,7 @@ func (m *Metrics) series(k recordKey) *recordSeries {
 		// per record instead, as client_golang does, O(1) per new series.
 		return s
 	}
-	next := make(map[recordKey]*recordSeries, len(old)+1)
-	for key, v := range old {
-		next[key] = v
-	}
+	next := maps.Clone(old)
 	next[k] = s
 	m.recordCache.Store(&next)
 	return s
