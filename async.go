@@ -394,6 +394,13 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 		a.cb = nil
 		p.asyncs.release(a)
 	}
+	p.failUnbuffered(cb, err)
+}
+
+// failUnbuffered counts a record that failed before it was buffered and
+// runs its callback, if any, on the calling goroutine (SendAsync,
+// SendCancelable, TrySendCancelable).
+func (p *Producer) failUnbuffered(cb func(Result, error), err error) {
 	p.failed.Add(1)
 	if cb != nil {
 		cb(Result{}, err)
@@ -421,9 +428,6 @@ func (p *Producer) sendAsyncHooked(ctx context.Context, r *Record, cb func(Resul
 		p.recordDone(a.hk, a.pend.Size, nil, Result{}, err)
 		a.cb = nil
 		p.asyncs.release(a)
-		p.failed.Add(1)
-		if cb != nil {
-			cb(Result{}, err)
-		}
+		p.failUnbuffered(cb, err)
 	}
 }

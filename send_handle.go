@@ -86,10 +86,7 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 			h.hk = nil
 			p.recordDone(hk, h.pend.Size, nil, Result{}, err)
 		}
-		p.failed.Add(1)
-		if cb != nil {
-			cb(Result{}, err)
-		}
+		p.failUnbuffered(cb, err)
 		return h
 	}
 	return h
@@ -140,10 +137,7 @@ func (p *Producer) TrySendCancelable(r *Record, cb func(Result, error)) (*SendHa
 		return nil, false
 	case err != nil:
 		h.delivered = true
-		p.failed.Add(1)
-		if cb != nil {
-			cb(Result{}, err)
-		}
+		p.failUnbuffered(cb, err)
 	}
 	return h, true
 }
