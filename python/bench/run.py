@@ -11,6 +11,7 @@ count what each client lost or dropped silently.
     python python/bench/run.py --clients kpush@/path/to/old/python,kpush,aiokafka   # two builds, one run
     python python/bench/run.py --cs 1,100 --clients kpush,go --reps 5 --no-fault   # kpush.aio against the Go API
     python python/bench/run.py --real           # real Kafka: go run ./cmd/kafkalocal (Java 17+)
+    python python/bench/run.py --render --json python/bench/results.json   # rewrite the report from saved runs
     KPUSH_KAFKA_SEEDS=host:9092 python python/bench/run.py   # a running broker (or --bootstrap)
 
 Broker: `kpush dev` (kfake) by default; `--real` starts one real Apache
@@ -217,6 +218,16 @@ def fault_topic(client: str) -> str:
     return "fault-" + re.sub(r"[^A-Za-z0-9._-]+", "-", client).strip("-")
 
 
+def commit() -> str:
+    """The repository's short commit hash, with "+dirty" when the tree has changes."""
+    try:
+        h = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return (h or "unknown") + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -237,7 +248,11 @@ def main() -> None:
     ap.add_argument("--real", action="store_true", help="start real Kafka with cmd/kafkalocal")
     ap.add_argument("--bootstrap", default=os.environ.get("KPUSH_KAFKA_SEEDS", ""),
                     help="use this running broker (default $KPUSH_KAFKA_SEEDS)")
+    ap.add_argument("--render", action="store_true",
+                    help="no runs: rewrite --out (and its chart) from the runs saved in --json")
     args = ap.parse_args()
+    # The command as the report quotes it: what reproduces the runs.
+    args.command = " ".join(["python python/bench/run.py"] + [a for a in sys.argv[1:] if a != "--render"])
     if args.quick:
         args.reps, args.seconds = 1, 2.0
         if "--out" not in sys.argv:
@@ -246,6 +261,16 @@ def main() -> None:
             args.json = os.path.splitext(args.out)[0] + ".json"
     cs = [int(x) for x in args.cs.split(",")]
     clients = args.clients.split(",")
+    if args.render:
+        with open(args.json) as f:
+            saved = json.load(f)
+        args.seconds, args.reps = saved["seconds"], saved["reps"]
+        args.command, args.commit = saved.get("command", args.command), saved.get("commit", "unknown")
+        args.broker = saved.get("broker") or (
+            "one real Apache Kafka node (cmd/kafkalocal, KRaft)" if args.real else "one `kpush dev` broker (kfake, 3 partitions)")
+        write_report(args, saved["runs"], saved["fault"], cs, clients, saved["machine"])
+        return
+    args.commit = commit()
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp()
     global KPUSH_BIN
@@ -312,7 +337,8 @@ def main() -> None:
                         pass
     machine = {"cpus": os.cpu_count(), "load_before": list(load_before), "load_after": list(os.getloadavg())}
     with open(args.json, "w") as f:
-        json.dump({"runs": runs, "fault": fault, "seconds": args.seconds, "reps": args.reps, "machine": machine}, f, indent=1)
+        json.dump({"runs": runs, "fault": fault, "seconds": args.seconds, "reps": args.reps, "machine": machine,
+                   "command": args.command, "commit": args.commit, "broker": args.broker}, f, indent=1)
     write_report(args, runs, fault, cs, clients, machine)
 
 
@@ -348,6 +374,7 @@ def write_report(args, runs, fault, cs, clients, machine):
         import matplotlib
 
         matplotlib.use("Agg")
+        matplotlib.rcParams["svg.fonttype"] = "none"  # text as text: a small, diffable file
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -375,7 +402,8 @@ def write_report(args, runs, fault, cs, clients, machine):
         "(rotated each repetition); medians shown. CPU is the client process's rusage (user+system, all",
         "threads — the Go engine and librdkafka included) divided by acknowledged records.",
         "",
-        "Written by `python python/bench/run.py` (see its docstring); raw runs in `python/bench/results.json`.",
+        f"Written by `{args.command}` (see its docstring) at commit {args.commit};"
+        f" raw runs in `{os.path.relpath(args.json, REPO)}`.",
         state,
         "",
         "Clients, each at its defaults except what the workload needs:",
@@ -393,6 +421,9 @@ def write_report(args, runs, fault, cs, clients, machine):
     ]
     if chart:
         lines += [f"![records/s and CPU per record]({os.path.basename(chart)})", ""]
+    lines += ["The full runs: on the fake cluster [python-benchmarks.md](python-benchmarks.md) (`run.py`), on one real",
+              "Kafka node [python-benchmarks-real.md](python-benchmarks-real.md) (`run.py --real --out",
+              "docs/python-benchmarks-real.md --json python/bench/results-real.json`).", ""]
     lines += ["| client | C | records/s | CPU µs/record | p50 ms | p99 ms | errors | lost | runs |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cs:
