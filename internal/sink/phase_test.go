@@ -54,8 +54,14 @@ func TestDrain_ExpiredRetryDoesNotStallPartition(t *testing.T) {
 
 // Defect 11: after UNKNOWN_PRODUCER_ID (the broker lost our state, e.g.
 // producer.id.expiration.ms) the partition must go back to one batch in
-// flight until the broker acknowledges again, even before the new epoch
-// lands: a broker without state takes any first sequence.
+// flight until the broker acknowledges again: a broker without state
+// takes any first sequence.
+//
+// And it sends nothing under the old ID until the new epoch is installed
+// (phaseEpoch): neither the retry (refused again, or taken by a broker
+// without state as a first batch the renumbering then does not know of)
+// nor a new record (its sequence follows the refused ones). Then the
+// retries go out renumbered from 0 under the new ID, one at a time.
 func TestPartition_LostStateGoesBackToOneInFlight(t *testing.T) {
 	s1, p, nt, far := idemPartition()
 	pipelining(t, s1, p, nt, 1)
@@ -64,18 +70,26 @@ func TestPartition_LostStateGoesBackToOneInFlight(t *testing.T) {
 	if a == nil || b == nil {
 		t.Fatalf("no pipelining after the first acknowledgement: %s", p.DebugString())
 	}
+	old := a.id
 	s1.handle([]*Batch{a}, okResp("t", 0, kerr.UnknownProducerID.Code), nil, 0, false)
 	s1.handle([]*Batch{b}, okResp("t", 0, kerr.OutOfOrderSequenceNumber.Code), nil, 0, false)
 	p.endBackoff()
-	again := next(s1, p, 4)
-	if again == nil || again.seq != a.seq {
-		t.Fatalf("first retry not resent: %s", p.DebugString())
+	if early := sendOne(s1, p, nt, far, 4); early != nil {
+		t.Fatalf("batch at seq %d sent under the old ID %v before the new epoch: %s", early.seq, early.id, p.DebugString())
 	}
-	if second := next(s1, p, 5); second != nil {
+	p.eng.idem.Set(idem.ID{Producer: old.Producer, Epoch: old.Epoch + 1})
+	again := next(s1, p, 5)
+	if again == nil || again.recs[0] != a.recs[0] || again.id == old || again.seq != 0 {
+		t.Fatalf("first retry not resent at seq 0 under the new epoch: %s", p.DebugString())
+	}
+	if second := next(s1, p, 6); second != nil {
 		t.Fatalf("two batches in flight after UNKNOWN_PRODUCER_ID before any acknowledgement: %s", p.DebugString())
 	}
 	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0, false)
-	checkPipelines(t, s1, p, nt, far, 6, "the broker acknowledged again")
+	if bb := next(s1, p, 7); bb == nil || bb.recs[0] != b.recs[0] || bb.seq != 1 {
+		t.Fatalf("second retry not resent at seq 1 under the new epoch: %s", p.DebugString())
+	}
+	checkPipelines(t, s1, p, nt, far, 8, "the broker acknowledged again")
 }
 
 // Defect 10: INVALID_RECORD naming some records of a batch (KIP-467,

@@ -263,7 +263,15 @@ func (p *PartitionQueue) Leader() *Sink {
 // sendableLocked reports whether sink s may drain a batch now, given the
 // current producer ID.
 func (p *PartitionQueue) sendableLocked(s *Sink, cur idem.ID) bool {
-	if s == nil || p.leader != s || !p.phase.sending() {
+	if s == nil || p.leader != s {
+		return false
+	}
+	if p.phase == phaseEpoch {
+		if p.id == cur {
+			return false // waiting for the new epoch
+		}
+		// It is installed: drain switches to it (nothing is in flight).
+	} else if !p.phase.sending() {
 		return false
 	}
 	if p.inflight > 0 {

@@ -1,0 +1,164 @@
+package kpush_test
+
+// The idempotent epoch bump at the producer level (KIP-360): what a
+// partition whose sequences broke sends while the new epoch is on its way,
+// and what happens when the bump itself keeps failing.
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kpush/kpush"
+	"github.com/kpush/kpush/kafkatest"
+)
+
+// producedBatch is one partition's batch as the fake broker received it.
+type producedBatch struct {
+	part  int32
+	id    int64
+	epoch int16
+	seq   int32
+}
+
+// logProduce records every batch of topic the fake broker receives, in
+// arrival order (the control runs on the cluster's goroutine, before any
+// fault answers the request).
+func logProduce(c *kafkatest.Cluster, topic string, mu *sync.Mutex, log *[]producedBatch) {
+	c.Fake().ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake().KeepControl()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, t := range req.(*kmsg.ProduceRequest).Topics {
+			if t.Topic != topic {
+				continue
+			}
+			for _, p := range t.Partitions {
+				var b kmsg.RecordBatch
+				if b.ReadFrom(p.Records) == nil {
+					*log = append(*log, producedBatch{p.Partition, b.ProducerID, b.ProducerEpoch, b.FirstSequence})
+				}
+			}
+		}
+		return nil, nil, false
+	})
+}
+
+// TestEngine_EpochBumpHoldsFaultedPartition: after a sign that its
+// sequences under the producer ID broke (UNKNOWN_PRODUCER_ID, or
+// OUT_OF_ORDER_SEQUENCE_NUMBER with no earlier failure to explain it), a
+// partition sends nothing under that ID again — neither its retry nor new
+// records — until the new epoch is installed; then it resends, renumbered
+// from sequence 0. Resending under the old ID is refused again (a wasted
+// round trip per backoff) or, by a broker that holds no state for the ID,
+// taken as a fresh first batch that the bump then cannot account for. The
+// other partition keeps sending under the old ID while the bump is held.
+func TestEngine_EpochBumpHoldsFaultedPartition(t *testing.T) {
+	for _, code := range []*kerr.Error{kerr.UnknownProducerID, kerr.OutOfOrderSequenceNumber} {
+		t.Run(code.Message, func(t *testing.T) {
+			c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("hold", 2))
+			p := newProducer(t, c, kpush.WithRetryBackoff(5*time.Millisecond))
+			ctx := testCtx(t)
+			var (
+				mu     sync.Mutex // guards log, fault and inits
+				log    []producedBatch
+				inits  int
+				fault  int // index in log of the faulted batch
+				arrive = make(chan struct{})
+				hold   = make(chan struct{})
+			)
+			logProduce(c, "hold", &mu, &log)
+			c.Fake().ControlKey(int16(kmsg.InitProducerID), func(kmsg.Request) (kmsg.Response, error, bool) {
+				c.Fake().KeepControl()
+				mu.Lock()
+				inits++
+				bump := inits == 2
+				mu.Unlock()
+				if bump {
+					// Hold the bump's answer for well over the retry backoff
+					// and until partition 1 has shown it is not held by it
+					// (bounded).
+					close(arrive)
+					c.SleepControl(func() {
+						minHold := time.After(100 * time.Millisecond)
+						select {
+						case <-hold:
+						case <-time.After(10 * time.Second):
+						}
+						<-minHold
+					})
+				}
+				return nil, nil, false
+			})
+			send := func(ctx context.Context, part int32, from, to int) error {
+				for i := from; i < to; i++ {
+					rec := &kpush.Record{Topic: "hold", Partition: part, UsePartition: true,
+						Key: []byte("k" + strconv.Itoa(int(part))), Value: []byte(strconv.Itoa(i))}
+					if _, err := p.Send(ctx, rec); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			for part := range int32(2) {
+				if err := send(ctx, part, 0, 10); err != nil { // ID loaded, sequences advanced
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			fault = len(log) // partition 0's next batch is the faulted one
+			mu.Unlock()
+			c.Fake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "hold", Partitions: []int32{0}, Err: code})
+			// One Send at a time: partition 0 has one batch in flight, so
+			// every batch after the faulted one was written after kpush
+			// read the fault.
+			done0 := make(chan error, 1)
+			go func() { done0 <- send(ctx, 0, 10, 30) }()
+			select {
+			case <-arrive:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no InitProducerID bump within 10s of the fault")
+			}
+			// Partition 1 is fine: its records go out under the old ID
+			// while the bump is held.
+			ctx1, cancel1 := context.WithTimeout(ctx, 5*time.Second)
+			err1 := send(ctx1, 1, 10, 30)
+			cancel1()
+			close(hold)
+			if err1 != nil {
+				t.Errorf("partition 1 while partition 0's bump was held: %v", err1)
+			}
+			if err := <-done0; err != nil {
+				t.Fatalf("partition 0: %v", err)
+			}
+			checkExactlyOnceInOrder(t, ctx, c, "hold", 2, 30)
+
+			mu.Lock()
+			defer mu.Unlock()
+			var p0 []producedBatch
+			for _, b := range log[fault:] {
+				if b.part == 0 {
+					p0 = append(p0, b)
+				}
+			}
+			if len(p0) < 2 {
+				t.Fatalf("%d batches of partition 0 from the faulted one on, want at least 2", len(p0))
+			}
+			bad := p0[0]
+			for i, b := range p0[1:] {
+				if b.id == bad.id && b.epoch == bad.epoch {
+					t.Fatalf("partition 0 batch %d after the %s fault sent under the old producer ID %d/%d (seq %d) before the new epoch", i+1, code.Message, b.id, b.epoch, b.seq)
+				}
+			}
+			if p0[1].seq != 0 {
+				t.Errorf("first batch under the new epoch %d/%d at sequence %d, want 0", p0[1].id, p0[1].epoch, p0[1].seq)
+			}
+		})
+	}
+}
