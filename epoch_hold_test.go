@@ -6,6 +6,7 @@ package kpush_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"testing"
@@ -160,5 +161,78 @@ func TestEngine_EpochBumpHoldsFaultedPartition(t *testing.T) {
 				t.Errorf("first batch under the new epoch %d/%d at sequence %d, want 0", p0[1].id, p0[1].epoch, p0[1].seq)
 			}
 		})
+	}
+}
+
+// TestEngine_FailingBumpExpiresHeldRecords: when every InitProducerID
+// after the first fails, the held partition's records still get their
+// outcome at their delivery deadline (ErrDeliveryTimeout, definitely not
+// written), the other partition's records are acknowledged, and the
+// failing InitProducerID is retried with a growing backoff, not at the
+// metadata refresher's floor.
+func TestEngine_FailingBumpExpiresHeldRecords(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("nobump", 2))
+	p := newProducer(t, c, kpush.WithRetryBackoff(5*time.Millisecond),
+		kpush.WithRequestTimeout(time.Second), kpush.WithDeliveryTimeout(2*time.Second))
+	ctx := testCtx(t)
+	var (
+		mu    sync.Mutex
+		inits []time.Time // arrival of each failed bump
+		n     int
+	)
+	c.Fake().ControlKey(int16(kmsg.InitProducerID), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake().KeepControl()
+		mu.Lock()
+		defer mu.Unlock()
+		if n++; n == 1 {
+			return nil, nil, false
+		}
+		inits = append(inits, time.Now())
+		resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
+		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+		return resp, nil, true
+	})
+	send := func(part int32, i int) error {
+		_, err := p.Send(ctx, &kpush.Record{Topic: "nobump", Partition: part, UsePartition: true,
+			Key: []byte("k" + strconv.Itoa(int(part))), Value: []byte(strconv.Itoa(i))})
+		return err
+	}
+	for part := range int32(2) {
+		if err := send(part, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Fake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "nobump", Partitions: []int32{0}, Err: kerr.UnknownProducerID})
+	start := time.Now()
+	err := send(0, 1)
+	took := time.Since(start)
+	if !errors.Is(err, kpush.ErrDeliveryTimeout) {
+		t.Fatalf("held record: %v, want ErrDeliveryTimeout", err)
+	}
+	if errors.Is(err, kpush.ErrOutcomeUnknown) {
+		t.Errorf("held record ended outcome unknown (%v); it was refused and never sent again", err)
+	}
+	if took > 10*time.Second {
+		t.Errorf("held record's outcome came %v after Send, delivery timeout 2s", took)
+	}
+	if err := send(1, 1); err != nil {
+		t.Errorf("partition 1 with partition 0's bump failing: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The refresher paces attempts: after j failures in a row it waits at
+	// least MinInterval·2^j (here the 5ms retry backoff) with -20% jitter,
+	// capped at 1s, since the previous refresh ended. Lower bounds only: a
+	// slow machine makes the gaps longer, never shorter. Without the
+	// backoff the bump was retried every ~5ms (hundreds in 2s).
+	t.Logf("%d failed bump attempts in %v", len(inits), took)
+	if len(inits) < 2 {
+		t.Fatalf("%d failed bump attempts in %v; want it retried", len(inits), took)
+	}
+	for j := 0; j+1 < len(inits); j++ {
+		want := time.Duration(0.75 * float64(min(5*time.Millisecond<<(j+1), time.Second)))
+		if gap := inits[j+1].Sub(inits[j]); gap < want {
+			t.Fatalf("failed InitProducerID attempt %d came %v after the previous one, want ≥ %v (growing backoff); %d attempts in %v", j+2, gap, want, len(inits), took)
+		}
 	}
 }

@@ -442,17 +442,20 @@ func (p *Producer) requestBump(old idem.ID) {
 }
 
 // controlRequests runs on the metadata goroutine after each refresh: it
-// loads the producer ID and performs epoch bumps.
-func (p *Producer) controlRequests(ctx context.Context) {
+// loads the producer ID and performs epoch bumps. It reports false when
+// the request it had to make failed, so the refresher backs off before the
+// next attempt (meta.Refresher.OnIdle): a partition waiting for a bump
+// sends nothing meanwhile, and its records expire at their deadline.
+func (p *Producer) controlRequests(ctx context.Context) bool {
 	p.mu.Lock()
 	bump := p.bump
 	p.bump = nil
 	p.mu.Unlock()
 	if !p.idem.NeedsLoad() && bump == nil {
-		return
+		return true
 	}
 	if len(*p.topics.Load()) == 0 && bump == nil {
-		return // nothing to send yet: stay lazy
+		return true // nothing to send yet: stay lazy
 	}
 	conn, err := p.ref.Fetcher.Conn(ctx)
 	if err != nil {
@@ -460,7 +463,7 @@ func (p *Producer) controlRequests(ctx context.Context) {
 		if bump != nil {
 			p.requestBump(*bump)
 		}
-		return
+		return false
 	}
 	rctx, cancel := context.WithTimeout(ctx, p.cfg.requestTimeout)
 	defer cancel()
@@ -485,7 +488,7 @@ func (p *Producer) controlRequests(ctx context.Context) {
 			p.requestBump(*bump)
 		}
 		p.ref.Trigger()
-		return
+		return false
 	}
 	if !loading && len(p.hooks.bump) > 0 {
 		p.epochBumped(*bump) // hooks.go; before the partitions resume
@@ -498,6 +501,7 @@ func (p *Producer) controlRequests(ctx context.Context) {
 	for _, part := range p.allPartitions() {
 		part.Requeue()
 	}
+	return true
 }
 
 // publicCause maps engine errors to the public sentinels.
