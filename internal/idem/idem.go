@@ -8,8 +8,9 @@
 // an immutable ID). The metadata goroutine calls Load and Bump (Set stands in
 // for them in tests). Nothing here starts a goroutine. A bump changes the
 // producer-wide ID; each partition moves to it on its own (internal/sink:
-// retries under the old ID first, since brokers keep each ID's state per
-// partition).
+// a partition whose own sequences broke sends nothing until the new ID is
+// here; the others send their retries under the old ID first, since
+// brokers keep each ID's state per partition).
 package idem
 
 import (

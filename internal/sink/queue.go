@@ -36,7 +36,9 @@ package sink
 //   - Retry batches of a partition whose own sequences are fine keep their
 //     old producer ID after another partition's epoch bump: the broker still
 //     holds that ID's state here. The partition moves to the new ID once they
-//     are done.
+//     are done. A partition whose own sequences broke (bumpFrom) sends
+//     nothing, retries or new records, until the new ID is installed
+//     (phaseEpoch).
 //   - Bytes held: a buffered record keeps its buffer space until it has an
 //     outcome or, when its Send gave up (canceled), until the partition drops
 //     it from recs; canceled records are dropped when they are half of recs,
