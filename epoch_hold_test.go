@@ -236,3 +236,54 @@ func TestEngine_FailingBumpExpiresHeldRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestEngine_BumpAnsweredWithSameIDGetsFreshID: a broker that answers the
+// bump's InitProducerID with the producer ID and epoch it was given would
+// leave the faulted partition waiting for a new epoch until its records
+// expire; kpush then asks for a fresh producer ID, and the record is
+// acknowledged under it from sequence 0.
+func TestEngine_BumpAnsweredWithSameIDGetsFreshID(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("sameid", 1))
+	p := newProducer(t, c, kpush.WithRetryBackoff(5*time.Millisecond),
+		kpush.WithRequestTimeout(time.Second), kpush.WithDeliveryTimeout(5*time.Second))
+	ctx := testCtx(t)
+	var (
+		mu   sync.Mutex
+		log  []producedBatch
+		next int64 = 100 // the next fresh producer ID handed out
+	)
+	logProduce(c, "sameid", &mu, &log)
+	c.Fake().ControlKey(int16(kmsg.InitProducerID), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake().KeepControl()
+		r := req.(*kmsg.InitProducerIDRequest)
+		resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
+		if r.ProducerID >= 0 {
+			resp.ProducerID, resp.ProducerEpoch = r.ProducerID, r.ProducerEpoch // a "bump" that changes nothing
+			return resp, nil, true
+		}
+		mu.Lock()
+		resp.ProducerID = next
+		next++
+		mu.Unlock()
+		return resp, nil, true
+	})
+	send := func(i int) error {
+		_, err := p.Send(ctx, &kpush.Record{Topic: "sameid", Key: []byte("k0"), Value: []byte(strconv.Itoa(i))})
+		return err
+	}
+	for i := range 3 {
+		if err := send(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Fake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "sameid", Err: kerr.UnknownProducerID})
+	if err := send(3); err != nil {
+		t.Fatalf("record after the fault: %v", err)
+	}
+	checkExactlyOnceInOrder(t, ctx, c, "sameid", 1, 4)
+	mu.Lock()
+	defer mu.Unlock()
+	if last := log[len(log)-1]; last.id != 101 || last.seq != 0 {
+		t.Errorf("record after the fault sent as producer %d seq %d, want the fresh ID 101 at seq 0", last.id, last.seq)
+	}
+}

@@ -98,6 +98,15 @@ func (m *Manager) Bump(ctx context.Context, conn *wire.Conn, old ID) error {
 		from = old
 	}
 	id, err := initProducerID(ctx, conn, from)
+	if err == nil && id == old && from != None {
+		// A bump answered with the ID it was given would leave the
+		// partitions that wait for a new one (internal/sink's phaseEpoch)
+		// waiting until their records expire: ask for a fresh ID.
+		id, err = initProducerID(ctx, conn, None)
+	}
+	if err == nil && id == old {
+		err = fmt.Errorf("init producer id: the broker answered a bump with the same producer id %d and epoch %d", id.Producer, id.Epoch)
+	}
 	if err != nil {
 		return err
 	}
