@@ -432,9 +432,14 @@ func isReady(t *topic) bool {
 }
 
 // requestBump asks the metadata goroutine for a new producer epoch.
+// Requests coalesce, but one for the current ID wins over a pending one
+// for an ID the producer already moved on from: a partition with retries
+// under the old ID can still ask for that (Bump ignores it), and a
+// partition on the current ID that asked meanwhile waits in phaseEpoch
+// for a new ID that a lost request would never bring.
 func (p *Producer) requestBump(old idem.ID) {
 	p.mu.Lock()
-	if p.bump == nil {
+	if p.bump == nil || *p.bump != p.idem.Current() {
 		p.bump = &old
 	}
 	p.mu.Unlock()
