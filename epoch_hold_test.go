@@ -212,9 +212,6 @@ func TestEngine_FailingBumpExpiresHeldRecords(t *testing.T) {
 	if errors.Is(err, kpush.ErrOutcomeUnknown) {
 		t.Errorf("held record ended outcome unknown (%v); it was refused and never sent again", err)
 	}
-	if took > 10*time.Second {
-		t.Errorf("held record's outcome came %v after Send, delivery timeout 2s", took)
-	}
 	if err := send(1, 1); err != nil {
 		t.Errorf("partition 1 with partition 0's bump failing: %v", err)
 	}
