@@ -212,6 +212,9 @@ func TestEngine_FailingBumpExpiresHeldRecords(t *testing.T) {
 	if errors.Is(err, kpush.ErrOutcomeUnknown) {
 		t.Errorf("held record ended outcome unknown (%v); it was refused and never sent again", err)
 	}
+	if !errors.Is(err, kerr.CoordinatorNotAvailable) {
+		t.Errorf("held record: %v, want the failing bump's error as its cause", err)
+	}
 	if err := send(1, 1); err != nil {
 		t.Errorf("partition 1 with partition 0's bump failing: %v", err)
 	}

@@ -485,8 +485,11 @@ func (p *Producer) controlRequests(ctx context.Context) bool {
 			// Authorization or an unsupported cluster: waiting cannot
 			// help, so the records fail now, with the real cause. Nothing
 			// is ever sent before the first ID, so none was written. (A
-			// failed bump is retried instead: partitions are still
-			// sending under the current ID.)
+			// failed bump is retried instead, with the refresher's
+			// backoff: the partitions that asked for it send nothing
+			// meanwhile, and their records that expire carry this error
+			// as their cause (idem.BumpErr); the others keep sending
+			// under the current ID.)
 			sink.FailBuffered(p.allPartitions(), err)
 		}
 		if bump != nil {
@@ -509,16 +512,31 @@ func (p *Producer) controlRequests(ctx context.Context) bool {
 	return true
 }
 
-// publicCause maps engine errors to the public sentinels.
+// publicCause maps engine errors to the public sentinels. What the engine
+// wrapped around one (why the delivery timeout passed: the producer ID or
+// the epoch bump that kept failing) stays in the message and in the chain
+// for errors.Is and errors.As.
 func publicCause(err error) error {
+	var pub, bare error
 	switch {
 	case errors.Is(err, sink.ErrDeliveryTimeout):
-		return ErrDeliveryTimeout
+		pub, bare = ErrDeliveryTimeout, sink.ErrDeliveryTimeout
 	case errors.Is(err, sink.ErrSequenceReset):
-		return ErrSequenceReset
+		pub, bare = ErrSequenceReset, sink.ErrSequenceReset
+	default:
+		return err
 	}
-	return err
+	if err == bare {
+		return pub
+	}
+	return &publicError{pub: pub, err: err}
 }
+
+// publicError is an engine error with a public sentinel in its chain.
+type publicError struct{ pub, err error }
+
+func (e *publicError) Error() string   { return e.err.Error() }
+func (e *publicError) Unwrap() []error { return []error{e.pub, e.err} }
 
 // checkTopicName applies Kafka's rules for topic names (Topic.validate in
 // the Java client), so that a bad name fails at once instead of after a

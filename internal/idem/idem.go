@@ -41,6 +41,7 @@ type Manager struct {
 	cur     atomic.Pointer[ID] // mirrors id for lock-free Current
 	loaded  bool
 	err     error         // last load error, nil once loaded
+	bumpErr error         // why the last Bump of id failed; nil once id moves on (BumpErr)
 	ready   chan struct{} // closed when loaded is first set
 	enabled bool
 }
@@ -107,15 +108,26 @@ func (m *Manager) Bump(ctx context.Context, conn *wire.Conn, old ID) error {
 	if err == nil && id == old {
 		err = fmt.Errorf("init producer id: the broker answered a bump with the same producer id %d and epoch %d", id.Producer, id.Epoch)
 	}
-	if err != nil {
-		return err
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.id == old {
-		m.setLocked(id)
+	if m.id != old {
+		return err // moved on meanwhile: this failure is no longer the reason anything waits
 	}
+	if err != nil {
+		m.bumpErr = err
+		return err
+	}
+	m.setLocked(id)
 	return nil
+}
+
+// BumpErr returns why the last Bump of the current ID failed, or nil when
+// none failed since the ID was set. Partitions waiting for a new epoch
+// report it as the cause of the records that expire while they wait.
+func (m *Manager) BumpErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bumpErr
 }
 
 // initProducerID asks for a producer ID; from is None for a new one, or the
@@ -154,6 +166,7 @@ func (m *Manager) Current() ID { return *m.cur.Load() }
 
 func (m *Manager) setLocked(id ID) {
 	m.id = id
+	m.bumpErr = nil
 	m.cur.Store(&id)
 }
 

@@ -182,7 +182,7 @@ func (p *PartitionQueue) dropRetriesLocked(now int64, err error, failed []*Pendi
 		}
 		cause := err
 		if cause == nil {
-			cause = p.eng.expiryErr()
+			cause = p.expiryErrLocked()
 		}
 		failed = p.failBatchLocked(b, cause, b.unknown, failed)
 		p.dropSeqLocked(b)

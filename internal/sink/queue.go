@@ -403,7 +403,7 @@ func (p *PartitionQueue) takeRecordsLocked(now int64, maxBytes int, expired []*P
 		n++
 		p.recBytes -= int(r.Size)
 		if due(r.Deadline, now) {
-			if r.FailBuffered(p.eng.expiryErr()) {
+			if r.FailBuffered(p.expiryErrLocked()) {
 				expired = append(expired, r)
 			} else {
 				p.recBytes += int(r.Size) // canceled: dropRecLocked counts it
