@@ -432,9 +432,14 @@ func isReady(t *topic) bool {
 }
 
 // requestBump asks the metadata goroutine for a new producer epoch.
+// Requests coalesce, but one for the current ID wins over a pending one
+// for an ID the producer already moved on from: a partition with retries
+// under the old ID can still ask for that (Bump ignores it), and a
+// partition on the current ID that asked meanwhile waits in phaseEpoch
+// for a new ID that a lost request would never bring.
 func (p *Producer) requestBump(old idem.ID) {
 	p.mu.Lock()
-	if p.bump == nil {
+	if p.bump == nil || *p.bump != p.idem.Current() {
 		p.bump = &old
 	}
 	p.mu.Unlock()
@@ -442,17 +447,20 @@ func (p *Producer) requestBump(old idem.ID) {
 }
 
 // controlRequests runs on the metadata goroutine after each refresh: it
-// loads the producer ID and performs epoch bumps.
-func (p *Producer) controlRequests(ctx context.Context) {
+// loads the producer ID and performs epoch bumps. It reports false when
+// the request it had to make failed, so the refresher backs off before the
+// next attempt (meta.Refresher.OnIdle): a partition waiting for a bump
+// sends nothing meanwhile, and its records expire at their deadline.
+func (p *Producer) controlRequests(ctx context.Context) bool {
 	p.mu.Lock()
 	bump := p.bump
 	p.bump = nil
 	p.mu.Unlock()
 	if !p.idem.NeedsLoad() && bump == nil {
-		return
+		return true
 	}
 	if len(*p.topics.Load()) == 0 && bump == nil {
-		return // nothing to send yet: stay lazy
+		return true // nothing to send yet: stay lazy
 	}
 	conn, err := p.ref.Fetcher.Conn(ctx)
 	if err != nil {
@@ -460,7 +468,7 @@ func (p *Producer) controlRequests(ctx context.Context) {
 		if bump != nil {
 			p.requestBump(*bump)
 		}
-		return
+		return false
 	}
 	rctx, cancel := context.WithTimeout(ctx, p.cfg.requestTimeout)
 	defer cancel()
@@ -477,15 +485,18 @@ func (p *Producer) controlRequests(ctx context.Context) {
 			// Authorization or an unsupported cluster: waiting cannot
 			// help, so the records fail now, with the real cause. Nothing
 			// is ever sent before the first ID, so none was written. (A
-			// failed bump is retried instead: partitions are still
-			// sending under the current ID.)
+			// failed bump is retried instead, with the refresher's
+			// backoff: the partitions that asked for it send nothing
+			// meanwhile, and their records that expire carry this error
+			// as their cause (idem.BumpErr); the others keep sending
+			// under the current ID.)
 			sink.FailBuffered(p.allPartitions(), err)
 		}
 		if bump != nil {
 			p.requestBump(*bump)
 		}
 		p.ref.Trigger()
-		return
+		return false
 	}
 	if !loading && len(p.hooks.bump) > 0 {
 		p.epochBumped(*bump) // hooks.go; before the partitions resume
@@ -498,18 +509,34 @@ func (p *Producer) controlRequests(ctx context.Context) {
 	for _, part := range p.allPartitions() {
 		part.Requeue()
 	}
+	return true
 }
 
-// publicCause maps engine errors to the public sentinels.
+// publicCause maps engine errors to the public sentinels. What the engine
+// wrapped around one (why the delivery timeout passed: the producer ID or
+// the epoch bump that kept failing) stays in the message and in the chain
+// for errors.Is and errors.As.
 func publicCause(err error) error {
+	var pub, bare error
 	switch {
 	case errors.Is(err, sink.ErrDeliveryTimeout):
-		return ErrDeliveryTimeout
+		pub, bare = ErrDeliveryTimeout, sink.ErrDeliveryTimeout
 	case errors.Is(err, sink.ErrSequenceReset):
-		return ErrSequenceReset
+		pub, bare = ErrSequenceReset, sink.ErrSequenceReset
+	default:
+		return err
 	}
-	return err
+	if err == bare {
+		return pub
+	}
+	return &publicError{pub: pub, err: err}
 }
+
+// publicError is an engine error with a public sentinel in its chain.
+type publicError struct{ pub, err error }
+
+func (e *publicError) Error() string   { return e.err.Error() }
+func (e *publicError) Unwrap() []error { return []error{e.pub, e.err} }
 
 // checkTopicName applies Kafka's rules for topic names (Topic.validate in
 // the Java client), so that a bad name fails at once instead of after a

@@ -8,8 +8,9 @@
 // an immutable ID). The metadata goroutine calls Load and Bump (Set stands in
 // for them in tests). Nothing here starts a goroutine. A bump changes the
 // producer-wide ID; each partition moves to it on its own (internal/sink:
-// retries under the old ID first, since brokers keep each ID's state per
-// partition).
+// a partition whose own sequences broke sends nothing until the new ID is
+// here; the others send their retries under the old ID first, since
+// brokers keep each ID's state per partition).
 package idem
 
 import (
@@ -40,6 +41,7 @@ type Manager struct {
 	cur     atomic.Pointer[ID] // mirrors id for lock-free Current
 	loaded  bool
 	err     error         // last load error, nil once loaded
+	bumpErr error         // why the last Bump of id failed; nil once id moves on (BumpErr)
 	ready   chan struct{} // closed when loaded is first set
 	enabled bool
 }
@@ -97,15 +99,35 @@ func (m *Manager) Bump(ctx context.Context, conn *wire.Conn, old ID) error {
 		from = old
 	}
 	id, err := initProducerID(ctx, conn, from)
-	if err != nil {
-		return err
+	if err == nil && id == old && from != None {
+		// A bump answered with the ID it was given would leave the
+		// partitions that wait for a new one (internal/sink's phaseEpoch)
+		// waiting until their records expire: ask for a fresh ID.
+		id, err = initProducerID(ctx, conn, None)
+	}
+	if err == nil && id == old {
+		err = fmt.Errorf("init producer id: the broker answered a bump with the same producer id %d and epoch %d", id.Producer, id.Epoch)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.id == old {
-		m.setLocked(id)
+	if m.id != old {
+		return err // moved on meanwhile: this failure is no longer the reason anything waits
 	}
+	if err != nil {
+		m.bumpErr = err
+		return err
+	}
+	m.setLocked(id)
 	return nil
+}
+
+// BumpErr returns why the last Bump of the current ID failed, or nil when
+// none failed since the ID was set. Partitions waiting for a new epoch
+// report it as the cause of the records that expire while they wait.
+func (m *Manager) BumpErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bumpErr
 }
 
 // initProducerID asks for a producer ID; from is None for a new one, or the
@@ -144,6 +166,7 @@ func (m *Manager) Current() ID { return *m.cur.Load() }
 
 func (m *Manager) setLocked(id ID) {
 	m.id = id
+	m.bumpErr = nil
 	m.cur.Store(&id)
 }
 

@@ -10,9 +10,10 @@
 //   - Trigger may be called from any goroutine; triggers coalesce in a
 //     one-slot channel. Triggered refreshes back off exponentially with
 //     jitter (KIP-580): after n unhealthy answers in a row (Apply reports
-//     whether an answer left something waiting), the next triggered
-//     refresh waits MinInterval·2^n, capped at MaxInterval, after the
-//     previous one; after a healthy answer it waits MinInterval. A problem
+//     whether an answer left something waiting, OnIdle whether its control
+//     requests failed), the next triggered refresh waits MinInterval·2^n,
+//     capped at MaxInterval, after the previous one; after a healthy
+//     answer it waits MinInterval. A problem
 //     that metadata cannot fix (deleted topic, no leader, unreachable
 //     cluster) therefore costs at most about one request per MaxInterval
 //     once the backoff has grown, while leader moves are followed at once.
@@ -193,7 +194,10 @@ type Refresher struct {
 	Apply func(s *Snapshot, err error) (healthy bool)
 	// OnIdle, when set, runs on the Run goroutine after each refresh and is
 	// a place for other control requests that need the Fetcher's connection.
-	OnIdle func(ctx context.Context)
+	// It reports whether they succeeded (or none was needed): false counts
+	// like an unhealthy answer, so a control request that keeps failing
+	// (InitProducerID) is retried with the same growing backoff.
+	OnIdle func(ctx context.Context) (ok bool)
 	// Go starts Run's helper goroutine (the owner's goroutine group, so its
 	// Close waits for it); nil means a plain go statement. Run returns only
 	// after that goroutine has exited either way.
@@ -291,13 +295,14 @@ func (r *Refresher) Run(stop <-chan struct{}) {
 		fctx, fcancel := context.WithTimeout(ctx, r.Timeout)
 		s, err := r.Fetcher.Fetch(fctx, r.Topics())
 		fcancel()
-		if r.Apply(s, err) {
+		healthy := r.Apply(s, err)
+		if r.OnIdle != nil && !r.OnIdle(ctx) {
+			healthy = false
+		}
+		if healthy {
 			unhealthy = 0
 		} else {
 			unhealthy++
-		}
-		if r.OnIdle != nil {
-			r.OnIdle(ctx)
 		}
 		last = time.Now()
 	}

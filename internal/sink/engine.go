@@ -364,3 +364,15 @@ func (e *Engine) expiryErr() error {
 	}
 	return ErrDeliveryTimeout
 }
+
+// expiryErrLocked is expiryErr for a record of p that was never sent: a
+// partition waiting for a new epoch (phaseEpoch) whose bump keeps failing
+// says so. p.mu is held.
+func (p *PartitionQueue) expiryErrLocked() error {
+	if p.phase == phaseEpoch {
+		if err := p.eng.idem.BumpErr(); err != nil {
+			return fmt.Errorf("%w: waiting for a new producer epoch: %w", ErrDeliveryTimeout, err)
+		}
+	}
+	return p.eng.expiryErr()
+}

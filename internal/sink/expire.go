@@ -105,7 +105,7 @@ func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int
 		case r.canceled():
 			p.dropRecLocked(r)
 		case due(r.Deadline, now):
-			if r.FailBuffered(p.eng.expiryErr()) {
+			if r.FailBuffered(p.expiryErrLocked()) {
 				failed = append(failed, r)
 			}
 			p.recBytes -= int(r.Size)

@@ -35,12 +35,22 @@ const (
 	phaseRewind
 	// phaseBackoff: the rewind saw a retriable failure; a timer ends it.
 	phaseBackoff
+	// phaseEpoch: the partition's sequences under its producer ID broke
+	// (it asked for a new epoch, bumpFrom) and nothing is in flight; it
+	// sends nothing, neither retries nor new records, until the producer
+	// ID moves on, then renumbers from sequence 0 (switchIDLocked, in
+	// drain). Under the old ID the broker refuses the resend again, or,
+	// holding no state for it, takes it as a first batch that the bump's
+	// renumbering then does not know about. The reaper still expires what
+	// waits here, so a slow or failing InitProducerID holds no record
+	// past its deadline.
+	phaseEpoch
 	// phaseClosed: Close failed what was buffered; Add refuses records.
 	// Terminal.
 	phaseClosed
 )
 
-var phaseNames = [...]string{"probe", "steady", "rewind", "backoff", "closed"}
+var phaseNames = [...]string{"probe", "steady", "rewind", "backoff", "epoch", "closed"}
 
 func (ph phase) String() string { return phaseNames[ph] }
 
@@ -57,6 +67,7 @@ const (
 	evRewound                 // a rewind ended: nothing in flight, failed batches requeued
 	evBackoffEnd              // the backoff timer fired, or no retry is left to wait for
 	evNewID                   // the partition moved to a new producer ID (sequences from 0)
+	evBumpAsked               // the partition asked for a new epoch (askBumpLocked)
 	evClose                   // Close failed the buffered records
 )
 
@@ -65,15 +76,21 @@ const (
 //	probe   --acked-->      steady   (the broker has our state: pipeline)
 //	probe|steady --failed-->  rewind   (resume where we were)
 //	any sending or rewind --lostState--> rewind (resume in probe)
+//	rewind  --rewound-->    epoch    (a bump this partition asked for is not installed yet)
 //	rewind  --rewound-->    backoff  (retriable failure, retries waiting; timer started)
 //	rewind  --rewound-->    resume
+//	backoff --backoffEnd--> epoch    (as above)
 //	backoff --backoffEnd--> resume   (timer, or every retry dropped: new records need no backoff)
-//	probe|steady --newID--> probe
+//	probe|steady --bumpAsked--> epoch (the bump is not installed yet)
+//	probe|steady|epoch --newID--> probe
 //	any     --close-->      closed
 //
 // Any other (phase, event) pair leaves the phase as it is: an
 // acknowledgement during a rewind came from a batch sent before the failure
-// and proves nothing about what follows; a closed partition stays closed.
+// and proves nothing about what follows; a bump asked for during a rewind
+// or backoff is waited for when it ends; a closed partition stays closed.
+// Nothing is in flight in epoch (it is entered only from a sending phase
+// with nothing in flight, or at a rewind's end), so no batch can fail there.
 func (p *PartitionQueue) stepLocked(ev event) {
 	switch {
 	case ev == evClose:
@@ -95,7 +112,11 @@ func (p *PartitionQueue) stepLocked(ev event) {
 		}
 	case ev == evRewound && p.phase == phaseRewind:
 		p.phase = p.resume
-		if p.retriable && len(p.retry) > 0 {
+		if p.awaitingEpochLocked() {
+			// No backoff: the resend waits for the new epoch, and the
+			// bump's own pace (the metadata refresher's) bounds the rate.
+			p.phase, p.retriable = phaseEpoch, false
+		} else if p.retriable && len(p.retry) > 0 {
 			p.fails++
 			p.phase = phaseBackoff
 			p.backoffGen++
@@ -109,9 +130,24 @@ func (p *PartitionQueue) stepLocked(ev event) {
 		p.retriable = false
 	case ev == evBackoffEnd && p.phase == phaseBackoff:
 		p.phase = p.resume
-	case ev == evNewID && p.phase.sending():
+		if p.awaitingEpochLocked() {
+			p.phase = phaseEpoch
+		}
+	case ev == evBumpAsked && p.phase.sending():
+		if p.awaitingEpochLocked() {
+			p.phase, p.resume = phaseEpoch, phaseProbe
+		}
+	case ev == evNewID && (p.phase.sending() || p.phase == phaseEpoch):
 		p.phase, p.resume = phaseProbe, phaseProbe
 	}
+}
+
+// awaitingEpochLocked reports whether the partition asked for a new epoch
+// because its sequences under its producer ID broke, and the producer ID
+// has not moved on yet: then it must send nothing under that ID. Once the
+// ID moved on, drain switches the partition to it (switchIDLocked).
+func (p *PartitionQueue) awaitingEpochLocked() bool {
+	return p.id != idem.None && p.bumpFrom == p.id && p.eng.idem.Current() == p.id
 }
 
 // settleLocked ends a rewind once nothing is in flight: the failed batches
@@ -146,7 +182,7 @@ func (p *PartitionQueue) dropRetriesLocked(now int64, err error, failed []*Pendi
 		}
 		cause := err
 		if cause == nil {
-			cause = p.eng.expiryErr()
+			cause = p.expiryErrLocked()
 		}
 		failed = p.failBatchLocked(b, cause, b.unknown, failed)
 		p.dropSeqLocked(b)
@@ -191,11 +227,18 @@ func (p *PartitionQueue) dropSeqLocked(b *Batch) {
 }
 
 // askBumpLocked asks for a new epoch because this partition's sequences
-// under its producer ID can no longer be trusted; its retries then move to
-// the new ID instead of being resent under the old one.
+// under its producer ID can no longer be trusted; it then sends nothing
+// under that ID (phaseEpoch, entered here when sending or when the rewind
+// or backoff under way ends), and its retries move to the new ID instead of
+// being resent under the old one. Without a producer ID there is nothing
+// to bump.
 func (p *PartitionQueue) askBumpLocked() {
+	if p.id == idem.None {
+		return
+	}
 	p.bumpFrom = p.id
 	p.eng.requestBump(p.id)
+	p.stepLocked(evBumpAsked)
 }
 
 // switchIDLocked moves the partition to a new producer ID/epoch (KIP-360):

@@ -54,8 +54,14 @@ func TestDrain_ExpiredRetryDoesNotStallPartition(t *testing.T) {
 
 // Defect 11: after UNKNOWN_PRODUCER_ID (the broker lost our state, e.g.
 // producer.id.expiration.ms) the partition must go back to one batch in
-// flight until the broker acknowledges again, even before the new epoch
-// lands: a broker without state takes any first sequence.
+// flight until the broker acknowledges again: a broker without state
+// takes any first sequence.
+//
+// And it sends nothing under the old ID until the new epoch is installed
+// (phaseEpoch): neither the retry (refused again, or taken by a broker
+// without state as a first batch the renumbering then does not know of)
+// nor a new record (its sequence follows the refused ones). Then the
+// retries go out renumbered from 0 under the new ID, one at a time.
 func TestPartition_LostStateGoesBackToOneInFlight(t *testing.T) {
 	s1, p, nt, far := idemPartition()
 	pipelining(t, s1, p, nt, 1)
@@ -64,18 +70,26 @@ func TestPartition_LostStateGoesBackToOneInFlight(t *testing.T) {
 	if a == nil || b == nil {
 		t.Fatalf("no pipelining after the first acknowledgement: %s", p.DebugString())
 	}
+	old := a.id
 	s1.handle([]*Batch{a}, okResp("t", 0, kerr.UnknownProducerID.Code), nil, 0, false)
 	s1.handle([]*Batch{b}, okResp("t", 0, kerr.OutOfOrderSequenceNumber.Code), nil, 0, false)
 	p.endBackoff()
-	again := next(s1, p, 4)
-	if again == nil || again.seq != a.seq {
-		t.Fatalf("first retry not resent: %s", p.DebugString())
+	if early := sendOne(s1, p, nt, far, 4); early != nil {
+		t.Fatalf("batch at seq %d sent under the old ID %v before the new epoch: %s", early.seq, early.id, p.DebugString())
 	}
-	if second := next(s1, p, 5); second != nil {
+	p.eng.idem.Set(idem.ID{Producer: old.Producer, Epoch: old.Epoch + 1})
+	again := next(s1, p, 5)
+	if again == nil || again.recs[0] != a.recs[0] || again.id == old || again.seq != 0 {
+		t.Fatalf("first retry not resent at seq 0 under the new epoch: %s", p.DebugString())
+	}
+	if second := next(s1, p, 6); second != nil {
 		t.Fatalf("two batches in flight after UNKNOWN_PRODUCER_ID before any acknowledgement: %s", p.DebugString())
 	}
 	s1.handle([]*Batch{again}, okResp("t", 0, 0), nil, 0, false)
-	checkPipelines(t, s1, p, nt, far, 6, "the broker acknowledged again")
+	if bb := next(s1, p, 7); bb == nil || bb.recs[0] != b.recs[0] || bb.seq != 1 {
+		t.Fatalf("second retry not resent at seq 1 under the new epoch: %s", p.DebugString())
+	}
+	checkPipelines(t, s1, p, nt, far, 8, "the broker acknowledged again")
 }
 
 // Defect 10: INVALID_RECORD naming some records of a batch (KIP-467,
@@ -222,5 +236,64 @@ func TestCancel_SpaceReleasedOnceWhenDropped(t *testing.T) {
 	}
 	if p.Cancel(recs[9]) {
 		t.Error("Cancel succeeded on a record that already has an outcome")
+	}
+}
+
+// A retry whose outcome is unknown (its connection was cut) expires with
+// nothing in flight: its sequence is lost to the broker's view only if it
+// was not written, so only a new epoch makes the next sequence safe
+// (dropSeqLocked asks for one). Until the bump is installed the partition
+// sends nothing under the old ID — a new record there would follow a
+// sequence the broker may never have seen — and then starts from 0.
+func TestExpire_UnknownRetryDroppedWaitsForEpoch(t *testing.T) {
+	s1, p, nt, far := idemPartition()
+	now := clock.Mono()
+	p.Add(newRec(nt, now+int64(time.Second)))
+	s1.takeReady()
+	b, _, _, _ := p.drain(s1, 1, now, 1<<20)
+	if b == nil {
+		t.Fatal("no batch")
+	}
+	old := b.id
+	s1.handle([]*Batch{b}, nil, fmt.Errorf("connection reset"), 0, false) // maybe written
+	if out, _, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 || !errors.Is(out[0].Err, ErrDeliveryTimeout) {
+		t.Fatalf("expired %d records, want the unknown retry's one", len(out))
+	}
+	if early := sendOne(s1, p, nt, far, 2); early != nil {
+		t.Fatalf("new record sent at seq %d under the old ID %v before the new epoch: %s", early.seq, early.id, p.DebugString())
+	}
+	p.eng.idem.Set(idem.ID{Producer: old.Producer, Epoch: old.Epoch + 1})
+	nb := next(s1, p, 3)
+	if nb == nil || nb.id == old || nb.seq != 0 {
+		t.Fatalf("new record not sent at seq 0 under the new epoch: %s", p.DebugString())
+	}
+}
+
+// As above, but the retry's backoff has ended before it expires: the
+// partition is in a sending phase with the retry waiting when the reaper
+// drops it, and must enter the epoch wait there (evBumpAsked), not only at
+// the end of a rewind or backoff.
+func TestExpire_UnknownRetryDroppedWhileSendingWaitsForEpoch(t *testing.T) {
+	s1, p, nt, far := idemPartition()
+	now := clock.Mono()
+	p.Add(newRec(nt, now+int64(time.Second)))
+	s1.takeReady()
+	b, _, _, _ := p.drain(s1, 1, now, 1<<20)
+	if b == nil {
+		t.Fatal("no batch")
+	}
+	old := b.id
+	s1.handle([]*Batch{b}, nil, fmt.Errorf("connection reset"), 0, false) // maybe written
+	p.endBackoff()
+	if out, _, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 || !errors.Is(out[0].Err, ErrDeliveryTimeout) {
+		t.Fatalf("expired %d records, want the unknown retry's one", len(out))
+	}
+	if early := sendOne(s1, p, nt, far, 2); early != nil {
+		t.Fatalf("new record sent at seq %d under the old ID %v before the new epoch: %s", early.seq, early.id, p.DebugString())
+	}
+	p.eng.idem.Set(idem.ID{Producer: old.Producer, Epoch: old.Epoch + 1})
+	nb := next(s1, p, 3)
+	if nb == nil || nb.id == old || nb.seq != 0 {
+		t.Fatalf("new record not sent at seq 0 under the new epoch: %s", p.DebugString())
 	}
 }

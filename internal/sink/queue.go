@@ -36,7 +36,9 @@ package sink
 //   - Retry batches of a partition whose own sequences are fine keep their
 //     old producer ID after another partition's epoch bump: the broker still
 //     holds that ID's state here. The partition moves to the new ID once they
-//     are done.
+//     are done. A partition whose own sequences broke (bumpFrom) sends
+//     nothing, retries or new records, until the new ID is installed
+//     (phaseEpoch).
 //   - Bytes held: a buffered record keeps its buffer space until it has an
 //     outcome or, when its Send gave up (canceled), until the partition drops
 //     it from recs; canceled records are dropped when they are half of recs,
@@ -263,7 +265,15 @@ func (p *PartitionQueue) Leader() *Sink {
 // sendableLocked reports whether sink s may drain a batch now, given the
 // current producer ID.
 func (p *PartitionQueue) sendableLocked(s *Sink, cur idem.ID) bool {
-	if s == nil || p.leader != s || !p.phase.sending() {
+	if s == nil || p.leader != s {
+		return false
+	}
+	if p.phase == phaseEpoch {
+		if p.id == cur {
+			return false // waiting for the new epoch
+		}
+		// It is installed: drain switches to it (nothing is in flight).
+	} else if !p.phase.sending() {
 		return false
 	}
 	if p.inflight > 0 {
@@ -393,7 +403,7 @@ func (p *PartitionQueue) takeRecordsLocked(now int64, maxBytes int, expired []*P
 		n++
 		p.recBytes -= int(r.Size)
 		if due(r.Deadline, now) {
-			if r.FailBuffered(p.eng.expiryErr()) {
+			if r.FailBuffered(p.expiryErrLocked()) {
 				expired = append(expired, r)
 			} else {
 				p.recBytes += int(r.Size) // canceled: dropRecLocked counts it

@@ -24,7 +24,7 @@ const (
 	actOK      action = iota
 	actRetry          // send again, same sequence
 	actRefresh        // send again after a metadata refresh (leadership)
-	actBump           // sequences went wrong: new epoch, then send again
+	actBump           // sequences went wrong: rewind, wait for a new epoch (phaseEpoch), then send again renumbered
 	actFail           // the broker rejected the batch for good
 )
 
@@ -205,10 +205,12 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			if act == actBump && b.id == p.id {
 				// The broker lost (or never had) our state: new epoch, and
 				// one batch in flight until the broker acknowledges again.
+				// Rewind first: once the batches in flight are back, the
+				// partition waits for the new epoch (phaseEpoch).
 				c := cause // a copy: taking cause's address put it on the heap for every batch
 				e.bumpCause.Store(&c)
-				p.askBumpLocked()
 				p.stepLocked(evLostState)
+				p.askBumpLocked()
 			} else {
 				p.stepLocked(evFailed)
 			}
