@@ -257,6 +257,9 @@ func (b *bridge) tryHandOver(it *item) bool {
 	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
 		return false // withdrawn meanwhile: intake completes it
 	}
+	if stageOn {
+		stamp(it.id, stTryIn, monoNow())
+	}
 	h, ok := b.p.TrySendCancelable(&it.rec, func(res kpush.Result, err error) { b.complete(it, res, err) })
 	b.cmu.Lock()
 	if !ok {

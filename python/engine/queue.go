@@ -83,6 +83,10 @@ func (q *queue) push(c completion) {
 	if q.closed {
 		return
 	}
+	if stageOn {
+		stamp(c.id, stQueued, monoNow())
+		defer func() { stamp(c.id, stPipe, monoNow()) }()
+	}
 	q.mu.Lock()
 	q.items = append(q.items, c)
 	wake := !q.armed
