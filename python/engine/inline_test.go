@@ -129,3 +129,23 @@ func TestInlineAndLaneKeepOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyFlushCompletesOnCallersThread: a flush with nothing to wait for
+// has its completion queued before flushAsync returns (no goroutine, no
+// cross-thread wake-up); a flush with a record outstanding still waits
+// for that record's outcome and comes after it.
+func TestEmptyFlushCompletesOnCallersThread(t *testing.T) {
+	b := clusterBridge(t, "flush")
+	b.flushAsync(1, -1)
+	var got []completion
+	b.q.take(16, 1<<16, func(_ int, c *completion) { got = append(got, *c) })
+	if len(got) != 1 || got[0].id != 1 || got[0].kind != kindFlush || got[0].cause != 0 {
+		t.Fatalf("completions right after an empty flush: %+v, want flush 1", got)
+	}
+	sendOne(b, 2, "flush", modeSend)
+	b.flushAsync(3, -1)
+	c := waitCompletions(t, b, 2)
+	if c[0].id != 2 || c[0].kind != kindOK || c[1].id != 3 || c[1].kind != kindFlush {
+		t.Fatalf("flush with a record outstanding: %+v, want record 2 then flush 3", c)
+	}
+}

@@ -301,12 +301,7 @@ func kp_flush_async(h C.int64_t, id C.uint64_t, timeoutMS C.int64_t) {
 	if b == nil {
 		return
 	}
-	// Sealed here, on the loop's thread: the records of kp_send_many calls
-	// made after this one returns are not part of this flush.
-	barrier, err := b.seal()
-	go func() {
-		b.q.push(done(uint64(id), kindFlush, b.flush(barrier, err, int64(timeoutMS))))
-	}()
+	b.flushAsync(uint64(id), int64(timeoutMS))
 }
 
 // kp_close_async starts closing; its completion (kind close) arrives
