@@ -241,7 +241,11 @@ func (b *bridge) inlineLocked(it *item) bool {
 	b.imu.Lock()
 	l.inline = false
 	if queued {
-		l.intake = append(l.intake, it)
+		// At the head: a kp_send_many call (another thread's) that came
+		// while this one was inline found the lane busy and appended its
+		// records behind; they were called after this one, so they go
+		// after it (order per partition follows call order).
+		l.intake = slices.Insert(l.intake, 0, it)
 	}
 	poke := len(l.intake) > 0 || b.intakeClosed
 	b.imu.Unlock()
@@ -261,6 +265,9 @@ func (b *bridge) tryHandOver(it *item) bool {
 		stamp(it.id, stTryIn, monoNow())
 	}
 	h, ok := b.p.TrySendCancelable(&it.rec, func(res kpush.Result, err error) { b.complete(it, res, err) })
+	if testHookTried != nil {
+		testHookTried(it, ok)
+	}
 	b.cmu.Lock()
 	if !ok {
 		// A kp_cancel that came meanwhile found it handed, without a
@@ -282,6 +289,11 @@ func (b *bridge) tryHandOver(it *item) bool {
 	}
 	return true
 }
+
+// testHookTried, when set (tests only), runs right after
+// TrySendCancelable returns in tryHandOver, with the lane inline: a test
+// makes a kp_send_many or kp_cancel call land inside the hand-over.
+var testHookTried func(it *item, ok bool)
 
 // laneLocked returns topic's lane, starting it at the topic's first record
 // (b.imu held, intake open).
