@@ -83,9 +83,9 @@ func (q *queue) push(c completion) {
 	if q.closed {
 		return
 	}
+	id := c.id
 	if stageOn {
-		stamp(c.id, stQueued, monoNow())
-		defer func() { stamp(c.id, stPipe, monoNow()) }()
+		stamp(id, stQueued, monoNow())
 	}
 	q.mu.Lock()
 	q.items = append(q.items, c)
@@ -95,6 +95,9 @@ func (q *queue) push(c completion) {
 	if wake {
 		// A full pipe already holds a wake-up; EAGAIN is fine.
 		syscall.Write(q.wfd, []byte{1})
+	}
+	if stageOn {
+		stamp(id, stPipe, monoNow())
 	}
 }
 
