@@ -215,3 +215,20 @@ func TestCancelDuringRefusedInline(t *testing.T) {
 		t.Fatalf("next record: %+v, want ok at offset 0 (the cancelled one never written)", c)
 	}
 }
+
+// TestEmptyFlushZeroTimeout: a flush with nothing to wait for succeeds
+// even with a zero timeout (flush(timeout=0), or under 1 ms): its
+// context is done at once, and Barrier.Wait's select between the closed
+// generation and the done context picked either, so half of such flushes
+// reported deadline_exceeded.
+func TestEmptyFlushZeroTimeout(t *testing.T) {
+	b := clusterBridge(t, "flush0")
+	for i := range 64 {
+		b.flushAsync(uint64(i+1), 0)
+		var got []completion
+		b.q.take(16, 1<<16, func(_ int, c *completion) { got = append(got, *c) })
+		if len(got) != 1 || got[0].kind != kindFlush || got[0].cause != 0 {
+			t.Fatalf("empty flush %d with timeout 0: %+v, want a flush completion without error", i+1, got)
+		}
+	}
+}
