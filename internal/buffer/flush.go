@@ -90,6 +90,17 @@ func (t *Tracker) Seal() Barrier {
 	return slices.Clone(t.sealed)
 }
 
+// Done reports whether every record of b's generations has been counted
+// Done already (then Wait returns nil at once).
+func (b Barrier) Done() bool {
+	for _, g := range b {
+		if !isClosed(g.done) {
+			return false
+		}
+	}
+	return true
+}
+
 // Wait waits until every record of b's generations has been counted Done,
 // or ctx is done (returning ctx's error).
 func (b Barrier) Wait(ctx context.Context) error {

@@ -116,3 +116,21 @@ func BenchmarkUndelivered(b *testing.B) {
 		})
 	})
 }
+
+// TestBarrier_Done: Done reports a barrier whose records are all Done
+// (or that had none), and not one with a record outstanding.
+func TestBarrier_Done(t *testing.T) {
+	tr := NewTracker()
+	if b := tr.Seal(); !b.Done() {
+		t.Fatal("Done of an empty tracker's barrier = false")
+	}
+	a := tr.Add()
+	b := tr.Seal()
+	if b.Done() {
+		t.Fatal("Done with a record outstanding = true")
+	}
+	a.Done()
+	if !b.Done() {
+		t.Fatal("Done after the record is Done = false")
+	}
+}

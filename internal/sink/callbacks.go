@@ -97,17 +97,25 @@ func allInline(recs []*Pending) bool {
 	return true
 }
 
+// maxInlineRounds bounds one runInline call: after that many snapshots
+// (records kept arriving while it delivered) the queue goes to the
+// callback goroutine, so a reader is not kept from its connection's next
+// responses by a partition whose records keep completing inline.
+const maxInlineRounds = 8
+
 // runInline delivers a running queue on this goroutine (the one that
 // completed its records: a connection reader or the reaper) as
 // long as every record waiting in it is Inline: their callbacks are quick
 // and never block, so this saves waking the callback goroutine (a hand-off
 // per response at C=1). A queue that holds another record is scheduled on
 // c as pushAsync would have, behind nothing: order per partition is kept
-// because only the goroutine that set running delivers the queue.
+// because only the goroutine that set running delivers the queue. At most
+// maxInlineRounds snapshots are delivered here; then the queue is scheduled
+// on c the same way.
 func (e *Engine) runInline(q *cbQueue, c *callbacks) {
-	for {
+	for round := 0; ; round++ {
 		q.mu.Lock()
-		if !allInline(q.recs) {
+		if round == maxInlineRounds || !allInline(q.recs) {
 			q.mu.Unlock()
 			e.schedule(q, c)
 			return

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +48,73 @@ func TestCallbacks_InlineExpiredInProduceNotUnderOwn(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the expired record got no outcome")
+	}
+}
+
+// chainN is an Inline record's notifier that, while its callback runs,
+// completes the next record of the same queue (as a reader finishing
+// response after response would), and records where each ran.
+type chainN struct {
+	e      *Engine
+	c      *callbacks
+	recs   []*Pending
+	caller string // the stack's first line (goroutine id) of runInline's caller
+	order  []int
+	inline []bool
+	done   chan struct{}
+}
+
+func (n *chainN) Notify(r *Pending) {
+	buf := make([]byte, 64)
+	first := string(buf[:runtime.Stack(buf, false)])
+	first = first[:strings.IndexByte(first, '[')]
+	i := slices.Index(n.recs, r)
+	n.order = append(n.order, i)
+	n.inline = append(n.inline, first == n.caller)
+	if i+1 < len(n.recs) {
+		n.e.pushAsync(n.recs[i+1:i+2], n.c, true)
+	} else {
+		close(n.done)
+	}
+}
+
+// runInline delivers at most maxInlineRounds snapshots on its caller's
+// goroutine: a queue whose Inline records keep completing while it
+// delivers goes to the callback goroutine, in order, each record once.
+func TestCallbacks_RunInlineIsBounded(t *testing.T) {
+	e := testEngine(false)
+	c := &callbacks{eng: e, wake: make(chan struct{}, 1)}
+	stop := make(chan struct{})
+	defer close(stop)
+	go c.run(stop)
+	q := &cbQueue{}
+	buf := make([]byte, 64)
+	first := string(buf[:runtime.Stack(buf, false)])
+	n := &chainN{e: e, c: c, caller: first[:strings.IndexByte(first, '[')], done: make(chan struct{})}
+	const total = 5 * maxInlineRounds
+	for range total {
+		r := newRec(n, 0)
+		r.Async, r.Inline, r.cbq = true, true, q
+		n.recs = append(n.recs, r)
+	}
+	e.pushAsync(n.recs[:1], c, true)
+	select {
+	case <-n.done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%d of %d callbacks ran", len(n.order), total)
+	}
+	for i, got := range n.order {
+		if got != i {
+			t.Fatalf("callback %d was record %d: order %v", i, got, n.order)
+		}
+	}
+	inline := 0
+	for _, in := range n.inline {
+		if in {
+			inline++
+		}
+	}
+	if inline != maxInlineRounds {
+		t.Fatalf("%d callbacks ran on the completing goroutine, want %d (then the callback goroutine)", inline, maxInlineRounds)
 	}
 }

@@ -241,7 +241,11 @@ func (b *bridge) inlineLocked(it *item) bool {
 	b.imu.Lock()
 	l.inline = false
 	if queued {
-		l.intake = append(l.intake, it)
+		// At the head: a kp_send_many call (another thread's) that came
+		// while this one was inline found the lane busy and appended its
+		// records behind; they were called after this one, so they go
+		// after it (order per partition follows call order).
+		l.intake = slices.Insert(l.intake, 0, it)
 	}
 	poke := len(l.intake) > 0 || b.intakeClosed
 	b.imu.Unlock()
@@ -257,7 +261,13 @@ func (b *bridge) tryHandOver(it *item) bool {
 	if !it.state.CompareAndSwap(itemQueued, itemHanded) {
 		return false // withdrawn meanwhile: intake completes it
 	}
+	if stageOn {
+		stamp(it.id, stTryIn, monoNow())
+	}
 	h, ok := b.p.TrySendCancelable(&it.rec, func(res kpush.Result, err error) { b.complete(it, res, err) })
+	if testHookTried != nil {
+		testHookTried(it, ok)
+	}
 	b.cmu.Lock()
 	if !ok {
 		// A kp_cancel that came meanwhile found it handed, without a
@@ -279,6 +289,11 @@ func (b *bridge) tryHandOver(it *item) bool {
 	}
 	return true
 }
+
+// testHookTried, when set (tests only), runs right after
+// TrySendCancelable returns in tryHandOver, with the lane inline: a test
+// makes a kp_send_many or kp_cancel call land inside the hand-over.
+var testHookTried func(it *item, ok bool)
 
 // laneLocked returns topic's lane, starting it at the topic's first record
 // (b.imu held, intake open).
@@ -468,6 +483,29 @@ func (b *bridge) seal() (buffer.Barrier, error) {
 		return nil, kpush.ErrClosed
 	}
 	return b.undelivered.Seal(), nil
+}
+
+// flushAsync starts a flush whose completion (kind flush, id) follows the
+// outcomes it waits for (kp_flush_async). Sealed here, on the loop's
+// thread: the records of kp_send_many calls made after it returns are not
+// part of it. With nothing to wait for, the completion is queued before it
+// returns, on the loop's thread, which then finds the wake-up in its own
+// next select: a goroutine would cost a wake-up of another thread first,
+// then the pipe's wake-up of the loop's (most of an empty flush's ~90 µs
+// at C=1, python/docs/internals.md, "Fifth round").
+func (b *bridge) flushAsync(id uint64, timeoutMS int64) {
+	barrier, err := b.seal()
+	if err != nil || barrier.Done() {
+		// Not b.flush: with a zero timeout its context is done at once,
+		// and Barrier.Wait's select could pick it over the closed
+		// generations (deadline_exceeded for a flush with nothing to wait
+		// for, half the time).
+		b.q.push(done(id, kindFlush, err))
+		return
+	}
+	go func() {
+		b.q.push(done(id, kindFlush, b.flush(barrier, err, timeoutMS)))
+	}()
 }
 
 // flush waits for the records of barrier (from seal) to have their

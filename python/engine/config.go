@@ -75,6 +75,9 @@ func parseConfig(raw []byte, token func(context.Context) (string, error)) (*sett
 	}
 	opts := []kpush.Option{kpush.WithBrokers(s.Brokers...)}
 	add := func(o kpush.Option) { opts = append(opts, o) }
+	if stageOn {
+		add(kpush.WithHooks(stageHook{}))
+	}
 	if s.ClientID != nil {
 		add(kpush.WithClientID(*s.ClientID))
 	}

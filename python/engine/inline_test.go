@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +127,108 @@ func TestInlineAndLaneKeepOrder(t *testing.T) {
 	for i := 1; i < len(want); i++ {
 		if a, z := byID[want[i-1]], byID[want[i]]; a.offset >= z.offset {
 			t.Fatalf("record %d at offset %d, record %d (sent later) at %d", want[i-1], a.offset, want[i], z.offset)
+		}
+	}
+}
+
+// TestEmptyFlushCompletesOnCallersThread: a flush with nothing to wait for
+// has its completion queued before flushAsync returns (no goroutine, no
+// cross-thread wake-up); a flush with a record outstanding still waits
+// for that record's outcome and comes after it.
+func TestEmptyFlushCompletesOnCallersThread(t *testing.T) {
+	b := clusterBridge(t, "flush")
+	b.flushAsync(1, -1)
+	var got []completion
+	b.q.take(16, 1<<16, func(_ int, c *completion) { got = append(got, *c) })
+	if len(got) != 1 || got[0].id != 1 || got[0].kind != kindFlush || got[0].cause != 0 {
+		t.Fatalf("completions right after an empty flush: %+v, want flush 1", got)
+	}
+	sendOne(b, 2, "flush", modeSend)
+	b.flushAsync(3, -1)
+	c := waitCompletions(t, b, 2)
+	if c[0].id != 2 || c[0].kind != kindOK || c[1].id != 3 || c[1].kind != kindFlush {
+		t.Fatalf("flush with a record outstanding: %+v, want record 2 then flush 3", c)
+	}
+}
+
+// refusedInline sends a lone awaited record to a topic the producer has
+// no metadata for yet, so TrySendCancelable refuses it (the engine would
+// wait), and runs during(first) inside that hand-over, while the lane is
+// inline.
+func refusedInline(t *testing.T, b *bridge, topic string, during func(first *item)) *item {
+	t.Helper()
+	first := &item{id: 1, mode: modeSend, rec: kpush.Record{Topic: topic, Partition: -1, Value: []byte("first")}}
+	ran := false
+	testHookTried = func(it *item, ok bool) {
+		if it != first || ran {
+			return
+		}
+		ran = true
+		if ok {
+			t.Errorf("the first record of a new topic was taken inline; the test needs it refused")
+			return
+		}
+		during(first)
+	}
+	t.Cleanup(func() { testHookTried = nil })
+	b.sendMany([]*item{first})
+	if !ran {
+		t.Fatal("the lone record was not tried inline")
+	}
+	return first
+}
+
+// TestRefusedInlineKeepsItsPlace: a record the engine refused inline
+// (TrySendCancelable would wait) goes back at the head of its lane: a
+// record whose kp_send_many call came while it was being tried (another
+// thread's call, finding the lane busy) is written after it.
+func TestRefusedInlineKeepsItsPlace(t *testing.T) {
+	b := clusterBridge(t, "refused")
+	refusedInline(t, b, "refused", func(*item) {
+		b.sendMany([]*item{{id: 2, mode: modeSend, rec: kpush.Record{Topic: "refused", Partition: -1, Value: []byte("second")}}})
+	})
+	got := map[uint64]completion{}
+	for _, c := range waitCompletions(t, b, 2) {
+		got[c.id] = c
+	}
+	if got[1].kind != kindOK || got[2].kind != kindOK {
+		t.Fatalf("completions: %+v", got)
+	}
+	if got[1].offset != 0 || got[2].offset != 1 {
+		t.Fatalf("record 1 (called first) at offset %d, record 2 at %d; want 0 and 1", got[1].offset, got[2].offset)
+	}
+}
+
+// TestCancelDuringRefusedInline: kp_cancel of a record while its inline
+// hand-over is being refused withdraws it: it completes not written, as
+// withdrawn before it was buffered, and nothing is written for it (the
+// next record takes offset 0).
+func TestCancelDuringRefusedInline(t *testing.T) {
+	b := clusterBridge(t, "cancelled")
+	refusedInline(t, b, "cancelled", func(first *item) { b.cancelRecord(first.id) })
+	c := waitCompletions(t, b, 1)[0]
+	if c.id != 1 || c.kind != kindNotWritten || !strings.Contains(c.msg, "before the record was buffered") {
+		t.Fatalf("cancelled record: %+v, want not written, withdrawn before it was buffered", c)
+	}
+	sendOne(b, 2, "cancelled", modeSend)
+	if c := waitCompletions(t, b, 1)[0]; c.id != 2 || c.kind != kindOK || c.offset != 0 {
+		t.Fatalf("next record: %+v, want ok at offset 0 (the cancelled one never written)", c)
+	}
+}
+
+// TestEmptyFlushZeroTimeout: a flush with nothing to wait for succeeds
+// even with a zero timeout (flush(timeout=0), or under 1 ms): its
+// context is done at once, and Barrier.Wait's select between the closed
+// generation and the done context picked either, so half of such flushes
+// reported deadline_exceeded.
+func TestEmptyFlushZeroTimeout(t *testing.T) {
+	b := clusterBridge(t, "flush0")
+	for i := range 64 {
+		b.flushAsync(uint64(i+1), 0)
+		var got []completion
+		b.q.take(16, 1<<16, func(_ int, c *completion) { got = append(got, *c) })
+		if len(got) != 1 || got[0].kind != kindFlush || got[0].cause != 0 {
+			t.Fatalf("empty flush %d with timeout 0: %+v, want a flush completion without error", i+1, got)
 		}
 	}
 }

@@ -164,6 +164,10 @@ func kp_send_many(h C.int64_t, recs *C.kp_rec, n C.int64_t) C.int32_t {
 	if b == nil || b.closed.Load() {
 		return causeClosed
 	}
+	var t0 int64
+	if stageOn {
+		t0 = monoNow()
+	}
 	its := make([]*item, 0, int(n))
 	var lastTopic string
 	for _, r := range unsafe.Slice(recs, int(n)) {
@@ -178,8 +182,14 @@ func kp_send_many(h C.int64_t, recs *C.kp_rec, n C.int64_t) C.int32_t {
 		it.rec.Partition = int32(r.partition)
 		its = append(its, it)
 	}
+	if stageOn {
+		stageItems(its, stSendManyIn, t0)
+	}
 	if !b.sendMany(its) {
 		return causeClosed
+	}
+	if stageOn {
+		stageItems(its, stSendManyOut, monoNow())
 	}
 	return 0
 }
@@ -253,6 +263,10 @@ func kp_drain(h C.int64_t, out *C.kp_completion, max C.int64_t, msgbuf *C.char, 
 	if b == nil || max <= 0 {
 		return 0
 	}
+	var t0 int64
+	if stageOn {
+		t0 = monoNow()
+	}
 	outs := unsafe.Slice(out, int(max))
 	off := 0
 	ids := make([]uint64, 0, 64)
@@ -261,9 +275,19 @@ func kp_drain(h C.int64_t, out *C.kp_completion, max C.int64_t, msgbuf *C.char, 
 		if c.kind <= kindUnknown {
 			ids = append(ids, c.id)
 		}
+		if stageOn && c.kind > kindUnknown {
+			stamp(c.id, stDrainIn, t0)
+		}
 	})
 	if len(ids) > 0 {
 		b.forget(ids)
+	}
+	if stageOn {
+		t1 := monoNow()
+		for _, id := range ids {
+			stamp(id, stDrainIn, t0)
+			stamp(id, stDrainOut, t1)
+		}
 	}
 	return C.int64_t(n)
 }
@@ -277,12 +301,7 @@ func kp_flush_async(h C.int64_t, id C.uint64_t, timeoutMS C.int64_t) {
 	if b == nil {
 		return
 	}
-	// Sealed here, on the loop's thread: the records of kp_send_many calls
-	// made after this one returns are not part of this flush.
-	barrier, err := b.seal()
-	go func() {
-		b.q.push(done(uint64(id), kindFlush, b.flush(barrier, err, int64(timeoutMS))))
-	}()
+	b.flushAsync(uint64(id), int64(timeoutMS))
 }
 
 // kp_close_async starts closing; its completion (kind close) arrives

@@ -42,6 +42,7 @@ func init() {
 //
 //export kp_profile_stop
 func kp_profile_stop() {
+	writeStages()
 	if profileFile != nil {
 		pprof.StopCPUProfile()
 		profileFile.Close()

@@ -83,6 +83,10 @@ func (q *queue) push(c completion) {
 	if q.closed {
 		return
 	}
+	id := c.id
+	if stageOn {
+		stamp(id, stQueued, monoNow())
+	}
 	q.mu.Lock()
 	q.items = append(q.items, c)
 	wake := !q.armed
@@ -91,6 +95,9 @@ func (q *queue) push(c completion) {
 	if wake {
 		// A full pipe already holds a wake-up; EAGAIN is fine.
 		syscall.Write(q.wfd, []byte{1})
+	}
+	if stageOn {
+		stamp(id, stPipe, monoNow())
 	}
 }
 
