@@ -239,61 +239,47 @@ func TestCancel_SpaceReleasedOnceWhenDropped(t *testing.T) {
 	}
 }
 
-// A retry whose outcome is unknown (its connection was cut) expires with
+// An outcome-unknown retry (its request's connection broke) expires with
 // nothing in flight: its sequence is lost to the broker's view only if it
 // was not written, so only a new epoch makes the next sequence safe
 // (dropSeqLocked asks for one). Until the bump is installed the partition
 // sends nothing under the old ID — a new record there would follow a
 // sequence the broker may never have seen — and then starts from 0.
-func TestExpire_UnknownRetryDroppedWaitsForEpoch(t *testing.T) {
-	s1, p, nt, far := idemPartition()
-	now := clock.Mono()
-	p.Add(newRec(nt, now+int64(time.Second)))
-	s1.takeReady()
-	b, _, _, _ := p.drain(s1, 1, now, 1<<20)
-	if b == nil {
-		t.Fatal("no batch")
-	}
-	old := b.id
-	s1.handle([]*Batch{b}, nil, fmt.Errorf("connection reset"), 0, false) // maybe written
-	if out, _, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 || !errors.Is(out[0].Err, ErrDeliveryTimeout) {
-		t.Fatalf("expired %d records, want the unknown retry's one", len(out))
-	}
-	if early := sendOne(s1, p, nt, far, 2); early != nil {
-		t.Fatalf("new record sent at seq %d under the old ID %v before the new epoch: %s", early.seq, early.id, p.DebugString())
-	}
-	p.eng.idem.Set(idem.ID{Producer: old.Producer, Epoch: old.Epoch + 1})
-	nb := next(s1, p, 3)
-	if nb == nil || nb.id == old || nb.seq != 0 {
-		t.Fatalf("new record not sent at seq 0 under the new epoch: %s", p.DebugString())
-	}
-}
-
-// As above, but the retry's backoff has ended before it expires: the
+//
+// "while sending": the retry's backoff has ended before it expires, so the
 // partition is in a sending phase with the retry waiting when the reaper
 // drops it, and must enter the epoch wait there (evBumpAsked), not only at
 // the end of a rewind or backoff.
-func TestExpire_UnknownRetryDroppedWhileSendingWaitsForEpoch(t *testing.T) {
-	s1, p, nt, far := idemPartition()
-	now := clock.Mono()
-	p.Add(newRec(nt, now+int64(time.Second)))
-	s1.takeReady()
-	b, _, _, _ := p.drain(s1, 1, now, 1<<20)
-	if b == nil {
-		t.Fatal("no batch")
-	}
-	old := b.id
-	s1.handle([]*Batch{b}, nil, fmt.Errorf("connection reset"), 0, false) // maybe written
-	p.endBackoff()
-	if out, _, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 || !errors.Is(out[0].Err, ErrDeliveryTimeout) {
-		t.Fatalf("expired %d records, want the unknown retry's one", len(out))
-	}
-	if early := sendOne(s1, p, nt, far, 2); early != nil {
-		t.Fatalf("new record sent at seq %d under the old ID %v before the new epoch: %s", early.seq, early.id, p.DebugString())
-	}
-	p.eng.idem.Set(idem.ID{Producer: old.Producer, Epoch: old.Epoch + 1})
-	nb := next(s1, p, 3)
-	if nb == nil || nb.id == old || nb.seq != 0 {
-		t.Fatalf("new record not sent at seq 0 under the new epoch: %s", p.DebugString())
+func TestExpire_UnknownRetryDroppedWaitsForEpoch(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		endBackoff bool
+	}{{"in backoff", false}, {"while sending", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s1, p, nt, far := idemPartition()
+			now := clock.Mono()
+			p.Add(newRec(nt, now+int64(time.Second)))
+			s1.takeReady()
+			b, _, _, _ := p.drain(s1, 1, now, 1<<20)
+			if b == nil {
+				t.Fatal("no batch")
+			}
+			old := b.id
+			s1.handle([]*Batch{b}, nil, fmt.Errorf("connection reset"), 0, false) // maybe written
+			if tc.endBackoff {
+				p.endBackoff()
+			}
+			if out, _, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 || !errors.Is(out[0].Err, ErrDeliveryTimeout) {
+				t.Fatalf("expired %d records, want the unknown retry's one", len(out))
+			}
+			if early := sendOne(s1, p, nt, far, 2); early != nil {
+				t.Fatalf("new record sent at seq %d under the old ID %v before the new epoch: %s", early.seq, early.id, p.DebugString())
+			}
+			p.eng.idem.Set(idem.ID{Producer: old.Producer, Epoch: old.Epoch + 1})
+			nb := next(s1, p, 3)
+			if nb == nil || nb.id == old || nb.seq != 0 {
+				t.Fatalf("new record not sent at seq 0 under the new epoch: %s", p.DebugString())
+			}
+		})
 	}
 }
