@@ -33,6 +33,12 @@ import (
 // client since KIP-794 (which deprecated Partitioner.onNewBatch), a sticky
 // partitioner should switch after a number of bytes, counted from
 // Partition's records.
+//
+// A partitioner runs on the goroutine that sends the record. If it panics,
+// kpush does not recover: the panic propagates out of that Send, SendAsync,
+// SendCancelable or TrySendCancelable call, the record is not buffered and
+// nothing of it is kept (buffer space TrySendCancelable reserved first is
+// given back), and the producer stays usable.
 type Partitioner interface {
 	// ForTopic returns the partitioner of one topic; it may hold
 	// per-topic state (a sticky partition, a counter).

@@ -242,11 +242,11 @@ func (p *Producer) send(ctx context.Context, r *Record, hw *syncWaiter) (Result,
 	// read its own response (sink.Sink.kick).
 	w.pend.OwnRead = done == nil
 	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen, mono, wall, false); err != nil {
+		p.failed.Add(1) // before user code (OnRecordDone), which may panic
 		if hw != nil {
 			p.recordDone(w.hk, w.pend.Size, nil, Result{}, err)
 		}
 		p.waiters.Put(w)
-		p.failed.Add(1)
 		return Result{}, err
 	}
 	if done == nil {
@@ -395,7 +395,7 @@ func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wal
 			return errWouldWait
 		}
 	}
-	part, bad, err := choosePartition(t.picker, p.cfg.partitioner == ManualPartitioner, r, size, len(parts))
+	part, bad, err := pickUndoing(p, t.picker, r, size, len(parts), reserved)
 	if err != nil {
 		if reserved {
 			p.lim.Release(int64(size))
@@ -420,6 +420,24 @@ func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wal
 	ad.name, ad.t, ad.q, ad.part, ad.size, ad.mono, ad.deadline = name, t, parts[part], part, size, mono, deadline
 	ad.waited = waited || custom
 	return nil
+}
+
+// pickUndoing is admit's choosePartition; a custom partitioner runs user
+// code that may panic: the panic goes on to the caller, after the space
+// reserved (if any) has been given back (TrySendCancelable reserves first).
+func pickUndoing(p *Producer, pk partitioner.Picker, r *Record, size, n int, reserved bool) (part int, bad int32, err error) {
+	if reserved {
+		picked := false
+		defer func() {
+			if !picked { // panicking
+				p.lim.Release(int64(size))
+			}
+		}()
+		part, bad, err = choosePartition(pk, p.cfg.partitioner == ManualPartitioner, r, size, n)
+		picked = true
+		return part, bad, err
+	}
+	return choosePartition(pk, p.cfg.partitioner == ManualPartitioner, r, size, n)
 }
 
 // add is enqueue's second half: it appends the admitted record, as pd
@@ -462,7 +480,20 @@ func (p *Producer) add(ad *admitted, pd *sink.Pending, n sink.Notifier, gen **bu
 			*pd.Stamps = sink.Stamps{Buffered: at}
 		}
 		if len(p.hooks.buffered) > 0 {
+			// User code, before the record is queued: if it panics, the
+			// panic goes on to the caller with nothing kept (generation,
+			// load, buffer space), and the record counted failed.
+			ran := false
+			defer func() {
+				if !ran {
+					p.failed.Add(1)
+					addLoad(load, -pd.Size)
+					p.lim.Release(int64(size))
+					(*gen).Done()
+				}
+			}()
 			p.recordBuffered(hookedRecord(n), name, pd.Partition, size)
+			ran = true
 		}
 	}
 	if !q.Add(pd) { // Close got there first
