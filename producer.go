@@ -422,24 +422,6 @@ func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wal
 	return nil
 }
 
-// pickUndoing is admit's choosePartition; a custom partitioner runs user
-// code that may panic: the panic goes on to the caller, after the space
-// reserved (if any) has been given back (TrySendCancelable reserves first).
-func pickUndoing(p *Producer, pk partitioner.Picker, r *Record, size, n int, reserved bool) (part int, bad int32, err error) {
-	if reserved {
-		picked := false
-		defer func() {
-			if !picked { // panicking
-				p.lim.Release(int64(size))
-			}
-		}()
-		part, bad, err = choosePartition(pk, p.cfg.partitioner == ManualPartitioner, r, size, n)
-		picked = true
-		return part, bad, err
-	}
-	return choosePartition(pk, p.cfg.partitioner == ManualPartitioner, r, size, n)
-}
-
 // add is enqueue's second half: it appends the admitted record, as pd
 // with notifier n, to its partition and stores its Flush generation in
 // *gen. It fails (ErrClosed, definite) only when Close closed the
