@@ -497,9 +497,10 @@ func (p *Producer) add(ad *admitted, pd *sink.Pending, n sink.Notifier, gen **bu
 // callback deadlocks.
 //
 // Flush and Close report errors the same way: nil when every waited-for
-// record has its outcome (even if ctx is done already); when ctx ends first, a *ProduceError (empty
-// Topic, Partition -1) that matches ErrOutcomeUnknown and wraps ctx's
-// error: the records still waited for may or may not be written, and each
+// record has its outcome (even if ctx is done already); when ctx ends
+// first, a *ProduceError (empty Topic, Partition -1) that matches
+// ErrOutcomeUnknown and wraps ctx's error: the records still waited for
+// may or may not be written, and each
 // gets its own outcome later (Flush) or before Close returns. ErrClosed,
 // unwrapped, for Flush after Close and for a second Close.
 func (p *Producer) Flush(ctx context.Context) error {
