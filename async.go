@@ -394,14 +394,19 @@ func (p *Producer) SendAsync(ctx context.Context, r *Record, cb func(Result, err
 		a.cb = nil
 		p.asyncs.release(a)
 	}
-	p.failUnbuffered(cb, err)
+	p.failUnbuffered(nil, 0, cb, err)
 }
 
-// failUnbuffered counts a record that failed before it was buffered and
-// runs its callback, if any, on the calling goroutine (SendAsync,
-// SendCancelable, TrySendCancelable).
-func (p *Producer) failUnbuffered(cb func(Result, error), err error) {
+// failUnbuffered counts a record that failed before it was buffered, then
+// runs the OnRecordDone hooks (hk not nil, size: its Bytes) and its
+// callback, if any, on the calling goroutine (SendAsync, SendCancelable,
+// TrySendCancelable). Counted first: the user code may panic (the panic
+// goes on to the caller).
+func (p *Producer) failUnbuffered(hk *hookedRec, size int32, cb func(Result, error), err error) {
 	p.failed.Add(1)
+	if hk != nil {
+		p.recordDone(hk, size, nil, Result{}, err)
+	}
 	if cb != nil {
 		cb(Result{}, err)
 	}
@@ -421,13 +426,24 @@ func (p *Producer) sendAsyncHooked(ctx context.Context, r *Record, cb func(Resul
 	a.cb = cb
 	rc := a.hk.begin(r) // r itself must not escape
 	a.pend.Stamps = &a.hk.stamps
+	// Until the record is buffered, a is this goroutine's: released on
+	// the way out if it is not (a failure, or user code panicking: the
+	// hooks, a custom partitioner, cb), after the user code is done
+	// with it.
+	buffered := false
+	defer func() {
+		if !buffered {
+			a.cb = nil
+			p.asyncs.release(a)
+		}
+	}()
 	for _, h := range p.hooks.send {
 		h.OnRecordSend(ctx, rc)
 	}
-	if err := p.enqueue(ctx, rc, &a.pend, a, &a.gen, mono, wall, false); err != nil {
-		p.recordDone(a.hk, a.pend.Size, nil, Result{}, err)
-		a.cb = nil
-		p.asyncs.release(a)
-		p.failUnbuffered(cb, err)
+	err := p.enqueue(ctx, rc, &a.pend, a, &a.gen, mono, wall, false)
+	if err == nil {
+		buffered = true
+		return
 	}
+	p.failUnbuffered(a.hk, a.pend.Size, cb, err)
 }

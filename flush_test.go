@@ -162,3 +162,26 @@ func TestFlushClose_SameErrorShape(t *testing.T) {
 		t.Error("Close returned before the held record had its outcome")
 	}
 }
+
+// TestFlush_NothingOutstandingDoneCtx: Flush with every earlier record
+// delivered returns nil even if ctx is done already. It used to select
+// between the done generations and ctx.Done, so it returned ctx's error
+// about half the time; 50 tries catch that.
+func TestFlush_NothingOutstandingDoneCtx(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("idle", 1))
+	p := newProducer(t, c)
+	ctx := testCtx(t)
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := p.Flush(done); err != nil {
+		t.Fatalf("Flush before any record, ctx done: %v, want nil", err)
+	}
+	for i := range 50 {
+		if _, err := p.Send(ctx, &kpush.Record{Topic: "idle", Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Flush(done); err != nil {
+			t.Fatalf("try %d: Flush after the record's outcome, ctx done: %v, want nil", i, err)
+		}
+	}
+}

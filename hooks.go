@@ -35,9 +35,14 @@ import (
 // goroutine each interface names, so a hook that blocks delays that
 // goroutine's work — a record's Send, a broker's sender loop, the reading of a
 // broker's responses — and nothing is dropped or reordered because of it;
-// keep hooks fast, and hand slow work to a goroutine of your own. A hook
-// that panics crashes the program, as a panicking callback does: kpush
-// does not recover it. Hooks must not call Flush or Close. A hook may
+// keep hooks fast, and hand slow work to a goroutine of your own. kpush
+// recovers no panic: a hook that panics on one of kpush's goroutines
+// crashes the program, as a panicking callback does; one that panics on
+// the caller's goroutine (OnRecordSend, OnRecordBuffered, and OnRecordDone
+// of a Send or of a record that failed before it was buffered) panics out
+// of that Send, SendAsync or SendCancelable call, with nothing of the
+// record kept and no further hook called for it (docs/observability.md).
+// Hooks must not call Flush or Close. A hook may
 // call Send or SendAsync, but one running on the metadata goroutine
 // (HookEpochBump, and the connection and auth hooks of metadata
 // connections) must not send to a topic whose metadata kpush has not
@@ -78,7 +83,10 @@ type Broker struct {
 // followed by exactly one OnRecordDone (and at most one OnRecordBuffered
 // before it) carrying the same *Record, and the pointer is not given to
 // another send in between, so a tracer can pair them by pointer as long
-// as it forgets the pointer in OnRecordDone.
+// as it forgets the pointer in OnRecordDone. The one exception is a panic
+// on the caller's goroutine (a record hook, a custom partitioner): that
+// record gets no further hook call, and its *Record may come back for a
+// later send without an OnRecordDone.
 type HookRecordSend interface {
 	// OnRecordSend receives the ctx given to Send or SendAsync and the
 	// record.

@@ -33,6 +33,12 @@ import (
 // client since KIP-794 (which deprecated Partitioner.onNewBatch), a sticky
 // partitioner should switch after a number of bytes, counted from
 // Partition's records.
+//
+// A partitioner runs on the goroutine that sends the record. If it panics,
+// kpush does not recover: the panic propagates out of that Send, SendAsync,
+// SendCancelable or TrySendCancelable call, the record is not buffered and
+// nothing of it is kept (buffer space TrySendCancelable reserved first is
+// given back), and the producer stays usable.
 type Partitioner interface {
 	// ForTopic returns the partitioner of one topic; it may hold
 	// per-topic state (a sticky partition, a counter).
@@ -265,4 +271,22 @@ func takeLoad(c **partitioner.Counter, size int32) {
 		(*c).Add(-int64(size))
 		*c = nil
 	}
+}
+
+// pickUndoing is admit's choosePartition; a custom partitioner runs user
+// code that may panic: the panic goes on to the caller, after the space
+// reserved (if any) has been given back (TrySendCancelable reserves first).
+func pickUndoing(p *Producer, pk partitioner.Picker, r *Record, size, n int, reserved bool) (part int, bad int32, err error) {
+	if reserved {
+		picked := false
+		defer func() {
+			if !picked { // panicking
+				p.lim.Release(int64(size))
+			}
+		}()
+		part, bad, err = choosePartition(pk, p.cfg.partitioner == ManualPartitioner, r, size, n)
+		picked = true
+		return part, bad, err
+	}
+	return choosePartition(pk, p.cfg.partitioner == ManualPartitioner, r, size, n)
 }

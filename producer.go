@@ -242,11 +242,11 @@ func (p *Producer) send(ctx context.Context, r *Record, hw *syncWaiter) (Result,
 	// read its own response (sink.Sink.kick).
 	w.pend.OwnRead = done == nil
 	if err := p.enqueue(ctx, r, &w.pend, w, &w.gen, mono, wall, false); err != nil {
+		p.failed.Add(1) // before user code (OnRecordDone), which may panic
 		if hw != nil {
 			p.recordDone(w.hk, w.pend.Size, nil, Result{}, err)
 		}
 		p.waiters.Put(w)
-		p.failed.Add(1)
 		return Result{}, err
 	}
 	if done == nil {
@@ -395,7 +395,7 @@ func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wal
 			return errWouldWait
 		}
 	}
-	part, bad, err := choosePartition(t.picker, p.cfg.partitioner == ManualPartitioner, r, size, len(parts))
+	part, bad, err := pickUndoing(p, t.picker, r, size, len(parts), reserved)
 	if err != nil {
 		if reserved {
 			p.lim.Release(int64(size))
@@ -462,7 +462,20 @@ func (p *Producer) add(ad *admitted, pd *sink.Pending, n sink.Notifier, gen **bu
 			*pd.Stamps = sink.Stamps{Buffered: at}
 		}
 		if len(p.hooks.buffered) > 0 {
+			// User code, before the record is queued: if it panics, the
+			// panic goes on to the caller with nothing kept (generation,
+			// load, buffer space), and the record counted failed.
+			ran := false
+			defer func() {
+				if !ran {
+					p.failed.Add(1)
+					addLoad(load, -pd.Size)
+					p.lim.Release(int64(size))
+					(*gen).Done()
+				}
+			}()
 			p.recordBuffered(hookedRecord(n), name, pd.Partition, size)
+			ran = true
 		}
 	}
 	if !q.Add(pd) { // Close got there first
@@ -484,9 +497,10 @@ func (p *Producer) add(ad *admitted, pd *sink.Pending, n sink.Notifier, gen **bu
 // callback deadlocks.
 //
 // Flush and Close report errors the same way: nil when every waited-for
-// record has its outcome; when ctx ends first, a *ProduceError (empty
-// Topic, Partition -1) that matches ErrOutcomeUnknown and wraps ctx's
-// error: the records still waited for may or may not be written, and each
+// record has its outcome (even if ctx is done already); when ctx ends
+// first, a *ProduceError (empty Topic, Partition -1) that matches
+// ErrOutcomeUnknown and wraps ctx's error: the records still waited for
+// may or may not be written, and each
 // gets its own outcome later (Flush) or before Close returns. ErrClosed,
 // unwrapped, for Flush after Close and for a second Close.
 func (p *Producer) Flush(ctx context.Context) error {

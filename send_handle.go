@@ -82,11 +82,9 @@ func (p *Producer) SendCancelable(ctx context.Context, r *Record, cb func(Result
 	h.pend.Async = true
 	if err := p.enqueue(ctx, rec, &h.pend, h, &h.gen, mono, wall, false); err != nil {
 		h.delivered = true
-		if hk := h.hk; hk != nil {
-			h.hk = nil
-			p.recordDone(hk, h.pend.Size, nil, Result{}, err)
-		}
-		p.failUnbuffered(cb, err)
+		hk := h.hk
+		h.hk = nil
+		p.failUnbuffered(hk, h.pend.Size, cb, err)
 		return h
 	}
 	return h
@@ -137,7 +135,7 @@ func (p *Producer) TrySendCancelable(r *Record, cb func(Result, error)) (*SendHa
 		return nil, false
 	case err != nil:
 		h.delivered = true
-		p.failUnbuffered(cb, err)
+		p.failUnbuffered(nil, 0, cb, err)
 	}
 	return h, true
 }

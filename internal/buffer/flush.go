@@ -102,9 +102,14 @@ func (b Barrier) Done() bool {
 }
 
 // Wait waits until every record of b's generations has been counted Done,
-// or ctx is done (returning ctx's error).
+// or ctx is done (returning ctx's error). A generation already done counts
+// as done even if ctx is done too: with nothing outstanding Wait returns
+// nil, not ctx's error at random (select picks among ready cases at random).
 func (b Barrier) Wait(ctx context.Context) error {
 	for _, g := range b {
+		if isClosed(g.done) {
+			continue
+		}
 		select {
 		case <-g.done:
 		case <-ctx.Done():

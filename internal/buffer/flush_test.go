@@ -134,3 +134,21 @@ func TestBarrier_Done(t *testing.T) {
 		t.Fatal("Done after the record is Done = false")
 	}
 }
+
+// TestBarrier_DoneGenerationsWinOverADoneCtx: with every generation
+// already done, Wait returns nil even if ctx is done too; a select over
+// both would pick ctx's error about half the time, so 100 tries catch it.
+func TestBarrier_DoneGenerationsWinOverADoneCtx(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	tr := NewTracker()
+	for i := range 100 {
+		tr.Add().Done()
+		if i%2 == 0 {
+			tr.Seal() // a second, sealed generation, also done
+		}
+		if err := tr.Wait(ctx); err != nil {
+			t.Fatalf("try %d: Wait with nothing outstanding and ctx done = %v, want nil", i, err)
+		}
+	}
+}
