@@ -130,6 +130,8 @@ func New(opts ...Option) (*Producer, error) {
 		MaxRequestBytes: cfg.maxRequestBytes,
 		Codec:           batch.Codec(cfg.compression),
 		Linger:          cfg.linger,
+		CoalesceBytes:   cfg.coalesceBytes,
+		CoalesceMaxWait: cfg.coalesceMaxWait,
 		RequestTimeout:  cfg.requestTimeout,
 		RetryBackoff:    cfg.retryBackoff,
 		Wire:            wcfg,

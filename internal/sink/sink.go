@@ -59,6 +59,13 @@ type Sink struct {
 	gen       uint64 // request number, so a partition joins a request once
 	exited    bool   // the loop is done: nobody sends any more
 
+	// Coalescing (coalesce.go): the loop's wait and its accounting.
+	coalesceSince   int64  // clock.Mono when the current wait began; 0: none (own)
+	coalesceAnswers uint64 // answers when it began (own)
+	scratch         []*PartitionQueue
+	answers         atomic.Uint64 // responses handled (response.go)
+	coalesceNeed    atomic.Int64  // bytes Adds must bring to end the wait; 0: no wait
+
 	throttleUntil atomic.Int64 // clock.Mono nanoseconds; written by the reader
 
 	rmu  sync.Mutex          // guards reqs
@@ -186,6 +193,12 @@ func (s *Sink) loop() {
 					timer, timerC = resetTimer(timer, 50*time.Millisecond)
 					break drain
 				}
+			}
+			if wait := s.coalesceWaitLocked(); wait > 0 {
+				// A response, a resend, CoalesceBytes of records
+				// (Add nudges) or the timer ends the wait.
+				timer, timerC = resetTimer(timer, wait)
+				break
 			}
 			sent, lingerUntil, _ := s.produce(false, 0)
 			if lingerUntil > 0 {
