@@ -124,6 +124,7 @@ var peers = []peer{
 var experiments = []peer{
 	{"kpush/inflight1", true, "experiment: as kpush, `WithMaxInflight(1)` (one request in flight per broker)", newKpush},
 	{"kpush/linger2ms", true, "experiment: as kpush, `WithLinger(2*time.Millisecond)`", newKpush},
+	{"kpush/coalesce0", true, "experiment: as kpush, `WithCoalesceBytes(0)` (no waiting behind an in-flight request: the policy before issue 15)", newKpush},
 }
 
 // basePeers is how many of peers are the five clients at their defaults.
@@ -154,6 +155,8 @@ func newKpush(cfg clientConfig) (client, error) {
 		opts = append(opts, kpush.WithMaxInflight(1))
 	case "kpush/linger2ms":
 		opts = append(opts, kpush.WithLinger(2*time.Millisecond))
+	case "kpush/coalesce0":
+		opts = append(opts, kpush.WithCoalesceBytes(0))
 	}
 	if cfg.reqs != nil {
 		opts = append(opts, kpush.WithHooks(kpushReqHook{cfg.reqs}))
