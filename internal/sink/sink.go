@@ -17,6 +17,8 @@ package sink
 // reads the records' memory. Lock order: own → Partition.mu → Sink.mu;
 // own → rmu → PartitionQueue.recMu; own is never taken with another kpush
 // lock held.
+// The coalescing wait's fields (coalesceSince, coalesceAnswers, scratch,
+// answers, coalesceNeed) are described in coalesce.go.
 
 import (
 	"errors"
