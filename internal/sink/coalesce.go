@@ -8,8 +8,13 @@ package sink
 // fewer, larger requests; an idle one (nothing in flight) still gets every
 // record at once.
 //
-// Ownership: coalesceSince and coalesceAnswers belong to the sink's loop
-// goroutine (own held). answers is incremented by whoever handles a
+// "A response" is one handled since the latest request was written (not
+// since the wait began), so a response the loop had not looked at yet when
+// the next records came still lets them go.
+//
+// Ownership: coalesceSince and coalesceAnswers are guarded by own (the
+// loop reads them; produce, on the loop or an inline sender, sets
+// coalesceAnswers). answers is incremented by whoever handles a
 // response (the reader goroutine, a Send reading its own response, or the
 // sender on a failed write) and read by the loop. coalesceNeed is set by the
 // loop when a wait begins and counted down by PartitionQueue.Add on any
@@ -34,12 +39,13 @@ func (s *Sink) coalesceWaitLocked() time.Duration {
 		s.endCoalesceLocked()
 		return 0
 	}
+	if s.answers.Load() != s.coalesceAnswers {
+		s.endCoalesceLocked() // a response arrived since the last request was written
+		return 0
+	}
 	now := clock.Mono()
 	if s.coalesceSince == 0 {
-		s.coalesceSince, s.coalesceAnswers = now, s.answers.Load()
-	} else if s.answers.Load() != s.coalesceAnswers {
-		s.endCoalesceLocked() // a response arrived since the wait began
-		return 0
+		s.coalesceSince = now
 	}
 	wait := time.Duration(s.coalesceSince + int64(cfg.CoalesceMaxWait) - now)
 	if wait <= 0 {

@@ -63,7 +63,7 @@ type Sink struct {
 
 	// Coalescing (coalesce.go): the loop's wait and its accounting.
 	coalesceSince   int64  // clock.Mono when the current wait began; 0: none (own)
-	coalesceAnswers uint64 // answers when it began (own)
+	coalesceAnswers uint64 // answers when the latest request was written (own)
 	scratch         []*PartitionQueue
 	answers         atomic.Uint64 // responses handled (response.go)
 	coalesceNeed    atomic.Int64  // bytes Adds must bring to end the wait; 0: no wait
@@ -482,6 +482,7 @@ func (s *Sink) produce(inline bool, maxWait time.Duration) (sent bool, lingerUnt
 		}
 	}
 	s.inflight.Add(1)
+	s.coalesceAnswers = s.answers.Load() // the next request waits for a later response (coalesce.go)
 	e.Stats.Inflight.Add(1)
 	e.Stats.Requests.Add(1)
 	sentAt := nowNs
