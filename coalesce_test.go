@@ -281,3 +281,67 @@ func TestSend_CoalesceResponseEndsWait(t *testing.T) {
 		}
 	}
 }
+
+// retryHook signals each retry.
+type retryHook struct{ retried chan struct{} }
+
+func (h *retryHook) OnRetry(kpush.RetryEvent) {
+	select {
+	case h.retried <- struct{}{}:
+	default:
+	}
+}
+
+// TestSend_CoalesceResendAfterLaterRequestNeverWaits: a batch to resend
+// that becomes ready after another request was written (its retry backoff
+// ended) is sent without waiting for that request's response. In
+// TestSend_CoalesceResendNeverWaits the rejection's response alone ends the
+// wait; here no response comes after the latest request, so only the
+// resend rule lets it go.
+func TestSend_CoalesceResendAfterLaterRequestNeverWaits(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("cl", 3))
+	h, rh := &writtenHook{}, &retryHook{retried: make(chan struct{}, 1)}
+	p := newCoalesceProducer(t, c, "cl", h, kpush.WithHooks(rh), kpush.WithCoalesceBytes(1000),
+		kpush.WithCoalesceMaxWait(time.Minute), kpush.WithRetryBackoff(300*time.Millisecond))
+	ctx := testCtx(t)
+	f := c.Fake()
+	goA, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	rejected := false // the cluster's goroutine only
+	f.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		f.KeepControl()
+		pr := req.(*kmsg.ProduceRequest)
+		switch part := pr.Topics[0].Partitions[0].Partition; {
+		case part == 0 && !rejected:
+			rejected = true
+			c.SleepControl(func() { <-goA })
+			return rejectProduce(pr, kerr.NotEnoughReplicas, 0), nil, true
+		case part != 0:
+			c.SleepControl(func() { <-release }) // B and D stay in flight
+		}
+		return nil, nil, false
+	})
+	errs := make(chan error, 3)
+	cb := func(_ kpush.Result, err error) { errs <- err }
+	send := func(part int32, size int) {
+		p.SendAsync(ctx, &kpush.Record{Topic: "cl", Partition: part, UsePartition: true, Value: make([]byte, size)}, cb)
+	}
+	send(0, 1)
+	h.waitWritten(t, 1, "request A (partition 0)")
+	send(1, 2000)
+	h.waitWritten(t, 2, "request B (partition 1, over the threshold)")
+	close(goA) // A fails retriably and backs off; B stays in flight
+	<-rh.retried
+	time.Sleep(20 * time.Millisecond) // A's response is handled (well inside the backoff)
+	send(2, 2000)
+	h.waitWritten(t, 3, "request D (partition 2, over the threshold)")
+	// The backoff ends with B and D in flight and no response since D.
+	h.waitWritten(t, 4, "partition 0's resend while B and D are held")
+	once.Do(func() { close(release) })
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
