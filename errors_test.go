@@ -34,6 +34,7 @@ func TestNew_InvalidOptions(t *testing.T) {
 		{"request cap below the batch size", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxRequestBytes(1000)}, "WithMaxRequestBytes"},
 		{"request cap above 1 GiB", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxRequestBytes(1<<30 + 1)}, "WithMaxRequestBytes"},
 		{"negative linger", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithLinger(-time.Second)}, "WithLinger"},
+		{"negative coalesce bytes", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithCoalesceBytes(-1)}, "WithCoalesceBytes"},
 		{"zero buffer bytes", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxBufferedBytes(0)}, "WithMaxBufferedBytes"},
 		{"negative buffer records", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithMaxBufferedRecords(-1)}, "WithMaxBufferedRecords"},
 		{"zero request timeout", []kpush.Option{kpush.WithBrokers("a:1"), kpush.WithRequestTimeout(0)}, "WithRequestTimeout"},

@@ -8,6 +8,12 @@ import (
 	"github.com/kpush/kpush/internal/sink"
 )
 
+// WithCoalesceMaxWait sets the cap on one coalescing wait (tests only; the
+// default is 5 ms).
+func WithCoalesceMaxWait(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.coalesceMaxWait = d })
+}
+
 // DebugPartitions describes every partition's state (tests only).
 func (p *Producer) DebugPartitions() string {
 	var b strings.Builder

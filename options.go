@@ -67,6 +67,8 @@ type config struct {
 	maxRequestBytes int
 	maxRequestSet   bool
 	linger          time.Duration
+	coalesceBytes   int
+	coalesceMaxWait time.Duration // tests only (export_test.go); 0: the engine's 5 ms
 	maxBufBytes     int64
 	maxBufRecords   int64
 	failFast        bool
@@ -97,6 +99,7 @@ func defaultConfig() config {
 		maxBatchBytes:   1 << 20,
 		maxRequestBytes: 32 << 20,
 		linger:          0,
+		coalesceBytes:   16 << 10,
 		maxBufBytes:     64 << 20,
 		maxBufRecords:   1 << 15,
 		deliveryTimeout: 2 * time.Minute,
@@ -170,6 +173,19 @@ func WithMaxRequestBytes(n int) Option {
 // a batch that is not full (Java linger.ms). Default 0: batching comes from
 // requests in flight, so a lone record is sent at once.
 func WithLinger(d time.Duration) Option { return optionFunc(func(c *config) { c.linger = d }) }
+
+// WithCoalesceBytes sets when a request may overtake the one in flight
+// (default 16 KiB). While a ProduceRequest to a broker is in flight, the
+// next request to that broker waits for a response unless its partitions
+// hold at least n bytes of records or one of them has a batch to resend;
+// records arriving meanwhile join it, so a busy broker gets fewer, larger
+// requests. A wait lasts at most 5 ms, so sending never depends on a
+// response arriving. With nothing in flight a record is sent at once, as
+// before, so a lone sender's latency is unchanged; with AcksNone (no
+// responses) there is no waiting. 0 turns waiting off: every ready
+// partition is sent as soon as an in-flight slot (WithMaxInflight) is
+// free. Negative is an error.
+func WithCoalesceBytes(n int) Option { return optionFunc(func(c *config) { c.coalesceBytes = n }) }
 
 // WithMaxBufferedBytes bounds the bytes of records buffered or in flight
 // (Java buffer.memory). Default 64 MiB. When full, Send and SendAsync wait
@@ -356,6 +372,9 @@ func (c *config) validate() error {
 	}
 	if c.linger < 0 {
 		return bad("WithLinger", "%v is negative", c.linger)
+	}
+	if c.coalesceBytes < 0 {
+		return bad("WithCoalesceBytes", "%d is negative", c.coalesceBytes)
 	}
 	if c.maxBufBytes < 1 || c.maxBufBytes > buffer.MaxBytes {
 		return bad("WithMaxBufferedBytes", "%d is not between 1 and %d", c.maxBufBytes, int64(buffer.MaxBytes))

@@ -130,6 +130,8 @@ func New(opts ...Option) (*Producer, error) {
 		MaxRequestBytes: cfg.maxRequestBytes,
 		Codec:           batch.Codec(cfg.compression),
 		Linger:          cfg.linger,
+		CoalesceBytes:   cfg.coalesceBytes,
+		CoalesceMaxWait: cfg.coalesceMaxWait,
 		RequestTimeout:  cfg.requestTimeout,
 		RetryBackoff:    cfg.retryBackoff,
 		Wire:            wcfg,
@@ -436,6 +438,16 @@ func (p *Producer) add(ad *admitted, pd *sink.Pending, n sink.Notifier, gen **bu
 	pd.Deadline = ad.deadline
 	pd.Done = n
 	*gen = p.undelivered.Add()
+	if p.closed.Load() {
+		// Close began after admit's check and may have sealed what it
+		// waits for before this Add: it would not wait for the record,
+		// which could then be in flight when the sinks stop (outcome
+		// unknown). Close stores closed before sealing, so an Add it
+		// missed sees closed here.
+		p.lim.Release(int64(size))
+		(*gen).Done()
+		return notWritten(name, int32(part), ErrClosed)
+	}
 	load := addLoad(ad.t.picker.Counter(part), pd.Size)
 	switch w := n.(type) {
 	case *syncWaiter:

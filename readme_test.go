@@ -22,6 +22,7 @@ func TestREADMEDefaults(t *testing.T) {
 		"WithMaxBatchBytes":      fmtBytes(int64(c.maxBatchBytes)),
 		"WithMaxRequestBytes":    fmtBytes(int64(c.maxRequestBytes)),
 		"WithLinger":             fmtDur(c.linger),
+		"WithCoalesceBytes":      fmtBytes(int64(c.coalesceBytes)),
 		"WithMaxBufferedBytes":   fmtBytes(c.maxBufBytes),
 		"WithMaxBufferedRecords": fmt.Sprint(c.maxBufRecords),
 		"WithFailFastWhenFull":   fmt.Sprint(c.failFast),

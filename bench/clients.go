@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -33,6 +34,49 @@ type clientConfig struct {
 	done  func(error) // async mode: called once per record
 	// variant is the peer's name, for constructors serving several.
 	variant string
+	// reqs counts the produce requests the client writes, for clients
+	// whose hooks can see them (kpush, franz-go); nil for the others.
+	reqs *reqCounter
+}
+
+// reqCounter counts produce requests written and their bytes. Written to
+// from the clients' writing goroutines, read by the workload after the
+// measured records all have their outcome.
+type reqCounter struct {
+	n, bytes atomic.Int64
+}
+
+// add counts one request of b bytes.
+func (c *reqCounter) add(b int) {
+	c.n.Add(1)
+	c.bytes.Add(int64(b))
+}
+
+// reset zeroes the counts, after the warm-up.
+func (c *reqCounter) reset() {
+	c.n.Store(0)
+	c.bytes.Store(0)
+}
+
+// kpushReqHook counts kpush's written produce requests. kpush reports the
+// record batches' bytes (no request framing).
+type kpushReqHook struct{ c *reqCounter }
+
+func (h kpushReqHook) OnRequestWritten(ev kpush.RequestWrittenEvent) {
+	if ev.Err == nil {
+		h.c.add(ev.Bytes)
+	}
+}
+
+// franzReqHook counts franz-go's written produce requests (key 0). kgo
+// reports the bytes written to the connection, framing included, so its
+// B/req is a few dozen bytes higher than kpush's for the same batches.
+type franzReqHook struct{ c *reqCounter }
+
+func (h franzReqHook) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, n int, _, _ time.Duration, err error) {
+	if key == 0 && err == nil {
+		h.c.add(n)
+	}
 }
 
 // peer describes one client variant: its name in the tables, how it is
@@ -75,16 +119,25 @@ var peers = []peer{
 	{"confluent/linger0", false, "no linger: as confluent, `linger.ms=0`, `queue.buffering.max.messages=1048576`", newConfluent},
 }
 
+// experiments are kpush variants for studying its send policy (issue 15):
+// run only when -clients names them, never in -quick, -full or -headline.
+var experiments = []peer{
+	{"kpush/inflight1", true, "experiment: as kpush, `WithMaxInflight(1)` (one request in flight per broker)", newKpush},
+	{"kpush/linger2ms", true, "experiment: as kpush, `WithLinger(2*time.Millisecond)`", newKpush},
+	{"kpush/coalesce0", true, "experiment: as kpush, `WithCoalesceBytes(0)` (no waiting behind an in-flight request: the policy before issue 15)", newKpush},
+}
+
 // basePeers is how many of peers are the five clients at their defaults.
 const basePeers = 5
 
 // findPeer looks a client variant up by name.
 func findPeer(name string) (peer, error) {
-	i := slices.IndexFunc(peers, func(p peer) bool { return p.name == name })
+	all := slices.Concat(peers, experiments)
+	i := slices.IndexFunc(all, func(p peer) bool { return p.name == name })
 	if i < 0 {
 		return peer{}, fmt.Errorf("unknown client %q", name)
 	}
-	return peers[i], nil
+	return all[i], nil
 }
 
 // kpushClient adapts kpush.
@@ -93,9 +146,22 @@ type kpushClient struct {
 	cb func(kpush.Result, error)
 }
 
-// newKpush builds kpush at its defaults but for the variant's idempotence.
+// newKpush builds kpush at its defaults but for the variant's idempotence
+// (and, for the experiments, their one setting).
 func newKpush(cfg clientConfig) (client, error) {
-	p, err := kpush.New(kpush.WithBrokers(cfg.addrs...), kpush.WithIdempotence(cfg.idem))
+	opts := []kpush.Option{kpush.WithBrokers(cfg.addrs...), kpush.WithIdempotence(cfg.idem)}
+	switch cfg.variant {
+	case "kpush/inflight1":
+		opts = append(opts, kpush.WithMaxInflight(1))
+	case "kpush/linger2ms":
+		opts = append(opts, kpush.WithLinger(2*time.Millisecond))
+	case "kpush/coalesce0":
+		opts = append(opts, kpush.WithCoalesceBytes(0))
+	}
+	if cfg.reqs != nil {
+		opts = append(opts, kpush.WithHooks(kpushReqHook{cfg.reqs}))
+	}
+	p, err := kpush.New(opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +199,9 @@ func newFranz(cfg clientConfig) (client, error) {
 	}
 	if cfg.variant == "franz-go/buf1M" {
 		opts = append(opts, kgo.MaxBufferedRecords(maxBuffered))
+	}
+	if cfg.reqs != nil {
+		opts = append(opts, kgo.WithHooks(franzReqHook{cfg.reqs}))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

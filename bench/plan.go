@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,7 +55,7 @@ func defineFlags(fs *flag.FlagSet) *options {
 	return o
 }
 
-func peerNames() string { return strings.Join(clientNames(peers), ", ") }
+func peerNames() string { return strings.Join(clientNames(slices.Concat(peers, experiments)), ", ") }
 
 // layout is the broker side of a cell and the record shape.
 type layout struct {

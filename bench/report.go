@@ -205,6 +205,20 @@ func (ix index) ratio(k cellKey, a, b string, m metric) stat {
 	return statOf(vals)
 }
 
+// perRequest is a client's records and bytes per produce request in a
+// cell, over the runs that counted requests (kpush and franz-go only; "–"
+// for the others).
+func (ix index) perRequest(k cellKey, client string) [2]stat {
+	var recs, bytes []float64
+	for _, r := range ix[k][client] {
+		if r.Sent > 0 && r.Requests > 0 {
+			recs = append(recs, float64(r.Sent)/float64(r.Requests))
+			bytes = append(bytes, float64(r.RequestBytes)/float64(r.Requests))
+		}
+	}
+	return [2]stat{statOf(recs), statOf(bytes)}
+}
+
 // errors sums a client's errors in a cell and returns the first message.
 func (ix index) errors(k cellKey, client string) (n int64, first string) {
 	for _, r := range ix[k][client] {
@@ -276,7 +290,7 @@ func (s stat) spread(f func(float64) string) string {
 func printSummary(w io.Writer, res *results) {
 	ix := indexRuns(res.Runs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "layout\tworkload\tclient\trecords/s\tCPU µs/rec\tp50\tp99\tp99.9\tRSS MiB\tallocs/rec\terrors\tCPU vs franz-go\trec/s vs franz-go\t")
+	fmt.Fprintln(tw, "layout\tworkload\tclient\trecords/s\tCPU µs/rec\tp50\tp99\tp99.9\tRSS MiB\tallocs/rec\terrors\tCPU vs franz-go\trec/s vs franz-go\trec/req\tB/req\t")
 	for _, k := range res.cells() {
 		for _, c := range res.Meta.Clients {
 			if len(ix[k][c]) == 0 {
@@ -289,6 +303,8 @@ func printSummary(w io.Writer, res *results) {
 			n, _ := ix.errors(k, c)
 			row = append(row, fmt.Sprint(n), fmtRatio(ix.ratio(k, c, "franz-go", mCPU).med),
 				fmtRatio(ix.ratio(k, c, "franz-go", mThroughput).med))
+			perReq := ix.perRequest(k, c)
+			row = append(row, perReq[0].spread(fmtFloat), perReq[1].spread(fmtInt))
 			fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 		}
 	}

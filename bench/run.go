@@ -45,6 +45,11 @@ type result struct {
 	P999Micros      float64 `json:"p999_us"`
 	PeakRSSMiB      float64 `json:"peak_rss_mib"`
 	AllocsPerRecord float64 `json:"allocs_per_record"` // Go heap allocations only
+	// Requests and RequestBytes count the produce requests written while
+	// measuring and their bytes (kpush: record batches; franz-go: as
+	// written, framing included); zero for clients without such hooks.
+	Requests     int64 `json:"requests,omitempty"`
+	RequestBytes int64 `json:"request_bytes,omitempty"`
 }
 
 // numKeys distinct keys cycle through keyed runs, so keys cost no
@@ -84,7 +89,8 @@ func runClient(specJSON string, prof profiles) error {
 		out outcomes
 		wg  sync.WaitGroup
 	)
-	cfg := clientConfig{addrs: s.Addrs, async: s.Mode == "async", idem: p.idem, keyed: s.Keyed, variant: p.name}
+	cfg := clientConfig{addrs: s.Addrs, async: s.Mode == "async", idem: p.idem, keyed: s.Keyed, variant: p.name,
+		reqs: &reqCounter{}}
 	if cfg.async {
 		cfg.done = func(err error) {
 			out.add(err)
@@ -117,7 +123,9 @@ func runClient(specJSON string, prof profiles) error {
 			return err
 		}
 	}
+	cfg.reqs.reset()
 	r := w.measure(ctx)
+	r.Requests, r.RequestBytes = cfg.reqs.n.Load(), cfg.reqs.bytes.Load()
 	if prof.cpu != "" {
 		pprof.StopCPUProfile()
 	}

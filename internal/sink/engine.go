@@ -80,6 +80,12 @@ type Config struct {
 	MaxRequestBytes int
 	// Hooks are the observability callbacks (hooks.go); zero: none.
 	Hooks Hooks
+	// CoalesceBytes: while a request to a broker is in flight, the next
+	// one waits for a response unless the ready partitions hold this many
+	// bytes or one has a resend (coalesce.go); 0: no waiting.
+	CoalesceBytes int
+	// CoalesceMaxWait caps one such wait; 0: DefaultCoalesceMaxWait.
+	CoalesceMaxWait time.Duration
 }
 
 // Stats are the engine's counters.
@@ -140,6 +146,9 @@ func (e *Engine) SetTestHooks(h TestHooks) { e.testHooks.Store(&h) }
 func NewEngine(cfg Config, m *idem.Manager) *Engine {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CoalesceMaxWait <= 0 {
+		cfg.CoalesceMaxWait = DefaultCoalesceMaxWait
 	}
 	if cfg.TriggerMetadata == nil {
 		cfg.TriggerMetadata = func() {}

@@ -182,8 +182,12 @@ func (p *PartitionQueue) Add(r *Pending) bool {
 	r.cbq = &p.cbq
 	p.recs = append(p.recs, r)
 	p.recBytes += int(r.Size)
+	lead, size := p.leader, int64(r.Size)
 	s := p.queueLocked()
 	p.mu.Unlock()
+	if lead != nil {
+		lead.added(size) // may end a coalescing wait (coalesce.go)
+	}
 	if s != nil {
 		if nudge {
 			s.nudge() // the sender goes on enqueueing; the loop writes meanwhile

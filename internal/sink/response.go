@@ -262,6 +262,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		}
 	}
 	s.inflight.Add(-1)
+	s.answers.Add(1) // ends a coalescing wait (coalesce.go)
 	e.Stats.Inflight.Add(-1)
 	if s.hasReady() {
 		// A slot is free for partitions that wait (a partition queued

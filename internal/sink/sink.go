@@ -17,6 +17,8 @@ package sink
 // reads the records' memory. Lock order: own → Partition.mu → Sink.mu;
 // own → rmu → PartitionQueue.recMu; own is never taken with another kpush
 // lock held.
+// The coalescing wait's fields (coalesceSince, coalesceAnswers, scratch,
+// answers, coalesceNeed) are described in coalesce.go.
 
 import (
 	"errors"
@@ -58,6 +60,13 @@ type Sink struct {
 	dialFails int
 	gen       uint64 // request number, so a partition joins a request once
 	exited    bool   // the loop is done: nobody sends any more
+
+	// Coalescing (coalesce.go): the loop's wait and its accounting.
+	coalesceSince   int64  // clock.Mono when the current wait began; 0: none (own)
+	coalesceAnswers uint64 // answers when the latest request was written (own)
+	scratch         []*PartitionQueue
+	answers         atomic.Uint64 // responses handled (response.go)
+	coalesceNeed    atomic.Int64  // bytes Adds must bring to end the wait; 0: no wait
 
 	throttleUntil atomic.Int64 // clock.Mono nanoseconds; written by the reader
 
@@ -186,6 +195,12 @@ func (s *Sink) loop() {
 					timer, timerC = resetTimer(timer, 50*time.Millisecond)
 					break drain
 				}
+			}
+			if wait := s.coalesceWaitLocked(); wait > 0 {
+				// A response, a resend, CoalesceBytes of records
+				// (Add nudges) or the timer ends the wait.
+				timer, timerC = resetTimer(timer, wait)
+				break
 			}
 			sent, lingerUntil, _ := s.produce(false, 0)
 			if lingerUntil > 0 {
@@ -467,6 +482,7 @@ func (s *Sink) produce(inline bool, maxWait time.Duration) (sent bool, lingerUnt
 		}
 	}
 	s.inflight.Add(1)
+	s.coalesceAnswers = s.answers.Load() // the next request waits for a later response (coalesce.go)
 	e.Stats.Inflight.Add(1)
 	e.Stats.Requests.Add(1)
 	sentAt := nowNs
