@@ -124,36 +124,33 @@ func TestSend_CoalesceWaits(t *testing.T) {
 	}
 }
 
-// TestSend_CoalesceOffSendsAtOnce: WithCoalesceBytes(0) is the old
-// policy: a ready partition is sent while a request is in flight.
-func TestSend_CoalesceOffSendsAtOnce(t *testing.T) {
-	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("co", 1))
-	h := &writtenHook{}
-	p := newCoalesceProducer(t, c, "co", h, kpush.WithCoalesceBytes(0), kpush.WithCoalesceMaxWait(time.Minute))
-	release := holdAllProduce(t, c)
-	wait := sendAsyncN(t, p, "co", 1, 10)
-	h.waitWritten(t, 1, "first record")
-	waitRest := sendAsyncN(t, p, "co", 5, 10)
-	h.waitWritten(t, 2, "coalescing off, first request held")
-	release()
-	wait()
-	waitRest()
-}
-
-// TestSend_CoalesceWaitIsBounded: a held request waits at most the cap,
-// even when the in-flight response never comes before it.
-func TestSend_CoalesceWaitIsBounded(t *testing.T) {
-	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("cb", 1))
-	h := &writtenHook{}
-	p := newCoalesceProducer(t, c, "cb", h, kpush.WithCoalesceMaxWait(20*time.Millisecond))
-	release := holdAllProduce(t, c)
-	wait := sendAsyncN(t, p, "cb", 1, 10)
-	h.waitWritten(t, 1, "first record")
-	waitRest := sendAsyncN(t, p, "cb", 1, 10)
-	h.waitWritten(t, 2, "second record past the cap, first request held")
-	release()
-	wait()
-	waitRest()
+// TestSend_CoalesceSecondRequestNotHeld: with a request held in flight, a
+// second one is still written — at once with WithCoalesceBytes(0) (the old
+// policy), and after the cap otherwise, even though the in-flight response
+// never comes before it.
+func TestSend_CoalesceSecondRequestNotHeld(t *testing.T) {
+	for _, tc := range []struct {
+		name, topic string
+		n, size     int
+		opts        []kpush.Option
+	}{
+		{"coalescing off", "co", 5, 10, []kpush.Option{kpush.WithCoalesceBytes(0), kpush.WithCoalesceMaxWait(time.Minute)}},
+		{"past the cap", "cb", 1, 10, []kpush.Option{kpush.WithCoalesceMaxWait(20 * time.Millisecond)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := kafkatest.NewTestCluster(t, kafkatest.WithTopic(tc.topic, 1))
+			h := &writtenHook{}
+			p := newCoalesceProducer(t, c, tc.topic, h, tc.opts...)
+			release := holdAllProduce(t, c)
+			wait := sendAsyncN(t, p, tc.topic, 1, 10)
+			h.waitWritten(t, 1, "first record")
+			waitRest := sendAsyncN(t, p, tc.topic, tc.n, tc.size)
+			h.waitWritten(t, 2, tc.name+", first request held")
+			release()
+			wait()
+			waitRest()
+		})
+	}
 }
 
 // TestSend_CoalesceThresholdSendsAtOnce: the Add that brings the ready
@@ -224,7 +221,7 @@ func TestSend_CoalesceResendNeverWaits(t *testing.T) {
 func TestSend_CoalesceAcksNoneDoesNotStall(t *testing.T) {
 	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("cn", 1))
 	h := &writtenHook{}
-	p := newCoalesceProducer(t, c, "cn", h, kpush.WithAcks(kpush.AcksNone), kpush.WithCoalesceMaxWait(time.Hour))
+	p := newCoalesceProducer(t, c, "cn", h, kpush.WithAcks(kpush.AcksNone), kpush.WithCoalesceMaxWait(20 * time.Millisecond))
 	wait := sendAsyncN(t, p, "cn", 50, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
