@@ -221,7 +221,7 @@ func TestSend_CoalesceResendNeverWaits(t *testing.T) {
 func TestSend_CoalesceAcksNoneDoesNotStall(t *testing.T) {
 	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("cn", 1))
 	h := &writtenHook{}
-	p := newCoalesceProducer(t, c, "cn", h, kpush.WithAcks(kpush.AcksNone), kpush.WithCoalesceMaxWait(20 * time.Millisecond))
+	p := newCoalesceProducer(t, c, "cn", h, kpush.WithAcks(kpush.AcksNone), kpush.WithCoalesceMaxWait(20*time.Millisecond))
 	wait := sendAsyncN(t, p, "cn", 50, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
