@@ -136,6 +136,7 @@ func (c *Conn) ReadOwn(lend uint64) bool {
 	poll := c.pw != nil && len(c.pending) > 0 && pollWait.Load()
 	if poll {
 		until = c.pending[0].deadline // its own: it was alone
+		c.rpolling = true
 	}
 	c.mu.Unlock()
 
@@ -145,7 +146,7 @@ func (c *Conn) ReadOwn(lend uint64) bool {
 	err := c.readOne()
 
 	c.mu.Lock()
-	c.rreading = false
+	c.rreading, c.rpolling = false, false
 	if err != nil && c.dead == nil {
 		c.dead = readErr(err)
 	}
