@@ -39,10 +39,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -172,6 +170,7 @@ type Conn struct {
 	// bookkeeping.
 	rown       readOwner
 	rreading   bool          // the borrower is in its read
+	rpolling   bool          // ... and waits for it in a poll syscall (ownwait.go)
 	lendID     uint64        // the current or last grant; a borrower's token
 	grantTick  uint64        // rticks when lendID was granted
 	rticks     uint64        // recall timer ticks of the current lend
@@ -182,6 +181,7 @@ type Conn struct {
 	lends      uint64        // lends so far (tests)
 	rwake      chan struct{} // one slot: the reader goroutine has to look at rown
 	peek       *peeker       // plain TCP on Unix only: looks at a socket whose read is lent (peerGone); nil: never lend
+	pw         *poller       // with peek, on Linux: a borrower's poll wait (ownwait.go); nil: none
 	rtimer     *time.Timer   // the reader goroutine's recall timer; its own, not under mu
 	ownReads   atomic.Int64  // responses read by their writers (tests, stats)
 
@@ -228,6 +228,9 @@ func dial(ctx context.Context, addr string, cfg *Config, node int32) (*Conn, err
 		// block past the delivery deadline it was lent on (review).
 		if raw, err := tc.SyscallConn(); probeSupported && err == nil && cfg.SASL == nil {
 			c.peek = newPeeker(raw)
+			if pollSupported {
+				c.pw = newPoller(raw)
+			}
 		}
 	}
 	for i := range c.versions {
@@ -523,7 +526,11 @@ func (c *Conn) fail(err error) {
 	if c.dead == nil {
 		c.dead = err
 	}
+	polling := c.rpolling
 	c.mu.Unlock()
+	if polling {
+		c.pw.interrupt() // a close would not end its poll, and would wait for it (ownwait.go)
+	}
 	c.wakeReader() // a reader that lent the read is parked (ownread.go)
 	c.nc.Close()
 	c.stopIdleTimer()
@@ -559,70 +566,4 @@ func (c *Conn) readLoop() {
 		cl.done(nil, fmt.Errorf("%w: %s: %w", ErrMaybeDelivered, c.addr, dead))
 	}
 	c.closed(dead)
-}
-
-func decode(cl *call, body []byte) (kmsg.Response, error) {
-	if len(body) < 4 {
-		return nil, io.ErrUnexpectedEOF
-	}
-	if corr := int32(binary.BigEndian.Uint32(body)); corr != cl.corr {
-		return nil, fmt.Errorf("correlation id %d, want %d", corr, cl.corr)
-	}
-	body = body[4:]
-	resp := cl.req.ResponseKind()
-	resp.SetVersion(cl.req.GetVersion())
-	if resp.IsFlexible() && cl.req.Key() != int16(kmsg.ApiVersions) {
-		var err error
-		if body, err = skipTags(body); err != nil {
-			return nil, err
-		}
-	}
-	if err := resp.ReadFrom(body); err != nil {
-		return nil, err
-	}
-	return resp, nil
-}
-
-// maxFrame bounds a response size so a garbage length cannot make us
-// allocate gigabytes.
-const maxFrame = 256 << 20
-
-func readFrame(br *bufio.Reader, buf []byte) ([]byte, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := int32(binary.BigEndian.Uint32(hdr[:]))
-	if n < 4 || n > maxFrame {
-		return nil, fmt.Errorf("invalid response size %d", n)
-	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(br, buf); err != nil {
-		return nil, err
-	}
-	return buf, nil
-}
-
-// skipTags skips a KIP-482 tagged-field section.
-func skipTags(b []byte) ([]byte, error) {
-	n, m := binary.Uvarint(b)
-	if m <= 0 {
-		return nil, io.ErrUnexpectedEOF
-	}
-	b = b[m:]
-	for ; n > 0; n-- {
-		if _, m = binary.Uvarint(b); m <= 0 {
-			return nil, io.ErrUnexpectedEOF
-		}
-		b = b[m:]
-		size, m := binary.Uvarint(b)
-		if m <= 0 || uint64(len(b)-m) < size {
-			return nil, io.ErrUnexpectedEOF
-		}
-		b = b[m+int(size):]
-	}
-	return b, nil
 }
