@@ -170,7 +170,6 @@ type Conn struct {
 	// bookkeeping.
 	rown       readOwner
 	rreading   bool          // the borrower is in its read
-	rpolling   bool          // ... and waits for it in a poll syscall (ownwait.go)
 	lendID     uint64        // the current or last grant; a borrower's token
 	grantTick  uint64        // rticks when lendID was granted
 	rticks     uint64        // recall timer ticks of the current lend
@@ -526,7 +525,7 @@ func (c *Conn) fail(err error) {
 	if c.dead == nil {
 		c.dead = err
 	}
-	polling := c.rpolling
+	polling := c.pw != nil && c.rown != ownReader && c.rreading
 	c.mu.Unlock()
 	if polling {
 		c.pw.interrupt() // a close would not end its poll, and would wait for it (ownwait.go)

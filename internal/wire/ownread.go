@@ -136,7 +136,6 @@ func (c *Conn) ReadOwn(lend uint64) bool {
 	poll := c.pw != nil && len(c.pending) > 0 && pollWait.Load()
 	if poll {
 		until = c.pending[0].deadline // its own: it was alone
-		c.rpolling = true
 	}
 	c.mu.Unlock()
 
@@ -146,7 +145,7 @@ func (c *Conn) ReadOwn(lend uint64) bool {
 	err := c.readOne()
 
 	c.mu.Lock()
-	c.rreading, c.rpolling = false, false
+	c.rreading = false
 	if err != nil && c.dead == nil {
 		c.dead = readErr(err)
 	}

@@ -22,10 +22,9 @@ package wire
 //     read (idle closing needs nothing pending; the reader goroutine
 //     closes only once it owns the read), first shuts the socket's read
 //     side down (shutdown(2), interrupt), which wakes the poll: it sees
-//     rpolling (set with rreading when the borrower will poll) under mu,
-//     in the same critical section that sets dead, and a borrower sets it
-//     only while dead is nil, so no poll can start unseen on a socket that
-//     is about to close. Without poll waits nothing is shut down.
+//     rreading under mu, in the same critical section that sets dead, and
+//     a borrower sets rreading only while dead is nil, so no poll can
+//     start unseen on a socket that is about to close.
 //   - TLS and SASL connections never lend their read (see ownread.go), so
 //     they never poll either.
 
