@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kpush/kpush"
-	"github.com/kpush/kpush/internal/wire"
 )
 
 // client is one producer under test, built for one mode.
@@ -126,7 +125,6 @@ var experiments = []peer{
 	{"kpush/inflight1", true, "experiment: as kpush, `WithMaxInflight(1)` (one request in flight per broker)", newKpush},
 	{"kpush/linger2ms", true, "experiment: as kpush, `WithLinger(2*time.Millisecond)`", newKpush},
 	{"kpush/coalesce0", true, "experiment: as kpush, `WithCoalesceBytes(0)` (no waiting behind an in-flight request: the policy before issue 15)", newKpush},
-	{"kpush/pollwait", true, "experiment: as kpush, a Send reading its own response waits for it in ppoll(2) instead of Go's network poller (`wire.SetPollWait(true)`, Linux only; docs/internals-c1.md)", newKpush},
 }
 
 // basePeers is how many of peers are the five clients at their defaults.
@@ -159,8 +157,6 @@ func newKpush(cfg clientConfig) (client, error) {
 		opts = append(opts, kpush.WithLinger(2*time.Millisecond))
 	case "kpush/coalesce0":
 		opts = append(opts, kpush.WithCoalesceBytes(0))
-	case "kpush/pollwait":
-		wire.SetPollWait(true) // process-wide: each run is its own client process
 	}
 	if cfg.reqs != nil {
 		opts = append(opts, kpush.WithHooks(kpushReqHook{cfg.reqs}))
