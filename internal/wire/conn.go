@@ -180,7 +180,6 @@ type Conn struct {
 	lends      uint64        // lends so far (tests)
 	rwake      chan struct{} // one slot: the reader goroutine has to look at rown
 	peek       *peeker       // plain TCP on Unix only: looks at a socket whose read is lent (peerGone); nil: never lend
-	pw         *poller       // with peek, on Linux: a borrower's poll wait (ownwait.go); nil: none
 	rtimer     *time.Timer   // the reader goroutine's recall timer; its own, not under mu
 	ownReads   atomic.Int64  // responses read by their writers (tests, stats)
 
@@ -227,9 +226,6 @@ func dial(ctx context.Context, addr string, cfg *Config, node int32) (*Conn, err
 		// block past the delivery deadline it was lent on (review).
 		if raw, err := tc.SyscallConn(); probeSupported && err == nil && cfg.SASL == nil {
 			c.peek = newPeeker(raw)
-			if pollSupported {
-				c.pw = newPoller(raw)
-			}
 		}
 	}
 	for i := range c.versions {
@@ -525,11 +521,7 @@ func (c *Conn) fail(err error) {
 	if c.dead == nil {
 		c.dead = err
 	}
-	polling := c.pw != nil && c.rown != ownReader && c.rreading
 	c.mu.Unlock()
-	if polling {
-		c.pw.interrupt() // a close would not end its poll, and would wait for it (ownwait.go)
-	}
 	c.wakeReader() // a reader that lent the read is parked (ownread.go)
 	c.nc.Close()
 	c.stopIdleTimer()

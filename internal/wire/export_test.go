@@ -55,26 +55,3 @@ func SetLendTick(t interface{ Cleanup(func()) }, d time.Duration) {
 	old := lendTick.Swap(int64(d))
 	t.Cleanup(func() { lendTick.Store(old) })
 }
-
-// PollWaits returns how many poll syscalls c's borrowers made waiting for
-// their responses (ownwait.go), and the thread of the last one when
-// RecordPollThreads is on; 0, 0 without poll waits on c.
-func PollWaits(c *Conn) (polls int64, tid int32) {
-	if c.pw == nil {
-		return 0, 0
-	}
-	return c.pw.polls.Load(), c.pw.tid.Load()
-}
-
-// RecordPollThreads makes poll waits record their thread until the test
-// ends.
-func RecordPollThreads(t interface{ Cleanup(func()) }) {
-	recordTid.Store(true)
-	t.Cleanup(func() { recordTid.Store(false) })
-}
-
-// UsePollWait sets SetPollWait(on) until the test ends.
-func UsePollWait(t interface{ Cleanup(func()) }, on bool) {
-	was := SetPollWait(on)
-	t.Cleanup(func() { SetPollWait(was) })
-}

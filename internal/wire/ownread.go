@@ -115,8 +115,7 @@ func (c *Conn) DoOwnRead(req kmsg.Request, maxWait time.Duration, done func(kmsg
 // for, and runs its done on the calling goroutine (the response, or the
 // error that killed the connection meanwhile: then the reader goroutine
 // runs done, as for every other pending call). It blocks at most until
-// the request's read deadline; with poll waits (SetPollWait) it waits for
-// the response in a poll syscall. It reports whether it read a response;
+// the request's read deadline. It reports whether it read a response;
 // false when the read was taken back first (the reader goroutine then runs
 // done).
 func (c *Conn) ReadOwn(lend uint64) bool {
@@ -132,16 +131,8 @@ func (c *Conn) ReadOwn(lend uint64) bool {
 		return false
 	}
 	c.rreading = true
-	var until time.Time
-	poll := c.pw != nil && len(c.pending) > 0 && pollWait.Load()
-	if poll {
-		until = c.pending[0].deadline // its own: it was alone
-	}
 	c.mu.Unlock()
 
-	if poll && c.br.Buffered() == 0 {
-		c.pw.waitReadable(until) // instead of parking in the network poller (ownwait.go)
-	}
 	err := c.readOne()
 
 	c.mu.Lock()
