@@ -13,11 +13,8 @@ import (
 
 // writeChart draws metric m against C (sync levels of the first layout),
 // one line per client, log scales on both axes, and saves it to path; the
-// extension picks the format (.svg, .png).
+// extension picks the format (.svg, .png). Callers check hasChart first.
 func writeChart(path string, res *results, m metric, title string) error {
-	if len(res.Meta.Layouts) == 0 {
-		return nil
-	}
 	ix := indexRuns(res.Runs)
 	p := plot.New()
 	p.Title.Text = title
@@ -64,6 +61,19 @@ func writeChart(path string, res *results, m metric, title string) error {
 		p.Y.Min, p.Y.Max = lo/1.3, hi*2.5 // room for the legend above the lines
 	}
 	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
+}
+
+// hasChart reports whether res has a line to draw: a layout and two sync
+// levels or more (a log axis over one value has no range, and gonum
+// panics drawing it).
+func hasChart(res *results) bool {
+	sync := 0
+	for _, c := range res.Meta.Levels {
+		if c != asyncLevel {
+			sync++
+		}
+	}
+	return len(res.Meta.Layouts) > 0 && sync >= 2
 }
 
 // ticks125 marks a log axis at 1, 2 and 5 times each power of ten, with

@@ -173,18 +173,23 @@ func writeProvenance(w func(string, ...any), m meta) {
 // writeRun writes a -quick, -full or custom run with its charts.
 func writeRun(w func(string, ...any), base string, res *results) error {
 	cpuChart, rateChart := base+"-cpu.svg", base+"-throughput.svg"
-	if err := writeChart(cpuChart, res, mCPU, "Client CPU per record vs concurrency ("+layoutShort(res.Meta.Layouts[0])+")"); err != nil {
-		return err
-	}
-	if err := writeChart(rateChart, res, mThroughput, "Records/s vs concurrency ("+layoutShort(res.Meta.Layouts[0])+")"); err != nil {
-		return err
+	charts := hasChart(res)
+	if charts {
+		if err := writeChart(cpuChart, res, mCPU, "Client CPU per record vs concurrency ("+layoutShort(res.Meta.Layouts[0])+")"); err != nil {
+			return err
+		}
+		if err := writeChart(rateChart, res, mThroughput, "Records/s vs concurrency ("+layoutShort(res.Meta.Layouts[0])+")"); err != nil {
+			return err
+		}
 	}
 	m := res.Meta
 	writeProvenance(w, m)
 	writeSummary(w, res)
 	writeTargets(w, "###", res)
-	w("## Charts\n\n![CPU µs per record vs C](%s)\n\n![records/s vs C](%s)\n\n",
-		filepath.Base(cpuChart), filepath.Base(rateChart))
+	if charts {
+		w("## Charts\n\n![CPU µs per record vs C](%s)\n\n![records/s vs C](%s)\n\n",
+			filepath.Base(cpuChart), filepath.Base(rateChart))
+	}
 	ix := indexRuns(res.Runs)
 	for _, l := range m.Layouts {
 		w("## Results: %s\n\n", l)

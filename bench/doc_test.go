@@ -105,3 +105,24 @@ func TestWriteDoc_KeepsBothRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteDoc_OneSyncLevel: a run of one concurrency level (-c 1) writes
+// its doc without charts; drawing a log axis over one value made gonum
+// panic after the results were saved.
+func TestWriteDoc_OneSyncLevel(t *testing.T) {
+	p, err := makePlan(&options{quick: true, clients: "kpush,franz-go", levels: "1", reps: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "c1.md")
+	if err := writeDoc(path, fakeResults(t, p)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc := string(b); !strings.Contains(doc, "| C=1 |") || strings.Contains(doc, "## Charts") {
+		t.Errorf("one-level doc: want its C=1 row and no charts section, got:\n%s", doc)
+	}
+}
