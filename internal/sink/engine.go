@@ -137,6 +137,10 @@ type TestHooks struct {
 	// response read (Sink.kick) tried it; read reports that it read the
 	// response (false: the connection's reader goroutine took it back).
 	OwnRead func(read bool)
+	// CoalesceScanned runs on a sink's loop, own held, right after a
+	// coalescing wait summed the ready partitions' bytes (coalesce.go):
+	// records added from it race the wait's accounting.
+	CoalesceScanned func()
 }
 
 // SetTestHooks installs h (tests only, before any record is sent).
