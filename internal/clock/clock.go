@@ -58,7 +58,10 @@ func (c *Clock) Now() (mono, wall int64) {
 		t := time.Now()
 		nb := &base{mono: int64(t.Sub(start)), wall: t.UnixNano()}
 		c.base.Store(nb)
-		return nb.mono, nb.wall
+		if !hasTSC {
+			return nb.mono, nb.wall
+		}
+		b = nb // mono stays the TSC path's, so it never goes back
 	}
 	return mono, b.wall + (mono - b.mono)
 }
