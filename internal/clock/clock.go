@@ -58,10 +58,7 @@ func (c *Clock) Now() (mono, wall int64) {
 		t := time.Now()
 		nb := &base{mono: int64(t.Sub(start)), wall: t.UnixNano()}
 		c.base.Store(nb)
-		if !hasTSC {
-			return nb.mono, nb.wall
-		}
-		b = nb // mono stays the TSC path's, so it never goes back
+		return nb.mono, nb.wall
 	}
 	return mono, b.wall + (mono - b.mono)
 }
