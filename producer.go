@@ -368,8 +368,8 @@ func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wal
 			return notWritten(name, -1, fmt.Errorf("%w: key %q is not UTF-8", ErrInvalidHeader, r.Headers[i].Key))
 		}
 	}
-	// Field by field: a literal's stack temporary, copied out in 16-byte loads
-	// behind its 8-byte stores, stalled every record (internals-async.md).
+	// Field by field (all four; *ad is the callers' zero value): a literal's stack
+	// temporary, read in 16-byte loads behind 8-byte stores, stalled each record.
 	ad.rec.Key, ad.rec.Value, ad.rec.TimestampMs = r.Key, r.Value, tsMs
 	ad.rec.Headers = engineHeaders(r.Headers)
 	size := batch.RecordSize(&ad.rec)
