@@ -143,7 +143,8 @@ type TestHooks struct {
 	CoalesceScanned func()
 }
 
-// SetTestHooks installs h (tests only, before any record is sent).
+// SetTestHooks installs h (tests only; an atomic swap, so a test may also
+// install hooks mid-run, as OnCoalesceScanned does).
 func (e *Engine) SetTestHooks(h TestHooks) { e.testHooks.Store(&h) }
 
 // NewEngine returns an engine; nothing starts until sinks are created.
