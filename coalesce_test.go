@@ -342,3 +342,38 @@ func TestSend_CoalesceResendAfterLaterRequestNeverWaits(t *testing.T) {
 		}
 	}
 }
+
+// TestSend_CoalesceCountsRecordsAddedDuringTheScan: records added while a
+// wait sums the ready bytes, before it settles how many more it needs,
+// still count towards the threshold. Before the fix they counted in
+// neither (the scan had passed their partition, the countdown was not
+// set yet), so the wait ran to its cap — here an hour, so the second
+// request was never written.
+func TestSend_CoalesceCountsRecordsAddedDuringTheScan(t *testing.T) {
+	c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("cs", 1))
+	h := &writtenHook{}
+	p := newCoalesceProducer(t, c, "cs", h, kpush.WithCoalesceBytes(1000), kpush.WithCoalesceMaxWait(time.Hour))
+	release := holdAllProduce(t, c)
+	wait := sendAsyncN(t, p, "cs", 1, 10)
+	h.waitWritten(t, 1, "first record")
+	var (
+		once    sync.Once
+		bigDone = make(chan error, 1)
+	)
+	// On the first scan of the wait that the next small record starts,
+	// add a record over the threshold: it alone ends the wait.
+	p.OnCoalesceScanned(func() {
+		once.Do(func() {
+			p.SendAsync(context.Background(), &kpush.Record{Topic: "cs", Value: make([]byte, 2000)},
+				func(_ kpush.Result, err error) { bigDone <- err })
+		})
+	})
+	waitSmall := sendAsyncN(t, p, "cs", 1, 10)
+	h.waitWritten(t, 2, "threshold crossed during the scan, first request held")
+	release()
+	wait()
+	waitSmall()
+	if err := <-bigDone; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -68,3 +68,10 @@ func (p *Producer) LockAsyncSlabs() (unlock func()) {
 	p.asyncs.mu.Lock()
 	return p.asyncs.mu.Unlock
 }
+
+// OnCoalesceScanned runs f on a sink's loop each time a coalescing wait has
+// summed the ready partitions' bytes, before it settles how many more it
+// needs (tests only; replaces CountSinkWork's hooks).
+func (p *Producer) OnCoalesceScanned(f func()) {
+	p.eng.SetTestHooks(sink.TestHooks{CoalesceScanned: f})
+}

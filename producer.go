@@ -368,7 +368,10 @@ func (p *Producer) admit(ctx context.Context, r *Record, ad *admitted, mono, wal
 			return notWritten(name, -1, fmt.Errorf("%w: key %q is not UTF-8", ErrInvalidHeader, r.Headers[i].Key))
 		}
 	}
-	ad.rec = batch.Record{Key: r.Key, Value: r.Value, Headers: engineHeaders(r.Headers), TimestampMs: tsMs}
+	// Field by field (all four; *ad is the callers' zero value): a literal's stack
+	// temporary, read in 16-byte loads behind 8-byte stores, stalled each record.
+	ad.rec.Key, ad.rec.Value, ad.rec.TimestampMs = r.Key, r.Value, tsMs
+	ad.rec.Headers = engineHeaders(r.Headers)
 	size := batch.RecordSize(&ad.rec)
 	if size+batch.BatchOverhead > p.cfg.maxBatchBytes {
 		return notWritten(name, -1, &RecordTooLargeError{Size: int64(size), Limit: int64(p.cfg.maxBatchBytes - batch.BatchOverhead), Option: "WithMaxBatchBytes"})

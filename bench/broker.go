@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,10 +22,22 @@ const benchTopic = "bench"
 // runBroker is the broker process: a kfake cluster with the spec's brokers
 // and partitions on 127.0.0.1. It prints the bootstrap addresses on one
 // line, then serves until stdin closes (the parent is done with it or died).
-func runBroker(ctx context.Context, specJSON string) error {
+// With cpuProfile set it writes a CPU profile of its whole life there.
+func runBroker(ctx context.Context, specJSON, cpuProfile string) error {
 	var s runSpec
 	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
 		return fmt.Errorf("broker: bad -spec: %w", err)
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	c, err := kafkatest.NewCluster(kafkatest.WithBrokers(s.Brokers),
 		kafkatest.WithTopic(benchTopic, int32(s.Partitions)))
@@ -103,8 +117,8 @@ func (c *child) stop() {
 
 // startBroker starts a fresh broker process for one run and returns its
 // bootstrap addresses.
-func startBroker(s runSpec) (*child, []string, error) {
-	b, err := startChild("broker", s)
+func startBroker(s runSpec, extra ...string) (*child, []string, error) {
+	b, err := startChild("broker", s, extra...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -114,4 +128,35 @@ func startBroker(s runSpec) (*child, []string, error) {
 		return nil, nil, fmt.Errorf("broker: %w", err)
 	}
 	return b, strings.Split(line, ","), nil
+}
+
+// procCPU is process pid's CPU time so far (user + system, from
+// /proc/PID/stat; clock ticks of 10 ms); 0 when pid is 0 or /proc cannot
+// be read.
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; fields after its ")".
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }

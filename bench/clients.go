@@ -125,6 +125,11 @@ var experiments = []peer{
 	{"kpush/inflight1", true, "experiment: as kpush, `WithMaxInflight(1)` (one request in flight per broker)", newKpush},
 	{"kpush/linger2ms", true, "experiment: as kpush, `WithLinger(2*time.Millisecond)`", newKpush},
 	{"kpush/coalesce0", true, "experiment: as kpush, `WithCoalesceBytes(0)` (no waiting behind an in-flight request: the policy before issue 15)", newKpush},
+	{"kpush/coalesce64k", true, "experiment: as kpush, `WithCoalesceBytes(64<<10)`", newKpush},
+	{"kpush/coalesce256k", true, "experiment: as kpush, `WithCoalesceBytes(256<<10)`", newKpush},
+	{"kpush/coalesce1m", true, "experiment: as kpush, `WithCoalesceBytes(1<<20)`", newKpush},
+	{"kpush/buf128k", true, "experiment: as kpush, `WithMaxBufferedRecords(1<<17)`", newKpush},
+	{"kpush/inflight2", true, "experiment: as kpush, `WithMaxInflight(2)`", newKpush},
 }
 
 // basePeers is how many of peers are the five clients at their defaults.
@@ -157,6 +162,16 @@ func newKpush(cfg clientConfig) (client, error) {
 		opts = append(opts, kpush.WithLinger(2*time.Millisecond))
 	case "kpush/coalesce0":
 		opts = append(opts, kpush.WithCoalesceBytes(0))
+	case "kpush/coalesce64k":
+		opts = append(opts, kpush.WithCoalesceBytes(64<<10))
+	case "kpush/coalesce256k":
+		opts = append(opts, kpush.WithCoalesceBytes(256<<10))
+	case "kpush/coalesce1m":
+		opts = append(opts, kpush.WithCoalesceBytes(1<<20))
+	case "kpush/buf128k":
+		opts = append(opts, kpush.WithMaxBufferedRecords(1<<17))
+	case "kpush/inflight2":
+		opts = append(opts, kpush.WithMaxInflight(2))
 	}
 	if cfg.reqs != nil {
 		opts = append(opts, kpush.WithHooks(kpushReqHook{cfg.reqs}))

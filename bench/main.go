@@ -44,7 +44,7 @@ func main() {
 	case "":
 		err = runParent(ctx, o)
 	case "broker":
-		err = runBroker(ctx, o.spec)
+		err = runBroker(ctx, o.spec, o.cpuProfile)
 	case "client":
 		err = runClient(o.spec, profiles{cpu: o.cpuProfile, mem: o.memProfile})
 	default:

@@ -49,7 +49,7 @@ func defineFlags(fs *flag.FlagSet) *options {
 	fs.IntVar(&o.reps, "reps", 0, "repetitions of every cell, interleaved across clients (0: the mode's, 3 with -quick, 5 with -full)")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "the doc to write (charts and a .json of the raw results go beside it); empty: print the table only")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the doc from a saved .json of results instead of measuring")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for a CPU profile of every kpush run (its measured part)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for a CPU profile of every kpush run (its measured part) and of the fake broker process of every run (its whole life, as broker-NAME)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "directory for an allocation profile of every kpush run (its measured part)")
 	fs.StringVar(&o.spec, "spec", "", "internal: the run, as JSON (with -role)")
 	return o
@@ -384,22 +384,28 @@ func runOne(s runSpec, prof profiles, addrs []string) result {
 	fail := func(err error) result {
 		return result{runSpec: s, Errors: 1, FirstError: err.Error()}
 	}
+	name := fmt.Sprintf("%s-%s-c%d-%db-%dp%s-rep%d.prof", strings.ReplaceAll(s.Client, "/", "_"), s.Mode, s.C, s.ValueSize, s.Partitions, keyedSuffix(s.Keyed), s.Rep)
+	var broker *child
 	if addrs == nil {
-		broker, kfakeAddrs, err := startBroker(s)
+		var bextra []string
+		if prof.cpu != "" {
+			bextra = append(bextra, "-cpuprofile", filepath.Join(prof.cpu, "broker-"+name))
+		}
+		b, kfakeAddrs, err := startBroker(s, bextra...)
 		if err != nil {
 			return fail(err)
 		}
-		defer broker.stop()
-		addrs = kfakeAddrs
+		defer b.stop()
+		broker, addrs = b, kfakeAddrs
 	}
 	s.Addrs = addrs
+	var brokerPid int
+	if broker != nil {
+		brokerPid = broker.cmd.Process.Pid
+	}
+	brokerCPU0 := procCPU(brokerPid)
 	var extra []string
 	if strings.HasPrefix(s.Client, "kpush") {
-		keys := ""
-		if s.Keyed {
-			keys = "-keyed"
-		}
-		name := fmt.Sprintf("%s-%s-c%d-%db-%dp%s-rep%d.prof", strings.ReplaceAll(s.Client, "/", "_"), s.Mode, s.C, s.ValueSize, s.Partitions, keys, s.Rep)
 		if prof.cpu != "" {
 			extra = append(extra, "-cpuprofile", filepath.Join(prof.cpu, name))
 		}
@@ -420,7 +426,19 @@ func runOne(s runSpec, prof profiles, addrs []string) result {
 	if err := json.Unmarshal([]byte(line), &r); err != nil {
 		return fail(fmt.Errorf("client output %q: %w", line, err))
 	}
+	if cpu := procCPU(brokerPid); cpu > brokerCPU0 && r.Sent > 0 {
+		// Includes the client's warm-up (2,000 async records, ≤ 300 sync).
+		r.BrokerCPUMicros = (cpu - brokerCPU0).Seconds() * 1e6 / float64(r.Sent)
+	}
 	return r
+}
+
+// keyedSuffix names keyed runs' profiles.
+func keyedSuffix(keyed bool) string {
+	if keyed {
+		return "-keyed"
+	}
+	return ""
 }
 
 // brief is one progress line's measurements.
@@ -430,6 +448,12 @@ func (r result) brief() string {
 	}
 	s := fmt.Sprintf("%7.0f rec/s %6.2f µs CPU/rec p99 %8.0f µs, %4.0f MiB, %.1f allocs/rec",
 		r.RecordsPerSec, r.CPUMicros, r.P99Micros, r.PeakRSSMiB, r.AllocsPerRecord)
+	if r.Requests > 0 {
+		s += fmt.Sprintf(", %.0f rec/req", float64(r.Sent)/float64(r.Requests))
+	}
+	if r.BrokerCPUMicros > 0 {
+		s += fmt.Sprintf(", broker %.2f µs CPU/rec", r.BrokerCPUMicros)
+	}
 	if r.Errors > 0 {
 		s += fmt.Sprintf(", %d ERRORS (%s)", r.Errors, r.FirstError)
 	}

@@ -50,6 +50,10 @@ type result struct {
 	// written, framing included); zero for clients without such hooks.
 	Requests     int64 `json:"requests,omitempty"`
 	RequestBytes int64 `json:"request_bytes,omitempty"`
+	// BrokerCPUMicros is the fake broker process's CPU (user + system)
+	// per record over the client's process (warm-up included), read by the
+	// parent from /proc; zero on a real broker or without /proc.
+	BrokerCPUMicros float64 `json:"broker_cpu_us_per_record,omitempty"`
 }
 
 // numKeys distinct keys cycle through keyed runs, so keys cost no

@@ -52,14 +52,20 @@ func (s *Sink) coalesceWaitLocked() time.Duration {
 		s.endCoalesceLocked()
 		return 0
 	}
+	// The countdown starts before the scan, so an Add that the scan
+	// misses (its partition already summed, or not yet on the ready list)
+	// still counts; one that the scan also sees counts twice, which can
+	// only end the wait early. Adds count down what is missing; the one
+	// that crosses the threshold nudges the loop (PartitionQueue.Add).
+	s.coalesceNeed.Store(int64(cfg.CoalesceBytes))
 	bytes, resend := s.readyBytesLocked()
-	if resend || bytes >= cfg.CoalesceBytes {
+	if h := s.eng.testHooks.Load(); h != nil && h.CoalesceScanned != nil {
+		h.CoalesceScanned()
+	}
+	if resend || s.coalesceNeed.Add(-int64(bytes)) <= 0 {
 		s.endCoalesceLocked()
 		return 0
 	}
-	// Adds from now on count down what is missing; the one that crosses
-	// the threshold nudges the loop (PartitionQueue.Add).
-	s.coalesceNeed.Store(int64(cfg.CoalesceBytes - bytes))
 	return wait
 }
 

@@ -137,9 +137,14 @@ type TestHooks struct {
 	// response read (Sink.kick) tried it; read reports that it read the
 	// response (false: the connection's reader goroutine took it back).
 	OwnRead func(read bool)
+	// CoalesceScanned runs on a sink's loop, own held, right after a
+	// coalescing wait summed the ready partitions' bytes (coalesce.go):
+	// records added from it race the wait's accounting.
+	CoalesceScanned func()
 }
 
-// SetTestHooks installs h (tests only, before any record is sent).
+// SetTestHooks installs h (tests only; an atomic swap, so a test may also
+// install hooks mid-run, as OnCoalesceScanned does).
 func (e *Engine) SetTestHooks(h TestHooks) { e.testHooks.Store(&h) }
 
 // NewEngine returns an engine; nothing starts until sinks are created.
