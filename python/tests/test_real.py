@@ -8,12 +8,13 @@ the blocking producer), run against a broker started by `cmd/kafkalocal`
 frozen (SIGSTOP) for 5 s mid-stream and every future must resolve, every
 acknowledged record be in the log once.
 
-Enabled with KPUSH_REAL_KAFKA=1 (`.ci/python` sets it under CI=true) or
-KPUSH_KAFKA_SEEDS=host:port (a running broker: the fault run is skipped, as
-the broker is not ours to freeze); otherwise every test here skips with one
-line naming that command. The broker process is stopped in teardown, and is
-killed by the kernel if pytest dies (PR_SET_PDEATHSIG; the JVM is tied to
-kafkalocal the same way), so it never outlives the tests.
+Enabled with KPUSH_REAL_KAFKA=1 (`.ci/python` sets it under CI=true);
+otherwise every test here skips with one line naming that command. The
+tests count records of fixed topics from the beginning, so they always start
+a broker of their own (KPUSH_KAFKA_SEEDS is not used here). The broker
+process is stopped in teardown, and is killed by the kernel if pytest dies
+(PR_SET_PDEATHSIG; the JVM is tied to kafkalocal the same way), so it never
+outlives the tests.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import queue
 import signal
 import subprocess
+import threading
+import time
 from collections import Counter
 from typing import Iterator, Optional
 
@@ -33,13 +37,13 @@ import test_blocking
 import test_concurrency
 import test_roundtrip
 import test_seed
+from test_cancel_close import wait_for
 from conftest import CI, REPO, TOPICS, _pump, _readline, _wait_threads, consume, end_offsets, need
 from kpush import KafkaError
 from kpush.aio import Producer
 
 ENABLE = "KPUSH_REAL_KAFKA=1 bash .ci/python (needs Java 17+; Maven the first time)"
-SEEDS = os.environ.get("KPUSH_KAFKA_SEEDS", "")
-ENABLED = os.environ.get("KPUSH_REAL_KAFKA") == "1" or bool(SEEDS)
+ENABLED = os.environ.get("KPUSH_REAL_KAFKA") == "1"
 
 
 def _die_with_parent() -> None:
@@ -51,7 +55,7 @@ def _die_with_parent() -> None:
 
 
 class RealKafka:
-    """One real Kafka node run by cmd/kafkalocal (or a running broker)."""
+    """One real Kafka node run by cmd/kafkalocal."""
 
     def __init__(self) -> None:
         self.proc: Optional[subprocess.Popen] = None
@@ -59,10 +63,6 @@ class RealKafka:
         self.jvm = 0  # the broker JVM's pid (ours only)
 
     def start(self, tmp: str, timeout: float = 600.0) -> None:
-        import queue
-        import threading
-        import time
-
         binary = os.path.join(tmp, "kafkalocal")
         subprocess.run(["go", "build", "-o", binary, "./cmd/kafkalocal"], cwd=REPO, check=True, timeout=600)
         self.proc = subprocess.Popen([binary, "-nodes", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -105,14 +105,15 @@ class RealKafka:
         _wait_threads(self.jvm, stopped=False)
 
 
-def create_topics(bootstrap: str, topics: dict[str, int], suffix: str = "") -> None:
+def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    """Create name → partition-count topics (replication factor 1) with kafka-python."""
     need("kafka", "pip install kafka-python")
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        admin.create_topics([NewTopic(name + suffix, n, 1) for name, n in topics.items()], timeout_ms=60_000)
+        admin.create_topics([NewTopic(name, n, 1) for name, n in topics.items()], timeout_ms=60_000)
     except TopicAlreadyExistsError:
         pass
     finally:
@@ -127,11 +128,6 @@ def real_kafka(tmp_path_factory) -> Iterator[RealKafka]:
             pytest.fail("real Kafka tests must run under CI=true: set KPUSH_REAL_KAFKA=1 (.ci/python does)")
         pytest.skip("real Kafka broker test; enable with: " + ENABLE)
     k = RealKafka()
-    if SEEDS:
-        k.bootstrap = SEEDS
-        # A broker that is not ours may hold these topics from an earlier run: the tests count
-        # records from the beginning, so they would need fresh names; refuse instead of guessing.
-        pytest.skip("KPUSH_KAFKA_SEEDS: these tests create and count fixed topics; run them on their own broker")
     k.start(str(tmp_path_factory.mktemp("kafkalocal")))
     try:
         create_topics(k.bootstrap, TOPICS | {"freeze": 3})
@@ -194,8 +190,6 @@ async def test_real_broker_frozen_mid_stream(real_kafka):
                 i += 1
                 if i % 50 == 0:
                     await asyncio.sleep(0.001)
-
-        from test_cancel_close import wait_for
 
         stop = asyncio.Event()
         task = asyncio.ensure_future(sender(stop))
