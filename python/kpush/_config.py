@@ -97,15 +97,69 @@ def _brokers(v: Any) -> list[str]:
 
 
 def _tls_from_context(ctx: Any) -> dict[str, Any]:
+    """The engine's TLS settings from an ssl.SSLContext: its CA certificates
+    and whether it verifies the broker. What else a context can carry and
+    the engine would not honour raises ValueError naming it (never silently
+    ignored): a client certificate chain (mutual TLS), and check_hostname
+    off while certificates are still verified."""
     if not isinstance(ctx, ssl.SSLContext):
         raise TypeError(f"kpush: ssl_context must be an ssl.SSLContext, not {type(ctx).__name__}")
     import base64
 
+    if _context_has_client_cert(ctx):
+        raise InvalidConfigError(
+            "kpush: ssl_context carries a client certificate chain (load_cert_chain), which kpush cannot "
+            "take from an SSLContext; pass ssl_certfile and ssl_keyfile (PEM files) to kpush.aio.Producer instead",
+            "invalid_config",
+        )
+    if not ctx.check_hostname and ctx.verify_mode != ssl.CERT_NONE:
+        raise InvalidConfigError(
+            "kpush: ssl_context has check_hostname=False with certificate verification on; kpush verifies "
+            "the broker's host name whenever it verifies its certificate (verify_mode=CERT_NONE turns both off)",
+            "invalid_config",
+        )
     der = ctx.get_ca_certs(binary_form=True)
     return {
         "ca_der": [base64.b64encode(c).decode() for c in der],
         "insecure_skip_verify": ctx.verify_mode == ssl.CERT_NONE,
     }
+
+
+def _context_has_client_cert(ctx: ssl.SSLContext) -> bool:
+    """Whether load_cert_chain was called on ctx. Python's ssl module has no
+    getter for it, so this asks OpenSSL (SSL_CTX_get0_certificate) through
+    the _ssl extension, whose object starts with its SSL_CTX pointer right
+    after the object header (CPython). Where that cannot be done, raise:
+    an unchecked context could carry a certificate kpush would drop."""
+    import ctypes
+    import sys
+
+    try:
+        if sys.implementation.name != "cpython":
+            raise OSError(sys.implementation.name)
+        import _ssl
+
+        lib = ctypes.CDLL(getattr(_ssl, "__file__", None))
+        get_cert = lib.SSL_CTX_get0_certificate
+        get_mode = lib.SSL_CTX_get_verify_mode
+    except (OSError, AttributeError, ImportError) as e:
+        raise InvalidConfigError(
+            f"kpush: cannot inspect ssl_context on this interpreter ({e}); pass ssl_cafile, ssl_certfile "
+            "and ssl_keyfile instead",
+            "invalid_config",
+        ) from None
+    get_cert.restype, get_cert.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    get_mode.restype, get_mode.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    sslctx = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    # A check that the pointer is the context's: OpenSSL's verify mode
+    # (SSL_VERIFY_PEER 1 | FAIL_IF_NO_PEER_CERT 2) matches Python's.
+    want = {ssl.CERT_NONE: 0, ssl.CERT_OPTIONAL: 1, ssl.CERT_REQUIRED: 3}[ctx.verify_mode]
+    if not sslctx or get_mode(sslctx) & 3 != want:
+        raise InvalidConfigError(
+            "kpush: cannot inspect ssl_context on this interpreter; pass ssl_cafile, ssl_certfile and ssl_keyfile instead",
+            "invalid_config",
+        )
+    return get_cert(sslctx) is not None
 
 
 def build_settings(bootstrap_servers: Any, kw: dict[str, Any], owner: str) -> Settings:
