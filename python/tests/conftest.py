@@ -27,7 +27,7 @@ CI = os.environ.get("CI") == "true"
 TOPICS = {
     "rt": 3, "order": 8, "pipe": 4, "cancel": 1, "close": 3, "fault": 3, "bad": 1, "gc": 1,
     "fork": 1, "sigint": 1, "loops": 3, "asgi": 3, "seed": 3, "queue": 3, "sync": 3,
-    "codec-none": 1, "codec-gzip": 1, "codec-snappy": 1, "codec-lz4": 1, "codec-zstd": 1, "review": 1, "flush": 3, "speedups": 3, "reader": 1, "rules": 3,
+    "codec-none": 1, "codec-gzip": 1, "codec-snappy": 1, "codec-lz4": 1, "codec-zstd": 1, "review": 1, "flush": 3, "speedups": 3, "reader": 1, "rules": 3, "errors": 1,
 }
 
 

@@ -35,6 +35,7 @@ import pytest
 import test_bad_input
 import test_blocking
 import test_concurrency
+import test_error_causes
 import test_roundtrip
 import test_seed
 from test_cancel_close import wait_for
@@ -175,6 +176,11 @@ async def test_real_aiokafka_send_returns_future_and_partitions_for(real_kafka):
 async def test_real_engine_rejections_are_typed(real_kafka):
     # The node runs with auto.create.topics.enable=false: an unknown topic is refused.
     await test_bad_input.test_engine_rejections_are_typed(real_kafka)
+
+
+async def test_real_broker_error_has_its_name_and_code(real_kafka):
+    # Kafka's default message.max.bytes (1,048,588) refuses a 1 MiB record.
+    await test_error_causes.test_broker_error_has_its_name_and_code(real_kafka)
 
 
 def test_real_blocking_producer_many_threads(real_kafka):
