@@ -88,3 +88,14 @@ async def test_ssl_context_without_verification_maps_to_insecure(secure_broker):
                                 sasl_plain_username="alice", sasl_plain_password="s3cret") as p:
         md = await p.send_and_wait("secure", b"unverified")
         assert md.topic == "secure"
+
+
+def test_ssl_context_uninspectable_is_refused(secure_broker, monkeypatch):
+    # The certificate check follows the SSLContext's SSL_CTX pointer only
+    # through the OpenSSL that Python's ssl runs with: ctypes finding another
+    # one (here: a version that does not match) refuses the context instead
+    # of reading through a foreign layout (a crash, or a wrong answer).
+    ctx = ssl.create_default_context(cafile=secure_broker.ca_file)
+    monkeypatch.setattr(ssl, "OPENSSL_VERSION_NUMBER", ssl.OPENSSL_VERSION_NUMBER + 1)
+    with pytest.raises(ValueError, match="cannot inspect ssl_context"):
+        AIOKafkaProducer(bootstrap_servers=secure_broker.bootstrap, security_protocol="SSL", ssl_context=ctx)
