@@ -435,6 +435,25 @@ func kp_partitions_async(h C.int64_t, id C.uint64_t, topic *C.char, topicLen C.i
 	}()
 }
 
+// kp_partitions is kp_partitions_async on the calling thread (the blocking
+// producer's partitions_for): the topic's partition count, or minus the
+// cause code with the Kafka error code in *code and the message in errbuf.
+//
+//export kp_partitions
+func kp_partitions(h C.int64_t, topic *C.char, topicLen C.int64_t, timeoutMS C.int64_t, code *C.int32_t, errbuf *C.char, errcap C.int64_t) C.int64_t {
+	b := lookup(h)
+	if b == nil {
+		return -causeClosed
+	}
+	n, err := b.partitions(C.GoStringN(topic, C.int(topicLen)), int64(timeoutMS))
+	if err != nil {
+		_, kc := classify(err)
+		*code = C.int32_t(kc)
+		return -C.int64_t(writeErr(err, errbuf, errcap))
+	}
+	return C.int64_t(n)
+}
+
 func (b *bridge) partitions(topic string, timeoutMS int64) (int, error) {
 	_, _, tcfg, mech, err := parseConfig(mustJSON(b.cfg), b.token)
 	if err != nil {

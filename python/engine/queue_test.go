@@ -90,3 +90,57 @@ func TestPushWakesTheReaderEveryTime(t *testing.T) {
 		}
 	}
 }
+
+// pipeBytes reads (without blocking) every byte waiting in q's pipe.
+func pipeBytes(t *testing.T, q *queue) int {
+	t.Helper()
+	total := 0
+	buf := make([]byte, 4096)
+	for {
+		n, err := syscall.Read(q.rfd, buf)
+		if errors.Is(err, syscall.EAGAIN) {
+			return total
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+}
+
+// The pipe is written only when the queue goes from empty to non-empty: a
+// thousand completions pushed with no drain between them cost one byte
+// (one wake-up of the loop, one read), and after a drain empties the queue
+// the next push writes one more. A write per completion would make the
+// loop read the pipe once per record.
+func TestPushWritesThePipeOncePerArming(t *testing.T) {
+	q, err := newQueue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.close()
+	const n = 1000
+	for i := range n {
+		q.push(completion{id: uint64(i)})
+	}
+	if got := pipeBytes(t, q); got != 1 {
+		t.Fatalf("%d pushes without a drain wrote %d byte(s) to the pipe, want 1", n, got)
+	}
+	drained := 0
+	for {
+		m := q.take(4096, 1<<16, func(int, *completion) {})
+		if m == 0 {
+			break
+		}
+		drained += m
+	}
+	if drained != n {
+		t.Fatalf("drained %d completions, want %d", drained, n)
+	}
+	for i := range n {
+		q.push(completion{id: uint64(n + i)})
+	}
+	if got := pipeBytes(t, q); got != 1 {
+		t.Fatalf("%d pushes after a drain wrote %d byte(s) to the pipe, want 1", n, got)
+	}
+}

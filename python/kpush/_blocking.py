@@ -95,6 +95,22 @@ class Producer:
         self._lib.kp_close(self._h, ms, err, _MSGCAP)
         self._lib.kp_free(self._h)
 
+    def partitions_for(self, topic: str, timeout: Optional[float] = 30.0) -> set[int]:
+        """The topic's partition ids (one Metadata request, waiting with the
+        GIL released); raises as kpush.aio.Producer.partitions_for."""
+        if not isinstance(topic, str):
+            raise TypeError(f"kpush: topic must be a str, not {type(topic).__name__}")
+        self._check()
+        ffi = self._ffi
+        tb = topic.encode()
+        code = ffi.new("int32_t *")
+        err = ffi.new("char[]", _MSGCAP)
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        n = self._lib.kp_partitions(self._h, tb, len(tb), ms, code, err, _MSGCAP)
+        if n < 0:
+            raise make_error(False, -n, code[0], ffi.string(err).decode("utf-8", "replace"), topic, -1)
+        return set(range(n))
+
     def stats(self) -> dict[str, Any]:
         """A snapshot of the engine's counters."""
         if self._closed:
@@ -107,4 +123,9 @@ class Producer:
             warnings.warn("kpush: Producer garbage-collected without close()", ResourceWarning, source=self)
             if not _ffi._forked:
                 self._closed = True
+                # Close in the background (the collector's thread must not
+                # wait on the network) and free the handle now: kp_free
+                # closes the completion pipe's two fds, and the close's
+                # completion, pushed after, is dropped (nobody drains it).
                 self._lib.kp_close_async(self._h, 0, 0)
+                self._lib.kp_free(self._h)

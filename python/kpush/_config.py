@@ -97,15 +97,87 @@ def _brokers(v: Any) -> list[str]:
 
 
 def _tls_from_context(ctx: Any) -> dict[str, Any]:
+    """The engine's TLS settings from an ssl.SSLContext: its CA certificates
+    and whether it verifies the broker. What else a context can carry and
+    the engine would not honour raises ValueError naming it (never silently
+    ignored): a client certificate chain (mutual TLS), and check_hostname
+    off while certificates are still verified."""
     if not isinstance(ctx, ssl.SSLContext):
         raise TypeError(f"kpush: ssl_context must be an ssl.SSLContext, not {type(ctx).__name__}")
     import base64
 
+    if _context_has_client_cert(ctx):
+        raise InvalidConfigError(
+            "kpush: ssl_context carries a client certificate chain (load_cert_chain), which kpush cannot "
+            "take from an SSLContext; pass ssl_certfile and ssl_keyfile (PEM files) to kpush.aio.Producer instead",
+            "invalid_config",
+        )
+    if not ctx.check_hostname and ctx.verify_mode != ssl.CERT_NONE:
+        raise InvalidConfigError(
+            "kpush: ssl_context has check_hostname=False with certificate verification on; kpush verifies "
+            "the broker's host name whenever it verifies its certificate (verify_mode=CERT_NONE turns both off)",
+            "invalid_config",
+        )
     der = ctx.get_ca_certs(binary_form=True)
     return {
         "ca_der": [base64.b64encode(c).decode() for c in der],
         "insecure_skip_verify": ctx.verify_mode == ssl.CERT_NONE,
     }
+
+
+def _context_has_client_cert(ctx: ssl.SSLContext) -> bool:
+    """Whether load_cert_chain was called on ctx. Python's ssl module has no
+    getter for it, so this asks OpenSSL (SSL_CTX_get0_certificate) through
+    the _ssl extension, whose object starts with its SSL_CTX pointer right
+    after the object header (CPython's PySSLContext, checked on 3.8 to
+    3.13). Where that cannot be done, raise: an unchecked context could
+    carry a certificate kpush would drop."""
+    import ctypes
+    import sys
+
+    def refuse(why: str) -> InvalidConfigError:
+        return InvalidConfigError(
+            f"kpush: cannot inspect ssl_context on this interpreter ({why}); pass ssl_cafile, ssl_certfile "
+            "and ssl_keyfile instead",
+            "invalid_config",
+        )
+
+    try:
+        if sys.implementation.name != "cpython":
+            raise OSError(sys.implementation.name)
+        import _ssl
+
+        # The _ssl extension's handle resolves symbols in the libssl it links
+        # (dlsym searches a library's dependencies); a built-in _ssl (no
+        # __file__) leaves the process's global symbols, which may be another
+        # OpenSSL: the version check below catches that before any pointer
+        # is followed.
+        lib = ctypes.CDLL(getattr(_ssl, "__file__", None))
+        get_cert = lib.SSL_CTX_get0_certificate
+        get_mode = lib.SSL_CTX_get_verify_mode
+        version = lib.OpenSSL_version_num
+    except (OSError, AttributeError, ImportError) as e:
+        raise refuse(str(e)) from None
+    version.restype, version.argtypes = ctypes.c_ulong, []
+    # Python's OPENSSL_VERSION_NUMBER is OpenSSL_version_num() of the
+    # library _ssl runs with: a different one found here would have another
+    # SSL_CTX layout, and reading through it could crash the process.
+    if version() != ssl.OPENSSL_VERSION_NUMBER:
+        raise refuse(f"OpenSSL {version():#x} found, Python's ssl uses {ssl.OPENSSL_VERSION_NUMBER:#x}")
+    # The C object must have room for the pointer after the header.
+    if getattr(_ssl, "_SSLContext", object).__basicsize__ < object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p):
+        raise refuse("unexpected SSLContext layout")
+    get_cert.restype, get_cert.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    get_mode.restype, get_mode.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    sslctx = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    # A consistency check that the pointer is this context's (it cannot
+    # catch a pointer that is not an SSL_CTX at all; the checks above are
+    # what rule that out): OpenSSL's verify mode (SSL_VERIFY_PEER 1 |
+    # FAIL_IF_NO_PEER_CERT 2) matches Python's.
+    want = {ssl.CERT_NONE: 0, ssl.CERT_OPTIONAL: 1, ssl.CERT_REQUIRED: 3}[ctx.verify_mode]
+    if not sslctx or get_mode(sslctx) & 3 != want:
+        raise refuse("its SSL_CTX could not be found")
+    return get_cert(sslctx) is not None
 
 
 def build_settings(bootstrap_servers: Any, kw: dict[str, Any], owner: str) -> Settings:

@@ -314,3 +314,10 @@ class Core:
                 return
             self.closing = True
         self.lib.kp_close_async(self.h, 0, 0)
+        if self.loop.is_closed():
+            # No reader will ever run to call kp_free (a producer collected
+            # after its loop closed): free the handle now, or its pipe's two
+            # fds stay open; the close's completion, pushed later, is dropped
+            # by the closed queue.
+            self.closed = True
+            self.lib.kp_free(self.h)

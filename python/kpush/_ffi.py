@@ -64,6 +64,7 @@ void kp_free(int64_t h);
 int64_t kp_stats(int64_t h, char *buf, int64_t cap);
 void kp_token(int64_t h, uint64_t id, char *tok, int64_t tok_len, char *err, int64_t err_len);
 void kp_partitions_async(int64_t h, uint64_t id, char *topic, int64_t topic_len, int64_t timeout_ms);
+int64_t kp_partitions(int64_t h, char *topic, int64_t topic_len, int64_t timeout_ms, int32_t *code, char *errbuf, int64_t errcap);
 int64_t kp_dev_start(char *topic, int64_t topic_len, int32_t partitions, char *buf, int64_t cap);
 void kp_dev_stop(int64_t h);
 void kp_profile_stop(void);

@@ -27,7 +27,7 @@ CI = os.environ.get("CI") == "true"
 TOPICS = {
     "rt": 3, "order": 8, "pipe": 4, "cancel": 1, "close": 3, "fault": 3, "bad": 1, "gc": 1,
     "fork": 1, "sigint": 1, "loops": 3, "asgi": 3, "seed": 3, "queue": 3, "sync": 3,
-    "codec-none": 1, "codec-gzip": 1, "codec-snappy": 1, "codec-lz4": 1, "codec-zstd": 1, "review": 1, "flush": 3, "speedups": 3, "reader": 1,
+    "codec-none": 1, "codec-gzip": 1, "codec-snappy": 1, "codec-lz4": 1, "codec-zstd": 1, "review": 1, "flush": 3, "speedups": 3, "reader": 1, "rules": 3, "errors": 1,
 }
 
 
@@ -212,3 +212,32 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
     finally:
         consumer.close()
+
+
+#: Kafka's record-batch codec ids (the low 3 bits of a batch's attributes).
+CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def batch_codecs(bootstrap: str, topic: str, count: int) -> list[int]:
+    """The codec id of every record batch the broker returns for topic, read
+    with kafka-python: its consumer hands each fetched batch to
+    MemoryRecords.next_batch, which this wraps to record the batch's
+    attributes as they came over the wire (the broker's view, not ours)."""
+    need("kafka", "pip install kafka-python")
+    from kafka.record import memory_records
+
+    seen: list[int] = []
+    orig = memory_records.MemoryRecords.next_batch
+
+    def recording(self, *a, **kw):
+        batch = orig(self, *a, **kw)
+        if batch is not None:
+            seen.append(batch.attributes & 0x07)
+        return batch
+
+    memory_records.MemoryRecords.next_batch = recording
+    try:
+        consume(bootstrap, topic, count)
+    finally:
+        memory_records.MemoryRecords.next_batch = orig
+    return seen

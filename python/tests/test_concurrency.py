@@ -6,7 +6,7 @@ import asyncio
 import os
 from collections import defaultdict
 
-from conftest import consume
+from conftest import consume, end_offsets
 from kpush.aio import Producer
 
 COROUTINES = 10_000
@@ -15,6 +15,7 @@ PIPELINE = int(os.environ.get("KPUSH_PIPELINE_RECORDS", "100000"))  # 1_000_000 
 
 
 async def test_10000_coroutines_exactly_once_in_order_per_key(broker):
+    before = sum(end_offsets(broker.bootstrap, "order").values())
     async with Producer(bootstrap_servers=broker.bootstrap) as p:
         async def worker(i: int) -> list:
             key = f"k{i}".encode()
@@ -31,9 +32,12 @@ async def test_10000_coroutines_exactly_once_in_order_per_key(broker):
         assert seen[f"k{i}".encode()] == [f"{i}:{s}".encode() for s in range(PER_COROUTINE)]
     acked = {(m.partition, m.offset) for rs in results for m in rs}
     assert acked == {(r.partition, r.offset) for r in got}
+    # consume() stops at `total`: a duplicate written beyond it shows only here.
+    assert sum(end_offsets(broker.bootstrap, "order").values()) - before == total
 
 
 async def test_send_nowait_pipeline_in_call_order(broker):
+    before = sum(end_offsets(broker.bootstrap, "pipe").values())
     async with Producer(bootstrap_servers=broker.bootstrap) as p:
         futs = [p.send_nowait("pipe", b"v" * 100, key=b"%d" % (i % 16)) for i in range(PIPELINE)]
         mds = await asyncio.wait_for(asyncio.gather(*futs), 600)
@@ -48,3 +52,4 @@ async def test_send_nowait_pipeline_in_call_order(broker):
     for md in mds:
         offsets[md.partition].add(md.offset)
     assert sum(len(s) for s in offsets.values()) == PIPELINE  # exactly one outcome, no duplicate offset
+    assert sum(end_offsets(broker.bootstrap, "pipe").values()) - before == PIPELINE  # and nothing more in the log

@@ -28,6 +28,42 @@ async def test_garbage_collected_without_close_warns(broker):
     assert fut.done() and fut.exception() is not None  # failed (linger kept it buffered), not lost
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts fds in /proc/self/fd (Linux)")
+def test_collected_after_its_loop_closed_frees_its_fds(broker):
+    # A producer left open when its loop closed (asyncio.run returned) has no
+    # reader left to free its handle: collecting it must still close its
+    # completion pipe, or each such producer keeps two fds open.
+    import asyncio
+    import time
+    import warnings
+
+    async def leak() -> Producer:
+        p = Producer(bootstrap_servers=broker.bootstrap)
+        await p.start()
+        await p.send("gc", b"left open")
+        return p
+
+    def cycle() -> None:
+        p = asyncio.run(leak())
+        del p
+        gc.collect()
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        cycle()  # the engine's own fds open once
+        before = fds()
+        n = 50
+        for _ in range(n):
+            cycle()
+    deadline = time.monotonic() + 30  # connections close as the closes finish
+    while fds() > before + 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fds() <= before + 10, f"{fds() - before} more fds after {n} producers collected after their loop"
+
+
 FORK_SCRIPT = """
 import asyncio, os, sys
 import kpush

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import consume, need
+from conftest import CODEC_IDS, batch_codecs, consume, need
 from kpush.aio import Producer
 
 CODEC_MODULES = {"gzip": None, "snappy": ("snappy", "pip install python-snappy"),
@@ -41,6 +41,10 @@ async def test_round_trip_every_codec(broker, codec):
         assert r.key == ek
         assert [(hk, hv) for hk, hv in r.headers] == eh
         assert r.timestamp == md.timestamp
+    # The broker stored (and returns) batches in the codec asked for: a
+    # dropped compression_type would round-trip the same bytes uncompressed.
+    codecs = batch_codecs(broker.bootstrap, topic, len(mds))
+    assert codecs and set(codecs) == {CODEC_IDS[codec]}, codecs
 
 
 async def test_round_trip_partition_and_timestamp(broker):

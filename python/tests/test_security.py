@@ -55,3 +55,47 @@ async def test_untrusted_certificate_is_an_authentication_error(secure_broker):
         with pytest.raises(NotWrittenError) as e:
             await p.send("secure", b"x")
         assert e.value.cause in ("authentication", "no_broker"), e.value
+
+
+def test_ssl_context_client_certificate_is_refused_not_dropped(secure_broker):
+    # Python cannot read a loaded certificate chain back out of an
+    # SSLContext, so kpush cannot hand it to the engine: it says so rather
+    # than connect without the certificate the broker may require.
+    import os
+
+    d = os.path.dirname(secure_broker.ca_file)
+    ctx = ssl.create_default_context(cafile=secure_broker.ca_file)
+    ctx.load_cert_chain(os.path.join(d, "client.pem"), os.path.join(d, "client-key.pem"))
+    for cls in (AIOKafkaProducer, Producer):
+        with pytest.raises(ValueError, match="client certificate chain") as e:
+            cls(bootstrap_servers=secure_broker.bootstrap, security_protocol="SSL", ssl_context=ctx)
+        assert "ssl_certfile" in str(e.value)
+
+
+def test_ssl_context_check_hostname_off_with_verification_is_refused(secure_broker):
+    ctx = ssl.create_default_context(cafile=secure_broker.ca_file)
+    ctx.check_hostname = False  # verify_mode stays CERT_REQUIRED
+    with pytest.raises(ValueError, match="check_hostname=False"):
+        AIOKafkaProducer(bootstrap_servers=secure_broker.bootstrap, security_protocol="SSL", ssl_context=ctx)
+
+
+async def test_ssl_context_without_verification_maps_to_insecure(secure_broker):
+    ctx = ssl.create_default_context()  # not the broker's CA: only CERT_NONE lets it connect
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    async with AIOKafkaProducer(bootstrap_servers=secure_broker.bootstrap, security_protocol="SASL_SSL",
+                                ssl_context=ctx, sasl_mechanism="SCRAM-SHA-256",
+                                sasl_plain_username="alice", sasl_plain_password="s3cret") as p:
+        md = await p.send_and_wait("secure", b"unverified")
+        assert md.topic == "secure"
+
+
+def test_ssl_context_uninspectable_is_refused(secure_broker, monkeypatch):
+    # The certificate check follows the SSLContext's SSL_CTX pointer only
+    # through the OpenSSL that Python's ssl runs with: ctypes finding another
+    # one (here: a version that does not match) refuses the context instead
+    # of reading through a foreign layout (a crash, or a wrong answer).
+    ctx = ssl.create_default_context(cafile=secure_broker.ca_file)
+    monkeypatch.setattr(ssl, "OPENSSL_VERSION_NUMBER", ssl.OPENSSL_VERSION_NUMBER + 1)
+    with pytest.raises(ValueError, match="cannot inspect ssl_context"):
+        AIOKafkaProducer(bootstrap_servers=secure_broker.bootstrap, security_protocol="SSL", ssl_context=ctx)

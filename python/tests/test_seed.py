@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import Counter
 
-from conftest import consume
+from conftest import consume, end_offsets
 
 from kpush.aio import AIOKafkaProducer  # was: from aiokafka import AIOKafkaProducer
 
@@ -72,18 +72,23 @@ async def seed_queue(bootstrap: str, n: int) -> int:
 
 async def test_seed_handlers_every_record_once(broker):
     n = 5000
+    before = sum(end_offsets(broker.bootstrap, "seed").values())
     mds = await asyncio.wait_for(seed_handlers(broker.bootstrap, n), 300)
     got = consume(broker.bootstrap, "seed", n, timeout=60)
     assert Counter(r.value for r in got) == Counter(b"event-%d" % i for i in range(n))
     assert {(m.partition, m.offset) for m in mds} == {(r.partition, r.offset) for r in got}
+    # consume() stops at n: a duplicate written beyond it shows only here.
+    assert sum(end_offsets(broker.bootstrap, "seed").values()) - before == n
 
 
 async def test_seed_queue_worker_every_record_once(broker):
     n = 3000
+    before = sum(end_offsets(broker.bootstrap, "queue").values())
     acked = await asyncio.wait_for(seed_queue(broker.bootstrap, n), 300)
     assert acked == n
     got = consume(broker.bootstrap, "queue", n, timeout=60)
     assert Counter(r.value for r in got) == Counter(b"q-%d" % i for i in range(n))
+    assert sum(end_offsets(broker.bootstrap, "queue").values()) - before == n  # nothing beyond n
 
 
 async def test_aiokafka_send_returns_future_and_partitions_for(broker):
