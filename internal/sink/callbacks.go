@@ -13,12 +13,14 @@ package sink
 // order even when its leader moves: completions from the new leader join
 // the same queue, behind the old leader's. For that, a goroutine that
 // completes a partition's records queues the async ones while it still
-// holds the partition's mu (queueAsync), and starts the queue — wakes a
-// callback goroutine or runs it inline — only once it holds no lock
-// (startQueues); a queue it made running is its own to start until then.
-// callbacks.mu guards a sink's list of scheduled queues and closed. Lock
-// order: PartitionQueue.mu → cbQueue.mu; nothing is taken under cbQueue.mu,
-// and callbacks.mu is never held with another lock.
+// holds the partition's mu — or, for batches in flight (the reaper), their
+// sink's rmu, which a response's reader takes (untrack) before it handles
+// them — in queueAsync, and starts the queue (wakes a callback goroutine
+// or runs it inline) only once it holds no lock (startQueues); a queue it
+// made running is its own to start until then. callbacks.mu guards a
+// sink's list of scheduled queues and closed. Lock order:
+// PartitionQueue.mu → cbQueue.mu and Sink.rmu → cbQueue.mu; nothing is
+// taken under cbQueue.mu, and callbacks.mu is never held with another lock.
 // PartitionQueue.blocked and parked (order across retries, below) are
 // guarded by the partition's mu and touched by whichever goroutine holds
 // it to complete a batch (reader, reaper, sink loop, Close).
