@@ -157,6 +157,14 @@ func TestCallbacks_OrderWhenCompletedOutsideTheResponse(t *testing.T) {
 				return c
 			}
 		}},
+		{"reaper expires buffered", func(t *testing.T, _, s2 *Sink, p *PartitionQueue, o *orderN, g *gateN) (*Pending, func(), func() *Pending) {
+			past := clock.Mono() - 1
+			addRec(p, g, past, false)
+			a := addRec(p, o, past, true)
+			return a, func() { ExpireAll([]*PartitionQueue{p}, nil) }, func() *Pending {
+				return sentAfterMove(t, s2, p, o, far)
+			}
+		}},
 		{"drain expires buffered", func(t *testing.T, s1, s2 *Sink, p *PartitionQueue, o *orderN, g *gateN) (*Pending, func(), func() *Pending) {
 			past := clock.Mono() - 1
 			addRec(p, g, past, false)
