@@ -107,7 +107,7 @@ func findPartition(resp *kmsg.ProduceResponse, topic string, part int32) (*kmsg.
 
 // handle applies a produce response (or a request error) to its batches.
 // inline is true only on the connection's reader goroutine, which holds no
-// kpush lock: Inline records' callbacks may then run here (pushAsync).
+// kpush lock: Inline records' callbacks may then run here (startQueues).
 // With acks=0 and for a request not written, handle runs on the sender,
 // under Sink.own, and passes false.
 func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int64, inline bool) {
