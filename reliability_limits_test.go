@@ -233,8 +233,9 @@ func relCloseGraceful() *relScenario {
 	}
 }
 
-// 13b. Close with a 50ms ctx when 40% of the outcomes are in, while the
-// brokers hold every produce request: buffered records fail ErrClosed (not
+// 13b. Close with a 50ms ctx when 40% of the outcomes are in (once the
+// first produce request after that is held), while the brokers hold every
+// produce request: buffered records fail ErrClosed (not
 // written), in-flight ones are unknown; the held requests are applied after
 // Close returned (unknown ⇒ at most once); no goroutine is left.
 func relCloseAbrupt() *relScenario {
@@ -247,6 +248,12 @@ func relCloseAbrupt() *relScenario {
 		onProduce: func(e *relEnv, n int64, _ *kmsg.ProduceRequest) (kmsg.Response, error, bool) {
 			if hold.Load() {
 				held.Add(1)
+				// Close starts once a request is held, not at the outcome
+				// that set hold: the senders could otherwise lose the race
+				// to Close's closed flag (a loaded machine), every record
+				// sent before hold be answered, and Close rightly return
+				// nil within its ctx (2 in 200 runs under two busy loops).
+				c.start(e, 50*time.Millisecond, nil)
 				e.c.SleepControl(func() {
 					select {
 					case <-released:
@@ -259,7 +266,6 @@ func relCloseAbrupt() *relScenario {
 		onOutcome: func(e *relEnv, k, i int, r *relRecord) {
 			if e.outcomes.Load() >= int64(e.records()*2/5) {
 				hold.Store(true)
-				c.start(e, 50*time.Millisecond, nil)
 			}
 		},
 		checkErr: func(e *relEnv, k, i int, err error) error {

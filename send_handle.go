@@ -9,7 +9,7 @@ package kpush
 //     SendAsync; a TrySendCancelable record's Notify may instead run on the
 //     goroutine that completed it (sink.Pending.Inline), still in order —
 //     only a connection's reader or the reaper, never a sink loop or a
-//     Send caller writing inline (they hold the sink's own: pushAsync).
+//     Send caller writing inline (they hold the sink's own: startQueues).
 //   - Any goroutine may call SendHandle.Cancel, at any time, any number of
 //     times.
 // h.mu guards delivered and canceled: exactly one of Notify and Cancel

@@ -11,9 +11,16 @@ package sink
 // Sink.own). Only the goroutine running a queue delivers
 // its records, one snapshot at a time, so one partition's callbacks run in
 // order even when its leader moves: completions from the new leader join
-// the same queue, behind the old leader's. callbacks.mu guards a sink's
-// list of scheduled queues and closed. Lock order: cbQueue.mu and
-// callbacks.mu are never held together, and neither with any other lock.
+// the same queue, behind the old leader's. For that, a goroutine that
+// completes a partition's records queues the async ones while it still
+// holds the partition's mu — or, for batches in flight (the reaper), their
+// sink's rmu, which a response's reader takes (untrack) before it handles
+// them — in queueAsync, and starts the queue (wakes a callback goroutine
+// or runs it inline) only once it holds no lock (startQueues); a queue it
+// made running is its own to start until then. callbacks.mu guards a
+// sink's list of scheduled queues and closed. Lock order:
+// PartitionQueue.mu → cbQueue.mu and Sink.rmu → cbQueue.mu; nothing is
+// taken under cbQueue.mu, and callbacks.mu is never held with another lock.
 // PartitionQueue.blocked and parked (order across retries, below) are
 // guarded by the partition's mu and touched by whichever goroutine holds
 // it to complete a batch (reader, reaper, sink loop, Close).
@@ -34,6 +41,11 @@ type cbQueue struct {
 	running bool // scheduled on a callback goroutine, or drained inline
 
 	part *PartitionQueue // the queue's partition; set once at creation
+
+	// next links the queue on the cbStarts of the goroutine that made it
+	// running in queueAsync, until that goroutine starts it; only that
+	// goroutine touches it.
+	next *cbQueue
 }
 
 // callbacks is one sink's callback goroutine: it runs the queues scheduled
@@ -83,6 +95,86 @@ func (e *Engine) pushAsync(recs []*Pending, c *callbacks, inline bool) {
 		default:
 			e.schedule(q, c)
 		}
+	}
+}
+
+// cbStarts lists the callback queues a goroutine made running in
+// queueAsync, under a lock, and must start once it holds none
+// (startQueues), in the order it made them running. A queue is on at most
+// one list: that of the goroutine that set its running.
+type cbStarts struct{ head, tail *cbQueue }
+
+func (st *cbStarts) add(q *cbQueue) {
+	if st.tail == nil {
+		st.head = q
+	} else {
+		st.tail.next = q
+	}
+	st.tail = q
+}
+
+// queueAsync moves the async outcomes among recs[from:] to their
+// partitions' callback queues, in order, and returns recs with the others
+// kept in order (for notifyAll or notifyExpired): sync records, and those
+// whose outcome went out already at their deadline (HeldByBatch: only
+// their space is left to release). With expired, recs are outcomes given
+// at their deadline now (expireSent), and async ones are queued whether
+// or not a batch holds them. Records not from a partition (tests) stay.
+//
+// The caller holds the lock that keeps later outcomes of these partitions
+// from being completed meanwhile: the partition's mu, or, for batches in
+// flight, their sink's rmu (a response is untracked before it is handled).
+// So a later outcome — even one its new leader's reader completes as soon
+// as the partition is unlocked — queues behind these. A queue found idle
+// becomes running and goes on st: the caller starts it once it holds no
+// lock (startQueues), where pushAsync would have. The moved records must
+// not be read after: a running queue may deliver them and their owner
+// recycle them at once.
+func (e *Engine) queueAsync(recs []*Pending, from int, expired bool, st *cbStarts) []*Pending {
+	queued := func(r *Pending) bool { return r.Async && r.cbq != nil && (expired || !r.HeldByBatch()) }
+	n, i := from, from
+	for i < len(recs) {
+		r := recs[i]
+		if !queued(r) {
+			recs[n] = r
+			n++
+			i++
+			continue
+		}
+		q := r.cbq
+		j := i + 1
+		for j < len(recs) && recs[j].cbq == q && queued(recs[j]) {
+			j++
+		}
+		q.mu.Lock()
+		q.recs = append(q.recs, recs[i:j]...)
+		if !q.running {
+			q.running = true
+			st.add(q)
+		}
+		q.mu.Unlock()
+		i = j
+	}
+	clear(recs[n:])
+	return recs[:n]
+}
+
+// startQueues starts the queues on st (queueAsync) as pushAsync starts a
+// queue it found idle: inline (runInline: its records are all Inline, on a
+// connection reader or the reaper) or on c. The caller holds no kpush lock
+// but perhaps Sink.own (then inline is false).
+func (e *Engine) startQueues(st *cbStarts, c *callbacks, inline bool) {
+	q := st.head
+	st.head, st.tail = nil, nil
+	for q != nil {
+		next := q.next
+		q.next = nil // before it is started: then it may go on another list
+		if inline {
+			e.runInline(q, c) // schedules q on c unless every record is Inline
+		} else {
+			e.schedule(q, c)
+		}
+		q = next
 	}
 }
 

@@ -245,11 +245,14 @@ func (e *Engine) putRecSlice(s []*Pending) {
 	e.recSlices.Put(&s)
 }
 
-// notifyAll delivers outcomes outside any lock. Async records go to their
-// partitions' callback queues, run by cb's goroutine (a sink's) when given,
-// else here. Every record's Async flag, size and error are read before
-// anything is delivered: a woken waiter or a finished callback may reuse
-// its Pending at once. Buffer space is released once for all synchronous
+// notifyAll delivers outcomes outside any lock. The engine's paths queue
+// a partition's async outcomes before unlocking it (queueAsync), so what
+// they pass here is sync outcomes and those HeldByBatch; async records
+// still given (not from a partition: tests) go to their callback queues,
+// run by cb's goroutine (a sink's) when given, else here. Every record's
+// Async flag, size and error are read before anything is delivered: a
+// woken waiter or a finished callback may reuse its Pending at once.
+// Buffer space is released once for all synchronous
 // records, before they are woken; async records release theirs just before
 // their callbacks run (backpressure). Records that expired while their
 // batch held them (HeldByBatch) had their outcome delivered already: only

@@ -8,8 +8,10 @@ package sink
 // (the in-flight request list, written by the sink loop and the reader
 // goroutine); it never holds a partition lock and rmu together. Under
 // either it takes the batch's partition's recMu to end records a batch
-// holds (expireSent copies them first). Outcomes are delivered after
-// unlocking.
+// holds (expireSent copies them first). Async outcomes are queued for
+// their callbacks before the partition lock or rmu is let go (queueAsync:
+// a response handled meanwhile must queue later outcomes behind them);
+// callbacks run, and sync outcomes are delivered, after unlocking.
 //
 // Every record's outcome is delivered by its deadline plus the reaper's
 // slack: buffered records fail definitely (ErrDeliveryTimeout); records in
@@ -85,7 +87,22 @@ func ExpireAll(parts []*PartitionQueue, sinks []*Sink) (next int64) {
 // dropping retries let the partition send again.
 func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int64, leader, ready *Sink) {
 	p.mu.Lock()
-	defer p.unlock() // releases the space of canceled records dropped here
+	defer func() {
+		// Async outcomes into the callback queue before p is unlocked
+		// (queueAsync), held ones first (sent before the others); then
+		// unlock, which releases the space of canceled records dropped
+		// here, and start the queue on the leader's callback goroutine or
+		// here (the reaper holds no other lock).
+		var st cbStarts
+		held = p.eng.queueAsync(held, 0, true, &st)
+		failed = p.eng.queueAsync(failed, 0, false, &st)
+		var c *callbacks
+		if p.leader != nil {
+			c = &p.leader.cb
+		}
+		p.unlock()
+		p.eng.startQueues(&st, c, true)
+	}()
 	if p.inflight == 0 && p.phase != phaseRewind && p.retryDueLocked(now) {
 		failed = p.dropRetriesLocked(now, nil, failed)
 		ready = p.queueLocked()
@@ -178,8 +195,17 @@ func (s *Sink) untrack(gen uint64) {
 // visited in the order they were sent (request numbers grow), so one
 // partition's expired records reach its callback queue in send order.
 func (s *Sink) expireInflight(now int64) (held []*Pending, next int64) {
+	var st cbStarts
 	s.rmu.Lock()
-	defer s.rmu.Unlock()
+	defer func() {
+		// Async outcomes into their callback queues under rmu: a later
+		// batch of their partitions is in flight behind these, here, and
+		// its response is untracked (under rmu) before it is handled, so
+		// its outcomes queue behind. Started on the reaper, holding no lock.
+		held = s.eng.queueAsync(held, 0, true, &st)
+		s.rmu.Unlock()
+		s.eng.startQueues(&st, &s.cb, true)
+	}()
 	var buf [16]uint64
 	gens := buf[:0]
 	for gen := range s.reqs {

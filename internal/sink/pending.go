@@ -64,7 +64,7 @@ type Pending struct {
 	// sender writes the request itself when the sink is idle — and Notify,
 	// which its owner promises is quick and never blocks, runs on the
 	// goroutine that completes the record (the connection reader) when no
-	// callback of its partition is pending (pushAsync). Set by
+	// callback of its partition is pending (startQueues, runInline). Set by
 	// kpush.TrySendCancelable before Add.
 	Inline   bool
 	OwnRead  bool  // a Send whose ctx has no Done channel: it may read its own response (Sink.kick)

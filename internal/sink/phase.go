@@ -284,13 +284,19 @@ func (p *PartitionQueue) failBatchLocked(b *Batch, err error, unknown bool, out 
 
 // failBuffered fails every record that is not in flight; with close, the
 // partition also refuses later records (Close).
-func (p *PartitionQueue) failBuffered(err error, close bool) []*Pending {
+func (p *PartitionQueue) failBuffered(err error, close bool) (out []*Pending) {
 	p.mu.Lock()
-	defer p.unlock()
+	defer func() {
+		var c *callbacks // Close (FailAll): the callback goroutines are gone, run here
+		if !close && p.leader != nil {
+			c = &p.leader.cb
+		}
+		p.unlockQueued(&out, c, false)
+	}()
 	if close {
 		p.stepLocked(evClose)
 	}
-	out := p.failRecsLocked(err, nil)
+	out = p.failRecsLocked(err, nil)
 	for _, b := range append(p.rewound, p.retry...) {
 		out = p.failBatchLocked(b, err, b.unknown, out)
 	}
@@ -321,14 +327,14 @@ func (p *PartitionQueue) failRecsLocked(err error, out []*Pending) []*Pending {
 // partition's leader, when s cannot connect (authentication failed). In
 // flight there is nothing: s's connection is gone. Dropped sequences are
 // renumbered as after an expiry.
-func (p *PartitionQueue) failUnsent(s *Sink, err error) []*Pending {
+func (p *PartitionQueue) failUnsent(s *Sink, err error) (out []*Pending) {
 	p.mu.Lock()
-	defer p.unlock()
+	defer p.unlockQueued(&out, &s.cb, false) // own held: no callback here
 	if p.leader != s {
 		return nil // a stale entry; the partition is queued elsewhere
 	}
 	p.queued = false
-	out := p.failRecsLocked(err, nil)
+	out = p.failRecsLocked(err, nil)
 	if p.inflight == 0 && p.phase != phaseRewind {
 		out = p.dropRetriesLocked(clock.Mono(), err, out)
 	}

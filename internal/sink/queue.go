@@ -7,11 +7,13 @@ package sink
 // cancel buffered ones; the leader's sink goroutine drains batches;
 // connection reader goroutines complete batches; the reaper expires; a
 // backoff timer (time.AfterFunc, at most one per partition at a time) ends
-// a backoff. Lock order: PartitionQueue.mu before Sink.mu; no other kpush lock is
-// taken while holding it (idem.Manager.Current is lock-free), and no
-// Notifier or Config.Release* hook runs under it: outcomes are returned to
-// the caller, and the space of dropped canceled records is released by
-// unlock.
+// a backoff. Lock order: PartitionQueue.mu before Sink.mu, before recMu
+// and before the partition's cbQueue.mu (async outcomes are queued before
+// the partition is unlocked: callbacks.go); no other kpush lock is taken
+// while holding it (idem.Manager.Current is lock-free), and no Notifier or
+// Config.Release* hook runs under it: outcomes are returned to the caller
+// or queued for the callback goroutine, and the space of dropped canceled
+// records is released by unlock.
 //
 // State: phase (see phase.go) says whether the partition may send and how
 // many batches it may keep in flight; every change of phase goes through
@@ -168,6 +170,18 @@ func (p *PartitionQueue) unlock() {
 	}
 }
 
+// unlockQueued moves the async outcomes among *out, completed under mu, to
+// p's callback queue before unlocking (queueAsync: a later outcome of p,
+// completed by another goroutine once p is unlocked, must queue behind
+// them), then unlocks and starts the queue on c. *out keeps the rest, for
+// notifyAll. inline is startQueues'.
+func (p *PartitionQueue) unlockQueued(out *[]*Pending, c *callbacks, inline bool) {
+	var st cbStarts
+	*out = p.eng.queueAsync(*out, 0, false, &st)
+	p.unlock()
+	p.eng.startQueues(&st, c, inline)
+}
+
 // Add appends a buffered record and nudges the leader's sink when the
 // partition becomes ready. It reports false, taking nothing, once the
 // partition is closed (Close already failed what was buffered).
@@ -320,7 +334,7 @@ func (p *PartitionQueue) queueLocked() *Sink {
 // reports when to look again.
 func (p *PartitionQueue) drain(s *Sink, gen uint64, now int64, maxBytes int) (b *Batch, expired []*Pending, more bool, lingerUntil int64) {
 	p.mu.Lock()
-	defer p.unlock()
+	defer p.unlockQueued(&expired, &s.cb, false) // own held: no callback here
 	if p.leader != s || (p.drainSink == s && p.drainGen == gen) {
 		// A stale entry (the leader moved; the partition is queued on the
 		// new leader) or a second entry for this request: leave it alone.

@@ -5,7 +5,9 @@ package sink
 // regression test for a bug found in review.
 
 import (
+	"context"
 	"errors"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/kpush/kpush/internal/clock"
 	"github.com/kpush/kpush/internal/idem"
+	"github.com/kpush/kpush/internal/wire"
 )
 
 type countN struct{ n atomic.Int32 }
@@ -191,6 +194,12 @@ func TestSplit_DroppedHalfDoesNotRenumberEarlierHalf(t *testing.T) {
 // (a reaper tick racing Close) must still be delivered.
 func TestCallbacks_PushAfterExitIsDelivered(t *testing.T) {
 	e := testEngine(false)
+	// Add wakes the sink's loop, which may dial before Stop lands: without
+	// a wire config that dial panicked, and the loop's deferred s.own.Lock
+	// (own held by the loop) turned the panic into a hang in Wait.
+	e.cfg.Wire = &wire.Config{Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("no broker in this test")
+	}}
 	s := e.NewSink(1, "127.0.0.1:1")
 	var nt countN
 	p := e.NewPartitionQueue("t", 0)

@@ -107,7 +107,7 @@ func findPartition(resp *kmsg.ProduceResponse, topic string, part int32) (*kmsg.
 
 // handle applies a produce response (or a request error) to its batches.
 // inline is true only on the connection's reader goroutine, which holds no
-// kpush lock: Inline records' callbacks may then run here (pushAsync).
+// kpush lock: Inline records' callbacks may then run here (startQueues).
 // With acks=0 and for a request not written, handle runs on the sender,
 // under Sink.own, and passes false.
 func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int64, inline bool) {
@@ -137,8 +137,10 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 	now := clock.Mono()
 	var done []*Pending
 	var finished []*Batch
+	var starts cbStarts
 	for _, b := range batches {
 		p := b.p
+		from := len(done) // done[from:] are p's outcomes of this batch
 		act, maybeWritten := actOK, false
 		consequence := false // refused only because an earlier batch failed
 		var cause error
@@ -252,6 +254,11 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 			b.answered = 0
 		}
 		done = p.settleLocked(now, done)
+		// Into p's callback queue before p is unlocked: from then on p may
+		// be sent on its new leader, whose reader could queue later
+		// outcomes of p ahead of these (docs/internals-flakes.md). The
+		// queues start below, as the response's bookkeeping is done.
+		done = e.queueAsync(done, from, false, &starts)
 		q := p.queueLocked()
 		p.unlock()
 		if q != nil && q != s {
@@ -270,7 +277,8 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		// is not woken for nothing, so the next Send can write at once.
 		s.nudge()
 	}
-	s.eng.notifyAll(done, &s.cb, inline)
+	s.eng.notifyAll(done, &s.cb, inline) // sync outcomes (async ones are queued)
+	e.startQueues(&starts, &s.cb, inline)
 	for _, b := range finished {
 		e.putRecSlice(b.recs)
 		e.putBuf(b.bytes) // the request that carried it is done

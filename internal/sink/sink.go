@@ -16,7 +16,8 @@ package sink
 // (reaper.go). encode holds the batch's PartitionQueue.recMu while it
 // reads the records' memory. Lock order: own → Partition.mu → Sink.mu;
 // own → rmu → PartitionQueue.recMu; own is never taken with another kpush
-// lock held.
+// lock held. The reaper queues the async outcomes it ends in flight under
+// rmu (rmu → cbQueue.mu, callbacks.go).
 // The coalescing wait's fields (coalesceSince, coalesceAnswers, scratch,
 // answers, coalesceNeed) are described in coalesce.go.
 
