@@ -159,7 +159,42 @@ func TestPanic_OnKpushGoroutineCrashes(t *testing.T) {
 		time.Sleep(30 * time.Second) // the panic ends the process first
 		t.Fatal("the callback's panic did not crash the process")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPanic_OnKpushGoroutineCrashes$", "-test.count=1")
+	expectChildPanic(t, "^TestPanic_OnKpushGoroutineCrashes$", msg)
+}
+
+// panicOnWrite is a request hook that panics when a request is written.
+type panicOnWrite string
+
+func (m panicOnWrite) OnRequestWritten(kpush.RequestWrittenEvent) { panic(string(m)) }
+
+// TestPanic_OnSinkLoopHoldingItsConnectionCrashes: a hook panicking on a
+// sink's loop while it writes a request (holding the sink's own lock)
+// crashes the process too. The loop's exit path takes that lock; before it
+// re-panicked first, the panic deadlocked there and the program hung with
+// the sink stopped, silently.
+func TestPanic_OnSinkLoopHoldingItsConnectionCrashes(t *testing.T) {
+	const msg = "request hook on the sink loop"
+	if os.Getenv("KPUSH_PANIC_CHILD") == "1" {
+		c := kafkatest.NewTestCluster(t, kafkatest.WithTopic("p", 1))
+		p := newProducer(t, c, kpush.WithHooks(panicOnWrite(msg)))
+		// SendAsync never writes on the caller's goroutine: the loop does.
+		p.SendAsync(context.Background(), &kpush.Record{Topic: "p", Value: []byte("v")}, func(kpush.Result, error) {})
+		time.Sleep(20 * time.Second) // the panic ends the process first
+		// Not t.Fatal: its cleanups would Close the producer, which waits
+		// for the stuck loop, and the child would never exit.
+		os.Stderr.WriteString("the hook's panic on the sink loop did not crash the process\n")
+		os.Exit(3)
+	}
+	expectChildPanic(t, "^TestPanic_OnSinkLoopHoldingItsConnectionCrashes$", msg)
+}
+
+// expectChildPanic runs the test named by run in a child process (with
+// KPUSH_PANIC_CHILD=1) and fails unless the child died panicking with msg.
+func expectChildPanic(t *testing.T, run, msg string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hung child still ends
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run="+run, "-test.count=1")
 	cmd.Env = append(os.Environ(), "KPUSH_PANIC_CHILD=1")
 	out, err := cmd.CombinedOutput()
 	if err == nil {

@@ -139,6 +139,13 @@ func (s *Sink) giveBackSpare(r []*PartitionQueue) {
 
 func (s *Sink) loop() {
 	defer func() {
+		if r := recover(); r != nil {
+			// A panic on this goroutine (a bug, or user code it runs)
+			// crashes the program like any other: the loop may hold
+			// own, and the Lock below would hang it silently instead.
+			// The traceback still shows where it began.
+			panic(r)
+		}
 		s.own.Lock() // a caller may be writing inline; it sends nothing after this
 		s.exited = true
 		if s.conn != nil {
