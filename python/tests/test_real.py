@@ -149,38 +149,25 @@ async def test_real_round_trip_every_codec(real_kafka, codec):
     await test_roundtrip.test_round_trip_every_codec(real_kafka, codec)
 
 
-async def test_real_round_trip_partition_and_timestamp(real_kafka):
-    await test_roundtrip.test_round_trip_partition_and_timestamp(real_kafka)
+# The fake-cluster tests whose checks run unchanged on real Kafka. The node
+# runs with auto.create.topics.enable=false, so an unknown topic is refused
+# (test_engine_rejections_are_typed); Kafka's default message.max.bytes
+# (1,048,588) refuses a 1 MiB record (test_broker_error_has_its_name_and_code).
+SHARED = [
+    (test_roundtrip, "test_round_trip_partition_and_timestamp"),
+    (test_concurrency, "test_10000_coroutines_exactly_once_in_order_per_key"),
+    (test_concurrency, "test_send_nowait_pipeline_in_call_order"),
+    (test_seed, "test_seed_handlers_every_record_once"),
+    (test_seed, "test_seed_queue_worker_every_record_once"),
+    (test_seed, "test_aiokafka_send_returns_future_and_partitions_for"),
+    (test_bad_input, "test_engine_rejections_are_typed"),
+    (test_error_causes, "test_broker_error_has_its_name_and_code"),
+]
 
 
-async def test_real_10000_coroutines_exactly_once_in_order_per_key(real_kafka):
-    await test_concurrency.test_10000_coroutines_exactly_once_in_order_per_key(real_kafka)
-
-
-async def test_real_send_nowait_pipeline_in_call_order(real_kafka):
-    await test_concurrency.test_send_nowait_pipeline_in_call_order(real_kafka)
-
-
-async def test_real_seed_handlers_every_record_once(real_kafka):
-    await test_seed.test_seed_handlers_every_record_once(real_kafka)
-
-
-async def test_real_seed_queue_worker_every_record_once(real_kafka):
-    await test_seed.test_seed_queue_worker_every_record_once(real_kafka)
-
-
-async def test_real_aiokafka_send_returns_future_and_partitions_for(real_kafka):
-    await test_seed.test_aiokafka_send_returns_future_and_partitions_for(real_kafka)
-
-
-async def test_real_engine_rejections_are_typed(real_kafka):
-    # The node runs with auto.create.topics.enable=false: an unknown topic is refused.
-    await test_bad_input.test_engine_rejections_are_typed(real_kafka)
-
-
-async def test_real_broker_error_has_its_name_and_code(real_kafka):
-    # Kafka's default message.max.bytes (1,048,588) refuses a 1 MiB record.
-    await test_error_causes.test_broker_error_has_its_name_and_code(real_kafka)
+@pytest.mark.parametrize("module,name", SHARED, ids=[name for _, name in SHARED])
+async def test_real_shared(real_kafka, module, name):
+    await getattr(module, name)(real_kafka)
 
 
 def test_real_blocking_producer_many_threads(real_kafka):
