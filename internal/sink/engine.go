@@ -365,11 +365,9 @@ func FailAll(parts []*PartitionQueue, err error) {
 // flight (a fatal producer-level error); the partitions stay open.
 func FailBuffered(parts []*PartitionQueue, err error) {
 	for _, p := range parts {
-		var cb *callbacks
-		if l := p.Leader(); l != nil {
-			cb = &l.cb
-		}
-		p.eng.notifyAll(p.failBuffered(err, false), cb, false)
+		// failBuffered queued the async outcomes (on the leader's
+		// callback goroutine): what is left is sync.
+		p.eng.notifyAll(p.failBuffered(err, false), nil, false)
 	}
 }
 

@@ -53,20 +53,18 @@ func ExpireAll(parts []*PartitionQueue, sinks []*Sink) (next int64) {
 		}
 	}
 	for _, p := range parts {
-		failed, held, d, leader, ready := p.expireDue(now)
+		failed, held, d, ready := p.expireDue(now)
 		earliest(d)
 		if ready != nil {
 			ready.nudge()
 		}
-		var cb *callbacks
-		if leader != nil {
-			cb = &leader.cb
-		}
+		// Sync outcomes and held records' space only: expireDue queued
+		// the async outcomes (on the leader's callback goroutine).
 		if len(held) > 0 {
-			p.eng.notifyExpired(held, cb, true)
+			p.eng.notifyExpired(held, nil, true)
 		}
 		if len(failed) > 0 {
-			p.eng.notifyAll(failed, cb, true)
+			p.eng.notifyAll(failed, nil, true)
 		}
 	}
 	return next
@@ -83,9 +81,10 @@ func ExpireAll(parts []*PartitionQueue, sinks []*Sink) (next int64) {
 // (expireBatch) and the batches stay until they can be dropped. failed
 // lists retries before buffered records (send order); held records come
 // from batches sent before both. It also returns the earliest deadline
-// still ahead, the leader (for callbacks) and the sink to nudge when
-// dropping retries let the partition send again.
-func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int64, leader, ready *Sink) {
+// still ahead and the sink to nudge when dropping retries let the
+// partition send again. Async outcomes are queued here (queueAsync), so
+// failed and held keep only what notifyAll and notifyExpired deliver.
+func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int64, ready *Sink) {
 	p.mu.Lock()
 	defer func() {
 		// Async outcomes into the callback queue before p is unlocked
@@ -135,7 +134,7 @@ func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int
 	}
 	clear(p.recs[len(keep):])
 	p.recs = keep
-	return failed, held, next, p.leader, ready
+	return failed, held, next, ready
 }
 
 // retryDueLocked reports whether any retry batch is due.

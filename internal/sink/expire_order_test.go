@@ -83,7 +83,7 @@ func TestExpire_LaterRetryDueFirstIsDropped(t *testing.T) {
 	// backoff of an hour.
 	s1.handle([]*Batch{b2}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0, false)
 	s1.handle([]*Batch{b3}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0, false)
-	failed, held, _, _, _ := p.expireDue(now + 2*int64(time.Second))
+	failed, held, _, _ := p.expireDue(now + 2*int64(time.Second))
 	if len(held) != 0 || len(failed) != 1 || failed[0] != soon || soon.Unknown {
 		t.Fatalf("due record of the second retry batch: %d failed, %d held (unknown=%v), want it failed as not written: %s",
 			len(failed), len(held), soon.Unknown, p.DebugString())

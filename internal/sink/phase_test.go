@@ -178,7 +178,7 @@ func TestExpire_DroppedRetriesEndBackoff(t *testing.T) {
 	b, _, _, _ := p.drain(s1, 1, now, 1<<20)
 	s1.handle([]*Batch{b}, okResp("t", 0, kerr.NotEnoughReplicas.Code), nil, 0, false) // backoff (an hour in tests)
 	p.Add(newRec(nt, far))
-	if out, _, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 {
+	if out, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 {
 		t.Fatalf("expired %d records, want the retry's one", len(out))
 	}
 	if parts := s1.takeReady(); len(parts) != 1 {
@@ -269,7 +269,7 @@ func TestExpire_UnknownRetryDroppedWaitsForEpoch(t *testing.T) {
 			if tc.endBackoff {
 				p.endBackoff()
 			}
-			if out, _, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 || !errors.Is(out[0].Err, ErrDeliveryTimeout) {
+			if out, _, _, _ := p.expireDue(now + 2*int64(time.Second)); len(out) != 1 || !errors.Is(out[0].Err, ErrDeliveryTimeout) {
 				t.Fatalf("expired %d records, want the unknown retry's one", len(out))
 			}
 			if early := sendOne(s1, p, nt, far, 2); early != nil {

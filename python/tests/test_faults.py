@@ -12,22 +12,30 @@ from kpush.aio import Producer
 from test_cancel_close import wait_for
 
 
+def start_stream(p: Producer, topic: str, futs: list, keys: int = 0) -> tuple[asyncio.Event, asyncio.Task]:
+    """Start a task that sends records b"0", b"1", ... with send_nowait,
+    appending (i, future) to futs, yielding to the loop every 50 records,
+    until the returned event is set; with keys, record i has key i % keys."""
+    stop = asyncio.Event()
+
+    async def sender() -> None:
+        i = 0
+        while not stop.is_set():
+            key = b"%d" % (i % keys) if keys else None
+            futs.append((i, p.send_nowait(topic, b"%d" % i, key=key)))
+            i += 1
+            if i % 50 == 0:
+                await asyncio.sleep(0.001)
+
+    return stop, asyncio.ensure_future(sender())
+
+
 async def test_broker_killed_and_restarted(own_broker):
     async with Producer(bootstrap_servers=own_broker.bootstrap, delivery_timeout_ms=60_000,
                         request_timeout_ms=5_000) as p:
         await p.send("fault", b"warm-up")
-        futs = []
-
-        async def sender(stop: asyncio.Event) -> None:
-            i = 0
-            while not stop.is_set():
-                futs.append((i, p.send_nowait("fault", b"%d" % i)))
-                i += 1
-                if i % 50 == 0:
-                    await asyncio.sleep(0.001)
-
-        stop = asyncio.Event()
-        task = asyncio.ensure_future(sender(stop))
+        futs: list = []
+        stop, task = start_stream(p, "fault", futs)
         await wait_for(lambda: len(futs) > 2000, what="sends under way")
         own_broker.stop(signal.SIGKILL)
         killed_at = len(futs)  # later sends can only be acknowledged by the new broker

@@ -39,6 +39,7 @@ import test_error_causes
 import test_roundtrip
 import test_seed
 from test_cancel_close import wait_for
+from test_faults import start_stream
 from conftest import CI, REPO, TOPICS, _pump, _readline, _wait_threads, consume, end_offsets, need
 from kpush import KafkaError, NotWrittenError
 from kpush.aio import Producer
@@ -182,17 +183,7 @@ async def test_real_broker_frozen_mid_stream(real_kafka):
     async with Producer(bootstrap_servers=real_kafka.bootstrap, delivery_timeout_ms=60_000,
                         request_timeout_ms=3_000) as p:
         await p.send("freeze", b"warm-up")
-
-        async def sender(stop: asyncio.Event) -> None:
-            i = 0
-            while not stop.is_set():
-                futs.append((i, p.send_nowait("freeze", b"%d" % i, key=b"%d" % (i % 30))))
-                i += 1
-                if i % 50 == 0:
-                    await asyncio.sleep(0.001)
-
-        stop = asyncio.Event()
-        task = asyncio.ensure_future(sender(stop))
+        stop, task = start_stream(p, "freeze", futs, keys=30)
         await wait_for(lambda: len(futs) > 2000, what="sends under way")
         try:
             # pause() inside the try: if it raises after SIGSTOP (its wait for
