@@ -132,6 +132,8 @@ func TestNewCluster_InvalidOptions(t *testing.T) {
 		{"empty topic name", []Option{WithTopic("", 1)}, "WithTopic"},
 		{"topic without partitions", []Option{WithTopic("t", 0)}, "WithTopic"},
 		{"auto create without partitions", []Option{WithAutoCreateTopics(0)}, "WithAutoCreateTopics"},
+		{"tls hosts without tls", []Option{WithTLSHosts("kafka.invalid")}, "WithTLSHosts"},
+		{"empty tls host", []Option{WithTLS(false), WithTLSHosts("")}, "WithTLSHosts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

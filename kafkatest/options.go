@@ -32,6 +32,7 @@ type config struct {
 	saslUsers     []saslUser
 	tls           bool
 	tlsClientCert bool
+	tlsHosts      []string // WithTLSHosts
 
 	// closeTimeout bounds how long Close, or a failed Start, waits for the
 	// cluster's goroutines to stop. Tests shorten it.

@@ -47,7 +47,24 @@ func WithTLS(requireClientCert bool) Option {
 	return optionFunc(func(c *config) { c.tls, c.tlsClientCert = true, requireClientCert })
 }
 
+// WithTLSHosts names the hosts (DNS names or IP addresses) the server
+// certificate of WithTLS is for, instead of 127.0.0.1, ::1 and localhost:
+// a client dialing 127.0.0.1 then sees a certificate for another name, as
+// with a broker behind an address its certificate does not list. TLSConfig
+// and the cluster's own clients verify the first of them. It needs WithTLS.
+func WithTLSHosts(hosts ...string) Option {
+	return optionFunc(func(c *config) { c.tlsHosts = append(c.tlsHosts, hosts...) })
+}
+
 func (c *config) validateSecurity() error {
+	if len(c.tlsHosts) > 0 && !c.tls {
+		return fmt.Errorf("kafkatest: WithTLSHosts: needs WithTLS")
+	}
+	for _, h := range c.tlsHosts {
+		if h == "" {
+			return fmt.Errorf("kafkatest: WithTLSHosts: empty host name")
+		}
+	}
 	for _, u := range c.saslUsers {
 		switch u.mechanism {
 		case SASLPlain, SASLScramSHA256, SASLScramSHA512:
@@ -74,7 +91,7 @@ func (c *config) securityOptions() ([]kfake.Opt, *tlsgen.Bundle, error) {
 	if !c.tls {
 		return opts, nil, nil
 	}
-	b, err := tlsgen.New()
+	b, err := tlsgen.New(c.tlsHosts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafkatest: WithTLS: %w", err)
 	}

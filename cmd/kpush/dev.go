@@ -33,7 +33,9 @@ SCRAM-SHA-512; no OAUTHBEARER); a client with wrong credentials has its
 connection closed. --tls makes a throwaway CA and a server certificate for
 127.0.0.1, ::1 and localhost in a temporary directory (ca.pem, server.pem,
 server-key.pem, and client.pem/client-key.pem for mutual TLS tests),
-removed when kpush dev stops; clients trust ca.pem.
+removed when kpush dev stops; clients trust ca.pem. --tls-host NAME makes
+the server certificate for NAME instead (repeatable), to try a client's
+host name verification against a broker it reaches at 127.0.0.1.
 
 Examples:
   kpush dev
@@ -68,6 +70,7 @@ type devConfig struct {
 	autoCreate int
 	users      []devUser
 	tls        bool
+	tlsHosts   []string
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
@@ -112,6 +115,14 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 			return nil
 		})
 	opts.boolean(0, "tls", "serve TLS only, with a throwaway CA written to a temporary directory (its path is printed)", &cfg.tls)
+	opts.fn(0, "tls-host", "NAME", "with --tls: a name (DNS name or IP address) the server certificate is for, instead of 127.0.0.1, ::1 and localhost; repeatable (to test a client's host name verification)",
+		func(s string) error {
+			if s == "" {
+				return fmt.Errorf("empty host name")
+			}
+			cfg.tlsHosts = append(cfg.tlsHosts, s)
+			return nil
+		})
 	rest, err := opts.parse(args)
 	if errors.Is(err, errHelp) {
 		fmt.Fprint(stderr, devUsage)
@@ -141,6 +152,9 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	}
 	if cfg.autoCreate < 0 || cfg.autoCreate > 10000 {
 		return bad("-auto-create: %d is not between 0 and 10000", cfg.autoCreate)
+	}
+	if len(cfg.tlsHosts) > 0 && !cfg.tls {
+		return bad("--tls-host needs --tls")
 	}
 	if len(cfg.topics) == 0 {
 		cfg.topics = []devTopic{{"test", 3}}
@@ -265,6 +279,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if cfg.tls {
 		opts = append(opts, kafkatest.WithTLS(false))
+		if len(cfg.tlsHosts) > 0 {
+			opts = append(opts, kafkatest.WithTLSHosts(cfg.tlsHosts...))
+		}
 	}
 	c, err := kafkatest.NewCluster(opts...)
 	if err != nil {

@@ -176,6 +176,8 @@ func TestDev_UsageErrors(t *testing.T) {
 		{"duplicate topic", []string{"-topic", "a:1", "-topic", "a:2"}, "twice"},
 		{"unknown flag", []string{"-nope"}, "nope"},
 		{"extra argument", []string{"extra"}, "extra"},
+		{"tls host without tls", []string{"--tls-host", "kafka.invalid"}, "--tls-host needs --tls"},
+		{"empty tls host", []string{"--tls", "--tls-host", ""}, "empty host name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := runCmd(t, append([]string{"dev"}, tc.args...)...)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,6 +211,43 @@ func TestDev_SASLAndTLS(t *testing.T) {
 	bad[slices.Index(bad, "sasl.password="+cliSecret)] = "sasl.password=wrong"
 	if out, _, err := runBin(t, "", kcat, append([]string{"-C", "-t", "sec", "-e", "-q", "-m", "5"}, bad...)...); err == nil {
 		t.Fatalf("kcat with a wrong password read %q", out)
+	}
+}
+
+// TestDev_TLSHost: "kpush dev --tls --tls-host NAME" serves a certificate
+// for NAME only, so a client dialing 127.0.0.1 verifies the chain but not
+// the name unless it names NAME (what Python's check_hostname=False is
+// tested against).
+func TestDev_TLSHost(t *testing.T) {
+	addrs, next, _ := startDev(t, "--tls", "--tls-host", "kafka.invalid", "-topic", "sec:1")
+	var ca string
+	for ca == "" {
+		if l := next(); strings.HasPrefix(l, "ssl.ca.location: ") {
+			ca = strings.TrimPrefix(l, "ssl.ca.location: ")
+		}
+	}
+	send := func(serverName string) error {
+		cfg, err := kpush.TLSConfigFromFiles(ca, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ServerName = serverName
+		p, err := kpush.New(kpush.WithBrokers(addrs...), kpush.WithTLS(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err = p.Send(ctx, &kpush.Record{Topic: "sec", Value: []byte("v")})
+		return err
+	}
+	if err := send("kafka.invalid"); err != nil {
+		t.Fatalf("with ServerName kafka.invalid: %v", err)
+	}
+	var hostErr x509.HostnameError
+	if err := send(""); !errors.As(err, &hostErr) {
+		t.Fatalf("dialing 127.0.0.1 against a certificate for kafka.invalid: %v, want an x509.HostnameError", err)
 	}
 }
 

@@ -26,6 +26,7 @@ type Bundle struct {
 	ServerKeyPEM  []byte // its private key (PKCS #8)
 	ClientCertPEM []byte // client certificate (CN "kpush-client") for mutual TLS
 	ClientKeyPEM  []byte
+	ServerName    string // the first host given to New: what ClientConfig verifies
 
 	pool   *x509.CertPool
 	server tls.Certificate
@@ -61,7 +62,7 @@ func New(hosts ...string) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bundle{CAPEM: encode("CERTIFICATE", caDER), pool: x509.NewCertPool()}
+	b := &Bundle{CAPEM: encode("CERTIFICATE", caDER), ServerName: hosts[0], pool: x509.NewCertPool()}
 	b.pool.AddCert(ca)
 
 	leaf := func(cn string, usage x509.ExtKeyUsage, hosts []string) (certPEM, keyPEM []byte, err error) {
@@ -130,10 +131,12 @@ func (b *Bundle) ServerConfig(requireClientCert bool) *tls.Config {
 	return cfg
 }
 
-// ClientConfig returns a client configuration that trusts the CA; with
-// withCert it also presents the client certificate.
+// ClientConfig returns a client configuration that trusts the CA and
+// verifies the server's certificate against ServerName (so it also works
+// for a server certificate whose names do not include the address dialed);
+// with withCert it also presents the client certificate.
 func (b *Bundle) ClientConfig(withCert bool) *tls.Config {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: b.pool}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: b.pool, ServerName: b.ServerName}
 	if withCert {
 		cfg.Certificates = []tls.Certificate{b.client}
 	}

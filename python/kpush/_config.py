@@ -97,11 +97,13 @@ def _brokers(v: Any) -> list[str]:
 
 
 def _tls_from_context(ctx: Any) -> dict[str, Any]:
-    """The engine's TLS settings from an ssl.SSLContext: its CA certificates
-    and whether it verifies the broker. What else a context can carry and
-    the engine would not honour raises ValueError naming it (never silently
-    ignored): a client certificate chain (mutual TLS), and check_hostname
-    off while certificates are still verified."""
+    """The engine's TLS settings from an ssl.SSLContext: its CA certificates,
+    whether it verifies the broker's certificate (verify_mode) and whether
+    it checks the broker's host name against it (check_hostname: off with
+    verification on, the chain is still verified against the CAs). What
+    else a context can carry and the engine would not honour raises
+    ValueError naming it (never silently ignored): a client certificate
+    chain (mutual TLS)."""
     if not isinstance(ctx, ssl.SSLContext):
         raise TypeError(f"kpush: ssl_context must be an ssl.SSLContext, not {type(ctx).__name__}")
     import base64
@@ -112,16 +114,12 @@ def _tls_from_context(ctx: Any) -> dict[str, Any]:
             "take from an SSLContext; pass ssl_certfile and ssl_keyfile (PEM files) to kpush.aio.Producer instead",
             "invalid_config",
         )
-    if not ctx.check_hostname and ctx.verify_mode != ssl.CERT_NONE:
-        raise InvalidConfigError(
-            "kpush: ssl_context has check_hostname=False with certificate verification on; kpush verifies "
-            "the broker's host name whenever it verifies its certificate (verify_mode=CERT_NONE turns both off)",
-            "invalid_config",
-        )
     der = ctx.get_ca_certs(binary_form=True)
+    verify = ctx.verify_mode != ssl.CERT_NONE
     return {
         "ca_der": [base64.b64encode(c).decode() for c in der],
-        "insecure_skip_verify": ctx.verify_mode == ssl.CERT_NONE,
+        "insecure_skip_verify": not verify,
+        "skip_hostname_check": verify and not ctx.check_hostname,
     }
 
 

@@ -72,11 +72,43 @@ def test_ssl_context_client_certificate_is_refused_not_dropped(secure_broker):
         assert "ssl_certfile" in str(e.value)
 
 
-def test_ssl_context_check_hostname_off_with_verification_is_refused(secure_broker):
-    ctx = ssl.create_default_context(cafile=secure_broker.ca_file)
+@pytest.fixture
+def misnamed_broker(kpush_bin):
+    """A TLS broker on 127.0.0.1 whose certificate (signed by its CA) names
+    only kafka.invalid: its chain verifies, its host name does not."""
+    b = Broker(kpush_bin, free_port(), {"secure": 1}, ["--tls", "--tls-host", "kafka.invalid"])
+    b.start()
+    yield b
+    b.stop(signal.SIGTERM)
+
+
+async def test_ssl_context_check_hostname_off_verifies_the_chain_only(misnamed_broker):
+    # aiokafka users with a broker certificate for another name set
+    # check_hostname=False and keep verify_mode=CERT_REQUIRED: the chain is
+    # still verified against the context's CAs, the name is not.
+    ctx = ssl.create_default_context(cafile=misnamed_broker.ca_file)
     ctx.check_hostname = False  # verify_mode stays CERT_REQUIRED
-    with pytest.raises(ValueError, match="check_hostname=False"):
-        AIOKafkaProducer(bootstrap_servers=secure_broker.bootstrap, security_protocol="SSL", ssl_context=ctx)
+    async with AIOKafkaProducer(bootstrap_servers=misnamed_broker.bootstrap, security_protocol="SSL",
+                                ssl_context=ctx) as p:
+        md = await p.send_and_wait("secure", b"chain verified, name not")
+        assert md.topic == "secure" and md.offset == 0
+
+
+@pytest.mark.parametrize("case", ["name checked", "chain not trusted"])
+async def test_ssl_context_misnamed_or_untrusted_broker_is_refused(misnamed_broker, case):
+    # The two halves of verification stay on where the context asks: with
+    # check_hostname on, the name mismatch fails the connection; with it off
+    # and CAs that did not sign the broker's certificate, the chain fails.
+    if case == "name checked":
+        ctx = ssl.create_default_context(cafile=misnamed_broker.ca_file)
+    else:
+        ctx = ssl.create_default_context()  # the system's CAs only
+        ctx.check_hostname = False
+    async with AIOKafkaProducer(bootstrap_servers=misnamed_broker.bootstrap, security_protocol="SSL",
+                                ssl_context=ctx, request_timeout_ms=5000) as p:
+        with pytest.raises(NotWrittenError) as e:
+            await p.send_and_wait("secure", b"x")
+        assert e.value.cause in ("authentication", "no_broker"), e.value
 
 
 async def test_ssl_context_without_verification_maps_to_insecure(secure_broker):
