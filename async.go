@@ -359,8 +359,9 @@ func (s *asyncSlabs) unref(sl *asyncSlab) {
 // record is buffered, ctx is no longer watched. Callbacks of one partition
 // run one at a time in send order, also across leader moves and retries (a
 // record acknowledged while an earlier one of its partition waits for a
-// retry has its callback held until that one's outcome, or its own
-// delivery deadline); they run on a
+// retry, or failed while earlier ones are in flight, has its callback held
+// until those have their outcome, or until its own delivery deadline);
+// they run on a
 // goroutine of the partition's leader's sink (the old leader's until its
 // queued callbacks for the partition have run). A slow callback delays
 // later callbacks that share its goroutine (and keeps their buffer space

@@ -408,7 +408,9 @@ func (p *Producer) removeGoneSinks(s *meta.Snapshot) {
 // failTopicRecords fails what a ready topic's partitions hold but have not
 // in flight (the topic was deleted or access to it denied) and detaches
 // them from their leaders, so nothing more is sent until metadata names
-// the topic again. Batches in flight come back and fail on a later answer.
+// the topic again. Batches in flight come back and fail on a later answer;
+// the async callbacks of the records failed here run after theirs (send
+// order), or at the records' deadline.
 func (p *Producer) failTopicRecords(t *topic, err error) {
 	parts := *t.parts.Load()
 	t.leaderless.Store(true)

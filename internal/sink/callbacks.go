@@ -19,7 +19,8 @@ package sink
 // or runs it inline) only once it holds no lock (startQueues); a queue it
 // made running is its own to start until then. callbacks.mu guards a
 // sink's list of scheduled queues and closed. Lock order:
-// PartitionQueue.mu → cbQueue.mu and Sink.rmu → cbQueue.mu; nothing is
+// PartitionQueue.mu → cbQueue.mu and Sink.rmu → cbQueue.mu (the reaper
+// also takes Sink.rmu → PartitionQueue.mu, expire.go); nothing is
 // taken under cbQueue.mu, and callbacks.mu is never held with another lock.
 // PartitionQueue.blocked and parked (order across retries, below) are
 // guarded by the partition's mu and touched by whichever goroutine holds
@@ -362,22 +363,27 @@ func (e *Engine) deliver(recs []*Pending) {
 // be sent again is therefore a blocker (PartitionQueue.blocked) until its
 // own outcome is known; the async outcomes of later batches wait behind it
 // in PartitionQueue.parked, in batch order, and are released once every
-// earlier blocker has its outcome. A blocker whose async records all
-// expired (outcome ErrOutcomeUnknown at their deadline) no longer holds
-// anything back, and a parked outcome whose own deadline passes goes out
-// with everything parked before it: deadlines come before order. Sync
-// records are never parked (nobody waits on their order). With nothing
-// retried, blocked and parked are empty and cost two length checks.
+// earlier blocker has its outcome. Buffered records failed while batches
+// sent before them are unanswered (FailBuffered: a deleted topic, say) are
+// parked the same way, as an entry that also waits for those answers
+// (sub -1, parkUnsentLocked). A blocker whose async records all expired
+// (outcome ErrOutcomeUnknown at their deadline) no longer holds anything
+// back, and a parked outcome whose own deadline passes goes out with
+// everything parked before it: deadlines come before order. Sync records
+// are never parked (nobody waits on their order). With nothing retried,
+// blocked and parked are empty and cost two length checks.
 //
 // franz-go keeps the order by finishing only a partition's first batch and
 // resending the later ones (pkg/kgo/sink.go, isOwnersFirstBatch); parking
 // their outcomes instead costs no resend. Both lists are guarded by the
 // partition's mu.
 
-// parkedOutcome is one batch's async outcomes waiting for earlier batches.
+// parkedOutcome is one batch's async outcomes waiting for earlier batches,
+// or (sub -1) buffered records' failures waiting for the batches drained
+// before them (ord: the partition's nextOrd when they failed).
 type parkedOutcome struct {
 	ord      int64 // the batch's order key (Batch.before)
-	sub      int
+	sub      int   // -1: records never sent, after every batch with a lower ord
 	deadline int64 // earliest delivery deadline among recs
 	recs     []*Pending
 }
@@ -435,22 +441,65 @@ func (p *PartitionQueue) completeLocked(b *Batch, recs, out []*Pending) []*Pendi
 		po.recs = append(po.recs, r)
 	}
 	if po.recs != nil {
-		i := len(p.parked)
-		for i > 0 && p.parked[i-1].beforeBatch(b) > 0 {
-			i--
+		p.parkLocked(po)
+	}
+	return p.releaseParkedLocked(clock.Mono(), out)
+}
+
+// parkLocked inserts po into parked in send order (after entries of the
+// same place).
+func (p *PartitionQueue) parkLocked(po parkedOutcome) {
+	i := len(p.parked)
+	for i > 0 && cmp.Or(cmp.Compare(p.parked[i-1].ord, po.ord), cmp.Compare(p.parked[i-1].sub, po.sub)) > 0 {
+		i--
+	}
+	p.parked = slices.Insert(p.parked, i, po)
+}
+
+// parkUnsentLocked hands out buffered records failed now (never sent) that
+// were added after every batch drained so far: appended to out, or, while
+// one of those batches is unanswered or waits for its outcome, the async
+// ones parked behind them.
+func (p *PartitionQueue) parkUnsentLocked(recs, out []*Pending) []*Pending {
+	if p.answered >= p.nextOrd-1 && len(p.blocked) == 0 && len(p.parked) == 0 {
+		return append(out, recs...)
+	}
+	po := parkedOutcome{ord: p.nextOrd, sub: -1}
+	for _, r := range recs {
+		if !r.Async {
+			out = append(out, r)
+			continue
 		}
-		p.parked = slices.Insert(p.parked, i, po)
+		if po.recs == nil || r.Deadline < po.deadline {
+			po.deadline = r.Deadline
+		}
+		po.recs = append(po.recs, r)
+	}
+	if po.recs != nil {
+		p.parkLocked(po)
 	}
 	return p.releaseParkedLocked(clock.Mono(), out)
 }
 
 // releaseParkedLocked appends to out, in order, the parked outcomes no
-// earlier blocker holds back any more, and those whose deadline passed
-// (with everything parked before them).
+// earlier blocker or unanswered batch holds back any more, and those whose
+// deadline passed (with everything parked before them).
 func (p *PartitionQueue) releaseParkedLocked(now int64, out []*Pending) []*Pending {
 	if len(p.blocked) == 0 && len(p.parked) == 0 {
 		return out
 	}
+	n := p.releasableParkedLocked(now)
+	for i := range p.parked[:n] {
+		out = append(out, p.parked[i].recs...)
+	}
+	p.parked = slices.Delete(p.parked, 0, n)
+	return out
+}
+
+// releasableParkedLocked forgets the blockers whose async records all have
+// their outcome and returns how many parked entries, from the head, may go
+// now (releaseParkedLocked).
+func (p *PartitionQueue) releasableParkedLocked(now int64) int {
 	keep := p.blocked[:0]
 	for _, b := range p.blocked {
 		if b.waitsAsync() { // else: its async records expired, outcomes given
@@ -461,8 +510,11 @@ func (p *PartitionQueue) releaseParkedLocked(now int64, out []*Pending) []*Pendi
 	p.blocked = keep
 	// Not after the first blocker: a batch refused in part (KIP-467) is
 	// parked at its own place while its other records wait for a retry.
+	// A parked batch was answered; parked unsent records wait for every
+	// batch drained before them (answers come in send order).
 	n := 0
-	for n < len(p.parked) && (len(p.blocked) == 0 || p.parked[n].beforeBatch(p.blocked[0]) <= 0) {
+	for n < len(p.parked) && p.parked[n].ord <= p.answered+1 &&
+		(len(p.blocked) == 0 || p.parked[n].beforeBatch(p.blocked[0]) <= 0) {
 		n++
 	}
 	for i := n; i < len(p.parked); i++ {
@@ -470,11 +522,7 @@ func (p *PartitionQueue) releaseParkedLocked(now int64, out []*Pending) []*Pendi
 			n = i + 1
 		}
 	}
-	for i := range p.parked[:n] {
-		out = append(out, p.parked[i].recs...)
-	}
-	p.parked = slices.Delete(p.parked, 0, n)
-	return out
+	return n
 }
 
 // releaseAllParkedLocked appends every parked outcome to out, in order, and

@@ -3,15 +3,16 @@ package sink
 // Delivery deadlines.
 //
 // Ownership: ExpireAll runs on the producer's reaper goroutine (Reap,
-// reaper.go). It takes
-// each partition's lock in turn (never two at once) and each sink's rmu
-// (the in-flight request list, written by the sink loop and the reader
-// goroutine); it never holds a partition lock and rmu together. Under
-// either it takes the batch's partition's recMu to end records a batch
-// holds (expireSent copies them first). Async outcomes are queued for
-// their callbacks before the partition lock or rmu is let go (queueAsync:
-// a response handled meanwhile must queue later outcomes behind them);
-// callbacks run, and sync outcomes are delivered, after unlocking.
+// reaper.go). It takes each sink's rmu (the in-flight request list,
+// written by the sink loop and the reader goroutine) and, under it, the
+// lock of each partition with a due batch in flight (rmu →
+// PartitionQueue.mu; nothing takes rmu under a partition's mu); then each
+// other partition's lock in turn (never two at once). Under a partition's
+// lock it takes its recMu to end records a batch holds (expireSent copies
+// them first). Async outcomes are queued for their callbacks before the
+// partition lock is let go (queueAsync: a response handled meanwhile must
+// queue later outcomes behind them); callbacks run, and sync outcomes are
+// delivered, after unlocking (and after rmu).
 //
 // Every record's outcome is delivered by its deadline plus the reaper's
 // slack: buffered records fail definitely (ErrDeliveryTimeout); records in
@@ -22,7 +23,10 @@ package sink
 // Sender fails expired in-flight batches the same way).
 
 import (
+	"cmp"
+	"math"
 	"slices"
+	"sync/atomic"
 
 	"github.com/kpush/kpush/internal/clock"
 )
@@ -35,86 +39,169 @@ func due(d, now int64) bool { return d <= now }
 // delivery deadline passed, and returns the earliest deadline still ahead
 // (clock.Mono nanoseconds; 0 when none is known), so the caller can wake
 // up just in time. Async callbacks run on the partition's leader's
-// callback goroutine when it has a leader. In-flight requests go first:
-// their records were sent before a partition's retries and buffered
-// records, so one partition's expired records keep their callback order.
+// callback goroutine when it has a leader.
+//
+// One partition's outcomes due in a pass are queued in send order, whether
+// they come from batches in flight, batches waiting for a retry (which
+// interleave with those in flight: a rewind's failed batches were sent
+// before the ones still in flight, a retry resent goes before those still
+// waiting), parked outcomes or buffered records: a partition with a due
+// batch in flight is expired as a whole under its sink's rmu (rmu →
+// PartitionQueue.mu) in the first step, the other partitions in the
+// second.
 func ExpireAll(parts []*PartitionQueue, sinks []*Sink) (next int64) {
 	now := clock.Mono()
+	pass := expirePass.Add(1)
 	earliest := func(d int64) {
 		if d > 0 && (next == 0 || d < next) {
 			next = d
 		}
 	}
 	for _, s := range sinks {
-		held, d := s.expireInflight(now)
-		earliest(d)
-		if len(held) > 0 {
-			s.eng.notifyExpired(held, &s.cb, true)
-		}
+		earliest(s.expireInflight(now, pass))
 	}
 	for _, p := range parts {
-		failed, held, d, ready := p.expireDue(now)
+		failed, held, d, ready := p.expire(now, pass, nil, nil)
 		earliest(d)
-		if ready != nil {
-			ready.nudge()
-		}
-		// Sync outcomes and held records' space only: expireDue queued
-		// the async outcomes (on the leader's callback goroutine).
-		if len(held) > 0 {
-			p.eng.notifyExpired(held, nil, true)
-		}
-		if len(failed) > 0 {
-			p.eng.notifyAll(failed, nil, true)
-		}
+		p.afterExpire(failed, held, ready)
 	}
 	return next
 }
 
-// expireDue is one partition's part of ExpireAll, under one hold of its
-// lock. It drops canceled records and fails due buffered records, wherever
-// they are in the queue (senders that waited for buffer space can append a
-// record behind one with a later deadline). Due retry batches are given up
-// (dropRetriesLocked: not written where that is provable) when nothing is
-// in flight and no rewind is under way — any retry batch, not only the
-// head: a record's deadline can come from its Send's ctx, so a later batch
-// may be due first; otherwise their due records end outcome unknown
-// (expireBatch) and the batches stay until they can be dropped. failed
-// lists retries before buffered records (send order); held records come
-// from batches sent before both. It also returns the earliest deadline
-// still ahead and the sink to nudge when dropping retries let the
-// partition send again. Async outcomes are queued here (queueAsync), so
-// failed and held keep only what notifyAll and notifyExpired deliver.
+// expirePass numbers ExpireAll's passes, so a partition expired in the
+// first step (PartitionQueue.expiredPass) is not scanned again in the
+// second.
+var expirePass atomic.Uint64
+
+// afterExpire delivers what expire left, holding no lock: sync outcomes and
+// held records' space (expire queued the async outcomes).
+func (p *PartitionQueue) afterExpire(failed, held []*Pending, ready *Sink) {
+	if ready != nil {
+		ready.nudge()
+	}
+	if len(held) > 0 {
+		p.eng.notifyExpired(held, nil, true)
+	}
+	if len(failed) > 0 {
+		p.eng.notifyAll(failed, nil, true)
+	}
+}
+
+// expireDue is expire outside a pass, for tests.
 func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int64, ready *Sink) {
+	return p.expire(now, expirePass.Add(1), nil, nil)
+}
+
+// outGroup is one place in a partition's send order (the key of the batch
+// whose outcomes they are, or of a parked entry; buffered records come
+// last) and the outcomes a reaper pass gives there.
+type outGroup struct {
+	ord     int64
+	sub     int
+	recs    []*Pending
+	expired bool // ended by expireSent: queued though their batch holds them
+}
+
+// expire is one partition's part of ExpireAll, under one hold of its lock
+// (in the first step also under the rmu of the sink carrying inflight, the
+// partition's due batches in flight). It gathers every outcome due now —
+// records of batches in flight or waiting for a retry (outcome unknown,
+// expireBatch), retry batches given up (dropRetriesLocked: not written
+// where that is provable; done when nothing is in flight and no rewind is
+// under way — any retry batch, not only the head: a record's deadline can
+// come from its Send's ctx, so a later batch may be due first), parked
+// outcomes released (callbacks.go), due buffered records, wherever they are
+// in the queue (senders that waited for buffer space can append a record
+// behind one with a later deadline) — and queues the async ones in send
+// order before unlocking (queueAsync: a response handled meanwhile must
+// queue later outcomes behind them). It returns the sync outcomes (failed)
+// and expired sync records (held) for afterExpire, the earliest deadline
+// still ahead, and the sink to nudge when dropping retries let the
+// partition send again. It also drops canceled records. The callback
+// queues it makes running go on starts (the first step starts them once it
+// lets rmu go), or, with starts nil, are started here after unlocking.
+func (p *PartitionQueue) expire(now int64, pass uint64, inflight []*Batch, starts *cbStarts) (failed, held []*Pending, next int64, ready *Sink) {
 	p.mu.Lock()
-	defer func() {
-		// Async outcomes into the callback queue before p is unlocked
-		// (queueAsync), held ones first (sent before the others); then
-		// unlock, which releases the space of canceled records dropped
-		// here, and start the queue on the leader's callback goroutine or
-		// here (the reaper holds no other lock).
-		var st cbStarts
-		held = p.eng.queueAsync(held, 0, true, &st)
-		failed = p.eng.queueAsync(failed, 0, false, &st)
-		var c *callbacks
-		if p.leader != nil {
-			c = &p.leader.cb
+	if inflight == nil && p.expiredPass == pass {
+		// Expired with its batches in flight in this pass.
+		next = p.expiredNext
+		p.mu.Unlock()
+		return nil, nil, next, nil
+	}
+	var groups []outGroup
+	add := func(ord int64, sub int, recs []*Pending, expired bool) {
+		if len(recs) > 0 {
+			groups = append(groups, outGroup{ord, sub, recs, expired})
 		}
-		p.unlock()
-		p.eng.startQueues(&st, c, true)
-	}()
-	if p.inflight == 0 && p.phase != phaseRewind && p.retryDueLocked(now) {
-		failed = p.dropRetriesLocked(now, nil, failed)
+	}
+	expireBatches := func(bs []*Batch) {
+		for _, b := range bs {
+			var recs []*Pending
+			recs, next = expireBatch(b, now, nil, next, p.eng)
+			add(b.ord, b.sub, recs, true)
+		}
+	}
+	expireBatches(inflight)
+	if p.inflight == 0 && p.phase != phaseRewind && len(p.retry) > 0 && p.retryDueLocked(now) {
+		// Dropped in order, with the parked outcomes they release
+		// (completeLocked): one group, at the first retry's place.
+		ord, sub := p.retry[0].ord, p.retry[0].sub
+		add(ord, sub, p.dropRetriesLocked(now, nil, nil), false)
 		ready = p.queueLocked()
 	}
-	for _, bs := range [][]*Batch{p.retry, p.rewound} {
-		for _, b := range bs {
-			held, next = expireBatch(b, now, held, next, p.eng)
+	expireBatches(p.rewound)
+	expireBatches(p.retry)
+	if len(p.parked) > 0 || len(p.blocked) > 0 {
+		n := p.releasableParkedLocked(now)
+		for i := range p.parked[:n] {
+			add(p.parked[i].ord, p.parked[i].sub, p.parked[i].recs, false)
+		}
+		p.parked = slices.Delete(p.parked, 0, n)
+		next = p.parkedDeadlineLocked(next)
+	}
+	var due []*Pending
+	due, next = p.expireRecsLocked(now, next)
+	add(math.MaxInt64, 0, due, false)
+
+	// Queued in send order; what is left (sync outcomes) is delivered by
+	// afterExpire.
+	slices.SortStableFunc(groups, func(a, b outGroup) int {
+		return cmp.Or(cmp.Compare(a.ord, b.ord), cmp.Compare(a.sub, b.sub))
+	})
+	var own cbStarts
+	st := starts
+	if st == nil {
+		st = &own
+	}
+	for _, g := range groups {
+		rest := p.eng.queueAsync(g.recs, 0, g.expired, st)
+		if g.expired {
+			held = append(held, rest...)
+		} else {
+			failed = append(failed, rest...)
 		}
 	}
-	// After held (expired in batches) and dropped retries: the outcomes
-	// parked behind them come next (callbacks.go).
-	failed = p.releaseParkedLocked(now, failed)
-	next = p.parkedDeadlineLocked(next)
+	if inflight != nil {
+		p.expiredPass, p.expiredNext = pass, next
+	}
+	var c *callbacks
+	if p.leader != nil {
+		c = &p.leader.cb
+	}
+	// Unlocking releases the space of canceled records dropped here; the
+	// queues start on the leader's callback goroutine or here: the reaper
+	// holds no lock.
+	p.unlock()
+	if starts == nil {
+		p.eng.startQueues(&own, c, true)
+	}
+	return failed, held, next, ready
+}
+
+// expireRecsLocked fails the due buffered records and drops canceled ones;
+// it returns those whose outcome the caller owns and the earliest deadline
+// among the others (or next, if earlier).
+func (p *PartitionQueue) expireRecsLocked(now, next int64) (failed []*Pending, _ int64) {
 	keep := p.recs[:0]
 	for _, r := range p.recs {
 		switch {
@@ -134,7 +221,7 @@ func (p *PartitionQueue) expireDue(now int64) (failed, held []*Pending, next int
 	}
 	clear(p.recs[len(keep):])
 	p.recs = keep
-	return failed, held, next, ready
+	return failed, next
 }
 
 // retryDueLocked reports whether any retry batch is due.
@@ -189,22 +276,33 @@ func (s *Sink) untrack(gen uint64) {
 	s.rmu.Unlock()
 }
 
-// expireInflight expires the records of in-flight requests whose deadline
-// passed and returns the earliest deadline still ahead. Requests are
-// visited in the order they were sent (request numbers grow), so one
-// partition's expired records reach its callback queue in send order.
-func (s *Sink) expireInflight(now int64) (held []*Pending, next int64) {
+// expireInflight is ExpireAll's first step for one sink: under rmu, it
+// finds the in-flight batches whose deadline passed, visiting requests in
+// the order they were sent (request numbers grow), and expires each of
+// their partitions as a whole (expire), so a partition's outcomes due in
+// this pass are queued in send order, across its batches in flight and
+// those waiting for a retry. Queued under rmu: a later batch of these
+// partitions in flight behind them is untracked (under rmu) before its
+// response is handled, so its outcomes queue behind. It returns the
+// earliest deadline still ahead among the batches it looked at.
+func (s *Sink) expireInflight(now int64, pass uint64) (next int64) {
+	earliest := func(d int64) {
+		if d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	type partDue struct {
+		p  *PartitionQueue
+		bs []*Batch
+	}
 	var st cbStarts
+	var parts []partDue
+	var out []struct {
+		p            *PartitionQueue
+		failed, held []*Pending
+		ready        *Sink
+	}
 	s.rmu.Lock()
-	defer func() {
-		// Async outcomes into their callback queues under rmu: a later
-		// batch of their partitions is in flight behind these, here, and
-		// its response is untracked (under rmu) before it is handled, so
-		// its outcomes queue behind. Started on the reaper, holding no lock.
-		held = s.eng.queueAsync(held, 0, true, &st)
-		s.rmu.Unlock()
-		s.eng.startQueues(&st, &s.cb, true)
-	}()
 	var buf [16]uint64
 	gens := buf[:0]
 	for gen := range s.reqs {
@@ -213,10 +311,33 @@ func (s *Sink) expireInflight(now int64) (held []*Pending, next int64) {
 	slices.Sort(gens)
 	for _, gen := range gens {
 		for _, b := range s.reqs[gen] {
-			held, next = expireBatch(b, now, held, next, s.eng)
+			if !due(b.deadline, now) {
+				earliest(b.deadline)
+				continue
+			}
+			i := slices.IndexFunc(parts, func(d partDue) bool { return d.p == b.p })
+			if i < 0 {
+				i = len(parts)
+				parts = append(parts, partDue{p: b.p})
+			}
+			parts[i].bs = append(parts[i].bs, b)
 		}
 	}
-	return held, next
+	for _, d := range parts {
+		failed, held, n, ready := d.p.expire(now, pass, d.bs, &st)
+		earliest(n)
+		out = append(out, struct {
+			p            *PartitionQueue
+			failed, held []*Pending
+			ready        *Sink
+		}{d.p, failed, held, ready})
+	}
+	s.rmu.Unlock()
+	s.eng.startQueues(&st, &s.cb, true)
+	for _, o := range out {
+		o.p.afterExpire(o.failed, o.held, o.ready)
+	}
+	return next
 }
 
 // Idle reports whether the partition holds no record: nothing buffered,

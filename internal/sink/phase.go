@@ -283,7 +283,10 @@ func (p *PartitionQueue) failBatchLocked(b *Batch, err error, unknown bool, out 
 }
 
 // failBuffered fails every record that is not in flight; with close, the
-// partition also refuses later records (Close).
+// partition also refuses later records (Close). Outcomes are handed out in
+// send order: retry batches (each releasing what was parked behind it),
+// then the buffered records — behind the batches in flight, if any, whose
+// answers come later (parkUnsentLocked; at Close nothing is in flight).
 func (p *PartitionQueue) failBuffered(err error, close bool) (out []*Pending) {
 	p.mu.Lock()
 	defer func() {
@@ -296,14 +299,22 @@ func (p *PartitionQueue) failBuffered(err error, close bool) (out []*Pending) {
 	if close {
 		p.stepLocked(evClose)
 	}
-	out = p.failRecsLocked(err, nil)
-	for _, b := range append(p.rewound, p.retry...) {
+	retry := append(p.rewound, p.retry...)
+	slices.SortStableFunc(retry, (*Batch).before)
+	for _, b := range retry {
 		out = p.failBatchLocked(b, err, b.unknown, out)
 	}
 	p.retry, p.rewound = nil, nil
 	if close {
 		out = p.releaseAllParkedLocked(out)
 	}
+	if close {
+		// Nothing will be answered any more (the engine stopped).
+		return p.failRecsLocked(err, out)
+	}
+	recs := p.failRecsLocked(err, p.eng.getRecSlice())
+	out = p.parkUnsentLocked(recs, out)
+	p.eng.putRecSlice(recs)
 	return out
 }
 

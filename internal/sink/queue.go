@@ -120,6 +120,7 @@ type PartitionQueue struct {
 	reseqAt    *Batch  // the earliest dropped, not-written batch: renumber from it; nil when none
 	ackedOrd   int64   // ord of the latest acknowledged batch under id
 	nextOrd    int64   // ord of the next batch drained
+	answered   int64   // highest ord of a batch whose request was answered (callbacks.go)
 	fails      int     // consecutive failed rounds, for backoff
 	backoffGen uint32  // number of the latest backoff, so a stale timer is ignored
 	seq        int32   // next sequence under id
@@ -134,6 +135,11 @@ type PartitionQueue struct {
 	// async outcomes later ones wait for, and those later outcomes.
 	blocked []*Batch
 	parked  []parkedOutcome
+
+	// ExpireAll's pass (expire.go) that expired this partition with its
+	// batches in flight, and the earliest deadline it found then.
+	expiredPass uint64
+	expiredNext int64
 
 	// Space of canceled records dropped under mu, released by unlock.
 	relRecs  int
@@ -154,7 +160,7 @@ type PartitionQueue struct {
 // NewPartitionQueue returns an empty partition accumulator.
 func (e *Engine) NewPartitionQueue(topic string, id int32) *PartitionQueue {
 	p := &PartitionQueue{Topic: topic, ID: id, eng: e, id: idem.None, bumpFrom: idem.None,
-		ackedOrd: -1, phase: phaseProbe, resume: phaseProbe}
+		ackedOrd: -1, answered: -1, phase: phaseProbe, resume: phaseProbe}
 	p.cbq.part = p
 	return p
 }

@@ -178,6 +178,7 @@ func (s *Sink) handle(batches []*Batch, r kmsg.Response, reqErr error, sent int6
 		}
 		p.mu.Lock()
 		p.inflight--
+		p.answered = max(p.answered, b.ord)
 		if e.cfg.Hooks.Stamps {
 			b.answered = now // finishSent copies it to the records ended here
 		}

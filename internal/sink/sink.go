@@ -16,8 +16,9 @@ package sink
 // (reaper.go). encode holds the batch's PartitionQueue.recMu while it
 // reads the records' memory. Lock order: own → Partition.mu → Sink.mu;
 // own → rmu → PartitionQueue.recMu; own is never taken with another kpush
-// lock held. The reaper queues the async outcomes it ends in flight under
-// rmu (rmu → cbQueue.mu, callbacks.go).
+// lock held. The reaper expires a partition with due batches in flight
+// under rmu, queueing its async outcomes there (rmu → PartitionQueue.mu →
+// cbQueue.mu, expire.go); nothing takes rmu under a partition's mu.
 // The coalescing wait's fields (coalesceSince, coalesceAnswers, scratch,
 // answers, coalesceNeed) are described in coalesce.go.
 
