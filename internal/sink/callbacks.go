@@ -27,7 +27,6 @@ package sink
 // it to complete a batch (reader, reaper, sink loop, Close).
 
 import (
-	"cmp"
 	"slices"
 	"sync"
 
@@ -390,7 +389,7 @@ type parkedOutcome struct {
 
 // beforeBatch compares the parked batch's place in send order with b's.
 func (o *parkedOutcome) beforeBatch(b *Batch) int {
-	return cmp.Or(cmp.Compare(o.ord, b.ord), cmp.Compare(o.sub, b.sub))
+	return comparePlace(o.ord, o.sub, b.ord, b.sub)
 }
 
 // waitsAsync reports whether some async record of b has no outcome yet.
@@ -429,10 +428,17 @@ func (p *PartitionQueue) completeLocked(b *Batch, recs, out []*Pending) []*Pendi
 	if i := slices.Index(p.blocked, b); i >= 0 {
 		p.blocked = slices.Delete(p.blocked, i, i+1)
 	}
-	po := parkedOutcome{ord: b.ord, sub: b.sub}
+	return p.parkAsyncLocked(b.ord, b.sub, recs, out)
+}
+
+// parkAsyncLocked parks the async outcomes among recs at place (ord, sub),
+// appends the others to out (sync, or delivered already at its deadline),
+// and releases what may go now.
+func (p *PartitionQueue) parkAsyncLocked(ord int64, sub int, recs, out []*Pending) []*Pending {
+	po := parkedOutcome{ord: ord, sub: sub}
 	for _, r := range recs {
 		if !r.Async || r.HeldByBatch() {
-			out = append(out, r) // sync, or delivered already at its deadline
+			out = append(out, r)
 			continue
 		}
 		if po.recs == nil || r.Deadline < po.deadline {
@@ -450,7 +456,7 @@ func (p *PartitionQueue) completeLocked(b *Batch, recs, out []*Pending) []*Pendi
 // same place).
 func (p *PartitionQueue) parkLocked(po parkedOutcome) {
 	i := len(p.parked)
-	for i > 0 && cmp.Or(cmp.Compare(p.parked[i-1].ord, po.ord), cmp.Compare(p.parked[i-1].sub, po.sub)) > 0 {
+	for i > 0 && comparePlace(p.parked[i-1].ord, p.parked[i-1].sub, po.ord, po.sub) > 0 {
 		i--
 	}
 	p.parked = slices.Insert(p.parked, i, po)
@@ -464,21 +470,7 @@ func (p *PartitionQueue) parkUnsentLocked(recs, out []*Pending) []*Pending {
 	if p.answered >= p.nextOrd-1 && len(p.blocked) == 0 && len(p.parked) == 0 {
 		return append(out, recs...)
 	}
-	po := parkedOutcome{ord: p.nextOrd, sub: -1}
-	for _, r := range recs {
-		if !r.Async {
-			out = append(out, r)
-			continue
-		}
-		if po.recs == nil || r.Deadline < po.deadline {
-			po.deadline = r.Deadline
-		}
-		po.recs = append(po.recs, r)
-	}
-	if po.recs != nil {
-		p.parkLocked(po)
-	}
-	return p.releaseParkedLocked(clock.Mono(), out)
+	return p.parkAsyncLocked(p.nextOrd, -1, recs, out)
 }
 
 // releaseParkedLocked appends to out, in order, the parked outcomes no

@@ -9,17 +9,15 @@ import (
 	"github.com/kpush/kpush/internal/clock"
 )
 
-// twoInflight sets up one pipelining partition with async records A and C
-// in requests 2 and 3 of s1, both in flight (tracked) and unanswered.
-func twoInflight(t *testing.T) (s1 *Sink, p *PartitionQueue, o *orderN, a, c *Pending, ba, bc *Batch) {
+// inflight sets up one pipelining partition with n async records, one in
+// each of requests 2..n+1 of s1, all in flight (tracked) and unanswered.
+func inflight(t *testing.T, n int) (s1 *Sink, p *PartitionQueue, o *orderN, rs []*Pending, bs []*Batch) {
 	t.Helper()
 	s1, p, nt, far := idemPartition()
 	s1.cb = callbacks{eng: s1.eng, wake: make(chan struct{}, 1)}
 	pipelining(t, s1, p, nt, 1)
 	o = &orderN{}
-	var rs []*Pending
-	var bs []*Batch
-	for gen := uint64(2); gen <= 3; gen++ {
+	for gen := uint64(2); gen < uint64(n+2); gen++ {
 		r := newRec(o, far)
 		r.Async = true
 		p.Add(r)
@@ -30,6 +28,13 @@ func twoInflight(t *testing.T) (s1 *Sink, p *PartitionQueue, o *orderN, a, c *Pe
 		s1.track(gen, []*Batch{b})
 		rs, bs = append(rs, r), append(bs, b)
 	}
+	return s1, p, o, rs, bs
+}
+
+// twoInflight is inflight with two records, A and C.
+func twoInflight(t *testing.T) (s1 *Sink, p *PartitionQueue, o *orderN, a, c *Pending, ba, bc *Batch) {
+	t.Helper()
+	s1, p, o, rs, bs := inflight(t, 2)
 	return s1, p, o, rs[0], rs[1], bs[0], bs[1]
 }
 
@@ -182,23 +187,7 @@ func TestFailBuffered_WaitingBufferedKeepsItsDeadline(t *testing.T) {
 // a partition's batches in flight, its parked outcomes and its waiting
 // retries interleave in send order.
 func TestExpire_ResentRetryParkedAndWaitingRetryInOnePass(t *testing.T) {
-	s1, p, nt, far := idemPartition()
-	s1.cb = callbacks{eng: s1.eng, wake: make(chan struct{}, 1)}
-	pipelining(t, s1, p, nt, 1)
-	o := &orderN{}
-	var rs []*Pending
-	var bs []*Batch
-	for gen := uint64(2); gen <= 4; gen++ {
-		r := newRec(o, far)
-		r.Async = true
-		p.Add(r)
-		b := next(s1, p, gen)
-		if b == nil {
-			t.Fatalf("request %d: no batch: %s", gen, p.DebugString())
-		}
-		s1.track(gen, []*Batch{b})
-		rs, bs = append(rs, r), append(bs, b)
-	}
+	s1, p, o, rs, bs := inflight(t, 3)
 	a, b, c := rs[0], rs[1], rs[2]
 	for i, code := range []int16{kerr.NotEnoughReplicasAfterAppend.Code, 0, kerr.NotEnoughReplicas.Code} {
 		s1.untrack(uint64(i + 2))

@@ -23,7 +23,6 @@ package sink
 // Sender fails expired in-flight batches the same way).
 
 import (
-	"cmp"
 	"math"
 	"slices"
 	"sync/atomic"
@@ -165,9 +164,7 @@ func (p *PartitionQueue) expire(now int64, pass uint64, inflight []*Batch, start
 
 	// Queued in send order; what is left (sync outcomes) is delivered by
 	// afterExpire.
-	slices.SortStableFunc(groups, func(a, b outGroup) int {
-		return cmp.Or(cmp.Compare(a.ord, b.ord), cmp.Compare(a.sub, b.sub))
-	})
+	slices.SortStableFunc(groups, func(a, b outGroup) int { return comparePlace(a.ord, a.sub, b.ord, b.sub) })
 	var own cbStarts
 	st := starts
 	if st == nil {
@@ -295,13 +292,14 @@ func (s *Sink) expireInflight(now int64, pass uint64) (next int64) {
 		p  *PartitionQueue
 		bs []*Batch
 	}
-	var st cbStarts
-	var parts []partDue
-	var out []struct {
+	type partLeft struct { // what expire left for afterExpire
 		p            *PartitionQueue
 		failed, held []*Pending
 		ready        *Sink
 	}
+	var st cbStarts
+	var parts []partDue
+	var out []partLeft
 	s.rmu.Lock()
 	var buf [16]uint64
 	gens := buf[:0]
@@ -326,11 +324,7 @@ func (s *Sink) expireInflight(now int64, pass uint64) (next int64) {
 	for _, d := range parts {
 		failed, held, n, ready := d.p.expire(now, pass, d.bs, &st)
 		earliest(n)
-		out = append(out, struct {
-			p            *PartitionQueue
-			failed, held []*Pending
-			ready        *Sink
-		}{d.p, failed, held, ready})
+		out = append(out, partLeft{d.p, failed, held, ready})
 	}
 	s.rmu.Unlock()
 	s.eng.startQueues(&st, &s.cb, true)

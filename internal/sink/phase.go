@@ -306,10 +306,8 @@ func (p *PartitionQueue) failBuffered(err error, close bool) (out []*Pending) {
 	}
 	p.retry, p.rewound = nil, nil
 	if close {
-		out = p.releaseAllParkedLocked(out)
-	}
-	if close {
 		// Nothing will be answered any more (the engine stopped).
+		out = p.releaseAllParkedLocked(out)
 		return p.failRecsLocked(err, out)
 	}
 	recs := p.failRecsLocked(err, p.eng.getRecSlice())

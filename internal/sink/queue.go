@@ -92,7 +92,14 @@ func (b *Batch) wireSize() int {
 func framing(p *PartitionQueue) int { return 16 + len(p.Topic) }
 
 func (b *Batch) before(o *Batch) int {
-	return cmp.Or(cmp.Compare(b.ord, o.ord), cmp.Compare(b.sub, o.sub))
+	return comparePlace(b.ord, b.sub, o.ord, o.sub)
+}
+
+// comparePlace orders two places (ord, sub) in a partition's send order:
+// batches, parked outcomes (callbacks.go) and a reaper pass's groups of
+// outcomes (expire.go).
+func comparePlace(ordA int64, subA int, ordB int64, subB int) int {
+	return cmp.Or(cmp.Compare(ordA, ordB), cmp.Compare(subA, subB))
 }
 
 // addSeq advances a sequence number; sequences wrap to 0 after MaxInt32.
