@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,9 @@ const benchTopic = "bench"
 // runBroker is the broker process: a kfake cluster with the spec's brokers
 // and partitions on 127.0.0.1. It prints the bootstrap addresses on one
 // line, then serves until stdin closes (the parent is done with it or died).
-// With cpuProfile set it writes a CPU profile of its whole life there.
-func runBroker(ctx context.Context, specJSON, cpuProfile string) error {
+// With cpuProfile (traceFile) set it writes a CPU profile (a runtime/trace)
+// of its whole life there.
+func runBroker(ctx context.Context, specJSON, cpuProfile, traceFile string) error {
 	var s runSpec
 	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
 		return fmt.Errorf("broker: bad -spec: %w", err)
@@ -38,6 +40,17 @@ func runBroker(ctx context.Context, specJSON, cpuProfile string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	c, err := kafkatest.NewCluster(kafkatest.WithBrokers(s.Brokers),
 		kafkatest.WithTopic(benchTopic, int32(s.Partitions)))

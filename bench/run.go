@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -127,8 +128,21 @@ func runClient(specJSON string, prof profiles) error {
 			return err
 		}
 	}
+	if prof.trace != "" {
+		f, err := os.Create(prof.trace)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+	}
 	cfg.reqs.reset()
 	r := w.measure(ctx)
+	if prof.trace != "" {
+		trace.Stop()
+	}
 	r.Requests, r.RequestBytes = cfg.reqs.n.Load(), cfg.reqs.bytes.Load()
 	if prof.cpu != "" {
 		pprof.StopCPUProfile()
