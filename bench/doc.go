@@ -299,7 +299,7 @@ func writeHeadlineRun(w func(string, ...any), rawName string, res *results) {
 		w("\n")
 	}
 	w("### Every client, every cell\n\n")
-	w("Median (min–max) over the repetitions. CPU is the client process's (user + system, `getrusage`) over the measured window ÷ records; latency is per record, send call to acknowledgement; peak RSS is the client process's.\n\n")
+	w("Median (min–max) over the repetitions. CPU is the client process's (user + system, `getrusage`) over the measured window ÷ records; latency is per record, send call to acknowledgement; peak RSS is the client process's own (`VmHWM` in `/proc/self/status`: `getrusage`'s maxrss would include the parent's, which exec carries over).\n\n")
 	hm := []metric{mThroughput, mCPU, mP50, mP99, mRSS, mAllocs}
 	w("| workload | client |")
 	for _, mt := range hm {
