@@ -30,28 +30,16 @@ func runBroker(ctx context.Context, specJSON, cpuProfile, traceFile string) erro
 	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
 		return fmt.Errorf("broker: bad -spec: %w", err)
 	}
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopCPU, err := capture(cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	if err != nil {
+		return err
 	}
-	if traceFile != "" {
-		f, err := os.Create(traceFile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return err
-		}
-		defer trace.Stop()
+	defer stopCPU()
+	stopTrace, err := capture(traceFile, trace.Start, trace.Stop)
+	if err != nil {
+		return err
 	}
+	defer stopTrace()
 	c, err := kafkatest.NewCluster(kafkatest.WithBrokers(s.Brokers),
 		kafkatest.WithTopic(benchTopic, int32(s.Partitions)))
 	if err != nil {

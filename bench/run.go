@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -120,35 +121,20 @@ func runClient(specJSON string, prof profiles) error {
 	if prof.mem != "" {
 		runtime.MemProfileRate = 64 << 10 // finer than the default 512 KiB: allocations per record are few
 	}
-	if prof.cpu != "" {
-		f, err := os.Create(prof.cpu)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
+	stopCPU, err := capture(prof.cpu, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	if err != nil {
+		return err
 	}
-	if prof.trace != "" {
-		f, err := os.Create(prof.trace)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return err
-		}
+	stopTrace, err := capture(prof.trace, trace.Start, trace.Stop)
+	if err != nil {
+		stopCPU()
+		return err
 	}
 	cfg.reqs.reset()
 	r := w.measure(ctx)
-	if prof.trace != "" {
-		trace.Stop()
-	}
+	stopTrace()
+	stopCPU()
 	r.Requests, r.RequestBytes = cfg.reqs.n.Load(), cfg.reqs.bytes.Load()
-	if prof.cpu != "" {
-		pprof.StopCPUProfile()
-	}
 	if prof.mem != "" {
 		if err := writeAllocProfile(prof.mem); err != nil {
 			return err
@@ -161,6 +147,27 @@ func runClient(specJSON string, prof profiles) error {
 	fmt.Println(string(line))
 	cl.Close()
 	return nil
+}
+
+// capture starts a CPU profile or a trace (start, stop) into the file at
+// path and returns what ends it and closes the file; with path empty it
+// does nothing.
+func capture(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		stop()
+		f.Close()
+	}, nil
 }
 
 // workload drives one client.
