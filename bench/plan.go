@@ -315,7 +315,7 @@ func runParent(ctx context.Context, o *options) error {
 	return nil
 }
 
-// profiles are the directories for kpush's profiles; empty: none.
+// profiles are the directories for the runs' profiles and traces; empty: none.
 type profiles struct{ cpu, mem, trace string }
 
 // run measures every cell: layouts, then levels, then repetitions, with
