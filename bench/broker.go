@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -22,23 +23,23 @@ const benchTopic = "bench"
 // runBroker is the broker process: a kfake cluster with the spec's brokers
 // and partitions on 127.0.0.1. It prints the bootstrap addresses on one
 // line, then serves until stdin closes (the parent is done with it or died).
-// With cpuProfile set it writes a CPU profile of its whole life there.
-func runBroker(ctx context.Context, specJSON, cpuProfile string) error {
+// With cpuProfile (traceFile) set it writes a CPU profile (a runtime/trace)
+// of its whole life there.
+func runBroker(ctx context.Context, specJSON, cpuProfile, traceFile string) error {
 	var s runSpec
 	if err := json.Unmarshal([]byte(specJSON), &s); err != nil {
 		return fmt.Errorf("broker: bad -spec: %w", err)
 	}
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopCPU, err := capture(cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	if err != nil {
+		return err
 	}
+	defer stopCPU()
+	stopTrace, err := capture(traceFile, trace.Start, trace.Stop)
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
 	c, err := kafkatest.NewCluster(kafkatest.WithBrokers(s.Brokers),
 		kafkatest.WithTopic(benchTopic, int32(s.Partitions)))
 	if err != nil {

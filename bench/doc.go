@@ -299,7 +299,7 @@ func writeHeadlineRun(w func(string, ...any), rawName string, res *results) {
 		w("\n")
 	}
 	w("### Every client, every cell\n\n")
-	w("Median (min–max) over the repetitions. CPU is the client process's (user + system, `getrusage`) over the measured window ÷ records; latency is per record, send call to acknowledgement; peak RSS is the client process's.\n\n")
+	w("Median (min–max) over the repetitions. CPU is the client process's (user + system, `getrusage`) over the measured window ÷ records; latency is per record, send call to acknowledgement; peak RSS is the client process's own (`VmHWM` in `/proc/self/status`: `getrusage`'s maxrss would include the parent's, which exec carries over).\n\n")
 	hm := []metric{mThroughput, mCPU, mP50, mP99, mRSS, mAllocs}
 	w("| workload | client |")
 	for _, mt := range hm {
@@ -493,7 +493,7 @@ func writeMethod(w func(string, ...any), m meta, rawName string) {
 	w("go run -C bench . -quick    # the ~2-minute subset (1 broker, 12 partitions, 100 B, keyless)\n")
 	w("go run -C bench . -full     # 1 and 3 brokers, 3 and 12 partitions, 100 B and 1 KiB, keyed, every idempotence variant\n")
 	w("go run -C bench . -quick -clients kpush,franz-go -reps 5 -out ''      # print the table only\n")
-	w("go run -C bench . -quick -clients kpush -c 10000 -cpuprofile /tmp/prof -out ''   # profile kpush's runs\n")
+	w("go run -C bench . -quick -clients kpush -c 10000 -cpuprofile /tmp/prof -out ''   # profile the runs (client and broker)\n")
 	w("go run -C bench . -clients kpush,franz-go -s 1024 -c async -n 300000 -out ''   # one layout: -brokers, -partitions, -s, -keyed\n")
 	w("go run -C bench . -quick -real   # the same on real Apache Kafka: 1 node, and 3 nodes RF=3 (needs Java 17+ and Maven)\n")
 	w("go run -C bench . -replot ../docs/benchmarks.json   # rewrite this doc from the saved raw results\n```\n\n")

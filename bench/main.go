@@ -44,9 +44,9 @@ func main() {
 	case "":
 		err = runParent(ctx, o)
 	case "broker":
-		err = runBroker(ctx, o.spec, o.cpuProfile)
+		err = runBroker(ctx, o.spec, o.cpuProfile, o.trace)
 	case "client":
-		err = runClient(o.spec, profiles{cpu: o.cpuProfile, mem: o.memProfile})
+		err = runClient(o.spec, profiles{cpu: o.cpuProfile, mem: o.memProfile, trace: o.trace})
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)
 	}

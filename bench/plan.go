@@ -30,6 +30,7 @@ type options struct {
 	replot      string
 	cpuProfile  string
 	memProfile  string
+	trace       string
 	spec        string // internal: the run given to a child
 }
 
@@ -49,8 +50,9 @@ func defineFlags(fs *flag.FlagSet) *options {
 	fs.IntVar(&o.reps, "reps", 0, "repetitions of every cell, interleaved across clients (0: the mode's, 3 with -quick, 5 with -full)")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "the doc to write (charts and a .json of the raw results go beside it); empty: print the table only")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the doc from a saved .json of results instead of measuring")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for a CPU profile of every kpush run (its measured part) and of the fake broker process of every run (its whole life, as broker-NAME)")
-	fs.StringVar(&o.memProfile, "memprofile", "", "directory for an allocation profile of every kpush run (its measured part)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for a CPU profile of every client run (its measured part; confluent's C code shows as cgo calls) and of the fake broker process of every run (its whole life, as broker-NAME)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "directory for an allocation profile of every client run (its measured part; Go allocations only)")
+	fs.StringVar(&o.trace, "trace", "", "directory for a runtime/trace of every client run's measured part (any client: they all run in a Go process), as NAME.trace, and of the fake broker process of every run (its whole life, as broker-NAME.trace); read with go tool trace")
 	fs.StringVar(&o.spec, "spec", "", "internal: the run, as JSON (with -role)")
 	return o
 }
@@ -280,8 +282,8 @@ func runParent(ctx context.Context, o *options) error {
 		if err != nil {
 			return err
 		}
-		prof := profiles{cpu: o.cpuProfile, mem: o.memProfile}
-		for _, dir := range []string{prof.cpu, prof.mem} {
+		prof := profiles{cpu: o.cpuProfile, mem: o.memProfile, trace: o.trace}
+		for _, dir := range []string{prof.cpu, prof.mem, prof.trace} {
 			if dir != "" {
 				if err := os.MkdirAll(dir, 0o755); err != nil {
 					return err
@@ -313,8 +315,8 @@ func runParent(ctx context.Context, o *options) error {
 	return nil
 }
 
-// profiles are the directories for kpush's profiles; empty: none.
-type profiles struct{ cpu, mem string }
+// profiles are the directories for the runs' profiles and traces; empty: none.
+type profiles struct{ cpu, mem, trace string }
 
 // run measures every cell: layouts, then levels, then repetitions, with
 // the clients in a different order in every repetition.
@@ -391,6 +393,9 @@ func runOne(s runSpec, prof profiles, addrs []string) result {
 		if prof.cpu != "" {
 			bextra = append(bextra, "-cpuprofile", filepath.Join(prof.cpu, "broker-"+name))
 		}
+		if prof.trace != "" {
+			bextra = append(bextra, "-trace", filepath.Join(prof.trace, "broker-"+strings.TrimSuffix(name, ".prof")+".trace"))
+		}
 		b, kfakeAddrs, err := startBroker(s, bextra...)
 		if err != nil {
 			return fail(err)
@@ -405,13 +410,14 @@ func runOne(s runSpec, prof profiles, addrs []string) result {
 	}
 	brokerCPU0 := procCPU(brokerPid)
 	var extra []string
-	if strings.HasPrefix(s.Client, "kpush") {
-		if prof.cpu != "" {
-			extra = append(extra, "-cpuprofile", filepath.Join(prof.cpu, name))
-		}
-		if prof.mem != "" {
-			extra = append(extra, "-memprofile", filepath.Join(prof.mem, strings.TrimSuffix(name, ".prof")+".alloc.prof"))
-		}
+	if prof.cpu != "" {
+		extra = append(extra, "-cpuprofile", filepath.Join(prof.cpu, name))
+	}
+	if prof.mem != "" {
+		extra = append(extra, "-memprofile", filepath.Join(prof.mem, strings.TrimSuffix(name, ".prof")+".alloc.prof"))
+	}
+	if prof.trace != "" {
+		extra = append(extra, "-trace", filepath.Join(prof.trace, strings.TrimSuffix(name, ".prof")+".trace"))
 	}
 	cl, err := startChild("client", s, extra...)
 	if err != nil {

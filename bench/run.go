@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -117,22 +121,20 @@ func runClient(specJSON string, prof profiles) error {
 	if prof.mem != "" {
 		runtime.MemProfileRate = 64 << 10 // finer than the default 512 KiB: allocations per record are few
 	}
-	if prof.cpu != "" {
-		f, err := os.Create(prof.cpu)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
+	stopCPU, err := capture(prof.cpu, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	if err != nil {
+		return err
+	}
+	stopTrace, err := capture(prof.trace, trace.Start, trace.Stop)
+	if err != nil {
+		stopCPU()
+		return err
 	}
 	cfg.reqs.reset()
 	r := w.measure(ctx)
+	stopTrace()
+	stopCPU()
 	r.Requests, r.RequestBytes = cfg.reqs.n.Load(), cfg.reqs.bytes.Load()
-	if prof.cpu != "" {
-		pprof.StopCPUProfile()
-	}
 	if prof.mem != "" {
 		if err := writeAllocProfile(prof.mem); err != nil {
 			return err
@@ -145,6 +147,27 @@ func runClient(specJSON string, prof profiles) error {
 	fmt.Println(string(line))
 	cl.Close()
 	return nil
+}
+
+// capture starts a CPU profile or a trace (start, stop) into the file at
+// path and returns what ends it and closes the file; with path empty it
+// does nothing.
+func capture(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		stop()
+		f.Close()
+	}, nil
 }
 
 // workload drives one client.
@@ -220,7 +243,30 @@ func waitTimeout(wg *sync.WaitGroup, limit time.Duration) bool {
 func rusage() (cpu time.Duration, peakRSSMiB float64) {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), float64(ru.Maxrss) / 1024 // KiB on Linux
+	peak := float64(ru.Maxrss) / 1024 // KiB on Linux
+	if hwm, ok := vmHWM(); ok {
+		peak = hwm
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), peak
+}
+
+// vmHWM is this process's peak resident set in MiB, from /proc/self/status.
+// Linux's ru_maxrss is not this process's own: exec carries over the peak
+// of the memory it replaces, and Go starts children with vfork, so a
+// client's ru_maxrss is at least the parent's peak (the -real warm-up
+// client in the parent made every client read 67 MiB).
+func vmHWM() (float64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kib / 1024, err == nil
+		}
+	}
+	return 0, false
 }
 
 // measure runs the measured part and computes the result.
