@@ -489,7 +489,7 @@ func writeMethod(w func(string, ...any), m meta, rawName string) {
 	}
 	w("- **franz-go's linger** stays at its default 10 ms: ProduceSync skips it, asynchronous Produce uses it. Its default compression (snappy) is turned off to match the others.\n\n")
 	w("## How to run\n\n```sh\n")
-	w("go run -C bench . -headline # the README headline: kpush and franz-go at defaults, 1 broker, 3 partitions, 5 repetitions (~10 minutes)\n")
+	w("go run -C bench . -headline # the README headline: kpush and franz-go at defaults, 1 broker, 3 partitions, 7 repetitions (~4 minutes quiet, up to 10 busy)\n")
 	w("go run -C bench . -quick    # the ~2-minute subset (1 broker, 12 partitions, 100 B, keyless)\n")
 	w("go run -C bench . -full     # 1 and 3 brokers, 3 and 12 partitions, 100 B and 1 KiB, keyed, every idempotence variant\n")
 	w("go run -C bench . -quick -clients kpush,franz-go -reps 5 -out ''      # print the table only\n")

@@ -8,7 +8,7 @@
 // dependency graph. Run it from the repository root:
 //
 //	go run -C bench . -quick   # ~2 minutes: 1 broker, 12 partitions, 100 B, keyless
-//	go run -C bench . -headline  # the README headline cells (~10 minutes)
+//	go run -C bench . -headline  # the README headline cells (~4 minutes quiet, up to 10 busy)
 //	go run -C bench . -full    # every cell of issue 5 (about an hour)
 //
 // Process model: this binary plays three roles. The parent (no role flag)
@@ -64,7 +64,7 @@ plus the charts it embeds. Compare ratios within one run: the numbers of
 two runs on a shared machine are not comparable.
 
 Examples:
-  go run -C bench . -headline   # the README headline: kpush vs franz-go at defaults, ~10 minutes
+  go run -C bench . -headline   # the README headline: kpush vs franz-go at defaults, ~4 minutes quiet
   go run -C bench . -quick
   go run -C bench . -full
   go run -C bench . -quick -clients kpush,franz-go -reps 5

@@ -37,7 +37,7 @@ type options struct {
 func defineFlags(fs *flag.FlagSet) *options {
 	o := &options{}
 	fs.BoolVar(&o.quick, "quick", false, "the ~2-minute subset (the default): 1 broker, 12 partitions, 100 B keyless values, C=1..10000 and async, the five clients plus kpush and franz-go with idempotence off")
-	fs.BoolVar(&o.headline, "headline", false, "the README headline cells only (~10 minutes on 2 cores): kpush and franz-go at their defaults, 1 broker, 3 partitions, 100 B values, C=1..10000 and async keyless, plus async keyed; 5 interleaved repetitions; writes the headline section of docs/benchmarks.md")
+	fs.BoolVar(&o.headline, "headline", false, "the README headline cells only (~4 minutes on a quiet 2-core machine, up to 10 busy): kpush and franz-go at their defaults, 1 broker, 3 partitions, 100 B values, C=1..10000 and async keyless, plus async keyed; 7 interleaved repetitions; writes the headline section of docs/benchmarks.md")
 	fs.BoolVar(&o.full, "full", false, "every cell: 1 and 3 brokers, 3 and 12 partitions, 100 B and 1 KiB, keyless and keyed, every idempotence variant, 1 M async records")
 	fs.StringVar(&o.clients, "clients", "", "comma-separated clients to run (default: the five clients at their defaults and the idempotence-off kpush and franz-go with -quick, every variant with -full); known: "+peerNames())
 	fs.StringVar(&o.levels, "c", "", "comma-separated sync concurrency levels, plus \"async\" (default 1,100,1000,10000,async)")
@@ -50,9 +50,9 @@ func defineFlags(fs *flag.FlagSet) *options {
 	fs.IntVar(&o.reps, "reps", 0, "repetitions of every cell, interleaved across clients (0: the mode's, 3 with -quick, 5 with -full)")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "the doc to write (charts and a .json of the raw results go beside it); empty: print the table only")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the doc from a saved .json of results instead of measuring")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for a CPU profile of every client run (its measured part; confluent's C code shows as cgo calls) and of the fake broker process of every run (its whole life, as broker-NAME)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory for a CPU profile of every client run (its measured part; librdkafka's own threads show only as runtime._ExternalCode) and of the fake broker process of every run (its whole life, as broker-NAME)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "directory for an allocation profile of every client run (its measured part; Go allocations only)")
-	fs.StringVar(&o.trace, "trace", "", "directory for a runtime/trace of every client run's measured part (any client: they all run in a Go process), as NAME.trace, and of the fake broker process of every run (its whole life, as broker-NAME.trace); read with go tool trace")
+	fs.StringVar(&o.trace, "trace", "", "directory for a runtime/trace of every client run's measured part (Go code only: librdkafka's threads are not in it), as NAME.trace, and of the fake broker process of every run (its whole life, as broker-NAME.trace); read with go tool trace")
 	fs.StringVar(&o.spec, "spec", "", "internal: the run, as JSON (with -role)")
 	return o
 }
@@ -386,7 +386,7 @@ func runOne(s runSpec, prof profiles, addrs []string) result {
 	fail := func(err error) result {
 		return result{runSpec: s, Errors: 1, FirstError: err.Error()}
 	}
-	name := fmt.Sprintf("%s-%s-c%d-%db-%dp%s-rep%d.prof", strings.ReplaceAll(s.Client, "/", "_"), s.Mode, s.C, s.ValueSize, s.Partitions, keyedSuffix(s.Keyed), s.Rep)
+	name := fmt.Sprintf("%s-%s-c%d-%dbr-%db-%dp%s-rep%d.prof", strings.ReplaceAll(s.Client, "/", "_"), s.Mode, s.C, s.Brokers, s.ValueSize, s.Partitions, keyedSuffix(s.Keyed), s.Rep)
 	var broker *child
 	if addrs == nil {
 		var bextra []string

@@ -173,8 +173,8 @@ func (b *realBroker) close() {
 // realRecords are the records per run of the -real mode. With realMaxSeconds
 // they keep the mode within ten minutes on 2 cores: 2 layouts × 5 levels ×
 // 5 repetitions × 2 clients = 100 runs of at most realMaxSeconds of sending
-// plus about a second of process start, warm-up and close each, and the two
-// clusters' start and warm-up (about a minute and a half). Async sends
+// plus about half a second of process start, warm-up and close each, and the two
+// clusters' start and warm-up (one to two minutes). Async sends
 // 1,000,000: at 200,000 a run lasted 0.2 s, mostly filling and draining the
 // pipeline, and two runs of the cell an hour apart gave 1.31× and 1.04×.
 var realRecords = recordCounts{c1: 3_000, c100: 40_000, more: 100_000, async: 1_000_000}
@@ -251,7 +251,7 @@ func writeRealSection(w func(string, ...any), docPath string) error {
 	b, err := os.ReadFile(name)
 	if errors.Is(err, os.ErrNotExist) {
 		w("\n## Real Apache Kafka\n\n")
-		w("Not measured yet: every number above comes from kfake. `go run -C bench . -real` measures kpush and franz-go at their defaults on Apache Kafka (%s by default; 1 node, and 3 nodes with RF=3, min.insync.replicas=2 and acks=all), 5 interleaved repetitions of C=1, 100, 1000, 10000 and async, in about 8 minutes on 2 cores, and adds its tables here (saved in %s).\n", kafkatest.DefaultKafkaVersion, filepath.Base(name))
+		w("Not measured yet: every number above comes from kfake. `go run -C bench . -real` measures kpush and franz-go at their defaults on Apache Kafka (%s by default; 1 node, and 3 nodes with RF=3, min.insync.replicas=2 and acks=all), 5 interleaved repetitions of C=1, 100, 1000, 10000 and async, in about 9 minutes on 2 cores, and adds its tables here (saved in %s).\n", kafkatest.DefaultKafkaVersion, filepath.Base(name))
 		return nil
 	}
 	if err != nil {
@@ -293,6 +293,6 @@ func writeRealSection(w func(string, ...any), docPath string) error {
 		w("### Real Kafka results: %s\n\n", l)
 		writeLayoutResults(w, ix, m, l)
 	}
-	w("To rerun: `go run -C bench . -real` (about 8 minutes on 2 cores with the jars cached; needs Java 17+, and Maven the first time; `KPUSH_KAFKA_VERSION` picks the version). It rewrites this doc from the saved kfake results plus the new real-broker ones.\n")
+	w("To rerun: `go run -C bench . -real` (about 9 minutes on 2 cores with the jars cached; needs Java 17+, and Maven the first time; `KPUSH_KAFKA_VERSION` picks the version). It rewrites this doc from the saved kfake results plus the new real-broker ones.\n")
 	return nil
 }

@@ -132,9 +132,9 @@ func runClient(specJSON string, prof profiles) error {
 	}
 	cfg.reqs.reset()
 	r := w.measure(ctx)
+	r.Requests, r.RequestBytes = cfg.reqs.n.Load(), cfg.reqs.bytes.Load()
 	stopTrace()
 	stopCPU()
-	r.Requests, r.RequestBytes = cfg.reqs.n.Load(), cfg.reqs.bytes.Load()
 	if prof.mem != "" {
 		if err := writeAllocProfile(prof.mem); err != nil {
 			return err
