@@ -386,16 +386,11 @@ func runOne(s runSpec, prof profiles, addrs []string) result {
 	fail := func(err error) result {
 		return result{runSpec: s, Errors: 1, FirstError: err.Error()}
 	}
-	name := fmt.Sprintf("%s-%s-c%d-%dbr-%db-%dp%s-rep%d.prof", strings.ReplaceAll(s.Client, "/", "_"), s.Mode, s.C, s.Brokers, s.ValueSize, s.Partitions, keyedSuffix(s.Keyed), s.Rep)
+	name := fmt.Sprintf("%s-%s-c%d-%dbr-%db-%dp%s-rep%d", strings.ReplaceAll(s.Client, "/", "_"), s.Mode, s.C, s.Brokers, s.ValueSize, s.Partitions, keyedSuffix(s.Keyed), s.Rep)
 	var broker *child
 	if addrs == nil {
-		var bextra []string
-		if prof.cpu != "" {
-			bextra = append(bextra, "-cpuprofile", filepath.Join(prof.cpu, "broker-"+name))
-		}
-		if prof.trace != "" {
-			bextra = append(bextra, "-trace", filepath.Join(prof.trace, "broker-"+strings.TrimSuffix(name, ".prof")+".trace"))
-		}
+		bextra := fileFlag(nil, "-cpuprofile", prof.cpu, "broker-"+name+".prof")
+		bextra = fileFlag(bextra, "-trace", prof.trace, "broker-"+name+".trace")
 		b, kfakeAddrs, err := startBroker(s, bextra...)
 		if err != nil {
 			return fail(err)
@@ -409,16 +404,9 @@ func runOne(s runSpec, prof profiles, addrs []string) result {
 		brokerPid = broker.cmd.Process.Pid
 	}
 	brokerCPU0 := procCPU(brokerPid)
-	var extra []string
-	if prof.cpu != "" {
-		extra = append(extra, "-cpuprofile", filepath.Join(prof.cpu, name))
-	}
-	if prof.mem != "" {
-		extra = append(extra, "-memprofile", filepath.Join(prof.mem, strings.TrimSuffix(name, ".prof")+".alloc.prof"))
-	}
-	if prof.trace != "" {
-		extra = append(extra, "-trace", filepath.Join(prof.trace, strings.TrimSuffix(name, ".prof")+".trace"))
-	}
+	extra := fileFlag(nil, "-cpuprofile", prof.cpu, name+".prof")
+	extra = fileFlag(extra, "-memprofile", prof.mem, name+".alloc.prof")
+	extra = fileFlag(extra, "-trace", prof.trace, name+".trace")
 	cl, err := startChild("client", s, extra...)
 	if err != nil {
 		return fail(err)
@@ -437,6 +425,15 @@ func runOne(s runSpec, prof profiles, addrs []string) result {
 		r.BrokerCPUMicros = (cpu - brokerCPU0).Seconds() * 1e6 / float64(r.Sent)
 	}
 	return r
+}
+
+// fileFlag appends flag with the file in dir to args; with dir empty (no
+// profile of that kind asked for) it appends nothing.
+func fileFlag(args []string, flag, dir, file string) []string {
+	if dir == "" {
+		return args
+	}
+	return append(args, flag, filepath.Join(dir, file))
 }
 
 // keyedSuffix names keyed runs' profiles.

@@ -11,13 +11,12 @@ import (
 
 // TestPeakRSS_ChildExcludesParent checks that a client's peak RSS is its
 // own: a parent holding 128 MiB starts a child (as the bench starts its
-// clients), and the child's rusage peak stays far below the parent's.
+// clients), and the child's peak (peakRSS) stays far below the parent's.
 // getrusage's maxrss would not: exec carries the replaced memory's
 // high-water mark over.
 func TestPeakRSS_ChildExcludesParent(t *testing.T) {
 	if os.Getenv("BENCH_RSS_CHILD") == "1" {
-		_, rss := rusage()
-		fmt.Printf("rss=%.1f\n", rss)
+		fmt.Printf("rss=%.1f\n", peakRSS())
 		return
 	}
 	if _, ok := vmHWM(); !ok {
@@ -27,7 +26,7 @@ func TestPeakRSS_ChildExcludesParent(t *testing.T) {
 	for i := 0; i < len(b); i += 4096 {
 		b[i] = 1
 	}
-	_, parent := rusage()
+	parent := peakRSS()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPeakRSS_ChildExcludesParent$")
 	cmd.Env = append(os.Environ(), "BENCH_RSS_CHILD=1")
 	out, err := cmd.Output()

@@ -238,16 +238,22 @@ func waitTimeout(wg *sync.WaitGroup, limit time.Duration) bool {
 	}
 }
 
-// rusage is the process's CPU time (user + system, all threads) and peak
-// RSS.
-func rusage() (cpu time.Duration, peakRSSMiB float64) {
+// cpuTime is the process's CPU time so far (user + system, all threads).
+func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	peak := float64(ru.Maxrss) / 1024 // KiB on Linux
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// peakRSS is this process's peak resident set in MiB: VmHWM, or getrusage's
+// maxrss where /proc has none (it then includes the parent's peak: vmHWM).
+func peakRSS() float64 {
 	if hwm, ok := vmHWM(); ok {
-		peak = hwm
+		return hwm
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), peak
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Maxrss) / 1024 // KiB on Linux
 }
 
 // vmHWM is this process's peak resident set in MiB, from /proc/self/status.
@@ -274,7 +280,7 @@ func (w *workload) measure(ctx context.Context) result {
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	cpu0, _ := rusage()
+	cpu0 := cpuTime()
 	t0 := time.Now()
 	deadline := t0.Add(time.Duration(w.spec.MaxSeconds * float64(time.Second)))
 	var sent int
@@ -285,7 +291,7 @@ func (w *workload) measure(ctx context.Context) result {
 		sent, lat = w.runSync(ctx, deadline)
 	}
 	elapsed := time.Since(t0)
-	cpu1, rss := rusage()
+	cpu1, rss := cpuTime(), peakRSS()
 	runtime.ReadMemStats(&m1)
 	r := result{runSpec: w.spec, Sent: int64(sent), Errors: w.out.errors.Load(), Seconds: elapsed.Seconds(),
 		PeakRSSMiB: rss}
